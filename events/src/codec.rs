@@ -1,0 +1,169 @@
+//! The one place that knows how events are encoded on the log.
+//!
+//! Internal records are bincode 2 (standard config, serde path); external producers send JSON.
+//! A record's content type travels beside it (embedded log record header, Kafka `content-type`
+//! header), so a consumer never guesses.
+
+use crate::{Envelope, SCHEMA_VERSION};
+
+/// How a record's value is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ContentType {
+    /// bincode 2 of [`Envelope`] (internal producers).
+    Bincode = 1,
+    /// JSON of [`Envelope`], validated against `schemas/events/envelope.schema.json`.
+    Json = 2,
+}
+
+impl ContentType {
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(ContentType::Bincode),
+            2 => Some(ContentType::Json),
+            _ => None,
+        }
+    }
+
+    /// MIME name used in Kafka record headers.
+    pub fn mime(self) -> &'static str {
+        match self {
+            ContentType::Bincode => "application/x-pinhive-bincode",
+            ContentType::Json => "application/json",
+        }
+    }
+}
+
+/// Why a record could not be turned into an [`Envelope`]; the reason a dead letter carries.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown content type {0}")]
+    UnknownContentType(u8),
+    #[error("bincode decode failed: {0}")]
+    Bincode(String),
+    #[error("trailing {0} bytes after the envelope")]
+    TrailingBytes(usize),
+    #[error("json decode failed: {0}")]
+    Json(String),
+    #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("record key {record_key:?} does not match envelope key {envelope_key:?}")]
+    KeyMismatch {
+        record_key: String,
+        envelope_key: String,
+    },
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes an envelope for the log (bincode).
+pub fn encode(envelope: &Envelope) -> Vec<u8> {
+    // Encoding into a Vec cannot fail for these types: every field is serde-serializable
+    // without maps keyed by non-strings and without `serialize_any`.
+    bincode::serde::encode_to_vec(envelope, config()).unwrap_or_default()
+}
+
+/// Decodes a record value of the given content type and checks version and key.
+pub fn decode(content_type: u8, record_key: &[u8], value: &[u8]) -> Result<Envelope, DecodeError> {
+    let envelope = match ContentType::from_byte(content_type) {
+        Some(ContentType::Bincode) => {
+            let (envelope, read): (Envelope, usize) =
+                bincode::serde::decode_from_slice(value, config())
+                    .map_err(|e| DecodeError::Bincode(e.to_string()))?;
+            if read != value.len() {
+                return Err(DecodeError::TrailingBytes(value.len() - read));
+            }
+            envelope
+        }
+        Some(ContentType::Json) => decode_json(value)?,
+        None => return Err(DecodeError::UnknownContentType(content_type)),
+    };
+    if envelope.schema_version != SCHEMA_VERSION {
+        return Err(DecodeError::UnsupportedVersion(envelope.schema_version));
+    }
+    if envelope.key.as_bytes() != record_key {
+        return Err(DecodeError::KeyMismatch {
+            record_key: String::from_utf8_lossy(record_key).into_owned(),
+            envelope_key: envelope.key,
+        });
+    }
+    Ok(envelope)
+}
+
+/// Decodes the external JSON form. Field-level validation (unknown fields, types) is done by
+/// serde with `deny_unknown_fields`, which matches the generated JSON Schema.
+pub fn decode_json(value: &[u8]) -> Result<Envelope, DecodeError> {
+    serde_json::from_slice(value).map_err(|e| DecodeError::Json(e.to_string()))
+}
+
+/// The external JSON form of an envelope.
+pub fn encode_json(envelope: &Envelope) -> Vec<u8> {
+    serde_json::to_vec(envelope).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, PinRequested};
+
+    fn sample() -> Envelope {
+        Envelope::new(
+            "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi",
+            Event::PinRequested(PinRequested {
+                requestid: "r1".into(),
+                owner: "alice".into(),
+                cid: "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi".into(),
+                name: Some("a".into()),
+                origins: vec![],
+                meta: [("k".to_string(), "v".to_string())].into(),
+                created_ns: 1,
+                replicas_min: 1,
+                replicas_max: 3,
+                replaces: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn bincode_round_trip() {
+        let e = sample();
+        let bytes = encode(&e);
+        assert_eq!(decode(1, e.key.as_bytes(), &bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let e = sample();
+        let bytes = encode_json(&e);
+        assert_eq!(decode(2, e.key.as_bytes(), &bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for garbage in [&b""[..], b"\xff\xff\xff\xff", b"{\"schema_version\":1}", b"\x01"] {
+            assert!(decode(1, b"k", garbage).is_err());
+            assert!(decode(2, b"k", garbage).is_err());
+        }
+        assert!(matches!(
+            decode(9, b"k", b"x"),
+            Err(DecodeError::UnknownContentType(9))
+        ));
+    }
+
+    #[test]
+    fn wrong_version_and_key_are_rejected() {
+        let mut e = sample();
+        e.schema_version = 99;
+        assert!(matches!(
+            decode(1, e.key.as_bytes(), &encode(&e)),
+            Err(DecodeError::UnsupportedVersion(99))
+        ));
+        let e = sample();
+        assert!(matches!(
+            decode(1, b"other", &encode(&e)),
+            Err(DecodeError::KeyMismatch { .. })
+        ));
+    }
+}

@@ -1,0 +1,190 @@
+//! Event model of pinhive: the versioned [`Envelope`] and every [`Event`] of the flow.
+//!
+//! Only events cross the log; actor messages never do. Internal records are encoded with
+//! bincode 2 ([`codec`]); external producers send the JSON form, validated against the JSON
+//! Schema in `schemas/events/` (generated from these types, see [`schema`]).
+
+pub mod codec;
+pub mod schema;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Version of the envelope layout and event payloads. Bump on any incompatible change; the
+/// decoder rejects (dead-letters) versions it does not know.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Identifier of an IPFS node as configured in pinhive (stable, operator-chosen or derived from
+/// the RPC URL). Not the libp2p peer id, which a node may change.
+pub type NodeId = String;
+
+/// One record of the log. `key` is the partition key: the CID for every pin event, the node id
+/// for node events. Replaying a partition's envelopes in order rebuilds every state it owns.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Layout version, [`SCHEMA_VERSION`] for records written by this build.
+    pub schema_version: u16,
+    /// Unique id of this event (UUID text); used to deduplicate and to join logs and traces.
+    pub event_id: String,
+    /// Partition key: CID (pin events) or node id (node events).
+    pub key: String,
+    /// Wall-clock time the event was created, nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// W3C `traceparent` of the span that produced the event, if traced.
+    #[serde(default)]
+    pub traceparent: Option<String>,
+    pub event: Event,
+}
+
+impl Envelope {
+    /// Wraps `event` for partition key `key` with a fresh event id and the current time.
+    pub fn new(key: impl Into<String>, event: Event) -> Self {
+        Envelope {
+            schema_version: SCHEMA_VERSION,
+            event_id: new_event_id(),
+            key: key.into(),
+            timestamp_ns: now_ns(),
+            traceparent: None,
+            event,
+        }
+    }
+}
+
+/// Every event of the flow. Sent by: the API (requests), the shard actors (decisions), the node
+/// drivers (replica outcomes), the analytics actors (targets), the node registry (node events).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A user asked to pin `cid`. Sent by the API (or an external producer) once per request;
+    /// `requestid` is unique per request, so two requests for one CID are two pins.
+    PinRequested(PinRequested),
+    /// The pin `requestid` was replaced by `replaced_by` (a `PinRequested` carrying
+    /// `replaces = requestid`, on the new CID's partition). Keyed by the old pin's CID; removes
+    /// the old pin once the new one exists, which is what protects shared blocks from GC.
+    PinReplaced { requestid: String, replaced_by: String },
+    /// The owner deleted pin `requestid`. Keyed by the pin's CID.
+    UnpinRequested { requestid: String, owner: String },
+    /// The shard decided that `nodes` must hold the CID (a decision recorded as an event so
+    /// replay rebuilds the exact placement). `target` is the replica count it aimed for.
+    ReplicasAllocated { nodes: Vec<NodeId>, target: u8 },
+    /// Node driver: `node` confirmed a recursive pin. `delegates` are the node's multiaddrs.
+    ReplicaPinned {
+        node: NodeId,
+        delegates: Vec<String>,
+        attempts: u32,
+        duration_ms: u64,
+    },
+    /// Node driver: `node` could not pin after `attempts` tries (retries exhausted or the error
+    /// is permanent). The shard may allocate another node.
+    ReplicaFailed {
+        node: NodeId,
+        reason: String,
+        attempts: u32,
+    },
+    /// Node driver: `node` no longer pins the CID.
+    ReplicaUnpinned { node: NodeId },
+    /// Analytics (or an operator): the optimal replica count / placement for the CID changed.
+    TargetChanged {
+        replicas: u8,
+        #[serde(default)]
+        preferred_regions: Vec<String>,
+        reason: String,
+    },
+    /// Node registry: a node joined (or its description changed). Keyed by node id.
+    NodeRegistered(NodeDescriptor),
+    /// Node registry: a node's health or capacity changed. Keyed by node id.
+    NodeStatusChanged {
+        node: NodeId,
+        healthy: bool,
+        free_bytes: Option<u64>,
+        reason: String,
+    },
+}
+
+impl Event {
+    /// Short stable name, used in logs, metrics labels and the pin history.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::PinRequested(_) => "pin_requested",
+            Event::PinReplaced { .. } => "pin_replaced",
+            Event::UnpinRequested { .. } => "unpin_requested",
+            Event::ReplicasAllocated { .. } => "replicas_allocated",
+            Event::ReplicaPinned { .. } => "replica_pinned",
+            Event::ReplicaFailed { .. } => "replica_failed",
+            Event::ReplicaUnpinned { .. } => "replica_unpinned",
+            Event::TargetChanged { .. } => "target_changed",
+            Event::NodeRegistered(_) => "node_registered",
+            Event::NodeStatusChanged { .. } => "node_status_changed",
+        }
+    }
+}
+
+/// Payload of [`Event::PinRequested`]: the Pinning Service API `Pin` object plus what pinhive
+/// adds (owner, request id, creation time, replication bounds).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PinRequested {
+    pub requestid: String,
+    /// Name of the access token's owner; pins are scoped to it.
+    pub owner: String,
+    pub cid: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Multiaddrs of peers known to provide the data (passed to `swarm/connect`).
+    #[serde(default)]
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// Creation time, nanoseconds since the Unix epoch; the listing order.
+    pub created_ns: i64,
+    pub replicas_min: u8,
+    pub replicas_max: u8,
+    /// Request id of the pin this one replaces (Pinning Service API replace).
+    #[serde(default)]
+    pub replaces: Option<String>,
+}
+
+/// Description of an IPFS node as registered with pinhive.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDescriptor {
+    pub id: NodeId,
+    /// Base URL of the node's Kubo RPC API, e.g. `http://127.0.0.1:5001`.
+    pub rpc_url: String,
+    #[serde(default)]
+    pub region: String,
+    /// Relative capacity weight for placement (1 = default).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A fresh random event or request id (UUID v4 text, formatted without external crates).
+pub fn new_event_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let mut b = bytes;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Current wall-clock time in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .unwrap_or(i64::MAX)
+}

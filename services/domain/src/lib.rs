@@ -1,0 +1,20 @@
+//! Pure domain logic of pinhive: no I/O, no async, no clocks.
+//!
+//! * [`state`]: the per-CID state ([`CidState`]) and its fold over events (`apply`).
+//! * [`plan`]: what must happen next for a CID (allocate, pin, unpin), level-triggered, so the
+//!   same call repairs whatever a crash left undone.
+//! * [`allocator`]: weighted rendezvous placement across healthy nodes and regions.
+//! * [`pin`]: the Pinning Service API status of a pin, derived from its CID's replicas.
+
+pub mod allocator;
+pub mod pin;
+pub mod plan;
+pub mod state;
+
+pub use allocator::{allocate, NodeView};
+pub use pin::{PinRecord, PinStatus};
+pub use plan::{plan, Action, PlanContext};
+pub use state::{CidState, PinRef, ReplicaState, ReplicaStatus};
+
+#[cfg(test)]
+mod tests;

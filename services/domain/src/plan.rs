@@ -1,0 +1,86 @@
+//! What must happen next for one CID, computed from its state alone (level-triggered).
+//!
+//! The shard calls [`plan`] after applying events and again from its repair loop; because the
+//! plan depends only on state, an action lost to a crash is simply planned again. Node drivers
+//! make pin/unpin idempotent, so planning the same action twice costs one extra RPC.
+
+use std::collections::BTreeSet;
+
+use pinhive_events::NodeId;
+
+use crate::allocator::{allocate, rank, NodeView};
+use crate::state::{CidState, ReplicaStatus};
+
+/// Inputs besides the state: the node registry snapshot and placement thresholds.
+#[derive(Clone, Debug, Default)]
+pub struct PlanContext {
+    pub nodes: Vec<NodeView>,
+    pub min_free_bytes: u64,
+}
+
+/// One step for the shard to carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Append `ReplicasAllocated { nodes, target }` to the CID's partition.
+    Allocate { nodes: Vec<NodeId>, target: u8 },
+    /// Ask `node`'s driver to pin the CID (connecting to `origins` first).
+    Pin { node: NodeId, origins: Vec<String> },
+    /// Ask `node`'s driver to unpin the CID.
+    Unpin { node: NodeId },
+}
+
+/// Plans the actions that move `state` towards its desired placement.
+pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
+    let desired = state.desired_replicas();
+    let mut live: Vec<NodeId> = state
+        .replicas
+        .iter()
+        .filter(|(_, r)| matches!(r.status, ReplicaStatus::Allocated | ReplicaStatus::Pinned))
+        .map(|(node, _)| node.clone())
+        .collect();
+    rank(&state.cid, &mut live);
+
+    let mut actions = Vec::new();
+    let mut unwanted: BTreeSet<NodeId> = live.iter().skip(desired).cloned().collect();
+    if state.pins.is_empty() {
+        // Nothing references the CID: every replica goes, failed ones included (a failed pin
+        // may have left a partial or late pin behind; `pin/rm` of an absent pin is a no-op).
+        unwanted.extend(state.replicas.keys().cloned());
+    }
+
+    if live.len() < desired {
+        let exclude: BTreeSet<NodeId> = state.replicas.keys().cloned().collect();
+        let used_regions: BTreeSet<String> = live
+            .iter()
+            .filter_map(|id| context.nodes.iter().find(|n| &n.id == id))
+            .map(|n| n.region.clone())
+            .collect();
+        let nodes = allocate(
+            &state.cid,
+            &context.nodes,
+            &exclude,
+            &used_regions,
+            &state.preferred_regions,
+            desired - live.len(),
+            context.min_free_bytes,
+        );
+        if !nodes.is_empty() {
+            actions.push(Action::Allocate {
+                nodes,
+                target: u8::try_from(desired).unwrap_or(u8::MAX),
+            });
+        }
+    }
+
+    for (node, replica) in &state.replicas {
+        if unwanted.contains(node) {
+            actions.push(Action::Unpin { node: node.clone() });
+        } else if replica.status == ReplicaStatus::Allocated {
+            actions.push(Action::Pin {
+                node: node.clone(),
+                origins: state.origins.clone(),
+            });
+        }
+    }
+    actions
+}

@@ -1,0 +1,261 @@
+//! Per-CID state and its fold over events.
+//!
+//! One [`CidState`] exists per CID that has (or had, until cleaned up) at least one pin. It is
+//! owned by the shard of the CID's partition, the only writer. `apply` is total: an event that
+//! does not fit the state (e.g. an outcome for a node no longer allocated) is recorded as a
+//! no-op, never a panic, because the log is the ground truth and may contain anything.
+
+use std::collections::BTreeMap;
+
+use pinhive_events::{Event, NodeId, PinRequested};
+use serde::{Deserialize, Serialize};
+
+use crate::pin::{PinRecord, PinStatus};
+
+/// What the CID state remembers about each pin that references it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PinRef {
+    pub owner: String,
+    pub replicas_min: u8,
+    pub replicas_max: u8,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaStatus {
+    /// Chosen by the allocator; the node driver has been (or will be) asked to pin.
+    Allocated,
+    Pinned,
+    /// The node gave up; the shard may allocate elsewhere.
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReplicaState {
+    pub status: ReplicaStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub delegates: Vec<String>,
+}
+
+/// State of one CID. `applied_offset` is the log offset of the last event folded in (per
+/// partition, since a CID lives on exactly one partition): an event at or below it is skipped,
+/// which makes replay after a crash idempotent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct CidState {
+    pub cid: String,
+    pub applied_offset: Option<u64>,
+    /// Pins referencing this CID, by request id.
+    pub pins: BTreeMap<String, PinRef>,
+    pub replicas: BTreeMap<NodeId, ReplicaState>,
+    /// Replica count set by analytics/operators; `None` = the pins' minimum.
+    pub target_override: Option<u8>,
+    pub preferred_regions: Vec<String>,
+    /// Origins of the most recent pin request, for `swarm/connect`.
+    pub origins: Vec<String>,
+}
+
+/// The effect of one event on the pin rows of this CID, for the shard to persist.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PinChange {
+    Created(PinRecord),
+    Removed { requestid: String },
+}
+
+impl CidState {
+    pub fn new(cid: impl Into<String>) -> Self {
+        CidState {
+            cid: cid.into(),
+            ..CidState::default()
+        }
+    }
+
+    /// True if this event was already folded in (at or below `applied_offset`).
+    pub fn already_applied(&self, offset: u64) -> bool {
+        self.applied_offset.is_some_and(|applied| offset <= applied)
+    }
+
+    /// Folds one event in. Returns the pin rows it creates or removes; status changes of
+    /// existing pins are derived afterwards with [`CidState::pin_status`].
+    pub fn apply(&mut self, offset: u64, event: &Event) -> Vec<PinChange> {
+        if self.already_applied(offset) {
+            return Vec::new();
+        }
+        self.applied_offset = Some(offset);
+        let mut changes = Vec::new();
+        match event {
+            Event::PinRequested(request) => {
+                if !self.pins.contains_key(&request.requestid) {
+                    self.pins.insert(request.requestid.clone(), pin_ref(request));
+                    if !request.origins.is_empty() {
+                        self.origins = request.origins.clone();
+                    }
+                    changes.push(PinChange::Created(self.new_pin_record(request)));
+                }
+            }
+            Event::PinReplaced { requestid, .. } | Event::UnpinRequested { requestid, .. } => {
+                if self.pins.remove(requestid).is_some() {
+                    changes.push(PinChange::Removed {
+                        requestid: requestid.clone(),
+                    });
+                }
+            }
+            Event::ReplicasAllocated { nodes, .. } => {
+                for node in nodes {
+                    let replica = self.replicas.entry(node.clone()).or_insert(ReplicaState {
+                        status: ReplicaStatus::Allocated,
+                        attempts: 0,
+                        last_error: None,
+                        delegates: Vec::new(),
+                    });
+                    if replica.status == ReplicaStatus::Failed {
+                        replica.status = ReplicaStatus::Allocated;
+                    }
+                }
+            }
+            Event::ReplicaPinned {
+                node,
+                delegates,
+                attempts,
+                ..
+            } => {
+                if let Some(replica) = self.replicas.get_mut(node) {
+                    replica.status = ReplicaStatus::Pinned;
+                    replica.attempts += attempts;
+                    replica.last_error = None;
+                    replica.delegates = delegates.clone();
+                }
+            }
+            Event::ReplicaFailed {
+                node,
+                reason,
+                attempts,
+            } => {
+                if let Some(replica) = self.replicas.get_mut(node) {
+                    if replica.status == ReplicaStatus::Allocated {
+                        replica.status = ReplicaStatus::Failed;
+                    }
+                    replica.attempts += attempts;
+                    replica.last_error = Some(reason.clone());
+                }
+            }
+            Event::ReplicaUnpinned { node } => {
+                // Unpins are only ever requested for replicas the planner found unwanted, so
+                // the outcome removes the replica; if it is wanted again, the planner
+                // allocates anew.
+                self.replicas.remove(node);
+            }
+            Event::TargetChanged {
+                replicas,
+                preferred_regions,
+                ..
+            } => {
+                self.target_override = Some(*replicas);
+                self.preferred_regions = preferred_regions.clone();
+            }
+            Event::NodeRegistered(_) | Event::NodeStatusChanged { .. } => {}
+        }
+        changes
+    }
+
+    /// Replica count this CID should have: the analytics target if any, clamped to the pins'
+    /// bounds; otherwise the largest `replicas_min` among its pins.
+    pub fn desired_replicas(&self) -> usize {
+        let min = self.pins.values().map(|p| p.replicas_min).max().unwrap_or(0);
+        let max = self
+            .pins
+            .values()
+            .map(|p| p.replicas_max)
+            .max()
+            .unwrap_or(0)
+            .max(min);
+        let wanted = self.target_override.unwrap_or(min).clamp(min, max);
+        usize::from(wanted)
+    }
+
+    pub fn count(&self, status: ReplicaStatus) -> usize {
+        self.replicas.values().filter(|r| r.status == status).count()
+    }
+
+    /// The API status every pin of this CID shows.
+    pub fn pin_status(&self) -> PinStatus {
+        let pinned = self.count(ReplicaStatus::Pinned);
+        let allocated = self.count(ReplicaStatus::Allocated);
+        let failed = self.count(ReplicaStatus::Failed);
+        let desired = self.desired_replicas().max(1);
+        if pinned > 0 && (pinned >= desired || allocated == 0) {
+            return PinStatus::Pinned;
+        }
+        if allocated > 0 || pinned > 0 {
+            return PinStatus::Pinning;
+        }
+        if failed > 0 {
+            return PinStatus::Failed;
+        }
+        PinStatus::Queued
+    }
+
+    /// Multiaddrs of nodes that hold the content (pinned replicas).
+    pub fn delegates(&self) -> Vec<String> {
+        let mut delegates: Vec<String> = self
+            .replicas
+            .values()
+            .filter(|r| r.status == ReplicaStatus::Pinned)
+            .flat_map(|r| r.delegates.iter().cloned())
+            .collect();
+        delegates.sort();
+        delegates.dedup();
+        delegates
+    }
+
+    /// The `info` map every pin of this CID shows.
+    pub fn pin_info(&self) -> BTreeMap<String, String> {
+        let mut info = BTreeMap::new();
+        info.insert(
+            "replicas_pinned".into(),
+            self.count(ReplicaStatus::Pinned).to_string(),
+        );
+        info.insert(
+            "replicas_desired".into(),
+            self.desired_replicas().to_string(),
+        );
+        let errors: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.status == ReplicaStatus::Failed)
+            .filter_map(|(node, r)| r.last_error.as_ref().map(|e| format!("{node}: {e}")))
+            .collect();
+        if !errors.is_empty() {
+            info.insert("failure".into(), errors.join("; "));
+        }
+        info
+    }
+
+    fn new_pin_record(&self, request: &PinRequested) -> PinRecord {
+        PinRecord {
+            requestid: request.requestid.clone(),
+            owner: request.owner.clone(),
+            cid: request.cid.clone(),
+            name: request.name.clone(),
+            origins: request.origins.clone(),
+            meta: request.meta.clone(),
+            created_ns: request.created_ns,
+            status: self.pin_status(),
+            info: self.pin_info(),
+            delegates: self.delegates(),
+        }
+    }
+
+    /// True when nothing references the CID and no replica remains: the row can be deleted.
+    pub fn is_garbage(&self) -> bool {
+        self.pins.is_empty() && self.replicas.is_empty()
+    }
+
+}
+
+fn pin_ref(request: &PinRequested) -> PinRef {
+    PinRef {
+        owner: request.owner.clone(),
+        replicas_min: request.replicas_min,
+        replicas_max: request.replicas_max,
+    }
+}

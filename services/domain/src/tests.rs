@@ -1,0 +1,220 @@
+//! Given events / then state and plan: the pin lifecycle as tables, plus replay properties.
+
+use std::collections::BTreeMap;
+
+use pinhive_events::{Event, PinRequested};
+use proptest::prelude::*;
+
+use crate::{plan, Action, CidState, NodeView, PinStatus, PlanContext};
+
+const CID: &str = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+
+fn request(id: &str, min: u8, max: u8) -> Event {
+    Event::PinRequested(PinRequested {
+        requestid: id.into(),
+        owner: "alice".into(),
+        cid: CID.into(),
+        name: None,
+        origins: vec!["/ip4/10.0.0.1/tcp/4001/p2p/QmOrigin".into()],
+        meta: BTreeMap::new(),
+        created_ns: 1,
+        replicas_min: min,
+        replicas_max: max,
+        replaces: None,
+    })
+}
+
+fn allocated(nodes: &[&str]) -> Event {
+    Event::ReplicasAllocated {
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        target: nodes.len() as u8,
+    }
+}
+
+fn pinned(node: &str) -> Event {
+    Event::ReplicaPinned {
+        node: node.into(),
+        delegates: vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{node}")],
+        attempts: 1,
+        duration_ms: 1,
+    }
+}
+
+fn failed(node: &str) -> Event {
+    Event::ReplicaFailed {
+        node: node.into(),
+        reason: "request timed out".into(),
+        attempts: 3,
+    }
+}
+
+fn nodes(n: usize) -> PlanContext {
+    PlanContext {
+        nodes: (0..n)
+            .map(|i| NodeView {
+                id: format!("n{i}"),
+                region: String::new(),
+                weight: 1,
+                healthy: true,
+                free_bytes: None,
+            })
+            .collect(),
+        min_free_bytes: 0,
+    }
+}
+
+fn fold(events: &[Event]) -> CidState {
+    let mut state = CidState::new(CID);
+    for (offset, event) in events.iter().enumerate() {
+        state.apply(offset as u64, event);
+    }
+    state
+}
+
+/// One row of the lifecycle table: events so far, expected status, expected action kinds.
+fn check(events: &[Event], fleet: usize, status: PinStatus, expected: &[&str]) {
+    let state = fold(events);
+    assert_eq!(state.pin_status(), status, "after {events:?}");
+    let kinds: Vec<&str> = plan(&state, &nodes(fleet))
+        .iter()
+        .map(|a| match a {
+            Action::Allocate { .. } => "allocate",
+            Action::Pin { .. } => "pin",
+            Action::Unpin { .. } => "unpin",
+        })
+        .collect();
+    assert_eq!(kinds, expected, "after {events:?}");
+}
+
+#[test]
+fn lifecycle_table() {
+    let r = || request("r1", 1, 3);
+    check(&[r()], 0, PinStatus::Queued, &[]);
+    check(&[r()], 2, PinStatus::Queued, &["allocate"]);
+    check(&[r(), allocated(&["n0"])], 2, PinStatus::Pinning, &["pin"]);
+    check(&[r(), allocated(&["n0"]), pinned("n0")], 2, PinStatus::Pinned, &[]);
+    // A failed replica is replaced by another node while one is left.
+    check(&[r(), allocated(&["n0"]), failed("n0")], 2, PinStatus::Failed, &["allocate"]);
+    check(&[r(), allocated(&["n0"]), failed("n0")], 1, PinStatus::Failed, &[]);
+    // Delete: every replica is unpinned, then the state is garbage.
+    let unpin = Event::UnpinRequested {
+        requestid: "r1".into(),
+        owner: "alice".into(),
+    };
+    check(&[r(), allocated(&["n0"]), pinned("n0"), unpin.clone()], 2, PinStatus::Pinned, &["unpin"]);
+    let done = fold(&[
+        r(),
+        allocated(&["n0"]),
+        pinned("n0"),
+        unpin,
+        Event::ReplicaUnpinned { node: "n0".into() },
+    ]);
+    assert!(done.is_garbage());
+}
+
+#[test]
+fn two_pins_of_one_cid_share_replicas_and_survive_one_delete() {
+    let events = vec![
+        request("r1", 1, 3),
+        allocated(&["n0"]),
+        pinned("n0"),
+        request("r2", 1, 3),
+        Event::UnpinRequested {
+            requestid: "r1".into(),
+            owner: "alice".into(),
+        },
+    ];
+    check(&events, 3, PinStatus::Pinned, &[]);
+}
+
+#[test]
+fn target_change_adds_and_removes_replicas() {
+    let mut events = vec![request("r1", 1, 3), allocated(&["n0"]), pinned("n0")];
+    events.push(Event::TargetChanged {
+        replicas: 3,
+        preferred_regions: vec![],
+        reason: "hot".into(),
+    });
+    check(&events, 5, PinStatus::Pinned, &["allocate"]);
+    // Clamped to the pin's max.
+    events.push(Event::TargetChanged {
+        replicas: 9,
+        preferred_regions: vec![],
+        reason: "hotter".into(),
+    });
+    assert_eq!(fold(&events).desired_replicas(), 3);
+    events.push(allocated(&["n1", "n2"]));
+    events.push(Event::TargetChanged {
+        replicas: 1,
+        preferred_regions: vec![],
+        reason: "cold".into(),
+    });
+    let actions = plan(&fold(&events), &nodes(5));
+    assert_eq!(
+        actions.iter().filter(|a| matches!(a, Action::Unpin { .. })).count(),
+        2
+    );
+}
+
+#[test]
+fn delegates_come_from_pinned_replicas() {
+    let state = fold(&[request("r1", 1, 1), allocated(&["n0"]), pinned("n0")]);
+    assert_eq!(state.delegates(), vec!["/ip4/127.0.0.1/tcp/4001/p2p/n0".to_string()]);
+}
+
+fn arbitrary_event() -> impl Strategy<Value = Event> {
+    let node = prop::sample::select(vec!["n0", "n1", "n2"]);
+    let rid = prop::sample::select(vec!["r1", "r2"]);
+    prop_oneof![
+        rid.clone().prop_map(|r| request(r, 1, 2)),
+        rid.prop_map(|r| Event::UnpinRequested {
+            requestid: r.into(),
+            owner: "alice".into()
+        }),
+        node.clone().prop_map(|n| allocated(&[n])),
+        node.clone().prop_map(pinned),
+        node.clone().prop_map(failed),
+        node.prop_map(|n| Event::ReplicaUnpinned { node: n.into() }),
+        (0u8..4).prop_map(|r| Event::TargetChanged {
+            replicas: r,
+            preferred_regions: vec![],
+            reason: "t".into()
+        }),
+    ]
+}
+
+proptest! {
+    /// Crash + replay: re-applying any prefix of already-applied events changes nothing.
+    #[test]
+    fn replay_is_idempotent(events in prop::collection::vec(arbitrary_event(), 0..40), cut in 0usize..40) {
+        let full = fold(&events);
+        let mut replayed = full.clone();
+        for (offset, event) in events.iter().enumerate().take(cut) {
+            replayed.apply(offset as u64, event);
+        }
+        prop_assert_eq!(&replayed, &full);
+        // Resuming from a checkpoint gives the same state as one uninterrupted fold.
+        let cut = cut.min(events.len());
+        let mut resumed = fold(&events[..cut]);
+        for (offset, event) in events.iter().enumerate().skip(cut) {
+            resumed.apply(offset as u64, event);
+        }
+        prop_assert_eq!(resumed, full);
+    }
+
+    /// The plan never asks to pin and unpin the same node, nor to allocate a node already used.
+    #[test]
+    fn plan_is_consistent(events in prop::collection::vec(arbitrary_event(), 0..40)) {
+        let state = fold(&events);
+        let actions = plan(&state, &nodes(3));
+        for action in &actions {
+            if let Action::Allocate { nodes, .. } = action {
+                for n in nodes { prop_assert!(!state.replicas.contains_key(n)); }
+            }
+            if let Action::Pin { node, .. } = action {
+                let unpin = Action::Unpin { node: node.clone() };
+                prop_assert!(!actions.contains(&unpin), "pin and unpin of one node");
+            }
+        }
+    }
+}
