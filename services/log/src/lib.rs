@@ -1,0 +1,125 @@
+//! The partitioned log: the ground truth of pinhive.
+//!
+//! [`Log`] is the adapter trait; [`embedded::EmbeddedLog`] keeps partitions as segment files on
+//! local disk with fsync group commit. Every implementation partitions by the Java Kafka
+//! client's murmur2 ([`partition_for`]), so a key lands on the same partition number in every
+//! deployment.
+//!
+//! Invariant: `append` returns only after the records are durable (fsync / `acks=all`), and
+//! readers never see records that are not yet durable.
+
+pub mod embedded;
+mod frame;
+pub mod murmur2;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use embedded::{EmbeddedLog, EmbeddedLogConfig};
+
+/// One record to append. `key` chooses the partition (the CID for pin events).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// [`pinhive_events::codec::ContentType`] byte.
+    pub content_type: u8,
+    pub timestamp_ns: i64,
+}
+
+impl Record {
+    /// A record holding a bincode-encoded envelope, keyed by the envelope's key.
+    pub fn from_envelope(envelope: &pinhive_events::Envelope) -> Self {
+        Record {
+            key: envelope.key.as_bytes().to_vec(),
+            value: pinhive_events::codec::encode(envelope),
+            content_type: pinhive_events::codec::ContentType::Bincode as u8,
+            timestamp_ns: envelope.timestamp_ns,
+        }
+    }
+}
+
+/// Where an appended record landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A record read back, with its position. `next_offset` is where the following record starts
+/// (what a consumer checkpoints after processing this one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub next_offset: u64,
+    /// `Err` with a reason when the frame is damaged (checksum): the consumer dead-letters it.
+    pub record: Result<Record, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("partition {0} does not exist")]
+    NoSuchPartition(u32),
+    #[error("offset {offset} of partition {partition} is below the retained start {start}")]
+    OffsetOutOfRange {
+        partition: u32,
+        offset: u64,
+        start: u64,
+    },
+    #[error("log is closed")]
+    Closed,
+    #[error("log is overloaded, retry later")]
+    Overloaded,
+    #[error("record too large: {0} bytes")]
+    RecordTooLarge(usize),
+}
+
+/// The partitioned-log adapter.
+#[async_trait]
+pub trait Log: Send + Sync + 'static {
+    fn partition_count(&self) -> u32;
+
+    /// Partition of `key`: murmur2 as the Java Kafka client computes it.
+    fn partition_for(&self, key: &[u8]) -> u32 {
+        partition_for(key, self.partition_count())
+    }
+
+    /// Appends records (each to its key's partition) and returns once all are durable.
+    async fn append(&self, records: Vec<Record>) -> Result<Vec<Position>, LogError>;
+
+    /// Reads durable records of `partition` starting at `from`, up to about `max_bytes`.
+    /// Returns an empty vector when `from` is the end.
+    async fn read(
+        &self,
+        partition: u32,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, LogError>;
+
+    /// Waits until `partition` has durable data beyond `offset`, or `timeout` passes.
+    async fn wait_beyond(&self, partition: u32, offset: u64, timeout: Duration);
+
+    /// First retained offset of `partition`.
+    fn start_offset(&self, partition: u32) -> u64;
+
+    /// Durable end (the offset the next record will get) of `partition`.
+    fn end_offset(&self, partition: u32) -> u64;
+
+    /// Retention: drops whole segments that lie entirely below `offset` (every consumer's
+    /// checkpoint) and are older than `min_age`. Returns the bytes freed.
+    async fn release_before(
+        &self,
+        partition: u32,
+        offset: u64,
+        min_age: Duration,
+    ) -> Result<u64, LogError>;
+}
+
+/// Kafka-compatible partitioner: `toPositive(murmur2(key)) % partitions`.
+pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
+    (murmur2::murmur2(key) as u32 & 0x7fff_ffff) % partitions.max(1)
+}
