@@ -1,0 +1,314 @@
+//! The contract every [`Store`] implementation must pass (embedded here; ScyllaDB when
+//! `PINHIVE_SCYLLA_URI` points at a cluster). Each check takes a fresh, empty store.
+
+use std::collections::BTreeMap;
+
+use pinhive_domain::{CidState, PinRecord, PinStatus};
+use pinhive_events::{Event, NodeDescriptor};
+
+use crate::{
+    total_count, CidWrite, CounterRow, DeadLetter, JournalEntry, NameMatch, PinQuery, PinWrite,
+    ShardBatch, Store, TokenRecord,
+};
+
+/// Runs every check, each on a store made by `fresh`.
+pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
+    let checks: [(&str, fn(&dyn Store)); 8] = [
+        ("pin rows and cid state round-trip", rows_round_trip),
+        ("status change moves the pin between listings", status_change_moves_index),
+        ("listing is newest first and pages with before", listing_pages_newest_first),
+        ("every filter", filters),
+        ("a batch applied twice is harmless", batch_is_repeatable),
+        ("checkpoints and pending set", checkpoints_and_pending),
+        ("journal in offset order", journal_in_order),
+        ("tokens, nodes, dead letters", tokens_nodes_dead_letters),
+    ];
+    for (name, check) in checks {
+        eprintln!("store contract: {name}");
+        let store = fresh();
+        check(store.as_ref());
+    }
+}
+
+fn pin(requestid: &str, owner: &str, cid: &str, created_ns: i64, status: PinStatus) -> PinRecord {
+    PinRecord {
+        requestid: requestid.into(),
+        owner: owner.into(),
+        cid: cid.into(),
+        name: Some(format!("Name-{requestid}")),
+        origins: vec![],
+        meta: [("app".to_string(), format!("m{}", created_ns % 3))].into(),
+        created_ns,
+        status,
+        info: BTreeMap::new(),
+        delegates: vec![],
+    }
+}
+
+fn put(store: &dyn Store, pins: Vec<PinRecord>) {
+    let batch = ShardBatch {
+        partition: 0,
+        pins: pins
+            .into_iter()
+            .map(|new| PinWrite::Put { old: None, new })
+            .collect(),
+        ..ShardBatch::default()
+    };
+    store.write_shard_batch(&batch).unwrap();
+}
+
+fn query(owner: &str, statuses: &[PinStatus]) -> PinQuery {
+    PinQuery {
+        owner: owner.into(),
+        cids: vec![],
+        name: None,
+        statuses: statuses.to_vec(),
+        before_ns: None,
+        after_ns: None,
+        meta: BTreeMap::new(),
+        limit: 10,
+    }
+}
+
+fn ids(store: &dyn Store, q: &PinQuery) -> Vec<String> {
+    store
+        .list_pins(q, 1)
+        .unwrap()
+        .results
+        .into_iter()
+        .map(|p| p.requestid)
+        .collect()
+}
+
+fn rows_round_trip(store: &dyn Store) {
+    let record = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
+    let mut state = CidState::new("cidA");
+    state.applied_offset = Some(42);
+    store
+        .write_shard_batch(&ShardBatch {
+            partition: 0,
+            pins: vec![PinWrite::Put {
+                old: None,
+                new: record.clone(),
+            }],
+            cids: vec![CidWrite::Put(state.clone())],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    assert_eq!(store.get_pin("r1").unwrap(), Some(record.clone()));
+    assert_eq!(store.load_cid("cidA").unwrap(), Some(state));
+    assert_eq!(store.get_pin("nope").unwrap(), None);
+    store
+        .write_shard_batch(&ShardBatch {
+            partition: 0,
+            pins: vec![PinWrite::Delete { old: record }],
+            cids: vec![CidWrite::Delete { cid: "cidA".into() }],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    assert_eq!(store.get_pin("r1").unwrap(), None);
+    assert_eq!(store.load_cid("cidA").unwrap(), None);
+    assert!(ids(store, &query("alice", &PinStatus::ALL)).is_empty());
+}
+
+fn status_change_moves_index(store: &dyn Store) {
+    let queued = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
+    put(store, vec![queued.clone()]);
+    assert_eq!(ids(store, &query("alice", &[PinStatus::Queued])), vec!["r1"]);
+    let mut pinned = queued.clone();
+    pinned.status = PinStatus::Pinned;
+    store
+        .write_shard_batch(&ShardBatch {
+            partition: 0,
+            pins: vec![PinWrite::Put {
+                old: Some(queued),
+                new: pinned,
+            }],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    assert!(ids(store, &query("alice", &[PinStatus::Queued])).is_empty());
+    assert_eq!(ids(store, &query("alice", &[PinStatus::Pinned])), vec!["r1"]);
+    // Other owners see nothing.
+    assert!(ids(store, &query("bob", &PinStatus::ALL)).is_empty());
+}
+
+fn listing_pages_newest_first(store: &dyn Store) {
+    let pins: Vec<PinRecord> = (0..250)
+        .map(|i| pin(&format!("r{i:03}"), "alice", &format!("cid{i}"), 1_000 + i, PinStatus::Pinned))
+        .collect();
+    put(store, pins);
+    let mut q = query("alice", &[PinStatus::Pinned]);
+    q.limit = 100;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_pins(&q, 1).unwrap();
+        if page.results.is_empty() {
+            break;
+        }
+        q.before_ns = Some(page.results.last().unwrap().created_ns);
+        seen.extend(page.results.into_iter().map(|p| p.created_ns));
+    }
+    let expected: Vec<i64> = (0..250).rev().map(|i| 1_000 + i).collect();
+    assert_eq!(seen, expected);
+    let mut q = query("alice", &[PinStatus::Pinned]);
+    q.after_ns = Some(1_247);
+    assert_eq!(ids(store, &q), vec!["r249", "r248"]);
+}
+
+fn filters(store: &dyn Store) {
+    put(
+        store,
+        vec![
+            pin("a", "alice", "cidA", 1, PinStatus::Pinned),
+            pin("b", "alice", "cidB", 2, PinStatus::Queued),
+            pin("c", "alice", "cidA", 3, PinStatus::Failed),
+            pin("d", "alice", "cidC", 4, PinStatus::Pinned),
+        ],
+    );
+    let all = PinStatus::ALL;
+    let mut q = query("alice", &all);
+    q.cids = vec!["cidA".into(), "cidC".into()];
+    assert_eq!(ids(store, &q), vec!["d", "c", "a"]);
+    q.statuses = vec![PinStatus::Pinned];
+    assert_eq!(ids(store, &q), vec!["d", "a"]);
+    assert_eq!(store.list_pins(&q, 1).unwrap().count, 2);
+
+    let mut q = query("alice", &all);
+    q.name = Some(("Name-b".into(), NameMatch::Exact));
+    assert_eq!(ids(store, &q), vec!["b"]);
+    q.name = Some(("name-b".into(), NameMatch::Exact));
+    assert!(ids(store, &q).is_empty());
+    q.name = Some(("name-B".into(), NameMatch::IExact));
+    assert_eq!(ids(store, &q), vec!["b"]);
+    q.name = Some(("ame-".into(), NameMatch::Partial));
+    assert_eq!(ids(store, &q), vec!["d", "c", "b", "a"]);
+    q.name = Some(("AME-C".into(), NameMatch::Partial));
+    assert!(ids(store, &q).is_empty());
+    q.name = Some(("AME-C".into(), NameMatch::IPartial));
+    assert_eq!(ids(store, &q), vec!["c"]);
+
+    let mut q = query("alice", &all);
+    q.meta = [("app".to_string(), "m1".to_string())].into();
+    assert_eq!(ids(store, &q), vec!["d", "a"]);
+    q.meta.insert("other".into(), "x".into());
+    assert!(ids(store, &q).is_empty());
+
+    let mut q = query("alice", &[PinStatus::Pinned, PinStatus::Queued]);
+    q.limit = 2;
+    let page = store.list_pins(&q, 1).unwrap();
+    assert_eq!(
+        page.results.iter().map(|p| p.requestid.as_str()).collect::<Vec<_>>(),
+        vec!["d", "b"]
+    );
+}
+
+fn batch_is_repeatable(store: &dyn Store) {
+    let old = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
+    let mut new = old.clone();
+    new.status = PinStatus::Pinning;
+    put(store, vec![old.clone()]);
+    let batch = ShardBatch {
+        partition: 3,
+        counters: vec![CounterRow {
+            owner: "alice".into(),
+            status: PinStatus::Pinning,
+            partition: 3,
+            value: 1,
+            offset: 9,
+        }],
+        pins: vec![PinWrite::Put {
+            old: Some(old),
+            new: new.clone(),
+        }],
+        ..ShardBatch::default()
+    };
+    store.write_shard_batch(&batch).unwrap();
+    store.write_shard_batch(&batch).unwrap();
+    assert_eq!(ids(store, &query("alice", &PinStatus::ALL)), vec!["r1"]);
+    assert_eq!(total_count(store, "alice", PinStatus::Pinning, 4).unwrap(), 1);
+    assert_eq!(store.get_pin("r1").unwrap(), Some(new));
+}
+
+fn checkpoints_and_pending(store: &dyn Store) {
+    assert_eq!(store.checkpoint("shard", 2).unwrap(), None);
+    store.set_checkpoint("shard", 2, 77).unwrap();
+    store.set_checkpoint("shard", 3, 5).unwrap();
+    assert_eq!(store.checkpoint("shard", 2).unwrap(), Some(77));
+    let pending = |p: u32, cids: &[(&str, bool)]| ShardBatch {
+        partition: p,
+        pending: cids.iter().map(|(c, b)| (c.to_string(), *b)).collect(),
+        ..ShardBatch::default()
+    };
+    store
+        .write_shard_batch(&pending(1, &[("c1", true), ("c2", true), ("c3", true)]))
+        .unwrap();
+    store.write_shard_batch(&pending(2, &[("x", true)])).unwrap();
+    store.write_shard_batch(&pending(1, &[("c2", false)])).unwrap();
+    assert_eq!(store.pending_cids(1, None, 10).unwrap(), vec!["c1", "c3"]);
+    assert_eq!(store.pending_cids(1, Some("c1"), 10).unwrap(), vec!["c3"]);
+    assert_eq!(store.pending_cids(1, None, 1).unwrap(), vec!["c1"]);
+    assert_eq!(store.pending_cids(2, None, 10).unwrap(), vec!["x"]);
+}
+
+fn journal_in_order(store: &dyn Store) {
+    let entry = |offset: u64| JournalEntry {
+        cid: "cidA".into(),
+        partition: 0,
+        offset,
+        timestamp_ns: offset as i64,
+        event_id: format!("e{offset}"),
+        event: Event::ReplicaUnpinned { node: "n".into() },
+    };
+    store
+        .write_shard_batch(&ShardBatch {
+            journal: vec![entry(300), entry(2), entry(1000)],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    let offsets: Vec<u64> = store
+        .journal("cidA", None, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.offset)
+        .collect();
+    assert_eq!(offsets, vec![2, 300, 1000]);
+    assert_eq!(store.journal("cidA", Some(2), 1).unwrap()[0].offset, 300);
+    assert!(store.journal("cidAB", None, 10).unwrap().is_empty());
+}
+
+fn tokens_nodes_dead_letters(store: &dyn Store) {
+    let token = TokenRecord {
+        owner: "alice".into(),
+        created_ns: 1,
+        admin: false,
+    };
+    store.put_token("h1", &token).unwrap();
+    assert_eq!(store.get_token("h1").unwrap(), Some(token));
+    assert_eq!(store.get_token("h2").unwrap(), None);
+    let node = NodeDescriptor {
+        id: "n1".into(),
+        rpc_url: "http://127.0.0.1:5001".into(),
+        region: "eu".into(),
+        weight: 2,
+    };
+    store.put_node(&node).unwrap();
+    assert_eq!(store.list_nodes().unwrap(), vec![node]);
+    store.remove_node("n1").unwrap();
+    assert!(store.list_nodes().unwrap().is_empty());
+    for offset in [5, 1] {
+        store
+            .put_dead_letter(&DeadLetter {
+                partition: 0,
+                offset,
+                reason: "bad".into(),
+                key: "k".into(),
+                value_prefix_hex: "ff".into(),
+                dead_lettered_ns: 0,
+            })
+            .unwrap();
+    }
+    let letters = store.dead_letters(None, 10).unwrap();
+    assert_eq!(letters.iter().map(|d| d.offset).collect::<Vec<_>>(), vec![1, 5]);
+    assert_eq!(store.dead_letters(Some((0, 1)), 10).unwrap().len(), 1);
+}

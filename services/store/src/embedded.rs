@@ -1,0 +1,501 @@
+//! The embedded store: fjall (an LSM tree) on local disk, one keyspace per table.
+//!
+//! A shard batch is committed as one fjall write batch (atomic here, although nothing relies on
+//! that: see the crate docs). Batches are not fsynced: the log is the ground truth, the
+//! checkpoint is written in the same journal after the state it covers, so a power loss loses
+//! state and checkpoint together and the shard replays. Tokens and nodes are fsynced.
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use pinhive_domain::{CidState, PinRecord, PinStatus};
+use pinhive_events::NodeDescriptor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::keys;
+use crate::query::{NameMatch, PinPage, PinQuery, COUNT_BUDGET, SCAN_BUDGET};
+use crate::{
+    CidWrite, CounterRow, DeadLetter, JournalEntry, PinWrite, ShardBatch, Store, StoreError,
+    TokenRecord,
+};
+
+pub struct EmbeddedStore {
+    db: Database,
+    cids: Keyspace,
+    pins: Keyspace,
+    index: Keyspace,
+    counters: Keyspace,
+    journal: Keyspace,
+    pending: Keyspace,
+    checkpoints: Keyspace,
+    tokens: Keyspace,
+    nodes: Keyspace,
+    dead_letters: Keyspace,
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(value, _)| value)
+        .map_err(|e| StoreError::Corrupt {
+            what,
+            reason: e.to_string(),
+        })
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir`. Fails with [`StoreError::Locked`] if
+    /// another process has it open.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(backend)?;
+        let db = Database::builder(dir).open().map_err(|e| {
+            let text = e.to_string();
+            if text.contains("lock") || text.contains("Locked") || text.contains("WouldBlock") {
+                StoreError::Locked {
+                    path: dir.display().to_string(),
+                }
+            } else {
+                backend(e)
+            }
+        })?;
+        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(backend);
+        Ok(EmbeddedStore {
+            cids: open("cids")?,
+            pins: open("pins")?,
+            index: open("pin_index")?,
+            counters: open("counters")?,
+            journal: open("journal")?,
+            pending: open("pending")?,
+            checkpoints: open("checkpoints")?,
+            tokens: open("tokens")?,
+            nodes: open("nodes")?,
+            dead_letters: open("dead_letters")?,
+            db,
+        })
+    }
+
+    /// Raw batched write rate baseline for benchmarks: `batches` × `per_batch` inserts of
+    /// `value_len`-byte values into a scratch keyspace, committed like shard batches.
+    pub fn write_baseline(
+        &self,
+        batches: usize,
+        per_batch: usize,
+        value_len: usize,
+    ) -> Result<(), StoreError> {
+        let scratch = self
+            .db
+            .keyspace("bench_scratch", KeyspaceCreateOptions::default)
+            .map_err(backend)?;
+        let value = vec![7u8; value_len];
+        for b in 0..batches {
+            let mut batch = self.db.batch();
+            for i in 0..per_batch {
+                let key = format!("{b:016}{i:016}");
+                batch.insert(&scratch, key.as_bytes(), value.as_slice());
+            }
+            batch.commit().map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn get_decoded<T: DeserializeOwned>(
+        &self,
+        keyspace: &Keyspace,
+        what: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match keyspace.get(key).map_err(backend)? {
+            Some(bytes) => decode(what, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Index sources for a query, each a key prefix; merged newest first.
+    fn sources(&self, query: &PinQuery) -> Vec<Vec<u8>> {
+        if !query.cids.is_empty() {
+            return query
+                .cids
+                .iter()
+                .map(|cid| keys::cid_prefix(&query.owner, cid))
+                .collect();
+        }
+        if let Some((name, NameMatch::Exact | NameMatch::IExact)) = &query.name {
+            return vec![keys::name_prefix(&query.owner, name)];
+        }
+        query
+            .statuses
+            .iter()
+            .map(|status| keys::status_prefix(&query.owner, *status))
+            .collect()
+    }
+
+    /// Iterator over one prefix, newest first, honouring `before`/`after`, yielding
+    /// (inverted time, requestid).
+    fn source_iter<'a>(
+        &'a self,
+        prefix: Vec<u8>,
+        query: &PinQuery,
+    ) -> Box<dyn Iterator<Item = Result<(u64, String), StoreError>> + 'a> {
+        let mut start = prefix.clone();
+        match query.before_ns {
+            // created < before  <=>  inverted >= MAX - before + 1
+            Some(before) => start.extend_from_slice(
+                &(u64::MAX - before.max(0) as u64).saturating_add(1).to_be_bytes(),
+            ),
+            None => {}
+        }
+        let mut end = prefix.clone();
+        match query.after_ns {
+            // created > after  <=>  inverted < MAX - after
+            Some(after) => end.extend_from_slice(&keys::inverted(after)),
+            None => end.extend_from_slice(&[0xff; 9]),
+        }
+        let prefix_len = prefix.len();
+        Box::new(
+            self.index
+                .range(start..end)
+                .map(move |guard| {
+                    let key = guard.key().map_err(backend)?;
+                    keys::split(&key, prefix_len).ok_or(StoreError::Corrupt {
+                        what: "index key",
+                        reason: "short key".into(),
+                    })
+                }),
+        )
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError> {
+        self.get_decoded(&self.cids, "cid state", cid.as_bytes())
+    }
+
+    fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError> {
+        let mut write = self.db.batch();
+        for counter in &batch.counters {
+            write.insert(
+                &self.counters,
+                keys::counter_key(&counter.owner, counter.status, counter.partition),
+                encode(counter),
+            );
+        }
+        for pin in &batch.pins {
+            let (old_keys, new_keys) = match pin {
+                PinWrite::Put { old, new } => (
+                    old.as_ref().map(keys::index_keys).unwrap_or_default(),
+                    keys::index_keys(new),
+                ),
+                PinWrite::Delete { old } => (keys::index_keys(old), Vec::new()),
+            };
+            for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+                write.remove(&self.index, key.as_slice());
+            }
+            for key in &new_keys {
+                let status = match pin {
+                    PinWrite::Put { new, .. } => new.status.code(),
+                    PinWrite::Delete { .. } => 0,
+                };
+                write.insert(&self.index, key.as_slice(), [status]);
+            }
+        }
+        for pin in &batch.pins {
+            match pin {
+                PinWrite::Put { new, .. } => {
+                    write.insert(&self.pins, new.requestid.as_bytes(), encode(new))
+                }
+                PinWrite::Delete { old } => write.remove(&self.pins, old.requestid.as_bytes()),
+            }
+        }
+        for cid in &batch.cids {
+            match cid {
+                CidWrite::Put(state) => write.insert(&self.cids, state.cid.as_bytes(), encode(state)),
+                CidWrite::Delete { cid } => write.remove(&self.cids, cid.as_bytes()),
+            }
+        }
+        for entry in &batch.journal {
+            write.insert(
+                &self.journal,
+                keys::journal_key(&entry.cid, entry.offset),
+                encode(entry),
+            );
+        }
+        for (cid, needed) in &batch.pending {
+            let key = keys::pending_key(batch.partition, cid);
+            if *needed {
+                write.insert(&self.pending, key, []);
+            } else {
+                write.remove(&self.pending, key);
+            }
+        }
+        write.commit().map_err(backend)
+    }
+
+    fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError> {
+        match self
+            .checkpoints
+            .get(keys::checkpoint_key(consumer, partition))
+            .map_err(backend)?
+        {
+            Some(bytes) => {
+                let raw: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    what: "checkpoint",
+                    reason: "not 8 bytes".into(),
+                })?;
+                Ok(Some(u64::from_be_bytes(raw)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64) -> Result<(), StoreError> {
+        self.checkpoints
+            .insert(keys::checkpoint_key(consumer, partition), offset.to_be_bytes())
+            .map_err(backend)
+    }
+
+    fn counter(
+        &self,
+        owner: &str,
+        status: PinStatus,
+        partition: u32,
+    ) -> Result<Option<CounterRow>, StoreError> {
+        self.get_decoded(
+            &self.counters,
+            "counter",
+            &keys::counter_key(owner, status, partition),
+        )
+    }
+
+    fn pending_cids(
+        &self,
+        partition: u32,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let prefix = partition.to_be_bytes();
+        let mut start = prefix.to_vec();
+        if let Some(after) = after {
+            start.extend_from_slice(after.as_bytes());
+            start.push(0);
+        }
+        // CIDs are ASCII, so 0xff sorts after every key of this partition.
+        let mut end = prefix.to_vec();
+        end.push(0xff);
+        let mut out = Vec::new();
+        for guard in self.pending.range(start..end).take(limit) {
+            let key = guard.key().map_err(backend)?;
+            out.push(String::from_utf8_lossy(&key[4..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError> {
+        self.get_decoded(&self.pins, "pin", requestid.as_bytes())
+    }
+
+    fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError> {
+        let mut sources: Vec<_> = self
+            .sources(query)
+            .into_iter()
+            .map(|prefix| self.source_iter(prefix, query).peekable())
+            .collect();
+        let mut results = Vec::new();
+        let mut matched: u64 = 0;
+        let mut examined = 0usize;
+        let mut last: Option<(u64, String)> = None;
+        let status_only = query.is_status_only();
+        loop {
+            if results.len() >= query.limit
+                && (status_only || examined >= SCAN_BUDGET.min(results.len() + COUNT_BUDGET))
+            {
+                break;
+            }
+            if examined >= SCAN_BUDGET {
+                break;
+            }
+            // k-way merge: take the smallest (inverted time, requestid) head.
+            let mut best: Option<usize> = None;
+            for source in sources.iter_mut() {
+                if matches!(source.peek(), Some(Err(_))) {
+                    if let Some(Err(e)) = source.next() {
+                        return Err(e);
+                    }
+                }
+            }
+            // Compare heads explicitly (peek borrows each source mutably in turn).
+            for i in 0..sources.len() {
+                let head = match sources[i].peek() {
+                    Some(Ok(head)) => head.clone(),
+                    _ => continue,
+                };
+                let replace = match best {
+                    None => true,
+                    Some(b) => match sources[b].peek() {
+                        Some(Ok(current)) => head < *current,
+                        _ => true,
+                    },
+                };
+                if replace {
+                    best = Some(i);
+                }
+            }
+            let Some(best) = best else { break };
+            let Some(Ok(entry)) = sources[best].next() else {
+                break;
+            };
+            examined += 1;
+            if last.as_ref() == Some(&entry) {
+                continue; // the same pin seen through two sources
+            }
+            last = Some(entry.clone());
+            let Some(pin) = self.get_pin(&entry.1)? else {
+                continue; // stale index entry
+            };
+            if keys::inverted(pin.created_ns) != entry.0.to_be_bytes() || !query.matches(&pin) {
+                continue;
+            }
+            matched += 1;
+            if results.len() < query.limit {
+                results.push(pin);
+            }
+        }
+        let count = if status_only {
+            let mut total = 0;
+            for status in &query.statuses {
+                total += crate::total_count(self, &query.owner, *status, partitions)?;
+            }
+            total.max(results.len() as u64)
+        } else {
+            matched
+        };
+        Ok(PinPage { count, results })
+    }
+
+    fn journal(
+        &self,
+        cid: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let prefix = keys::journal_prefix(cid);
+        let start = match after {
+            Some(offset) => keys::journal_key(cid, offset.saturating_add(1)),
+            None => prefix.clone(),
+        };
+        let mut end = prefix;
+        end.extend_from_slice(&[0xff; 9]);
+        let mut out = Vec::new();
+        for guard in self.journal.range(start..end).take(limit) {
+            let (_, value) = guard.into_inner().map_err(backend)?;
+            out.push(decode("journal entry", &value)?);
+        }
+        Ok(out)
+    }
+
+    fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens
+            .insert(secret_hash.as_bytes(), encode(token))
+            .map_err(backend)?;
+        self.db.persist(PersistMode::SyncAll).map_err(backend)
+    }
+
+    fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.get_decoded(&self.tokens, "token", secret_hash.as_bytes())
+    }
+
+    fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError> {
+        self.nodes
+            .insert(node.id.as_bytes(), encode(node))
+            .map_err(backend)?;
+        self.db.persist(PersistMode::SyncAll).map_err(backend)
+    }
+
+    fn remove_node(&self, id: &str) -> Result<(), StoreError> {
+        self.nodes.remove(id.as_bytes()).map_err(backend)?;
+        self.db.persist(PersistMode::SyncAll).map_err(backend)
+    }
+
+    fn list_nodes(&self) -> Result<Vec<NodeDescriptor>, StoreError> {
+        let mut out = Vec::new();
+        // The node table is small by nature (one row per IPFS node).
+        for guard in self.nodes.iter() {
+            let (_, value) = guard.into_inner().map_err(backend)?;
+            out.push(decode("node", &value)?);
+        }
+        Ok(out)
+    }
+
+    fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        self.dead_letters
+            .insert(
+                keys::dead_letter_key(letter.partition, letter.offset),
+                encode(letter),
+            )
+            .map_err(backend)
+    }
+
+    fn dead_letters(
+        &self,
+        after: Option<(u32, u64)>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let start = match after {
+            Some((p, o)) => keys::dead_letter_key(p, o.saturating_add(1)),
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for guard in self.dead_letters.range(start..).take(limit) {
+            let (_, value) = guard.into_inner().map_err(backend)?;
+            out.push(decode("dead letter", &value)?);
+        }
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.persist(PersistMode::SyncAll).map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_store_passes_the_contract() {
+        let mut dirs = Vec::new();
+        crate::contract::run_all(&mut || {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            dirs.push(dir);
+            Box::new(store)
+        });
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.set_checkpoint("c", 0, 9).unwrap();
+            store.flush().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint("c", 0).unwrap(), Some(9));
+    }
+
+    #[test]
+    fn second_open_reports_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = EmbeddedStore::open(dir.path()).unwrap();
+        let error = EmbeddedStore::open(dir.path()).err().unwrap();
+        assert!(matches!(error, StoreError::Locked { .. }), "{error}");
+    }
+}

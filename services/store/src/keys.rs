@@ -1,0 +1,108 @@
+//! Key layouts of the embedded store's listing indexes.
+//!
+//! Timestamps are stored inverted (`u64::MAX - created`) big-endian, so ascending key order is
+//! newest first and a `before` bound is a start key. Owner, CID and lowercase name are
+//! NUL-terminated; the API rejects NUL in any of them.
+
+use pinhive_domain::{PinRecord, PinStatus};
+
+pub const STATUS: u8 = b's';
+pub const CID: u8 = b'c';
+pub const NAME: u8 = b'n';
+
+pub fn inverted(created_ns: i64) -> [u8; 8] {
+    (u64::MAX - created_ns.max(0) as u64).to_be_bytes()
+}
+
+pub fn status_prefix(owner: &str, status: PinStatus) -> Vec<u8> {
+    let mut key = vec![STATUS];
+    key.extend_from_slice(owner.as_bytes());
+    key.push(0);
+    key.push(status.code());
+    key
+}
+
+pub fn cid_prefix(owner: &str, cid: &str) -> Vec<u8> {
+    let mut key = vec![CID];
+    key.extend_from_slice(owner.as_bytes());
+    key.push(0);
+    key.extend_from_slice(cid.as_bytes());
+    key.push(0);
+    key
+}
+
+pub fn name_prefix(owner: &str, name: &str) -> Vec<u8> {
+    let mut key = vec![NAME];
+    key.extend_from_slice(owner.as_bytes());
+    key.push(0);
+    key.extend_from_slice(name.to_lowercase().as_bytes());
+    key.push(0);
+    key
+}
+
+fn full(mut prefix: Vec<u8>, pin: &PinRecord) -> Vec<u8> {
+    prefix.extend_from_slice(&inverted(pin.created_ns));
+    prefix.extend_from_slice(pin.requestid.as_bytes());
+    prefix
+}
+
+/// Every index key of `pin`.
+pub fn index_keys(pin: &PinRecord) -> Vec<Vec<u8>> {
+    let mut keys = vec![
+        full(status_prefix(&pin.owner, pin.status), pin),
+        full(cid_prefix(&pin.owner, &pin.cid), pin),
+    ];
+    if let Some(name) = &pin.name {
+        keys.push(full(name_prefix(&pin.owner, name), pin));
+    }
+    keys
+}
+
+/// Splits an index key (known prefix length) into (inverted time, requestid).
+pub fn split(key: &[u8], prefix_len: usize) -> Option<(u64, String)> {
+    let time = key.get(prefix_len..prefix_len + 8)?;
+    let requestid = key.get(prefix_len + 8..)?;
+    Some((
+        u64::from_be_bytes(time.try_into().ok()?),
+        String::from_utf8(requestid.to_vec()).ok()?,
+    ))
+}
+
+pub fn counter_key(owner: &str, status: PinStatus, partition: u32) -> Vec<u8> {
+    let mut key = owner.as_bytes().to_vec();
+    key.push(0);
+    key.push(status.code());
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+pub fn journal_prefix(cid: &str) -> Vec<u8> {
+    let mut key = cid.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+pub fn journal_key(cid: &str, offset: u64) -> Vec<u8> {
+    let mut key = journal_prefix(cid);
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+pub fn pending_key(partition: u32, cid: &str) -> Vec<u8> {
+    let mut key = partition.to_be_bytes().to_vec();
+    key.extend_from_slice(cid.as_bytes());
+    key
+}
+
+pub fn checkpoint_key(consumer: &str, partition: u32) -> Vec<u8> {
+    let mut key = consumer.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+pub fn dead_letter_key(partition: u32, offset: u64) -> Vec<u8> {
+    let mut key = partition.to_be_bytes().to_vec();
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
