@@ -1,0 +1,91 @@
+//! IPFS adapter: the [`IpfsApi`] trait, its Kubo RPC implementation ([`kubo::KuboClient`]), a
+//! simulated node for benchmarks and fault injection ([`simulated::SimulatedIpfs`]), and the
+//! node driver actor ([`driver::NodeDriver`], one per node) with bounded concurrency, retries
+//! with exponential backoff and jitter, a circuit breaker and periodic health checks.
+//!
+//! Invariant: drivers never touch state; every outcome goes back into the log as an event
+//! (through an [`OutcomeSink`]) keyed by the CID, and the owning shard applies it.
+
+pub mod breaker;
+pub mod driver;
+pub mod kubo;
+pub mod registry;
+pub mod simulated;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use driver::{NodeCommand, NodeDriver, NodeDriverConfig, NodeOp};
+pub use kubo::KuboClient;
+pub use registry::{NodeHealth, NodeRegistry};
+pub use simulated::SimulatedIpfs;
+
+/// What `id` tells about a node.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct NodeIdentity {
+    pub peer_id: String,
+    /// Multiaddrs ending in `/p2p/<peer id>`.
+    pub addresses: Vec<String>,
+}
+
+/// What `repo/stat` tells about a node's space.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RepoStat {
+    pub repo_size: u64,
+    pub storage_max: u64,
+}
+
+impl RepoStat {
+    pub fn free_bytes(&self) -> u64 {
+        self.storage_max.saturating_sub(self.repo_size)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IpfsError {
+    /// Connection refused/reset, DNS, HTTP-level failure: the node may come back.
+    #[error("node unreachable: {0}")]
+    Unreachable(String),
+    /// The node answered that the operation timed out (e.g. content not found in time).
+    #[error("node timed out: {0}")]
+    TimedOut(String),
+    /// The node rejected the request (bad CID, not pinned, …): retrying will not help.
+    #[error("node rejected the request: {0}")]
+    Rejected(String),
+    /// The answer could not be understood.
+    #[error("unexpected answer: {0}")]
+    BadResponse(String),
+}
+
+impl IpfsError {
+    /// Errors worth retrying with backoff.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, IpfsError::Unreachable(_) | IpfsError::TimedOut(_))
+    }
+
+    /// Errors that say something about the node's health (they feed the circuit breaker).
+    pub fn is_node_failure(&self) -> bool {
+        matches!(self, IpfsError::Unreachable(_) | IpfsError::BadResponse(_))
+    }
+}
+
+/// The subset of the Kubo RPC API pinhive uses.
+#[async_trait]
+pub trait IpfsApi: Send + Sync + 'static {
+    async fn id(&self) -> Result<NodeIdentity, IpfsError>;
+    async fn repo_stat(&self) -> Result<RepoStat, IpfsError>;
+    /// Recursive pin; `timeout` bounds how long the node searches for the content.
+    async fn pin_add(&self, cid: &str, timeout: Duration) -> Result<(), IpfsError>;
+    /// Unpin; a CID that is not pinned counts as success (idempotent).
+    async fn pin_rm(&self, cid: &str) -> Result<(), IpfsError>;
+    /// True if the node holds a recursive pin of `cid`.
+    async fn pin_ls(&self, cid: &str) -> Result<bool, IpfsError>;
+    async fn swarm_connect(&self, multiaddr: &str) -> Result<(), IpfsError>;
+}
+
+/// Where node drivers publish outcome events (the log, in production).
+#[async_trait]
+pub trait OutcomeSink: Send + Sync + 'static {
+    async fn publish(&self, envelope: pinhive_events::Envelope) -> Result<(), String>;
+}

@@ -1,0 +1,322 @@
+//! Node driver actor: one per IPFS node.
+//!
+//! Receives [`NodeCommand`]s from shards, runs at most `concurrency` RPCs at once, retries
+//! retryable errors with exponential backoff and jitter, stops calling a failing node while its
+//! circuit breaker is open, and publishes every final outcome as an event into the log. A
+//! command it cannot take (queue full, breaker open, duplicate of one in flight) is dropped:
+//! the shard's repair loop plans it again from state, so nothing is lost.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use backon::{ExponentialBuilder, Retryable};
+use parking_lot::Mutex;
+use pinhive_events::{Envelope, Event, NodeDescriptor};
+use tokio::sync::Semaphore;
+
+use crate::breaker::Breaker;
+use crate::registry::NodeRegistry;
+use crate::{IpfsApi, IpfsError, OutcomeSink};
+
+#[derive(Clone, Debug)]
+pub struct NodeDriverConfig {
+    /// RPCs in flight per node.
+    pub concurrency: usize,
+    /// Commands accepted (running or waiting for a permit) before new ones are dropped.
+    pub max_queued: usize,
+    /// How long a node searches for content in one `pin/add`.
+    pub pin_timeout: Duration,
+    /// Attempts per command (first try included).
+    pub attempts: usize,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+    pub health_interval: Duration,
+}
+
+impl Default for NodeDriverConfig {
+    fn default() -> Self {
+        NodeDriverConfig {
+            concurrency: 32,
+            max_queued: 4096,
+            pin_timeout: Duration::from_secs(60),
+            attempts: 4,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(15),
+            health_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NodeOp {
+    Pin { origins: Vec<String> },
+    Unpin,
+}
+
+/// Sent by a shard (with `try_send`, so a full mailbox pushes back instead of growing) when its
+/// plan says this node must pin or unpin `cid`.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct NodeCommand {
+    pub cid: String,
+    pub op: NodeOp,
+    pub traceparent: Option<String>,
+}
+
+/// Asks the driver to check the node now (sent by its own timer and by `pinhive check`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckHealth;
+
+pub struct NodeDriver {
+    descriptor: NodeDescriptor,
+    api: Arc<dyn IpfsApi>,
+    sink: Arc<dyn OutcomeSink>,
+    registry: NodeRegistry,
+    config: NodeDriverConfig,
+    permits: Arc<Semaphore>,
+    breaker: Arc<Mutex<Breaker>>,
+    in_flight: Arc<Mutex<HashSet<(String, bool)>>>,
+}
+
+impl NodeDriver {
+    pub fn new(
+        descriptor: NodeDescriptor,
+        api: Arc<dyn IpfsApi>,
+        sink: Arc<dyn OutcomeSink>,
+        registry: NodeRegistry,
+        config: NodeDriverConfig,
+    ) -> Self {
+        NodeDriver {
+            permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            breaker: Arc::new(Mutex::new(Breaker::new(
+                config.breaker_threshold,
+                config.breaker_cooldown,
+            ))),
+            in_flight: Arc::default(),
+            descriptor,
+            api,
+            sink,
+            registry,
+            config,
+        }
+    }
+
+    /// Starts the driver and registers it.
+    pub fn spawn(self) -> Addr<NodeDriver> {
+        let descriptor = self.descriptor.clone();
+        let registry = self.registry.clone();
+        let addr = self.start();
+        registry.insert(descriptor, addr.clone());
+        addr
+    }
+}
+
+impl Actor for NodeDriver {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.config.max_queued);
+        ctx.notify(CheckHealth);
+        ctx.run_interval(self.config.health_interval, |_, ctx| ctx.notify(CheckHealth));
+    }
+}
+
+impl Handler<CheckHealth> for NodeDriver {
+    type Result = ();
+
+    fn handle(&mut self, _: CheckHealth, ctx: &mut Self::Context) {
+        let api = self.api.clone();
+        let registry = self.registry.clone();
+        let id = self.descriptor.id.clone();
+        let breaker = self.breaker.clone();
+        let in_flight = self.in_flight.clone();
+        ctx.spawn(
+            async move {
+                let identity = api.id().await;
+                let stat = match &identity {
+                    Ok(_) => api.repo_stat().await.ok(),
+                    Err(_) => None,
+                };
+                let now = Instant::now();
+                let breaker_state = {
+                    let mut breaker = breaker.lock();
+                    // A successful health check is evidence the node is back.
+                    if identity.is_ok() {
+                        breaker.on_success();
+                    }
+                    breaker.state(now)
+                };
+                let in_flight = in_flight.lock().len();
+                registry.update_health(&id, |health| {
+                    let was_reachable = health.reachable;
+                    match identity {
+                        Ok(identity) => {
+                            health.reachable = true;
+                            health.identity = Some(identity);
+                            health.last_error = None;
+                            if !was_reachable {
+                                tracing::info!(node = %id, "ipfs node reachable");
+                            }
+                        }
+                        Err(error) => {
+                            health.reachable = false;
+                            if was_reachable || health.last_error.as_deref() == Some("not checked yet") {
+                                tracing::warn!(node = %id, error = %error, "ipfs node unreachable");
+                            }
+                            health.last_error = Some(error.to_string());
+                        }
+                    }
+                    if let Some(stat) = stat {
+                        // js-ipfs reports StorageMax 0 when unlimited: treat as unknown.
+                        health.free_bytes = (stat.storage_max > 0).then(|| stat.free_bytes());
+                    }
+                    health.breaker = breaker_state;
+                    health.in_flight = in_flight;
+                });
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<NodeCommand> for NodeDriver {
+    type Result = ();
+
+    fn handle(&mut self, command: NodeCommand, ctx: &mut Self::Context) {
+        let key = (command.cid.clone(), matches!(command.op, NodeOp::Pin { .. }));
+        {
+            let mut in_flight = self.in_flight.lock();
+            if in_flight.contains(&key) || in_flight.len() >= self.config.max_queued {
+                return;
+            }
+            if !self.breaker.lock().allow(Instant::now()) {
+                return;
+            }
+            in_flight.insert(key.clone());
+        }
+        let work = Work {
+            node: self.descriptor.id.clone(),
+            api: self.api.clone(),
+            sink: self.sink.clone(),
+            registry: self.registry.clone(),
+            config: self.config.clone(),
+            permits: self.permits.clone(),
+            breaker: self.breaker.clone(),
+        };
+        let in_flight = self.in_flight.clone();
+        ctx.spawn(
+            async move {
+                work.run(command).await;
+                in_flight.lock().remove(&key);
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+/// Everything one command needs, detached from the actor so it runs as a plain future.
+struct Work {
+    node: String,
+    api: Arc<dyn IpfsApi>,
+    sink: Arc<dyn OutcomeSink>,
+    registry: NodeRegistry,
+    config: NodeDriverConfig,
+    permits: Arc<Semaphore>,
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+impl Work {
+    async fn run(self, command: NodeCommand) {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return;
+        };
+        let started = Instant::now();
+        let attempts = AtomicU32::new(0);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.config.min_backoff)
+            .with_max_delay(self.config.max_backoff)
+            .with_max_times(self.config.attempts.saturating_sub(1))
+            .with_jitter();
+        let result = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            let outcome = self.attempt(&command).await;
+            let mut breaker = self.breaker.lock();
+            match &outcome {
+                Err(error) if error.is_node_failure() => breaker.on_failure(Instant::now()),
+                _ => breaker.on_success(),
+            }
+            outcome
+        })
+        .retry(backoff)
+        .when(IpfsError::is_retryable)
+        .notify(|error, delay| {
+            tracing::warn!(node = %self.node, cid = %command.cid, error = %error, retry_in_ms = delay.as_millis() as u64, "ipfs call failed, retrying");
+        })
+        .await;
+        let attempts = attempts.load(Ordering::Relaxed);
+        let event = match (&command.op, result) {
+            (NodeOp::Pin { .. }, Ok(())) => Event::ReplicaPinned {
+                node: self.node.clone(),
+                delegates: self
+                    .registry
+                    .get(&self.node)
+                    .and_then(|e| e.health.identity)
+                    .map(|i| i.addresses)
+                    .unwrap_or_default(),
+                attempts,
+                duration_ms: started.elapsed().as_millis() as u64,
+            },
+            (NodeOp::Pin { .. }, Err(error)) => {
+                if !self.breaker_open() || !error.is_node_failure() {
+                    Event::ReplicaFailed {
+                        node: self.node.clone(),
+                        reason: error.to_string(),
+                        attempts,
+                    }
+                } else {
+                    // The node itself is down: no verdict on the content; repair retries.
+                    return;
+                }
+            }
+            (NodeOp::Unpin, Ok(())) => Event::ReplicaUnpinned {
+                node: self.node.clone(),
+            },
+            (NodeOp::Unpin, Err(error)) => {
+                tracing::warn!(node = %self.node, cid = %command.cid, error = %error, "unpin failed; repair will retry");
+                return;
+            }
+        };
+        let mut envelope = Envelope::new(command.cid.clone(), event);
+        envelope.traceparent = command.traceparent.clone();
+        if let Err(error) = self.sink.publish(envelope).await {
+            tracing::warn!(node = %self.node, cid = %command.cid, error = %error, "could not publish outcome; repair will redo the call");
+        }
+    }
+
+    fn breaker_open(&self) -> bool {
+        self.breaker.lock().state(Instant::now()) != crate::breaker::BreakerState::Closed
+    }
+
+    async fn attempt(&self, command: &NodeCommand) -> Result<(), IpfsError> {
+        match &command.op {
+            NodeOp::Pin { origins } => {
+                for origin in origins {
+                    // Best effort: a provider that cannot be dialled is not an error.
+                    if let Err(error) = self.api.swarm_connect(origin).await {
+                        tracing::debug!(node = %self.node, origin = %origin, error = %error, "swarm connect to origin failed");
+                    }
+                }
+                self.api.pin_add(&command.cid, self.config.pin_timeout).await
+            }
+            NodeOp::Unpin => self.api.pin_rm(&command.cid).await,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The node registry: every configured node, its driver and its last observed health. Shared
+//! read-mostly state; the drivers' health checks write it, shards read a snapshot to plan.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::Addr;
+use parking_lot::RwLock;
+use pinhive_domain::NodeView;
+use pinhive_events::{NodeDescriptor, NodeId};
+use tokio::sync::watch;
+
+use crate::breaker::BreakerState;
+use crate::driver::NodeDriver;
+use crate::NodeIdentity;
+
+/// Last observed health of a node.
+#[derive(Clone, Debug)]
+pub struct NodeHealth {
+    pub reachable: bool,
+    pub identity: Option<NodeIdentity>,
+    pub free_bytes: Option<u64>,
+    pub last_error: Option<String>,
+    pub breaker: BreakerState,
+    pub in_flight: usize,
+}
+
+impl Default for NodeHealth {
+    fn default() -> Self {
+        NodeHealth {
+            reachable: false,
+            identity: None,
+            free_bytes: None,
+            last_error: Some("not checked yet".into()),
+            breaker: BreakerState::Closed,
+            in_flight: 0,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct NodeEntry {
+    pub descriptor: NodeDescriptor,
+    pub health: NodeHealth,
+    pub driver: Addr<NodeDriver>,
+}
+
+/// Cheap to clone. `changes()` ticks whenever a node joins, leaves or changes health, so
+/// shards re-plan their pending CIDs (e.g. pins queued while no node was reachable).
+#[derive(Clone)]
+pub struct NodeRegistry {
+    nodes: Arc<RwLock<BTreeMap<NodeId, NodeEntry>>>,
+    version: Arc<watch::Sender<u64>>,
+}
+
+impl Default for NodeRegistry {
+    fn default() -> Self {
+        NodeRegistry {
+            nodes: Arc::default(),
+            version: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl NodeRegistry {
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn insert(&self, descriptor: NodeDescriptor, driver: Addr<NodeDriver>) {
+        self.nodes.write().insert(
+            descriptor.id.clone(),
+            NodeEntry {
+                descriptor,
+                health: NodeHealth::default(),
+                driver,
+            },
+        );
+        self.bump();
+    }
+
+    pub fn remove(&self, id: &str) -> Option<NodeEntry> {
+        let removed = self.nodes.write().remove(id);
+        self.bump();
+        removed
+    }
+
+    /// Updates a node's health; ticks `changes()` only when placement-relevant facts change.
+    pub fn update_health(&self, id: &str, update: impl FnOnce(&mut NodeHealth)) {
+        let mut nodes = self.nodes.write();
+        let Some(entry) = nodes.get_mut(id) else {
+            return;
+        };
+        let before = (entry.health.reachable, entry.health.breaker);
+        update(&mut entry.health);
+        let after = (entry.health.reachable, entry.health.breaker);
+        drop(nodes);
+        if before != after {
+            self.bump();
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<NodeEntry> {
+        self.nodes.read().get(id).cloned()
+    }
+
+    pub fn entries(&self) -> Vec<NodeEntry> {
+        self.nodes.read().values().cloned().collect()
+    }
+
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The allocator's view: healthy = reachable and breaker not open.
+    pub fn views(&self) -> Vec<NodeView> {
+        self.nodes
+            .read()
+            .values()
+            .map(|entry| NodeView {
+                id: entry.descriptor.id.clone(),
+                region: entry.descriptor.region.clone(),
+                weight: entry.descriptor.weight,
+                healthy: entry.health.reachable && entry.health.breaker != BreakerState::Open,
+                free_bytes: entry.health.free_bytes,
+            })
+            .collect()
+    }
+
+    pub fn reachable_count(&self) -> usize {
+        self.nodes.read().values().filter(|e| e.health.reachable).count()
+    }
+}
