@@ -13,7 +13,7 @@ pub mod state;
 
 pub use allocator::{allocate, NodeView};
 pub use pin::{PinRecord, PinStatus};
-pub use plan::{plan, Action, PlanContext};
+pub use plan::{needs_work, plan, Action, PlanContext};
 pub use state::{CidState, PinRef, ReplicaState, ReplicaStatus};
 
 #[cfg(test)]

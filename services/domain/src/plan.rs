@@ -32,10 +32,15 @@ pub enum Action {
 /// Plans the actions that move `state` towards its desired placement.
 pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
     let desired = state.desired_replicas();
+    let known = |node: &NodeId| context.nodes.iter().any(|n| &n.id == node);
+    // Replicas on nodes that left the registry are lost: not live, and nothing can be asked of
+    // them. (A node that is only unhealthy stays known; its replicas still count.)
     let mut live: Vec<NodeId> = state
         .replicas
         .iter()
-        .filter(|(_, r)| matches!(r.status, ReplicaStatus::Allocated | ReplicaStatus::Pinned))
+        .filter(|(node, r)| {
+            known(node) && matches!(r.status, ReplicaStatus::Allocated | ReplicaStatus::Pinned)
+        })
         .map(|(node, _)| node.clone())
         .collect();
     rank(&state.cid, &mut live);
@@ -72,7 +77,7 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
         }
     }
 
-    for (node, replica) in &state.replicas {
+    for (node, replica) in state.replicas.iter().filter(|(node, _)| known(node)) {
         if unwanted.contains(node) {
             actions.push(Action::Unpin { node: node.clone() });
         } else if replica.status == ReplicaStatus::Allocated {
@@ -83,4 +88,21 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
         }
     }
     actions
+}
+
+/// True while the CID needs attention from the repair loop: actions to carry out, or fewer
+/// live replicas than desired (e.g. queued while no node is reachable).
+pub fn needs_work(state: &CidState, context: &PlanContext, actions: &[Action]) -> bool {
+    if !actions.is_empty() {
+        return true;
+    }
+    let live = state
+        .replicas
+        .iter()
+        .filter(|(node, r)| {
+            context.nodes.iter().any(|n| &n.id == *node)
+                && matches!(r.status, ReplicaStatus::Allocated | ReplicaStatus::Pinned)
+        })
+        .count();
+    live < state.desired_replicas()
 }

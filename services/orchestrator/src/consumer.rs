@@ -1,0 +1,332 @@
+//! Starts the shards and drives them: one consumer task per partition reads the log in order
+//! and feeds its shard; one repair task per partition re-plans CIDs with outstanding work; one
+//! retention task releases log segments every consumer has passed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pinhive_domain::Action;
+use pinhive_events::{Envelope, Event};
+use pinhive_ipfs::{NodeCommand, NodeOp, NodeRegistry, OutcomeSink};
+use pinhive_log::{Log, LogError, Position, Record};
+use pinhive_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::shard::{ApplyBatch, GetSnapshot, PlannedAction, Replan, ShardActor, ShardSnapshot};
+use crate::SHARD_CONSUMER;
+
+#[derive(Clone, Debug)]
+pub struct OrchestratorConfig {
+    /// CID states cached per shard.
+    pub cache_capacity: usize,
+    /// Bytes read from the log per batch.
+    pub read_bytes: usize,
+    /// Nodes with less free space get no new replicas.
+    pub min_free_bytes: u64,
+    pub repair_interval: Duration,
+    /// CIDs re-planned per repair step; `repair_pages` steps per tick at most.
+    pub repair_page: usize,
+    pub repair_pages: usize,
+    /// Log segments wholly below every checkpoint are dropped once older than this.
+    pub retention: Duration,
+    pub retention_interval: Duration,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        OrchestratorConfig {
+            cache_capacity: 100_000,
+            read_bytes: 1024 * 1024,
+            min_free_bytes: 0,
+            repair_interval: Duration::from_secs(10),
+            repair_page: 256,
+            repair_pages: 16,
+            retention: Duration::from_secs(24 * 3600),
+            retention_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Node drivers publish outcomes into the log through this.
+pub struct LogSink(pub Arc<dyn Log>);
+
+#[async_trait]
+impl OutcomeSink for LogSink {
+    async fn publish(&self, envelope: Envelope) -> Result<(), String> {
+        self.0
+            .append(vec![Record::from_envelope(&envelope)])
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub struct Orchestrator {
+    log: Arc<dyn Log>,
+    store: Arc<dyn Store>,
+    registry: NodeRegistry,
+    shards: Vec<Addr<ShardActor>>,
+    applied: Vec<watch::Sender<u64>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    config: OrchestratorConfig,
+}
+
+impl Orchestrator {
+    /// Starts every shard and its tasks. Must run inside an actix `System`.
+    pub fn start(
+        log: Arc<dyn Log>,
+        store: Arc<dyn Store>,
+        registry: NodeRegistry,
+        config: OrchestratorConfig,
+    ) -> Result<Arc<Self>, pinhive_store::StoreError> {
+        let partitions = log.partition_count();
+        let mut shards = Vec::with_capacity(partitions as usize);
+        let mut applied = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            let start = store
+                .checkpoint(SHARD_CONSUMER, partition)?
+                .unwrap_or(0)
+                .max(log.start_offset(partition));
+            applied.push(watch::channel(start).0);
+            let (store, registry) = (store.clone(), registry.clone());
+            let (cache, min_free) = (config.cache_capacity, config.min_free_bytes);
+            shards.push(SyncArbiter::start(1, move || {
+                ShardActor::new(partition, store.clone(), registry.clone(), cache, min_free)
+            }));
+        }
+        let orchestrator = Arc::new(Orchestrator {
+            log,
+            store,
+            registry,
+            shards,
+            applied,
+            shutdown: watch::channel(false).0,
+            tasks: Mutex::new(Vec::new()),
+            config,
+        });
+        let mut tasks = Vec::new();
+        for partition in 0..partitions {
+            tasks.push(actix::spawn(orchestrator.clone().consume(partition)));
+            tasks.push(actix::spawn(orchestrator.clone().repair(partition)));
+        }
+        tasks.push(actix::spawn(orchestrator.clone().retain()));
+        *orchestrator.tasks.lock() = tasks;
+        Ok(orchestrator)
+    }
+
+    pub fn registry(&self) -> &NodeRegistry {
+        &self.registry
+    }
+
+    /// The offset up to which `partition` has been applied and persisted.
+    pub fn applied_offset(&self, partition: u32) -> u64 {
+        self.applied
+            .get(partition as usize)
+            .map(|s| *s.borrow())
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most `timeout`) until the shard has applied the record at `position`; the API
+    /// uses it so a client that got 202 can read its write at once.
+    pub async fn wait_applied(&self, position: Position, timeout: Duration) -> bool {
+        let Some(sender) = self.applied.get(position.partition as usize) else {
+            return false;
+        };
+        let mut receiver = sender.subscribe();
+        tokio::time::timeout(timeout, receiver.wait_for(|next| *next > position.offset))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub async fn snapshots(&self) -> Vec<ShardSnapshot> {
+        let mut out = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            if let Ok(snapshot) = shard.send(GetSnapshot).await {
+                out.push(snapshot);
+            }
+        }
+        out
+    }
+
+    /// Stops consuming after the batches in flight, then flushes the store.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.shutdown.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
+        let _ = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => tracing::info!("store flushed"),
+            Ok(Err(error)) => tracing::error!(error = %error, "store flush failed at shutdown"),
+            Err(error) => tracing::error!(error = %error, "store flush task failed"),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    async fn consume(self: Arc<Self>, partition: u32) {
+        let shard = self.shards[partition as usize].clone();
+        let mut next = self.applied_offset(partition);
+        let mut failures: u32 = 0;
+        let mut shutdown = self.shutdown.subscribe();
+        while !self.stopping() {
+            let records = match self.log.read(partition, next, self.config.read_bytes).await {
+                Ok(records) => records,
+                Err(LogError::OffsetOutOfRange { start, .. }) => {
+                    tracing::error!(partition, offset = next, start, "checkpoint below the retained log; resuming at the log start");
+                    next = start;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(partition, error = %error, "log read failed");
+                    backoff(&mut failures, &mut shutdown).await;
+                    continue;
+                }
+            };
+            if records.is_empty() {
+                tokio::select! {
+                    _ = self.log.wait_beyond(partition, next, Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            match shard.send(ApplyBatch { records }).await {
+                Ok(Ok(outcome)) => {
+                    failures = 0;
+                    next = outcome.next_offset;
+                    self.applied[partition as usize].send_replace(next);
+                    self.execute(outcome.actions).await;
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(partition, error = %error, "shard could not persist a batch; retrying");
+                    backoff(&mut failures, &mut shutdown).await;
+                }
+                Err(error) => {
+                    tracing::error!(partition, error = %error, "shard actor unavailable");
+                    backoff(&mut failures, &mut shutdown).await;
+                }
+            }
+        }
+    }
+
+    async fn repair(self: Arc<Self>, partition: u32) {
+        let shard = self.shards[partition as usize].clone();
+        let mut changes = self.registry.changes();
+        let mut shutdown = self.shutdown.subscribe();
+        let mut cursor: Option<String> = None;
+        loop {
+            for _ in 0..self.config.repair_pages {
+                let store = self.store.clone();
+                let (after, page) = (cursor.clone(), self.config.repair_page);
+                let cids = tokio::task::spawn_blocking(move || {
+                    store.pending_cids(partition, after.as_deref(), page)
+                })
+                .await;
+                let cids = match cids {
+                    Ok(Ok(cids)) => cids,
+                    Ok(Err(error)) => {
+                        tracing::warn!(partition, error = %error, "repair could not read the pending set");
+                        break;
+                    }
+                    Err(_) => break,
+                };
+                let Some(last) = cids.last().cloned() else {
+                    cursor = None;
+                    break;
+                };
+                cursor = Some(last);
+                if let Ok(Ok(actions)) = shard.send(Replan { cids }).await {
+                    self.execute(actions).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.repair_interval) => {}
+                changed = changes.changed() => {
+                    if changed.is_err() { return; }
+                    cursor = None;
+                }
+                _ = shutdown.changed() => return,
+            }
+            if self.stopping() {
+                return;
+            }
+        }
+    }
+
+    async fn retain(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.retention_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            for partition in 0..self.log.partition_count() {
+                let checkpoint = self.applied_offset(partition);
+                match self
+                    .log
+                    .release_before(partition, checkpoint, self.config.retention)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(freed) => tracing::info!(partition, freed_bytes = freed, "released log segments"),
+                    Err(error) => tracing::warn!(partition, error = %error, "log retention failed"),
+                }
+            }
+        }
+    }
+
+    /// Carries out planned actions: allocation decisions become events; pin/unpin become node
+    /// commands (dropped if the node's mailbox is full: the repair loop plans them again).
+    async fn execute(&self, actions: Vec<PlannedAction>) {
+        let mut records = Vec::new();
+        for planned in actions {
+            match planned.action {
+                Action::Allocate { nodes, target } => {
+                    let mut envelope =
+                        Envelope::new(planned.cid, Event::ReplicasAllocated { nodes, target });
+                    envelope.traceparent = planned.traceparent;
+                    records.push(Record::from_envelope(&envelope));
+                }
+                Action::Pin { node, origins } => {
+                    self.command(&node, planned.cid, NodeOp::Pin { origins }, planned.traceparent)
+                }
+                Action::Unpin { node } => {
+                    self.command(&node, planned.cid, NodeOp::Unpin, planned.traceparent)
+                }
+            }
+        }
+        if !records.is_empty() {
+            if let Err(error) = self.log.append(records).await {
+                tracing::warn!(error = %error, "could not append allocation decisions; repair will redo them");
+            }
+        }
+    }
+
+    fn command(&self, node: &str, cid: String, op: NodeOp, traceparent: Option<String>) {
+        let Some(entry) = self.registry.get(node) else {
+            return;
+        };
+        if let Err(error) = entry.driver.try_send(NodeCommand {
+            cid,
+            op,
+            traceparent,
+        }) {
+            tracing::debug!(node, error = %error, "node driver busy; repair will resend");
+        }
+    }
+}
+
+async fn backoff(failures: &mut u32, shutdown: &mut watch::Receiver<bool>) {
+    *failures = failures.saturating_add(1);
+    let delay = Duration::from_millis(100u64 << (*failures).min(7));
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.changed() => {}
+    }
+}

@@ -1,0 +1,395 @@
+//! The shard actor: owns the CIDs of one log partition.
+//!
+//! Runs on its own thread (`SyncArbiter`), because applying a batch does blocking store I/O.
+//! It keeps a bounded LRU of CID states (a trillion live actors cannot exist; a bounded cache
+//! of states in one actor per partition can), folds each event into its CID's state, derives
+//! the pin rows, counters, journal and pending set, writes them as one [`ShardBatch`], then the
+//! checkpoint, and only then hands the planned actions back to the consumer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use lru::LruCache;
+use pinhive_domain::state::PinChange;
+use pinhive_domain::{needs_work, plan, Action, CidState, PinRecord, PinStatus, PlanContext};
+use pinhive_events::codec;
+use pinhive_ipfs::NodeRegistry;
+use pinhive_log::StoredRecord;
+use pinhive_store::{
+    CidWrite, CounterRow, DeadLetter, JournalEntry, PinWrite, ShardBatch, Store, StoreError,
+};
+
+use crate::SHARD_CONSUMER;
+
+/// An action planned for one CID, for the consumer to carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedAction {
+    pub cid: String,
+    pub action: Action,
+    pub traceparent: Option<String>,
+}
+
+/// Sent by the partition's consumer with the next records in log order. The reply comes after
+/// the state and the checkpoint are persisted.
+#[derive(Message)]
+#[rtype(result = "Result<BatchOutcome, StoreError>")]
+pub struct ApplyBatch {
+    pub records: Vec<StoredRecord>,
+}
+
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Offset the consumer reads from next (also the persisted checkpoint).
+    pub next_offset: u64,
+    pub actions: Vec<PlannedAction>,
+    pub applied: usize,
+    pub dead_lettered: usize,
+}
+
+/// Sent by the repair loop: plan these CIDs again from their persisted state.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<PlannedAction>, StoreError>")]
+pub struct Replan {
+    pub cids: Vec<String>,
+}
+
+/// Asks for the shard's observable snapshot (tests, metrics, admin API).
+#[derive(Message)]
+#[rtype(result = "ShardSnapshot")]
+pub struct GetSnapshot;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardSnapshot {
+    pub partition: u32,
+    pub next_offset: u64,
+    pub cached_states: usize,
+    pub events_applied: u64,
+    pub events_skipped: u64,
+    pub dead_lettered: u64,
+    pub batches: u64,
+}
+
+pub struct ShardActor {
+    partition: u32,
+    store: Arc<dyn Store>,
+    registry: NodeRegistry,
+    min_free_bytes: u64,
+    cache: LruCache<String, CidState>,
+    counters: LruCache<(String, PinStatus), i64>,
+    snapshot: ShardSnapshot,
+}
+
+impl ShardActor {
+    pub fn new(
+        partition: u32,
+        store: Arc<dyn Store>,
+        registry: NodeRegistry,
+        cache_capacity: usize,
+        min_free_bytes: u64,
+    ) -> Self {
+        let capacity = NonZeroUsize::new(cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        ShardActor {
+            partition,
+            store,
+            registry,
+            min_free_bytes,
+            cache: LruCache::new(capacity),
+            counters: LruCache::new(capacity),
+            snapshot: ShardSnapshot {
+                partition,
+                ..ShardSnapshot::default()
+            },
+        }
+    }
+
+    fn context(&self) -> PlanContext {
+        PlanContext {
+            nodes: self.registry.views(),
+            min_free_bytes: self.min_free_bytes,
+        }
+    }
+
+    fn load(&mut self, cid: &str) -> Result<CidState, StoreError> {
+        if let Some(state) = self.cache.get(cid) {
+            return Ok(state.clone());
+        }
+        Ok(self
+            .store
+            .load_cid(cid)?
+            .unwrap_or_else(|| CidState::new(cid)))
+    }
+
+    fn counter(&mut self, owner: &str, status: PinStatus) -> Result<i64, StoreError> {
+        let key = (owner.to_string(), status);
+        if let Some(value) = self.counters.get(&key) {
+            return Ok(*value);
+        }
+        let value = self
+            .store
+            .counter(owner, status, self.partition)?
+            .map(|row| row.value)
+            .unwrap_or(0);
+        Ok(value)
+    }
+
+    fn dead_letter(&mut self, record: &StoredRecord, reason: String) -> Result<(), StoreError> {
+        let (key, prefix) = match &record.record {
+            Ok(r) => (
+                String::from_utf8_lossy(&r.key).into_owned(),
+                r.value.iter().take(64).map(|b| format!("{b:02x}")).collect(),
+            ),
+            Err(_) => (String::new(), String::new()),
+        };
+        tracing::warn!(partition = self.partition, offset = record.offset, reason = %reason, "dead-lettering log record");
+        self.snapshot.dead_lettered += 1;
+        self.store.put_dead_letter(&DeadLetter {
+            partition: self.partition,
+            offset: record.offset,
+            reason,
+            key,
+            value_prefix_hex: prefix,
+            dead_lettered_ns: pinhive_events::now_ns(),
+        })
+    }
+
+    fn apply_batch(&mut self, records: Vec<StoredRecord>) -> Result<BatchOutcome, StoreError> {
+        let Some(next_offset) = records.last().map(|r| r.next_offset) else {
+            return Ok(BatchOutcome::default());
+        };
+        // Original state of every CID touched, and its state after the batch.
+        let mut touched: BTreeMap<String, (CidState, CidState)> = BTreeMap::new();
+        let mut created: BTreeMap<String, Vec<PinRecord>> = BTreeMap::new();
+        let mut removed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut traceparents: HashMap<String, String> = HashMap::new();
+        let mut journal = Vec::new();
+        let mut outcome = BatchOutcome {
+            next_offset,
+            ..BatchOutcome::default()
+        };
+        for record in &records {
+            let envelope = match &record.record {
+                Err(reason) => Err(reason.clone()),
+                Ok(raw) => codec::decode(raw.content_type, &raw.key, &raw.value)
+                    .map_err(|e| e.to_string()),
+            };
+            let envelope = match envelope {
+                Ok(envelope) => envelope,
+                Err(reason) => {
+                    self.dead_letter(record, reason)?;
+                    outcome.dead_lettered += 1;
+                    continue;
+                }
+            };
+            if matches!(
+                envelope.event,
+                pinhive_events::Event::NodeRegistered(_)
+                    | pinhive_events::Event::NodeStatusChanged { .. }
+            ) {
+                // Node events belong to the registry, not to a CID; nothing to fold here.
+                continue;
+            }
+            let cid = envelope.key.clone();
+            if !touched.contains_key(&cid) {
+                let state = self.load(&cid)?;
+                touched.insert(cid.clone(), (state.clone(), state));
+            }
+            let Some((_, state)) = touched.get_mut(&cid) else {
+                continue;
+            };
+            if state.already_applied(record.offset) {
+                self.snapshot.events_skipped += 1;
+                continue;
+            }
+            for change in state.apply(record.offset, &envelope.event) {
+                match change {
+                    PinChange::Created(pin) => created.entry(cid.clone()).or_default().push(pin),
+                    PinChange::Removed { requestid } => {
+                        let list = created.entry(cid.clone()).or_default();
+                        if let Some(i) = list.iter().position(|p| p.requestid == requestid) {
+                            list.remove(i); // created and removed within one batch
+                        } else {
+                            removed.entry(cid.clone()).or_default().push(requestid);
+                        }
+                    }
+                }
+            }
+            if let Some(traceparent) = &envelope.traceparent {
+                traceparents.insert(cid.clone(), traceparent.clone());
+            }
+            journal.push(JournalEntry {
+                cid: cid.clone(),
+                partition: self.partition,
+                offset: record.offset,
+                timestamp_ns: envelope.timestamp_ns,
+                event_id: envelope.event_id.clone(),
+                event: envelope.event,
+            });
+            outcome.applied += 1;
+        }
+
+        let context = self.context();
+        let mut batch = ShardBatch {
+            partition: self.partition,
+            journal,
+            ..ShardBatch::default()
+        };
+        let mut counter_deltas: BTreeMap<(String, PinStatus), i64> = BTreeMap::new();
+        let mut planned: Vec<PlannedAction> = Vec::new();
+        for (cid, (original, state)) in &touched {
+            if original == state {
+                continue;
+            }
+            let status = state.pin_status();
+            let info = state.pin_info();
+            let delegates = state.delegates();
+            let new_pins = created.remove(cid).unwrap_or_default();
+            for requestid in removed.remove(cid).unwrap_or_default() {
+                if let Some(old) = self.store.get_pin(&requestid)? {
+                    *counter_deltas.entry((old.owner.clone(), old.status)).or_default() -= 1;
+                    batch.pins.push(PinWrite::Delete { old });
+                }
+            }
+            for requestid in state.pins.keys() {
+                if let Some(mut pin) = new_pins.iter().find(|p| &p.requestid == requestid).cloned() {
+                    pin.status = status;
+                    pin.info = info.clone();
+                    pin.delegates = delegates.clone();
+                    *counter_deltas.entry((pin.owner.clone(), status)).or_default() += 1;
+                    batch.pins.push(PinWrite::Put { old: None, new: pin });
+                    continue;
+                }
+                let Some(old) = self.store.get_pin(requestid)? else {
+                    continue;
+                };
+                if old.status == status && old.info == info && old.delegates == delegates {
+                    continue;
+                }
+                let mut new = old.clone();
+                new.status = status;
+                new.info = info.clone();
+                new.delegates = delegates.clone();
+                if old.status != status {
+                    *counter_deltas.entry((old.owner.clone(), old.status)).or_default() -= 1;
+                    *counter_deltas.entry((old.owner.clone(), status)).or_default() += 1;
+                }
+                batch.pins.push(PinWrite::Put { old: Some(old), new });
+            }
+            let actions = plan(state, &context);
+            batch
+                .pending
+                .push((cid.clone(), needs_work(state, &context, &actions)));
+            if state.is_garbage() {
+                batch.cids.push(CidWrite::Delete { cid: cid.clone() });
+            } else {
+                batch.cids.push(CidWrite::Put(state.clone()));
+            }
+            planned.extend(actions.into_iter().map(|action| PlannedAction {
+                cid: cid.clone(),
+                action,
+                traceparent: traceparents.get(cid).cloned(),
+            }));
+        }
+        let last_offset = records.last().map(|r| r.offset).unwrap_or(0);
+        let mut new_counters = Vec::new();
+        for ((owner, status), delta) in counter_deltas {
+            if delta == 0 {
+                continue;
+            }
+            let value = self.counter(&owner, status)? + delta;
+            new_counters.push(((owner.clone(), status), value));
+            batch.counters.push(CounterRow {
+                owner,
+                status,
+                partition: self.partition,
+                value,
+                offset: last_offset,
+            });
+        }
+
+        self.store.write_shard_batch(&batch)?;
+        self.store
+            .set_checkpoint(SHARD_CONSUMER, self.partition, next_offset)?;
+
+        // Only now, with state persisted, update the caches and release the actions.
+        for (cid, (_, state)) in touched {
+            if state.is_garbage() {
+                self.cache.pop(&cid);
+            } else {
+                self.cache.put(cid, state);
+            }
+        }
+        for (key, value) in new_counters {
+            self.counters.put(key, value);
+        }
+        self.snapshot.next_offset = next_offset;
+        self.snapshot.events_applied += outcome.applied as u64;
+        self.snapshot.batches += 1;
+        self.snapshot.cached_states = self.cache.len();
+        outcome.actions = planned;
+        Ok(outcome)
+    }
+
+    fn replan(&mut self, cids: Vec<String>) -> Result<Vec<PlannedAction>, StoreError> {
+        let context = self.context();
+        let mut actions = Vec::new();
+        let mut settled = Vec::new();
+        for cid in cids {
+            let state = self.load(&cid)?;
+            let planned = plan(&state, &context);
+            if !needs_work(&state, &context, &planned) {
+                settled.push((cid.clone(), false));
+            }
+            actions.extend(planned.into_iter().map(|action| PlannedAction {
+                cid: cid.clone(),
+                action,
+                traceparent: None,
+            }));
+        }
+        if !settled.is_empty() {
+            self.store.write_shard_batch(&ShardBatch {
+                partition: self.partition,
+                pending: settled,
+                ..ShardBatch::default()
+            })?;
+        }
+        Ok(actions)
+    }
+}
+
+impl Actor for ShardActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<ApplyBatch> for ShardActor {
+    type Result = Result<BatchOutcome, StoreError>;
+
+    fn handle(&mut self, message: ApplyBatch, _: &mut Self::Context) -> Self::Result {
+        let result = self.apply_batch(message.records);
+        if result.is_err() {
+            // The batch may be half-written (the store promises nothing across keys): drop
+            // cached states so the retry reloads what was persisted.
+            self.cache.clear();
+            self.counters.clear();
+        }
+        result
+    }
+}
+
+impl Handler<Replan> for ShardActor {
+    type Result = Result<Vec<PlannedAction>, StoreError>;
+
+    fn handle(&mut self, message: Replan, _: &mut Self::Context) -> Self::Result {
+        self.replan(message.cids)
+    }
+}
+
+impl Handler<GetSnapshot> for ShardActor {
+    type Result = MessageResult<GetSnapshot>;
+
+    fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        self.snapshot.cached_states = self.cache.len();
+        MessageResult(self.snapshot.clone())
+    }
+}
