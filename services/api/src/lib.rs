@@ -1,0 +1,115 @@
+//! The HTTP surface (actix-web): the IPFS Pinning Service API (`/pins`), the admin API
+//! (`/admin/...`), and `/health` + `/ready`.
+//!
+//! Invariants: a write answers 202 only after the log acknowledged the append (durable);
+//! before answering it waits, with a short bound, until the owning shard applied the event, so
+//! the client can read its write at once. Every error is a spec `Failure` body.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod model;
+pub mod pins;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use parking_lot::Mutex;
+use pinhive_events::NodeDescriptor;
+use pinhive_ipfs::NodeRegistry;
+use pinhive_log::Log;
+use pinhive_orchestrator::Orchestrator;
+use pinhive_store::Store;
+
+/// Adds and removes IPFS nodes at run time (implemented by the binary, which owns the node
+/// driver actors' arbiter).
+pub trait NodeAdmin: Send + Sync + 'static {
+    fn add(&self, node: NodeDescriptor) -> Result<(), String>;
+    fn remove(&self, id: &str) -> Result<(), String>;
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub replicas_min: u8,
+    pub replicas_max: u8,
+    /// Longest a write waits for its shard to apply the event before answering anyway.
+    pub apply_wait: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            replicas_min: 1,
+            replicas_max: 3,
+            apply_wait: Duration::from_secs(2),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub log: Arc<dyn Log>,
+    pub store: Arc<dyn Store>,
+    pub orchestrator: Arc<Orchestrator>,
+    pub registry: NodeRegistry,
+    pub nodes: Arc<dyn NodeAdmin>,
+    pub config: ApiConfig,
+    clock: Mutex<i64>,
+}
+
+impl AppState {
+    pub fn new(
+        log: Arc<dyn Log>,
+        store: Arc<dyn Store>,
+        orchestrator: Arc<Orchestrator>,
+        nodes: Arc<dyn NodeAdmin>,
+        config: ApiConfig,
+    ) -> Self {
+        AppState {
+            registry: orchestrator.registry().clone(),
+            log,
+            store,
+            orchestrator,
+            nodes,
+            config,
+            clock: Mutex::new(0),
+        }
+    }
+
+    /// A creation timestamp (ns) strictly greater than every one this process handed out:
+    /// the spec's pagination by `created` needs them globally unique.
+    pub fn next_created_ns(&self) -> i64 {
+        let mut last = self.clock.lock();
+        let now = pinhive_events::now_ns().max(*last + 1);
+        *last = now;
+        now
+    }
+}
+
+/// Registers every route on an actix-web app.
+pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let max_body = state.config.max_body_bytes;
+        cfg.app_data(state)
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(|err, _| error::ApiError::bad_request(err.to_string()).into()),
+            )
+            .app_data(web::PayloadConfig::default().limit(max_body))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|err, _| error::ApiError::bad_request(err.to_string()).into()),
+            )
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|err, _| error::ApiError::bad_request(err.to_string()).into()),
+            )
+            .configure(pins::routes)
+            .configure(admin::routes);
+    }
+}

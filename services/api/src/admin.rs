@@ -1,0 +1,250 @@
+//! Admin API (admin token required) plus the unauthenticated `/health` and `/ready`.
+
+use actix_web::{web, HttpResponse};
+use pinhive_events::NodeDescriptor;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{AdminCaller, Caller};
+use crate::error::ApiError;
+use crate::model::format_created;
+use crate::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
+        .route("/admin/pins/{requestid}/history", web::get().to(pin_history))
+        .route("/admin/dead-letters", web::get().to(dead_letters))
+        .route("/admin/shards", web::get().to(shards))
+        .route("/admin/nodes", web::get().to(list_nodes))
+        .route("/admin/nodes", web::post().to(add_node))
+        .route("/admin/nodes/{id}", web::delete().to(remove_node))
+        .route("/admin/tokens", web::post().to(create_token));
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the log and store answer and at least one IPFS node is reachable; the body says
+/// which dependency fails and what to configure.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    let store_ok = web::block(move || store.get_token("readiness-probe"))
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
+    let partitions = state.log.partition_count();
+    let nodes: Vec<_> = state
+        .registry
+        .entries()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": e.descriptor.id,
+                "rpc_url": e.descriptor.rpc_url,
+                "reachable": e.health.reachable,
+                "error": e.health.last_error,
+            })
+        })
+        .collect();
+    let reachable = state.registry.reachable_count();
+    let ipfs_hint = if nodes.is_empty() {
+        Some("no IPFS node configured: start with --ipfs-node http://HOST:5001 or POST /admin/nodes")
+    } else if reachable == 0 {
+        Some("no configured IPFS node is reachable: check that the daemon runs and its RPC address")
+    } else {
+        None
+    };
+    let ready = store_ok && partitions > 0 && reachable > 0;
+    let body = json!({
+        "ready": ready,
+        "log": {"ok": partitions > 0, "partitions": partitions},
+        "store": {"ok": store_ok},
+        "ipfs": {"ok": reachable > 0, "reachable": reachable, "nodes": nodes, "hint": ipfs_hint},
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+#[derive(Serialize)]
+struct HistoryEntry {
+    offset: u64,
+    partition: u32,
+    time: String,
+    event_id: String,
+    kind: &'static str,
+    event: pinhive_events::Event,
+}
+
+/// The events that shaped one pin: its request, the allocations, every replica outcome and
+/// target change of its CID since the pin was created, oldest first.
+async fn pin_history(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let requestid = path.into_inner();
+    let store = state.store.clone();
+    let lookup = requestid.clone();
+    let pin = web::block(move || store.get_pin(&lookup)).await??;
+    let pin = match pin {
+        Some(pin) if pin.owner == caller.owner || caller.admin => pin,
+        _ => return Err(ApiError::not_found(format!("no pin with requestid {requestid}"))),
+    };
+    let store = state.store.clone();
+    let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
+    let (cid, after) = (pin.cid.clone(), query.after);
+    let entries = web::block(move || store.journal(&cid, after, limit)).await??;
+    use pinhive_events::Event;
+    let relevant = entries.into_iter().filter(|entry| match &entry.event {
+        Event::PinRequested(r) => r.requestid == requestid,
+        Event::UnpinRequested { requestid: r, .. } | Event::PinReplaced { requestid: r, .. } => {
+            *r == requestid
+        }
+        _ => entry.timestamp_ns >= pin.created_ns,
+    });
+    let events: Vec<HistoryEntry> = relevant
+        .map(|entry| HistoryEntry {
+            offset: entry.offset,
+            partition: entry.partition,
+            time: format_created(entry.timestamp_ns),
+            event_id: entry.event_id,
+            kind: entry.event.kind(),
+            event: entry.event,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"requestid": pin.requestid, "cid": pin.cid, "events": events})))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn dead_letters(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let letters = web::block(move || store.dead_letters(None, limit)).await??;
+    Ok(HttpResponse::Ok().json(json!({"dead_letters": letters})))
+}
+
+async fn shards(state: web::Data<AppState>, _admin: AdminCaller) -> HttpResponse {
+    let snapshots = state.orchestrator.snapshots().await;
+    let with_lag: Vec<_> = snapshots
+        .into_iter()
+        .map(|s| {
+            let end = state.log.end_offset(s.partition);
+            json!({"snapshot": s, "log_end": end, "lag_bytes": end.saturating_sub(s.next_offset)})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"shards": with_lag}))
+}
+
+async fn list_nodes(state: web::Data<AppState>, _admin: AdminCaller) -> HttpResponse {
+    let nodes: Vec<_> = state
+        .registry
+        .entries()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": e.descriptor.id,
+                "rpc_url": e.descriptor.rpc_url,
+                "region": e.descriptor.region,
+                "weight": e.descriptor.weight,
+                "reachable": e.health.reachable,
+                "peer_id": e.health.identity.as_ref().map(|i| i.peer_id.clone()),
+                "addresses": e.health.identity.map(|i| i.addresses).unwrap_or_default(),
+                "free_bytes": e.health.free_bytes,
+                "breaker": format!("{:?}", e.health.breaker).to_lowercase(),
+                "in_flight": e.health.in_flight,
+                "error": e.health.last_error,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"nodes": nodes}))
+}
+
+async fn add_node(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+    body: web::Json<NodeDescriptor>,
+) -> Result<HttpResponse, ApiError> {
+    let node = body.into_inner();
+    if node.id.is_empty() || node.id.contains('\0') {
+        return Err(ApiError::bad_request("node id must be a non-empty string"));
+    }
+    let url = reqwest_free_url_check(&node.rpc_url)?;
+    let node = NodeDescriptor {
+        rpc_url: url,
+        ..node
+    };
+    let store = state.store.clone();
+    let stored = node.clone();
+    web::block(move || store.put_node(&stored)).await??;
+    state.nodes.add(node.clone()).map_err(ApiError::bad_request)?;
+    Ok(HttpResponse::Created().json(node))
+}
+
+fn reqwest_free_url_check(url: &str) -> Result<String, ApiError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() < 10 {
+        return Err(ApiError::bad_request(format!(
+            "rpc_url must be an http(s) URL such as http://127.0.0.1:5001, not {url:?}"
+        )));
+    }
+    Ok(trimmed.to_string())
+}
+
+async fn remove_node(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    if state.registry.get(&id).is_none() {
+        return Err(ApiError::not_found(format!("no node {id}")));
+    }
+    let store = state.store.clone();
+    let lookup = id.clone();
+    web::block(move || store.remove_node(&lookup)).await??;
+    state.nodes.remove(&id).map_err(ApiError::bad_request)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    name: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn create_token(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+    body: web::Json<NewToken>,
+) -> Result<HttpResponse, ApiError> {
+    let NewToken { name, admin } = body.into_inner();
+    if name.is_empty() || name.len() > 128 || name.contains('\0') {
+        return Err(ApiError::bad_request("name must be 1..128 characters without NUL"));
+    }
+    let secret = pinhive_store::new_secret();
+    let record = pinhive_store::TokenRecord {
+        owner: name.clone(),
+        created_ns: pinhive_events::now_ns(),
+        admin,
+    };
+    let store = state.store.clone();
+    let hash = pinhive_store::hash_secret(&secret);
+    web::block(move || store.put_token(&hash, &record)).await??;
+    Ok(HttpResponse::Created().json(json!({"name": name, "admin": admin, "token": secret})))
+}

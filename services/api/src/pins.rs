@@ -1,0 +1,194 @@
+//! The five operations of the Pinning Service API.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use pinhive_events::{Envelope, Event, PinRequested};
+use pinhive_log::{Position, Record};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::model::{parse_list_query, pin_status_json, PinBody, PinResultsJson, ValidatedPin};
+use crate::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/pins")
+            .route(web::get().to(list_pins))
+            .route(web::post().to(add_pin)),
+    )
+    .service(
+        web::resource("/pins/{requestid}")
+            .route(web::get().to(get_pin))
+            .route(web::post().to(replace_pin))
+            .route(web::delete().to(delete_pin)),
+    );
+}
+
+/// Multiaddrs of reachable nodes: the delegates shown while a pin has no replica yet.
+pub fn fallback_delegates(state: &AppState) -> Vec<String> {
+    state
+        .registry
+        .entries()
+        .into_iter()
+        .filter(|e| e.health.reachable)
+        .filter_map(|e| e.health.identity)
+        .flat_map(|i| i.addresses)
+        .take(20)
+        .collect()
+}
+
+async fn load_owned_pin(
+    state: &AppState,
+    caller: &Caller,
+    requestid: String,
+) -> Result<pinhive_domain::PinRecord, ApiError> {
+    let store = state.store.clone();
+    let lookup = requestid.clone();
+    let pin = web::block(move || store.get_pin(&lookup)).await??;
+    match pin {
+        // A foreign pin is indistinguishable from a missing one.
+        Some(pin) if pin.owner == caller.owner => Ok(pin),
+        _ => Err(ApiError::not_found(format!("no pin with requestid {requestid}"))),
+    }
+}
+
+/// Appends envelopes durably, then waits (bounded) until their shards applied them.
+async fn append_and_wait(state: &AppState, envelopes: &[Envelope]) -> Result<(), ApiError> {
+    let records: Vec<Record> = envelopes.iter().map(Record::from_envelope).collect();
+    let positions: Vec<Position> = state.log.append(records).await?;
+    for position in positions {
+        if !state
+            .orchestrator
+            .wait_applied(position, state.config.apply_wait)
+            .await
+        {
+            tracing::warn!(partition = position.partition, offset = position.offset, "event durable but not applied within the wait bound");
+        }
+    }
+    Ok(())
+}
+
+fn pin_requested(
+    state: &AppState,
+    caller: &Caller,
+    pin: ValidatedPin,
+    replaces: Option<String>,
+) -> Envelope {
+    let requestid = pinhive_events::new_event_id();
+    Envelope::new(
+        pin.cid.clone(),
+        Event::PinRequested(PinRequested {
+            requestid,
+            owner: caller.owner.clone(),
+            cid: pin.cid,
+            name: pin.name,
+            origins: pin.origins,
+            meta: pin.meta,
+            created_ns: state.next_created_ns(),
+            replicas_min: state.config.replicas_min,
+            replicas_max: state.config.replicas_max,
+            replaces,
+        }),
+    )
+}
+
+async fn respond_with_pin(state: &AppState, requestid: &str) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let lookup = requestid.to_string();
+    let pin = web::block(move || store.get_pin(&lookup)).await??;
+    let Some(pin) = pin else {
+        return Err(ApiError::new(
+            crate::error::ErrorCode::Unavailable,
+            format!("request {requestid} is durable but not applied yet; retry GET /pins/{requestid}"),
+        ));
+    };
+    Ok(HttpResponse::Accepted().json(pin_status_json(pin, &fallback_delegates(state))))
+}
+
+async fn add_pin(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<PinBody>,
+) -> Result<HttpResponse, ApiError> {
+    let pin = body.into_inner().validate()?;
+    let envelope = pin_requested(&state, &caller, pin, None);
+    let Event::PinRequested(request) = &envelope.event else {
+        return Err(ApiError::internal("pin request envelope without a pin request"));
+    };
+    let requestid = request.requestid.clone();
+    append_and_wait(&state, std::slice::from_ref(&envelope)).await?;
+    respond_with_pin(&state, &requestid).await
+}
+
+async fn list_pins(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(request.query_string())
+        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let query = parse_list_query(&caller.owner, &params)?;
+    let store = state.store.clone();
+    let partitions = state.log.partition_count();
+    let page = web::block(move || store.list_pins(&query, partitions)).await??;
+    let delegates = fallback_delegates(&state);
+    Ok(HttpResponse::Ok().json(PinResultsJson {
+        count: page.count,
+        results: page
+            .results
+            .into_iter()
+            .map(|pin| pin_status_json(pin, &delegates))
+            .collect(),
+    }))
+}
+
+async fn get_pin(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let pin = load_owned_pin(&state, &caller, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(pin_status_json(pin, &fallback_delegates(&state))))
+}
+
+async fn replace_pin(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<PinBody>,
+) -> Result<HttpResponse, ApiError> {
+    let old = load_owned_pin(&state, &caller, path.into_inner()).await?;
+    let pin = body.into_inner().validate()?;
+    let new = pin_requested(&state, &caller, pin, Some(old.requestid.clone()));
+    let Event::PinRequested(request) = &new.event else {
+        return Err(ApiError::internal("pin request envelope without a pin request"));
+    };
+    let requestid = request.requestid.clone();
+    // The new pin's event comes first in the append: when both CIDs share a partition the
+    // old pin is removed only after the new one references the content.
+    let retire = Envelope::new(
+        old.cid.clone(),
+        Event::PinReplaced {
+            requestid: old.requestid.clone(),
+            replaced_by: requestid.clone(),
+        },
+    );
+    append_and_wait(&state, &[new, retire]).await?;
+    respond_with_pin(&state, &requestid).await
+}
+
+async fn delete_pin(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let pin = load_owned_pin(&state, &caller, path.into_inner()).await?;
+    let envelope = Envelope::new(
+        pin.cid.clone(),
+        Event::UnpinRequested {
+            requestid: pin.requestid,
+            owner: caller.owner,
+        },
+    );
+    append_and_wait(&state, std::slice::from_ref(&envelope)).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
