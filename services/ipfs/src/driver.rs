@@ -320,3 +320,16 @@ impl Work {
         }
     }
 }
+
+/// Stops the driver (node removed); commands in flight are abandoned and re-planned elsewhere.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopDriver;
+
+impl Handler<StopDriver> for NodeDriver {
+    type Result = ();
+
+    fn handle(&mut self, _: StopDriver, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -109,6 +109,16 @@ impl IpfsApi for KuboClient {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
+        if addresses.is_empty() {
+            // js-ipfs leaves `id.Addresses` empty; its listen addresses are here.
+            if let Ok(local) = self.call("swarm/addrs/local", &[("id", "true")], None).await {
+                addresses = local
+                    .get("Strings")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
+            }
+        }
         for address in &mut addresses {
             if !address.contains("/p2p/") && !address.contains("/ipfs/") {
                 address.push_str(&suffix);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use driver::{NodeCommand, NodeDriver, NodeDriverConfig, NodeOp};
+pub use driver::{NodeCommand, NodeDriver, NodeDriverConfig, NodeOp, StopDriver};
 pub use kubo::KuboClient;
 pub use registry::{NodeHealth, NodeRegistry};
 pub use simulated::SimulatedIpfs;

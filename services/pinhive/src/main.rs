@@ -1,1 +1,48 @@
-fn main() {}
+//! The pinhive binary: CLI, configuration and wiring. Thin by design: behaviour lives in the
+//! service crates.
+
+mod bench;
+mod config;
+mod serve;
+mod token;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "pinhive", version, about = "Event-sourced pin orchestration for IPFS")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service (the default when no subcommand is given).
+    Serve(config::ServeArgs),
+    /// Manage API access tokens.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
+    /// Check that the data directory and every configured IPFS node are usable.
+    Check(config::ServeArgs),
+    /// Measure throughput against baselines taken in the same run.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve(config::ServeArgs::default())) {
+        Command::Serve(args) => serve::run(args),
+        Command::Token { command } => token::run(command),
+        Command::Check(args) => serve::check(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! One typed configuration. Precedence: command-line flag > `PINHIVE_*` environment variable >
+//! config file (`--config`, TOML) > built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use pinhive_events::NodeDescriptor;
+use serde::Deserialize;
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML config file (keys as in `Config`, e.g. `listen = "0.0.0.0:8080"`).
+    #[arg(long, env = "PINHIVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the embedded log and store.
+    #[arg(long, env = "PINHIVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long, env = "PINHIVE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Kubo RPC URL of an IPFS node, `[ID=]URL[#REGION]`; repeatable. Default:
+    /// http://127.0.0.1:5001 when no node is configured anywhere.
+    #[arg(long = "ipfs-node", env = "PINHIVE_IPFS_NODES", value_delimiter = ',')]
+    pub ipfs_nodes: Vec<String>,
+    /// Log partitions (fixed when the log is created).
+    #[arg(long, env = "PINHIVE_PARTITIONS")]
+    pub partitions: Option<u32>,
+    #[arg(long, env = "PINHIVE_REPLICAS_MIN")]
+    pub replicas_min: Option<u8>,
+    #[arg(long, env = "PINHIVE_REPLICAS_MAX")]
+    pub replicas_max: Option<u8>,
+    /// Seconds a node searches for content in one pin attempt.
+    #[arg(long, env = "PINHIVE_PIN_TIMEOUT_SECS")]
+    pub pin_timeout_secs: Option<u64>,
+    /// Attempts per pin/unpin before a replica is declared failed.
+    #[arg(long, env = "PINHIVE_PIN_ATTEMPTS")]
+    pub pin_attempts: Option<usize>,
+    /// Seconds between repair passes over CIDs with outstanding work.
+    #[arg(long, env = "PINHIVE_REPAIR_INTERVAL_SECS")]
+    pub repair_interval_secs: Option<u64>,
+    /// Seconds consumed log segments are kept before deletion.
+    #[arg(long, env = "PINHIVE_LOG_RETENTION_SECS")]
+    pub log_retention_secs: Option<u64>,
+    /// `text` or `json`.
+    #[arg(long, env = "PINHIVE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The effective configuration (also the config file format).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub ipfs_nodes: Vec<String>,
+    pub partitions: u32,
+    pub replicas_min: u8,
+    pub replicas_max: u8,
+    pub pin_timeout_secs: u64,
+    pub pin_attempts: usize,
+    pub repair_interval_secs: u64,
+    pub log_retention_secs: u64,
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("pinhive-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ipfs_nodes: Vec::new(),
+            partitions: 16,
+            replicas_min: 1,
+            replicas_max: 3,
+            pin_timeout_secs: 60,
+            pin_attempts: 4,
+            repair_interval_secs: 10,
+            log_retention_secs: 24 * 3600,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! flag {
+            ($field:ident) => {
+                if let Some(value) = args.$field.clone() {
+                    config.$field = value;
+                }
+            };
+        }
+        flag!(data_dir);
+        flag!(listen);
+        flag!(partitions);
+        flag!(replicas_min);
+        flag!(replicas_max);
+        flag!(pin_timeout_secs);
+        flag!(pin_attempts);
+        flag!(repair_interval_secs);
+        flag!(log_retention_secs);
+        flag!(log_format);
+        if !args.ipfs_nodes.is_empty() {
+            config.ipfs_nodes = args.ipfs_nodes.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=4096).contains(&self.partitions) {
+            bail!("partitions must be between 1 and 4096, not {}", self.partitions);
+        }
+        if self.replicas_min == 0 || self.replicas_min > self.replicas_max {
+            bail!(
+                "replicas must satisfy 1 <= replicas_min ({}) <= replicas_max ({})",
+                self.replicas_min,
+                self.replicas_max
+            );
+        }
+        if self.pin_attempts == 0 {
+            bail!("pin_attempts must be at least 1");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be text or json, not {:?}", self.log_format);
+        }
+        for node in &self.ipfs_nodes {
+            parse_node(node)?;
+        }
+        Ok(())
+    }
+
+    pub fn pin_timeout(&self) -> Duration {
+        Duration::from_secs(self.pin_timeout_secs.max(1))
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("log")
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+/// Parses `[ID=]URL[#REGION]` into a node descriptor; the id defaults to the URL's host:port.
+pub fn parse_node(text: &str) -> anyhow::Result<NodeDescriptor> {
+    let (id, rest) = match text.split_once('=') {
+        Some((id, rest)) if !id.contains("://") => (Some(id.to_string()), rest),
+        _ => (None, text),
+    };
+    let (url, region) = match rest.split_once('#') {
+        Some((url, region)) => (url, region.to_string()),
+        None => (rest, String::new()),
+    };
+    let url = url.trim().trim_end_matches('/');
+    let Some(host) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .filter(|h| !h.is_empty())
+    else {
+        bail!("IPFS node {text:?} must be an http(s) Kubo RPC URL such as http://127.0.0.1:5001");
+    };
+    Ok(NodeDescriptor {
+        id: id.unwrap_or_else(|| host.to_string()),
+        rpc_url: url.to_string(),
+        region,
+        weight: 1,
+    })
+}
+
+/// Creates the data directory if needed and checks it is writable, with a clear error.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_syntax() {
+        let n = parse_node("http://127.0.0.1:5001/").unwrap();
+        assert_eq!((n.id.as_str(), n.rpc_url.as_str()), ("127.0.0.1:5001", "http://127.0.0.1:5001"));
+        let n = parse_node("a=http://h:1#eu").unwrap();
+        assert_eq!((n.id.as_str(), n.region.as_str()), ("a", "eu"));
+        assert!(parse_node("127.0.0.1:5001").is_err());
+    }
+
+    #[test]
+    fn flags_override_file_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "partitions = 8\nreplicas_max = 5\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            partitions: Some(4),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!((config.partitions, config.replicas_max), (4, 5));
+        std::fs::write(&file, "partitoins = 8\n").unwrap();
+        assert!(Config::load(&args).is_err());
+        let bad = ServeArgs {
+            replicas_min: Some(4),
+            replicas_max: Some(2),
+            ..ServeArgs::default()
+        };
+        assert!(Config::load(&bad).is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! `pinhive serve` and `pinhive check`: wiring of log, store, orchestrator, node drivers and
+//! the HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{App, HttpServer};
+use anyhow::Context;
+use pinhive_api::{ApiConfig, AppState, NodeAdmin};
+use pinhive_events::NodeDescriptor;
+use pinhive_ipfs::{IpfsApi, KuboClient, NodeDriver, NodeDriverConfig, NodeRegistry, StopDriver};
+use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log};
+use pinhive_orchestrator::consumer::LogSink;
+use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
+use pinhive_store::{EmbeddedStore, Store, StoreError};
+
+use crate::config::{parse_node, prepare_data_dir, Config, ServeArgs};
+
+/// Builds the IPFS client of a node (Kubo RPC in production, simulated in benchmarks).
+pub type IpfsFactory =
+    Arc<dyn Fn(&NodeDescriptor) -> anyhow::Result<Arc<dyn IpfsApi>> + Send + Sync>;
+
+pub fn kubo_factory(request_timeout: Duration) -> IpfsFactory {
+    Arc::new(move |node: &NodeDescriptor| {
+        Ok(Arc::new(KuboClient::new(&node.rpc_url, request_timeout)?) as Arc<dyn IpfsApi>)
+    })
+}
+
+/// Starts and stops node drivers on the arbiter the service started on.
+struct DriverManager {
+    arbiter: ArbiterHandle,
+    registry: NodeRegistry,
+    sink: Arc<LogSink>,
+    config: NodeDriverConfig,
+    factory: IpfsFactory,
+}
+
+impl NodeAdmin for DriverManager {
+    fn add(&self, node: NodeDescriptor) -> Result<(), String> {
+        if let Some(existing) = self.registry.remove(&node.id) {
+            existing.driver.do_send(StopDriver);
+        }
+        let api = (self.factory)(&node).map_err(|e| e.to_string())?;
+        let (registry, sink, config) = (self.registry.clone(), self.sink.clone(), self.config.clone());
+        let spawned = self.arbiter.spawn_fn(move || {
+            NodeDriver::new(node, api, sink, registry, config).spawn();
+        });
+        if spawned {
+            Ok(())
+        } else {
+            Err("the node driver arbiter is stopped".into())
+        }
+    }
+
+    fn remove(&self, id: &str) -> Result<(), String> {
+        match self.registry.remove(id) {
+            Some(entry) => {
+                entry.driver.do_send(StopDriver);
+                Ok(())
+            }
+            None => Err(format!("no node {id}")),
+        }
+    }
+}
+
+/// A running service (inside an actix System).
+pub struct Service {
+    pub addr: SocketAddr,
+    pub server: actix_web::dev::Server,
+    pub orchestrator: Arc<Orchestrator>,
+    pub log: Arc<dyn Log>,
+    pub store: Arc<dyn Store>,
+    pub registry: NodeRegistry,
+}
+
+pub fn driver_config(config: &Config) -> NodeDriverConfig {
+    NodeDriverConfig {
+        pin_timeout: config.pin_timeout(),
+        attempts: config.pin_attempts,
+        ..NodeDriverConfig::default()
+    }
+}
+
+/// Opens the data directory and starts everything. Must run inside an actix System.
+pub async fn start(
+    config: &Config,
+    factory: IpfsFactory,
+    drivers: NodeDriverConfig,
+) -> anyhow::Result<Service> {
+    prepare_data_dir(&config.data_dir)?;
+    let log = EmbeddedLog::open(
+        &config.log_dir(),
+        EmbeddedLogConfig {
+            partitions: config.partitions,
+            ..EmbeddedLogConfig::default()
+        },
+    )
+    .with_context(|| format!("opening the log in {}", config.log_dir().display()))?;
+    let log: Arc<dyn Log> = Arc::new(log);
+    let store: Arc<dyn Store> = match EmbeddedStore::open(&config.store_dir()) {
+        Err(StoreError::Locked { path }) => {
+            anyhow::bail!("{path} is in use by another pinhive process")
+        }
+        other => Arc::new(other.context("opening the store")?),
+    };
+    let registry = NodeRegistry::default();
+    let orchestrator = Orchestrator::start(
+        log.clone(),
+        store.clone(),
+        registry.clone(),
+        OrchestratorConfig {
+            repair_interval: Duration::from_secs(config.repair_interval_secs.max(1)),
+            retention: Duration::from_secs(config.log_retention_secs),
+            ..OrchestratorConfig::default()
+        },
+    )?;
+    let manager = Arc::new(DriverManager {
+        arbiter: Arbiter::current(),
+        registry: registry.clone(),
+        sink: Arc::new(LogSink(log.clone())),
+        config: drivers,
+        factory,
+    });
+    // Nodes: configured ones, plus those added through the admin API earlier.
+    let mut nodes: Vec<NodeDescriptor> = config
+        .ipfs_nodes
+        .iter()
+        .map(|n| parse_node(n))
+        .collect::<anyhow::Result<_>>()?;
+    let stored = store.list_nodes()?;
+    for node in stored {
+        if !nodes.iter().any(|n| n.id == node.id) {
+            nodes.push(node);
+        }
+    }
+    if nodes.is_empty() {
+        nodes.push(parse_node("http://127.0.0.1:5001")?);
+        tracing::info!("no IPFS node configured; using the local Kubo RPC at http://127.0.0.1:5001");
+    }
+    for node in nodes {
+        tracing::info!(node = %node.id, rpc_url = %node.rpc_url, "adding ipfs node");
+        manager.add(node).map_err(anyhow::Error::msg)?;
+    }
+    let state = actix_web::web::Data::new(AppState::new(
+        log.clone(),
+        store.clone(),
+        orchestrator.clone(),
+        manager,
+        ApiConfig {
+            replicas_min: config.replicas_min,
+            replicas_max: config.replicas_max,
+            ..ApiConfig::default()
+        },
+    ));
+    let server = HttpServer::new(move || App::new().configure(pinhive_api::configure(state.clone())))
+        .workers(2)
+        .shutdown_timeout(15)
+        .bind(config.listen)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!("cannot listen on {}: the address is already in use (another pinhive?); choose one with --listen", config.listen)
+            } else {
+                anyhow::anyhow!("cannot listen on {}: {e}", config.listen)
+            }
+        })?;
+    let addr = server.addrs().first().copied().unwrap_or(config.listen);
+    let server = server.run();
+    Ok(Service {
+        addr,
+        server,
+        orchestrator,
+        log,
+        store,
+        registry,
+    })
+}
+
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PINHIVE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    init_tracing(&config.log_format);
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let drivers = driver_config(&config);
+        let service = start(&config, kubo_factory(Duration::from_secs(30)), drivers).await?;
+        tracing::info!(listen = %service.addr, data_dir = %config.data_dir.display(), partitions = config.partitions, "pinhive serving");
+        // Returns after SIGTERM/SIGINT once in-flight requests drained.
+        service.server.await.context("http server")?;
+        tracing::info!("http server stopped; draining shards");
+        service.orchestrator.shutdown(Duration::from_secs(15)).await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    })
+}
+
+/// `pinhive check`: data directory usable, every node reachable; prints a line per dependency.
+pub fn check(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    prepare_data_dir(&config.data_dir)?;
+    println!("data dir {}: ok (writable)", config.data_dir.display());
+    let nodes: Vec<NodeDescriptor> = if config.ipfs_nodes.is_empty() {
+        vec![parse_node("http://127.0.0.1:5001")?]
+    } else {
+        config.ipfs_nodes.iter().map(|n| parse_node(n)).collect::<anyhow::Result<_>>()?
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut reachable = 0;
+    for node in nodes {
+        let client = KuboClient::new(&node.rpc_url, Duration::from_secs(5))?;
+        match runtime.block_on(async { client.id().await }) {
+            Ok(identity) => {
+                reachable += 1;
+                println!("ipfs node {} ({}): ok, peer {}", node.id, node.rpc_url, identity.peer_id);
+            }
+            Err(error) => println!("ipfs node {} ({}): FAILED: {error}", node.id, node.rpc_url),
+        }
+    }
+    if reachable == 0 {
+        anyhow::bail!("no IPFS node reachable");
+    }
+    Ok(())
+}

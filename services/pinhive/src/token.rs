@@ -1,0 +1,57 @@
+//! `pinhive token create`: writes a hashed token into the store and prints the secret once.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use pinhive_store::{EmbeddedStore, Store, StoreError, TokenRecord};
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token; prints the secret on stdout (it is stored only as a hash).
+    Create {
+        /// Owner name; pins created with the token belong to it.
+        #[arg(long)]
+        name: String,
+        /// Allow the admin API (nodes, tokens, dead letters, history of any pin).
+        #[arg(long)]
+        admin: bool,
+        #[arg(long, env = "PINHIVE_DATA_DIR", default_value = "pinhive-data")]
+        data_dir: PathBuf,
+    },
+}
+
+pub fn run(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            name,
+            admin,
+            data_dir,
+        } => {
+            if name.is_empty() || name.len() > 128 || name.contains('\0') {
+                anyhow::bail!("--name must be 1..128 characters without NUL");
+            }
+            crate::config::prepare_data_dir(&data_dir)?;
+            let store = match EmbeddedStore::open(&data_dir.join("store")) {
+                Err(StoreError::Locked { path }) => anyhow::bail!(
+                    "{path} is in use by a running pinhive; create the token through the \
+                     running service instead: POST /admin/tokens with an admin token"
+                ),
+                other => other.context("opening the store")?,
+            };
+            let secret = pinhive_store::new_secret();
+            store.put_token(
+                &pinhive_store::hash_secret(&secret),
+                &TokenRecord {
+                    owner: name.clone(),
+                    created_ns: pinhive_events::now_ns(),
+                    admin,
+                },
+            )?;
+            store.flush()?;
+            eprintln!("created token for {name}{}", if admin { " (admin)" } else { "" });
+            println!("{secret}");
+            Ok(())
+        }
+    }
+}
