@@ -1,0 +1,148 @@
+//! End to end against a real js-ipfs daemon through its Kubo RPC: pin, replace, delete,
+//! failure, history, as a Pinning Service API client sees them and as the daemon's own
+//! `pin/ls` confirms.
+
+use std::time::Duration;
+
+use pinhive_integration_tests::{create_token, eventually, Client, IpfsDaemon, Pinhive};
+use serde_json::json;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_replace_delete_and_fail_against_a_real_daemon() {
+    let ipfs = IpfsDaemon::start().await.expect("js-ipfs daemon");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", false).unwrap();
+    let admin = create_token(&data, "ops", true).unwrap();
+    let node = format!("ipfs-a={}", ipfs.api_url);
+    let mut pinhive = Pinhive::start(
+        &data,
+        &["--ipfs-node", &node, "--pin-timeout-secs", "2", "--pin-attempts", "2"],
+    )
+    .await
+    .unwrap();
+    let client = Client::new(&pinhive.url, &token);
+
+    // Readiness reports the reachable node.
+    let ready = eventually(Duration::from_secs(30), "/ready", || async {
+        let r = reqwest::get(format!("{}/ready", pinhive.url)).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let _ = ready;
+
+    // Pin content the daemon holds (CID v0 and v1).
+    let cid_a = ipfs.add(b"pinhive end-to-end: first version", 0).await.unwrap();
+    let cid_b = ipfs.add(b"pinhive end-to-end: second version", 1).await.unwrap();
+    assert!(cid_a.starts_with("Qm") && cid_b.starts_with("baf"), "{cid_a} {cid_b}");
+    let (status, created) = client
+        .pin(json!({"cid": cid_a, "name": "report.pdf", "meta": {"app": "e2e"}}))
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let requestid = created["requestid"].as_str().unwrap().to_string();
+    assert!(["queued", "pinning", "pinned"].contains(&created["status"].as_str().unwrap()));
+    let pinned = client.wait_status(&requestid, "pinned", CONVERGE).await;
+    assert!(ipfs.is_pinned(&cid_a).await.unwrap(), "daemon's pin/ls confirms");
+    let delegates = pinned["delegates"].as_array().unwrap();
+    assert!(
+        delegates.iter().any(|d| d.as_str().unwrap().ends_with(&format!("/p2p/{}", ipfs.peer_id))),
+        "delegates name the node: {delegates:?}"
+    );
+    assert_eq!(pinned["info"]["replicas_pinned"], "1");
+
+    // Replace: a new requestid for the new CID; the old pin disappears and is unpinned.
+    let (status, replaced) = client
+        .send(
+            client
+                .request(reqwest::Method::POST, &format!("/pins/{requestid}"))
+                .json(&json!({"cid": cid_b, "name": "report-v2.pdf"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{replaced}");
+    let new_id = replaced["requestid"].as_str().unwrap().to_string();
+    assert_ne!(new_id, requestid);
+    assert_eq!(client.get(&format!("/pins/{requestid}")).await.0, 404);
+    client.wait_status(&new_id, "pinned", CONVERGE).await;
+    assert!(ipfs.is_pinned(&cid_b).await.unwrap());
+    eventually(CONVERGE, "old CID unpinned on the daemon", || async {
+        (!ipfs.is_pinned(&cid_a).await.ok()?).then_some(())
+    })
+    .await;
+
+    // History: the events that shaped the new pin, oldest first.
+    let (status, history) = client.get(&format!("/admin/pins/{new_id}/history")).await;
+    assert_eq!(status, 200, "{history}");
+    let kinds: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["pin_requested", "replicas_allocated", "replica_pinned"], "{history}");
+
+    // Delete: gone from the API at once, unpinned on the daemon soon after.
+    let (status, _) = client.delete(&format!("/pins/{new_id}")).await;
+    assert_eq!(status, 202);
+    assert_eq!(client.get(&format!("/pins/{new_id}")).await.0, 404);
+    eventually(CONVERGE, "deleted CID unpinned on the daemon", || async {
+        (!ipfs.is_pinned(&cid_b).await.ok()?).then_some(())
+    })
+    .await;
+
+    // A CID nobody holds: the node times out, retries, and the pin fails with a reason.
+    let missing = "bafkreiaxnnnb7qz2focittuqq3ya25q7rcv3bqynnczfzako47346wosmu";
+    let (status, body) = client.pin(json!({"cid": missing})).await;
+    assert_eq!(status, 202, "{body}");
+    let failed = client
+        .wait_status(body["requestid"].as_str().unwrap(), "failed", CONVERGE)
+        .await;
+    let reason = failed["info"]["failure"].as_str().unwrap_or_default();
+    assert!(reason.contains("ipfs-a"), "failure names the node: {failed}");
+
+    // Two requests for one CID are two pins; deleting one keeps the content pinned.
+    let cid_c = ipfs.add(b"shared content", 0).await.unwrap();
+    let first = client.pin(json!({"cid": cid_c})).await.1["requestid"].as_str().unwrap().to_string();
+    let second = client.pin(json!({"cid": cid_c})).await.1["requestid"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    client.wait_status(&first, "pinned", CONVERGE).await;
+    client.wait_status(&second, "pinned", CONVERGE).await;
+    assert_eq!(client.delete(&format!("/pins/{first}")).await.0, 202);
+    assert!(ipfs.is_pinned(&cid_c).await.unwrap(), "still referenced by the second pin");
+
+    // Admin API: nodes listed with their health; a user token cannot use it.
+    let admin_client = Client::new(&pinhive.url, &admin);
+    let (status, nodes) = admin_client.get("/admin/nodes").await;
+    assert_eq!(status, 200);
+    assert_eq!(nodes["nodes"][0]["id"], "ipfs-a");
+    assert_eq!(nodes["nodes"][0]["reachable"], true);
+    assert_eq!(client.get("/admin/nodes").await.0, 403);
+
+    // Graceful shutdown exits cleanly; a restart serves the same state.
+    assert!(pinhive.stop(), "clean exit on SIGTERM:\n{}", pinhive.log_tail());
+    pinhive.restart().await.unwrap();
+    let (status, body) = client.get(&format!("/pins/{second}")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("pinned")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_reachable_node_pins_stay_queued_and_ready_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", false).unwrap();
+    let closed = format!("http://127.0.0.1:{}", pinhive_integration_tests::free_port());
+    let pinhive = Pinhive::start(&data, &["--ipfs-node", &closed]).await.unwrap();
+    let client = Client::new(&pinhive.url, &token);
+    let (status, body) = client
+        .pin(json!({"cid": "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"}))
+        .await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("queued")), "{body}");
+    let ready = reqwest::get(format!("{}/ready", pinhive.url)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["ipfs"]["ok"], false);
+    assert!(ready["ipfs"]["hint"].as_str().unwrap().contains("reachable"), "{ready}");
+    let (_, again) = client.get(&format!("/pins/{}", body["requestid"].as_str().unwrap())).await;
+    assert_eq!(again["status"], "queued");
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what pinhive's test suite needs on a fresh Debian machine; skips what is present.
+# Used by developers and by CI alike (.ci/run calls scripts/test.sh, which calls this).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# js-ipfs: an IPFS daemon serving the Kubo RPC API (no Kubo binary is installable here).
+# `npm ci` installs exactly the committed lock file, so the transitive tree cannot drift.
+ipfs_dir=integration-tests/ipfs
+if [ ! -x "$ipfs_dir/node_modules/.bin/jsipfs" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+  fi
+  echo "setup: installing js-ipfs (npm ci, a few minutes)"
+  (cd "$ipfs_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+fi
+echo "setup: js-ipfs $(cd "$ipfs_dir" && node -e 'console.log(require("ipfs/package.json").version)')"
