@@ -1,0 +1,95 @@
+//! Bad events: malformed records in the log are dead-lettered with their reason and the shard
+//! goes on with the records after them. Also: SIGTERM shuts down cleanly.
+
+use pinhive_events::{codec, Envelope, Event, PinRequested};
+use pinhive_integration_tests::{create_token, free_port, Client, Pinhive};
+use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
+
+const CID: &str = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_dead_lettered_and_the_shard_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", false).unwrap();
+    let admin = create_token(&data, "ops", true).unwrap();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut pinhive = Pinhive::start(&data, &["--ipfs-node", &closed]).await.unwrap();
+    assert!(pinhive.stop(), "clean exit on SIGTERM:\n{}", pinhive.log_tail());
+
+    // While it is down, write what a buggy or hostile producer could: garbage bincode, broken
+    // JSON, an unknown content type, a record whose key disagrees with its envelope; then a
+    // valid pin request on the same partition.
+    let requestid = "dead-letter-survivor";
+    {
+        let log = EmbeddedLog::open(
+            &data.join("log"),
+            EmbeddedLogConfig {
+                partitions: 16,
+                ..EmbeddedLogConfig::default()
+            },
+        )
+        .unwrap();
+        let raw = |content_type: u8, key: &str, value: &[u8]| Record {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            content_type,
+            timestamp_ns: 0,
+        };
+        let valid = Envelope::new(
+            CID,
+            Event::PinRequested(PinRequested {
+                requestid: requestid.into(),
+                owner: "alice".into(),
+                cid: CID.into(),
+                name: Some("after the garbage".into()),
+                origins: vec![],
+                meta: Default::default(),
+                created_ns: pinhive_events::now_ns(),
+                replicas_min: 1,
+                replicas_max: 1,
+                replaces: None,
+            }),
+        );
+        let mut mismatched = valid.clone();
+        mismatched.key = "another-key".into();
+        log.append(vec![
+            raw(1, CID, b"\xff\xfe\xfd not bincode"),
+            raw(2, CID, b"{\"schema_version\": 1, \"event\": "),
+            raw(9, CID, b"whatever"),
+            raw(1, CID, &codec::encode(&mismatched)),
+            Record::from_envelope(&valid),
+        ])
+        .await
+        .unwrap();
+    }
+
+    pinhive.restart().await.unwrap();
+    let client = Client::new(&pinhive.url, &token);
+    let (status, pin) = client.get(&format!("/pins/{requestid}")).await;
+    // Applied asynchronously after restart: wait for it.
+    let pin = if status == 200 {
+        pin
+    } else {
+        client
+            .wait_status(requestid, "queued", std::time::Duration::from_secs(30))
+            .await
+    };
+    assert_eq!(pin["pin"]["name"], "after the garbage");
+
+    let admin = Client::new(&pinhive.url, &admin);
+    let (status, body) = admin.get("/admin/dead-letters").await;
+    assert_eq!(status, 200, "{body}");
+    let reasons: Vec<&str> = body["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 4, "{body}");
+    assert!(reasons[0].contains("bincode"), "{reasons:?}");
+    assert!(reasons[1].contains("json"), "{reasons:?}");
+    assert!(reasons[2].contains("content type"), "{reasons:?}");
+    assert!(reasons[3].contains("does not match"), "{reasons:?}");
+    assert_eq!(client.get("/admin/dead-letters").await.0, 403, "admin only");
+}
