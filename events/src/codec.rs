@@ -142,7 +142,12 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for garbage in [&b""[..], b"\xff\xff\xff\xff", b"{\"schema_version\":1}", b"\x01"] {
+        for garbage in [
+            &b""[..],
+            b"\xff\xff\xff\xff",
+            b"{\"schema_version\":1}",
+            b"\x01",
+        ] {
             assert!(decode(1, b"k", garbage).is_err());
             assert!(decode(2, b"k", garbage).is_err());
         }

@@ -64,7 +64,10 @@ pub enum Event {
     /// The pin `requestid` was replaced by `replaced_by` (a `PinRequested` carrying
     /// `replaces = requestid`, on the new CID's partition). Keyed by the old pin's CID; removes
     /// the old pin once the new one exists, which is what protects shared blocks from GC.
-    PinReplaced { requestid: String, replaced_by: String },
+    PinReplaced {
+        requestid: String,
+        replaced_by: String,
+    },
     /// The owner deleted pin `requestid`. Keyed by the pin's CID.
     UnpinRequested { requestid: String, owner: String },
     /// The shard decided that `nodes` must hold the CID (a decision recorded as an event so
@@ -184,7 +187,5 @@ pub fn new_event_id() -> String {
 
 /// Current wall-clock time in nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {
-    chrono::Utc::now()
-        .timestamp_nanos_opt()
-        .unwrap_or(i64::MAX)
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }

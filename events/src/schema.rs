@@ -113,7 +113,10 @@ mod tests {
             let envelope = Envelope::new("k", event);
             let json: serde_json::Value =
                 serde_json::from_slice(&codec::encode_json(&envelope)).unwrap();
-            let errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
+            let errors: Vec<String> = validator
+                .iter_errors(&json)
+                .map(|e| e.to_string())
+                .collect();
             assert!(errors.is_empty(), "{json}: {errors:?}");
         }
     }
@@ -135,7 +138,10 @@ mod tests {
         ];
         for json in bad {
             assert!(!validator.is_valid(&json), "schema accepted {json}");
-            assert!(codec::decode_json(json.to_string().as_bytes()).is_err(), "serde accepted {json}");
+            assert!(
+                codec::decode_json(json.to_string().as_bytes()).is_err(),
+                "serde accepted {json}"
+            );
         }
     }
 }

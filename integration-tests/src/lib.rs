@@ -79,7 +79,10 @@ impl IpfsDaemon {
             .output()
             .context("running jsipfs init")?;
         if !init.status.success() {
-            bail!("jsipfs init failed: {}", String::from_utf8_lossy(&init.stderr));
+            bail!(
+                "jsipfs init failed: {}",
+                String::from_utf8_lossy(&init.stderr)
+            );
         }
         let (swarm, api, gateway, rpc) = (free_port(), free_port(), free_port(), free_port());
         let config_path = repo.join("config");
@@ -139,7 +142,11 @@ impl IpfsDaemon {
     /// Calls the daemon's RPC directly (as a test oracle, independent of pinhive's client).
     pub async fn rpc(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Value> {
         let url = format!("{}/api/v0/{path}", self.api_url);
-        let response = reqwest::Client::new().post(&url).query(query).send().await?;
+        let response = reqwest::Client::new()
+            .post(&url)
+            .query(query)
+            .send()
+            .await?;
         Ok(response.json::<Value>().await?)
     }
 
@@ -323,7 +330,10 @@ pub fn create_token(data_dir: &Path, name: &str, admin: bool) -> anyhow::Result<
     }
     let output = command.output()?;
     if !output.status.success() {
-        bail!("token create failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "token create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(String::from_utf8(output.stdout)?.trim().to_string())
 }

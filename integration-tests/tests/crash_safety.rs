@@ -15,14 +15,20 @@ async fn kill_9_mid_burst_loses_no_acknowledged_request() {
     let ipfs = IpfsDaemon::start().await.expect("js-ipfs daemon");
     let mut cids = Vec::new();
     for i in 0..20 {
-        cids.push(ipfs.add(format!("crash test content {i}").as_bytes(), 1).await.unwrap());
+        cids.push(
+            ipfs.add(format!("crash test content {i}").as_bytes(), 1)
+                .await
+                .unwrap(),
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let token = create_token(&data, "alice", false).unwrap();
     let admin = create_token(&data, "ops", true).unwrap();
     let node = format!("ipfs-a={}", ipfs.api_url);
-    let mut pinhive = Pinhive::start(&data, &["--ipfs-node", &node]).await.unwrap();
+    let mut pinhive = Pinhive::start(&data, &["--ipfs-node", &node])
+        .await
+        .unwrap();
     let client = Client::new(&pinhive.url, &token);
 
     let total = 1_500;
@@ -32,7 +38,8 @@ async fn kill_9_mid_burst_loses_no_acknowledged_request() {
         tokio::spawn(async move {
             stream::iter(0..total)
                 .map(|i| {
-                    let (client, acked, cid) = (client.clone(), acked.clone(), cids[i % cids.len()].clone());
+                    let (client, acked, cid) =
+                        (client.clone(), acked.clone(), cids[i % cids.len()].clone());
                     async move {
                         let response = client
                             .request(reqwest::Method::POST, "/pins")
@@ -54,10 +61,14 @@ async fn kill_9_mid_burst_loses_no_acknowledged_request() {
                 .await
         })
     };
-    eventually(Duration::from_secs(120), "300 acknowledged requests", || {
-        let acked = acked.clone();
-        async move { (acked.load(Ordering::SeqCst) >= 300).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(120),
+        "300 acknowledged requests",
+        || {
+            let acked = acked.clone();
+            async move { (acked.load(Ordering::SeqCst) >= 300).then_some(()) }
+        },
+    )
     .await;
     pinhive.kill_hard();
     let acknowledged: BTreeSet<String> = burst.await.unwrap().into_iter().collect();
@@ -67,10 +78,15 @@ async fn kill_9_mid_burst_loses_no_acknowledged_request() {
     pinhive.restart().await.unwrap();
     // Every acknowledged request exists and converges to pinned.
     for requestid in &acknowledged {
-        client.wait_status(requestid, "pinned", Duration::from_secs(120)).await;
+        client
+            .wait_status(requestid, "pinned", Duration::from_secs(120))
+            .await;
     }
     for cid in &cids {
-        assert!(ipfs.is_pinned(cid).await.unwrap(), "{cid} pinned on the daemon");
+        assert!(
+            ipfs.is_pinned(cid).await.unwrap(),
+            "{cid} pinned on the daemon"
+        );
     }
 
     // Nothing applied twice: the listing holds each request once and `count` (from the
@@ -89,14 +105,21 @@ async fn kill_9_mid_burst_loses_no_acknowledged_request() {
         let page = body["results"].as_array().unwrap().clone();
         let Some(last) = page.last() else { break };
         before = Some(last["created"].as_str().unwrap().to_string());
-        listed.extend(page.iter().map(|p| p["requestid"].as_str().unwrap().to_string()));
+        listed.extend(
+            page.iter()
+                .map(|p| p["requestid"].as_str().unwrap().to_string()),
+        );
     }
     let distinct: BTreeSet<String> = listed.iter().cloned().collect();
     assert_eq!(distinct.len(), listed.len(), "a request listed twice");
     assert_eq!(count, Some(listed.len() as u64), "counters match the rows");
     assert!(acknowledged.is_subset(&distinct));
     let (_, pinned) = client.get("/pins?limit=1").await;
-    assert_eq!(pinned["count"].as_u64(), Some(listed.len() as u64), "all converged to pinned");
+    assert_eq!(
+        pinned["count"].as_u64(),
+        Some(listed.len() as u64),
+        "all converged to pinned"
+    );
 
     // The journal holds exactly one PinRequested per request.
     let admin = Client::new(&pinhive.url, &admin);

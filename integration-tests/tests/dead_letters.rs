@@ -14,8 +14,14 @@ async fn malformed_records_are_dead_lettered_and_the_shard_goes_on() {
     let token = create_token(&data, "alice", false).unwrap();
     let admin = create_token(&data, "ops", true).unwrap();
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let mut pinhive = Pinhive::start(&data, &["--ipfs-node", &closed]).await.unwrap();
-    assert!(pinhive.stop(), "clean exit on SIGTERM:\n{}", pinhive.log_tail());
+    let mut pinhive = Pinhive::start(&data, &["--ipfs-node", &closed])
+        .await
+        .unwrap();
+    assert!(
+        pinhive.stop(),
+        "clean exit on SIGTERM:\n{}",
+        pinhive.log_tail()
+    );
 
     // While it is down, write what a buggy or hostile producer could: garbage bincode, broken
     // JSON, an unknown content type, a record whose key disagrees with its envelope; then a

@@ -19,7 +19,14 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
     let node = format!("ipfs-a={}", ipfs.api_url);
     let mut pinhive = Pinhive::start(
         &data,
-        &["--ipfs-node", &node, "--pin-timeout-secs", "2", "--pin-attempts", "2"],
+        &[
+            "--ipfs-node",
+            &node,
+            "--pin-timeout-secs",
+            "2",
+            "--pin-attempts",
+            "2",
+        ],
     )
     .await
     .unwrap();
@@ -34,9 +41,18 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
     let _ = ready;
 
     // Pin content the daemon holds (CID v0 and v1).
-    let cid_a = ipfs.add(b"pinhive end-to-end: first version", 0).await.unwrap();
-    let cid_b = ipfs.add(b"pinhive end-to-end: second version", 1).await.unwrap();
-    assert!(cid_a.starts_with("Qm") && cid_b.starts_with("baf"), "{cid_a} {cid_b}");
+    let cid_a = ipfs
+        .add(b"pinhive end-to-end: first version", 0)
+        .await
+        .unwrap();
+    let cid_b = ipfs
+        .add(b"pinhive end-to-end: second version", 1)
+        .await
+        .unwrap();
+    assert!(
+        cid_a.starts_with("Qm") && cid_b.starts_with("baf"),
+        "{cid_a} {cid_b}"
+    );
     let (status, created) = client
         .pin(json!({"cid": cid_a, "name": "report.pdf", "meta": {"app": "e2e"}}))
         .await;
@@ -44,10 +60,16 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
     let requestid = created["requestid"].as_str().unwrap().to_string();
     assert!(["queued", "pinning", "pinned"].contains(&created["status"].as_str().unwrap()));
     let pinned = client.wait_status(&requestid, "pinned", CONVERGE).await;
-    assert!(ipfs.is_pinned(&cid_a).await.unwrap(), "daemon's pin/ls confirms");
+    assert!(
+        ipfs.is_pinned(&cid_a).await.unwrap(),
+        "daemon's pin/ls confirms"
+    );
     let delegates = pinned["delegates"].as_array().unwrap();
     assert!(
-        delegates.iter().any(|d| d.as_str().unwrap().ends_with(&format!("/p2p/{}", ipfs.peer_id))),
+        delegates.iter().any(|d| d
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/p2p/{}", ipfs.peer_id))),
         "delegates name the node: {delegates:?}"
     );
     assert_eq!(pinned["info"]["replicas_pinned"], "1");
@@ -80,7 +102,11 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["pin_requested", "replicas_allocated", "replica_pinned"], "{history}");
+    assert_eq!(
+        kinds,
+        ["pin_requested", "replicas_allocated", "replica_pinned"],
+        "{history}"
+    );
 
     // Delete: gone from the API at once, unpinned on the daemon soon after.
     let (status, _) = client.delete(&format!("/pins/{new_id}")).await;
@@ -99,17 +125,29 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
         .wait_status(body["requestid"].as_str().unwrap(), "failed", CONVERGE)
         .await;
     let reason = failed["info"]["failure"].as_str().unwrap_or_default();
-    assert!(reason.contains("ipfs-a"), "failure names the node: {failed}");
+    assert!(
+        reason.contains("ipfs-a"),
+        "failure names the node: {failed}"
+    );
 
     // Two requests for one CID are two pins; deleting one keeps the content pinned.
     let cid_c = ipfs.add(b"shared content", 0).await.unwrap();
-    let first = client.pin(json!({"cid": cid_c})).await.1["requestid"].as_str().unwrap().to_string();
-    let second = client.pin(json!({"cid": cid_c})).await.1["requestid"].as_str().unwrap().to_string();
+    let first = client.pin(json!({"cid": cid_c})).await.1["requestid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = client.pin(json!({"cid": cid_c})).await.1["requestid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(first, second);
     client.wait_status(&first, "pinned", CONVERGE).await;
     client.wait_status(&second, "pinned", CONVERGE).await;
     assert_eq!(client.delete(&format!("/pins/{first}")).await.0, 202);
-    assert!(ipfs.is_pinned(&cid_c).await.unwrap(), "still referenced by the second pin");
+    assert!(
+        ipfs.is_pinned(&cid_c).await.unwrap(),
+        "still referenced by the second pin"
+    );
 
     // Admin API: nodes listed with their health; a user token cannot use it.
     let admin_client = Client::new(&pinhive.url, &admin);
@@ -120,7 +158,11 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
     assert_eq!(client.get("/admin/nodes").await.0, 403);
 
     // Graceful shutdown exits cleanly; a restart serves the same state.
-    assert!(pinhive.stop(), "clean exit on SIGTERM:\n{}", pinhive.log_tail());
+    assert!(
+        pinhive.stop(),
+        "clean exit on SIGTERM:\n{}",
+        pinhive.log_tail()
+    );
     pinhive.restart().await.unwrap();
     let (status, body) = client.get(&format!("/pins/{second}")).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("pinned")));
@@ -131,18 +173,37 @@ async fn without_a_reachable_node_pins_stay_queued_and_ready_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let token = create_token(&data, "alice", false).unwrap();
-    let closed = format!("http://127.0.0.1:{}", pinhive_integration_tests::free_port());
-    let pinhive = Pinhive::start(&data, &["--ipfs-node", &closed]).await.unwrap();
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        pinhive_integration_tests::free_port()
+    );
+    let pinhive = Pinhive::start(&data, &["--ipfs-node", &closed])
+        .await
+        .unwrap();
     let client = Client::new(&pinhive.url, &token);
     let (status, body) = client
         .pin(json!({"cid": "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"}))
         .await;
-    assert_eq!((status, body["status"].as_str()), (202, Some("queued")), "{body}");
-    let ready = reqwest::get(format!("{}/ready", pinhive.url)).await.unwrap();
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("queued")),
+        "{body}"
+    );
+    let ready = reqwest::get(format!("{}/ready", pinhive.url))
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["ipfs"]["ok"], false);
-    assert!(ready["ipfs"]["hint"].as_str().unwrap().contains("reachable"), "{ready}");
-    let (_, again) = client.get(&format!("/pins/{}", body["requestid"].as_str().unwrap())).await;
+    assert!(
+        ready["ipfs"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("reachable"),
+        "{ready}"
+    );
+    let (_, again) = client
+        .get(&format!("/pins/{}", body["requestid"].as_str().unwrap()))
+        .await;
     assert_eq!(again["status"], "queued");
 }

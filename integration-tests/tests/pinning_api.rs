@@ -22,7 +22,9 @@ async fn service() -> (Pinhive, Client, Client, tempfile::TempDir) {
     let alice = create_token(&data, "alice", false).unwrap();
     let bob = create_token(&data, "bob", false).unwrap();
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let pinhive = Pinhive::start(&data, &["--ipfs-node", &closed]).await.unwrap();
+    let pinhive = Pinhive::start(&data, &["--ipfs-node", &closed])
+        .await
+        .unwrap();
     let a = Client::new(&pinhive.url, &alice);
     let b = Client::new(&pinhive.url, &bob);
     (pinhive, a, b, dir)
@@ -41,7 +43,10 @@ fn assert_pin_status_shape(body: &Value) {
     assert!(body["pin"]["cid"].is_string());
     assert!(body["delegates"].is_array());
     let created = body["created"].as_str().unwrap();
-    assert!(created.ends_with('Z') && created.contains('T'), "RFC 3339: {created}");
+    assert!(
+        created.ends_with('Z') && created.contains('T'),
+        "RFC 3339: {created}"
+    );
 }
 
 fn ids(body: &Value) -> Vec<String> {
@@ -66,8 +71,15 @@ async fn every_error_path_answers_with_a_failure_body() {
     ];
     for (method, path) in &routes {
         let url = format!("{}{path}", pinhive.url);
-        for auth in [None, Some("Bearer ph_not_a_token"), Some("Basic abc"), Some("Bearer ")] {
-            let mut request = anonymous.request(method.clone(), &url).json(&json!({"cid": CIDS[0]}));
+        for auth in [
+            None,
+            Some("Bearer ph_not_a_token"),
+            Some("Basic abc"),
+            Some("Bearer "),
+        ] {
+            let mut request = anonymous
+                .request(method.clone(), &url)
+                .json(&json!({"cid": CIDS[0]}));
             if let Some(auth) = auth {
                 request = request.header("Authorization", auth);
             }
@@ -82,17 +94,29 @@ async fn every_error_path_answers_with_a_failure_body() {
     let (_, pin) = alice.pin(json!({"cid": CIDS[0]})).await;
     let rid = pin["requestid"].as_str().unwrap();
     for client in [&alice, &bob] {
-        let target = if std::ptr::eq(client, &bob) { rid } else { "no-such-request" };
+        let target = if std::ptr::eq(client, &bob) {
+            rid
+        } else {
+            "no-such-request"
+        };
         let (s, b) = client.get(&format!("/pins/{target}")).await;
         assert_failure(s, &b, 404, "NOT_FOUND");
         let (s, b) = client.delete(&format!("/pins/{target}")).await;
         assert_failure(s, &b, 404, "NOT_FOUND");
         let (s, b) = client
-            .send(client.request(Method::POST, &format!("/pins/{target}")).json(&json!({"cid": CIDS[1]})))
+            .send(
+                client
+                    .request(Method::POST, &format!("/pins/{target}"))
+                    .json(&json!({"cid": CIDS[1]})),
+            )
             .await;
         assert_failure(s, &b, 404, "NOT_FOUND");
     }
-    assert_eq!(alice.get(&format!("/pins/{rid}")).await.0, 200, "the owner still sees it");
+    assert_eq!(
+        alice.get(&format!("/pins/{rid}")).await.0,
+        200,
+        "the owner still sees it"
+    );
 
     // Bad bodies.
     let long_name = "n".repeat(256);
@@ -111,7 +135,11 @@ async fn every_error_path_answers_with_a_failure_body() {
         let (s, b) = alice.pin(body.clone()).await;
         assert_failure(s, &b, 400, "BAD_REQUEST");
         let (s, b) = alice
-            .send(alice.request(Method::POST, &format!("/pins/{rid}")).json(&body))
+            .send(
+                alice
+                    .request(Method::POST, &format!("/pins/{rid}"))
+                    .json(&body),
+            )
             .await;
         assert_failure(s, &b, 400, "BAD_REQUEST");
     }
@@ -139,7 +167,13 @@ async fn every_error_path_answers_with_a_failure_body() {
         "meta=%7Bbroken",
         "meta=%7B%22k%22%3A1%7D",
         &format!("name={long_name}"),
-        &format!("cid={}", (0..11).map(|i| format!("{}{i}", &CIDS[0][..CIDS[0].len() - 1])).collect::<Vec<_>>().join(",")),
+        &format!(
+            "cid={}",
+            (0..11)
+                .map(|i| format!("{}{i}", &CIDS[0][..CIDS[0].len() - 1]))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     ] {
         let (s, b) = alice.get(&format!("/pins?{query}")).await;
         assert_failure(s, &b, 400, "BAD_REQUEST");
@@ -168,7 +202,11 @@ async fn every_operation_and_filter() {
         created.push(body["requestid"].as_str().unwrap().to_string());
     }
     let unique: BTreeSet<&String> = created.iter().collect();
-    assert_eq!(unique.len(), 4, "one requestid per request, even for the same CID");
+    assert_eq!(
+        unique.len(),
+        4,
+        "one requestid per request, even for the same CID"
+    );
     // bob's pin must never show up in alice's listings.
     bob.pin(json!({"cid": CIDS[0], "name": "Report.pdf"})).await;
 
@@ -214,7 +252,10 @@ async fn every_operation_and_filter() {
     ];
     for (query, expected) in cases {
         let body = list(&format!("status=queued&{query}")).await;
-        let want: Vec<String> = expected.iter().map(|i: &usize| created[*i].clone()).collect();
+        let want: Vec<String> = expected
+            .iter()
+            .map(|i: &usize| created[*i].clone())
+            .collect();
         assert_eq!(ids(&body), want, "{query}");
         assert_eq!(body["count"].as_u64(), Some(want.len() as u64), "{query}");
     }
@@ -239,13 +280,20 @@ async fn every_operation_and_filter() {
     assert_eq!(status, 200);
     assert_pin_status_shape(&body);
     let (status, replaced) = alice
-        .send(alice.request(Method::POST, &format!("/pins/{}", created[2])).json(&json!({"cid": CIDS[1], "name": "photo-v2.jpg"})))
+        .send(
+            alice
+                .request(Method::POST, &format!("/pins/{}", created[2]))
+                .json(&json!({"cid": CIDS[1], "name": "photo-v2.jpg"})),
+        )
         .await;
     assert_eq!(status, 202, "{replaced}");
     let new_id = replaced["requestid"].as_str().unwrap();
     assert_ne!(new_id, created[2]);
     assert_eq!(alice.get(&format!("/pins/{}", created[2])).await.0, 404);
-    assert_eq!(alice.get(&format!("/pins/{new_id}")).await.1["pin"]["name"], "photo-v2.jpg");
+    assert_eq!(
+        alice.get(&format!("/pins/{new_id}")).await.1["pin"]["name"],
+        "photo-v2.jpg"
+    );
     let (status, _) = alice.delete(&format!("/pins/{new_id}")).await;
     assert_eq!(status, 202);
     assert_eq!(alice.get(&format!("/pins/{new_id}")).await.0, 404);
@@ -259,7 +307,11 @@ async fn pagination_with_before_across_2500_pins() {
     let results: Vec<(u16, Value)> = stream::iter(0..total)
         .map(|i| {
             let alice = alice.clone();
-            async move { alice.pin(json!({"cid": CIDS[i % 3], "name": format!("pin-{i}")})).await }
+            async move {
+                alice
+                    .pin(json!({"cid": CIDS[i % 3], "name": format!("pin-{i}")}))
+                    .await
+            }
         })
         .buffer_unordered(32)
         .collect()
@@ -303,7 +355,11 @@ async fn pagination_with_before_across_2500_pins() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let unique: BTreeSet<String> = seen.iter().cloned().collect();
-        assert_eq!(seen.len(), total, "limit {limit}: no duplicates, nothing skipped");
+        assert_eq!(
+            seen.len(),
+            total,
+            "limit {limit}: no duplicates, nothing skipped"
+        );
         assert_eq!(unique, accepted);
     }
 }

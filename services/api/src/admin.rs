@@ -13,7 +13,10 @@ use crate::AppState;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
-        .route("/admin/pins/{requestid}/history", web::get().to(pin_history))
+        .route(
+            "/admin/pins/{requestid}/history",
+            web::get().to(pin_history),
+        )
         .route("/admin/dead-letters", web::get().to(dead_letters))
         .route("/admin/shards", web::get().to(shards))
         .route("/admin/nodes", web::get().to(list_nodes))
@@ -50,7 +53,9 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         .collect();
     let reachable = state.registry.reachable_count();
     let ipfs_hint = if nodes.is_empty() {
-        Some("no IPFS node configured: start with --ipfs-node http://HOST:5001 or POST /admin/nodes")
+        Some(
+            "no IPFS node configured: start with --ipfs-node http://HOST:5001 or POST /admin/nodes",
+        )
     } else if reachable == 0 {
         Some("no configured IPFS node is reachable: check that the daemon runs and its RPC address")
     } else {
@@ -94,7 +99,11 @@ async fn pin_history(
     let pin = web::block(move || store.get_pin(&lookup)).await??;
     let pin = match pin {
         Some(pin) if pin.owner == caller.owner || caller.admin => pin,
-        _ => return Err(ApiError::not_found(format!("no pin with requestid {requestid}"))),
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no pin with requestid {requestid}"
+            )))
+        }
     };
     let store = state.store.clone();
     let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
@@ -118,7 +127,8 @@ async fn pin_history(
             event: entry.event,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"requestid": pin.requestid, "cid": pin.cid, "events": events})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"requestid": pin.requestid, "cid": pin.cid, "events": events})))
 }
 
 #[derive(Deserialize)]
@@ -191,7 +201,10 @@ async fn add_node(
     let store = state.store.clone();
     let stored = node.clone();
     web::block(move || store.put_node(&stored)).await??;
-    state.nodes.add(node.clone()).map_err(ApiError::bad_request)?;
+    state
+        .nodes
+        .add(node.clone())
+        .map_err(ApiError::bad_request)?;
     Ok(HttpResponse::Created().json(node))
 }
 
@@ -235,7 +248,9 @@ async fn create_token(
 ) -> Result<HttpResponse, ApiError> {
     let NewToken { name, admin } = body.into_inner();
     if name.is_empty() || name.len() > 128 || name.contains('\0') {
-        return Err(ApiError::bad_request("name must be 1..128 characters without NUL"));
+        return Err(ApiError::bad_request(
+            "name must be 1..128 characters without NUL",
+        ));
     }
     let secret = pinhive_store::new_secret();
     let record = pinhive_store::TokenRecord {

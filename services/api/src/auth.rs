@@ -23,7 +23,12 @@ fn bearer(request: &HttpRequest) -> Result<String, ApiError> {
     let header = request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer <token>"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing Authorization: Bearer <token>",
+            )
+        })?;
     let text = header
         .to_str()
         .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "malformed Authorization header"))?;
@@ -32,7 +37,12 @@ fn bearer(request: &HttpRequest) -> Result<String, ApiError> {
         .or_else(|| text.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Authorization must be Bearer <token>"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "Authorization must be Bearer <token>",
+            )
+        })?;
     Ok(token.to_string())
 }
 
@@ -49,8 +59,8 @@ impl FromRequest for Caller {
             let hash = pinhive_store::hash_secret(&token);
             let store = state.store.clone();
             let record = web::block(move || store.get_token(&hash)).await??;
-            let record =
-                record.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown access token"))?;
+            let record = record
+                .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown access token"))?;
             Ok(Caller {
                 owner: record.owner,
                 admin: record.admin,

@@ -86,7 +86,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.code.status());
-        if matches!(self.code, ErrorCode::TooManyRequests | ErrorCode::Unavailable) {
+        if matches!(
+            self.code,
+            ErrorCode::TooManyRequests | ErrorCode::Unavailable
+        ) {
             response.insert_header(("Retry-After", "1"));
         }
         if self.code == ErrorCode::Unauthorized {

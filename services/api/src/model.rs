@@ -165,7 +165,10 @@ fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
 }
 
 fn split_list(text: &str) -> Vec<&str> {
-    text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// Builds the listing query from `GET /pins` parameters (defaults per the spec: status
@@ -229,20 +232,21 @@ pub fn parse_list_query(owner: &str, params: &[(String, String)]) -> Result<PinQ
             "before" => query.before_ns = Some(parse_time("before", value)?),
             "after" => query.after_ns = Some(parse_time("after", value)?),
             "limit" => {
-                let limit: i64 = value
-                    .parse()
-                    .map_err(|_| ApiError::bad_request(format!("limit must be an integer, not {value:?}")))?;
+                let limit: i64 = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!("limit must be an integer, not {value:?}"))
+                })?;
                 if !(1..=1000).contains(&limit) {
                     return Err(ApiError::bad_request("limit must be between 1 and 1000"));
                 }
                 query.limit = limit as usize;
             }
             "meta" => {
-                query.meta = serde_json::from_str::<BTreeMap<String, String>>(value).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "meta must be a JSON object of string values: {e}"
-                    ))
-                })?;
+                query.meta =
+                    serde_json::from_str::<BTreeMap<String, String>>(value).map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "meta must be a JSON object of string values: {e}"
+                        ))
+                    })?;
             }
             _ => {}
         }
@@ -260,7 +264,10 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const V0: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
@@ -326,7 +333,8 @@ mod tests {
             cid: V0.into(),
             name: Some("ü".repeat(255)),
             origins: Some(vec![
-                "/ip4/203.0.113.1/tcp/4001/p2p/QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".into(),
+                "/ip4/203.0.113.1/tcp/4001/p2p/QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+                    .into(),
             ]),
             meta: None,
         };

@@ -47,7 +47,9 @@ async fn load_owned_pin(
     match pin {
         // A foreign pin is indistinguishable from a missing one.
         Some(pin) if pin.owner == caller.owner => Ok(pin),
-        _ => Err(ApiError::not_found(format!("no pin with requestid {requestid}"))),
+        _ => Err(ApiError::not_found(format!(
+            "no pin with requestid {requestid}"
+        ))),
     }
 }
 
@@ -61,7 +63,11 @@ async fn append_and_wait(state: &AppState, envelopes: &[Envelope]) -> Result<(),
             .wait_applied(position, state.config.apply_wait)
             .await
         {
-            tracing::warn!(partition = position.partition, offset = position.offset, "event durable but not applied within the wait bound");
+            tracing::warn!(
+                partition = position.partition,
+                offset = position.offset,
+                "event durable but not applied within the wait bound"
+            );
         }
     }
     Ok(())
@@ -98,7 +104,9 @@ async fn respond_with_pin(state: &AppState, requestid: &str) -> Result<HttpRespo
     let Some(pin) = pin else {
         return Err(ApiError::new(
             crate::error::ErrorCode::Unavailable,
-            format!("request {requestid} is durable but not applied yet; retry GET /pins/{requestid}"),
+            format!(
+                "request {requestid} is durable but not applied yet; retry GET /pins/{requestid}"
+            ),
         ));
     };
     Ok(HttpResponse::Accepted().json(pin_status_json(pin, &fallback_delegates(state))))
@@ -112,7 +120,9 @@ async fn add_pin(
     let pin = body.into_inner().validate()?;
     let envelope = pin_requested(&state, &caller, pin, None);
     let Event::PinRequested(request) = &envelope.event else {
-        return Err(ApiError::internal("pin request envelope without a pin request"));
+        return Err(ApiError::internal(
+            "pin request envelope without a pin request",
+        ));
     };
     let requestid = request.requestid.clone();
     append_and_wait(&state, std::slice::from_ref(&envelope)).await?;
@@ -160,7 +170,9 @@ async fn replace_pin(
     let pin = body.into_inner().validate()?;
     let new = pin_requested(&state, &caller, pin, Some(old.requestid.clone()));
     let Event::PinRequested(request) = &new.event else {
-        return Err(ApiError::internal("pin request envelope without a pin request"));
+        return Err(ApiError::internal(
+            "pin request envelope without a pin request",
+        ));
     };
     let requestid = request.requestid.clone();
     // The new pin's event comes first in the append: when both CIDs share a partition the

@@ -23,7 +23,10 @@ pub struct NodeView {
 
 /// Rendezvous score of `node_id` for `key`: higher wins.
 pub fn score(key: &str, node_id: &str, weight: u32) -> f64 {
-    let hash = xxh3_64_with_seed(node_id.as_bytes(), xxh3_64_with_seed(key.as_bytes(), 0x5eed));
+    let hash = xxh3_64_with_seed(
+        node_id.as_bytes(),
+        xxh3_64_with_seed(key.as_bytes(), 0x5eed),
+    );
     // Map to (0, 1): never exactly 0 or 1, so ln is finite and negative.
     let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     f64::from(weight.max(1)) / -unit.ln()
@@ -106,7 +109,15 @@ mod tests {
     }
 
     fn place(key: &str, nodes: &[NodeView], count: usize) -> Vec<NodeId> {
-        allocate(key, nodes, &BTreeSet::new(), &BTreeSet::new(), &[], count, 0)
+        allocate(
+            key,
+            nodes,
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            &[],
+            count,
+            0,
+        )
     }
 
     #[test]
@@ -165,7 +176,9 @@ mod tests {
         let nodes = fleet(10, 1);
         let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
         for i in 0..50_000 {
-            *load.entry(place(&format!("k{i}"), &nodes, 1)[0].clone()).or_default() += 1;
+            *load
+                .entry(place(&format!("k{i}"), &nodes, 1)[0].clone())
+                .or_default() += 1;
         }
         for (node, n) in load {
             assert!((4_300..5_700).contains(&n), "{node} got {n}");

@@ -85,7 +85,8 @@ impl CidState {
         match event {
             Event::PinRequested(request) => {
                 if !self.pins.contains_key(&request.requestid) {
-                    self.pins.insert(request.requestid.clone(), pin_ref(request));
+                    self.pins
+                        .insert(request.requestid.clone(), pin_ref(request));
                     if !request.origins.is_empty() {
                         self.origins = request.origins.clone();
                     }
@@ -160,7 +161,12 @@ impl CidState {
     /// Replica count this CID should have: the analytics target if any, clamped to the pins'
     /// bounds; otherwise the largest `replicas_min` among its pins.
     pub fn desired_replicas(&self) -> usize {
-        let min = self.pins.values().map(|p| p.replicas_min).max().unwrap_or(0);
+        let min = self
+            .pins
+            .values()
+            .map(|p| p.replicas_min)
+            .max()
+            .unwrap_or(0);
         let max = self
             .pins
             .values()
@@ -173,7 +179,10 @@ impl CidState {
     }
 
     pub fn count(&self, status: ReplicaStatus) -> usize {
-        self.replicas.values().filter(|r| r.status == status).count()
+        self.replicas
+            .values()
+            .filter(|r| r.status == status)
+            .count()
     }
 
     /// The API status every pin of this CID shows.
@@ -249,7 +258,6 @@ impl CidState {
     pub fn is_garbage(&self) -> bool {
         self.pins.is_empty() && self.replicas.is_empty()
     }
-
 }
 
 fn pin_ref(request: &PinRequested) -> PinRef {

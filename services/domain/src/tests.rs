@@ -92,16 +92,36 @@ fn lifecycle_table() {
     check(&[r()], 0, PinStatus::Queued, &[]);
     check(&[r()], 2, PinStatus::Queued, &["allocate"]);
     check(&[r(), allocated(&["n0"])], 2, PinStatus::Pinning, &["pin"]);
-    check(&[r(), allocated(&["n0"]), pinned("n0")], 2, PinStatus::Pinned, &[]);
+    check(
+        &[r(), allocated(&["n0"]), pinned("n0")],
+        2,
+        PinStatus::Pinned,
+        &[],
+    );
     // A failed replica is replaced by another node while one is left.
-    check(&[r(), allocated(&["n0"]), failed("n0")], 2, PinStatus::Failed, &["allocate"]);
-    check(&[r(), allocated(&["n0"]), failed("n0")], 1, PinStatus::Failed, &[]);
+    check(
+        &[r(), allocated(&["n0"]), failed("n0")],
+        2,
+        PinStatus::Failed,
+        &["allocate"],
+    );
+    check(
+        &[r(), allocated(&["n0"]), failed("n0")],
+        1,
+        PinStatus::Failed,
+        &[],
+    );
     // Delete: every replica is unpinned, then the state is garbage.
     let unpin = Event::UnpinRequested {
         requestid: "r1".into(),
         owner: "alice".into(),
     };
-    check(&[r(), allocated(&["n0"]), pinned("n0"), unpin.clone()], 2, PinStatus::Pinned, &["unpin"]);
+    check(
+        &[r(), allocated(&["n0"]), pinned("n0"), unpin.clone()],
+        2,
+        PinStatus::Pinned,
+        &["unpin"],
+    );
     let done = fold(&[
         r(),
         allocated(&["n0"]),
@@ -151,7 +171,10 @@ fn target_change_adds_and_removes_replicas() {
     });
     let actions = plan(&fold(&events), &nodes(5));
     assert_eq!(
-        actions.iter().filter(|a| matches!(a, Action::Unpin { .. })).count(),
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Unpin { .. }))
+            .count(),
         2
     );
 }
@@ -159,7 +182,10 @@ fn target_change_adds_and_removes_replicas() {
 #[test]
 fn delegates_come_from_pinned_replicas() {
     let state = fold(&[request("r1", 1, 1), allocated(&["n0"]), pinned("n0")]);
-    assert_eq!(state.delegates(), vec!["/ip4/127.0.0.1/tcp/4001/p2p/n0".to_string()]);
+    assert_eq!(
+        state.delegates(),
+        vec!["/ip4/127.0.0.1/tcp/4001/p2p/n0".to_string()]
+    );
 }
 
 fn arbitrary_event() -> impl Strategy<Value = Event> {

@@ -125,7 +125,9 @@ impl Actor for NodeDriver {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.config.max_queued);
         ctx.notify(CheckHealth);
-        ctx.run_interval(self.config.health_interval, |_, ctx| ctx.notify(CheckHealth));
+        ctx.run_interval(self.config.health_interval, |_, ctx| {
+            ctx.notify(CheckHealth)
+        });
     }
 }
 
@@ -168,7 +170,9 @@ impl Handler<CheckHealth> for NodeDriver {
                         }
                         Err(error) => {
                             health.reachable = false;
-                            if was_reachable || health.last_error.as_deref() == Some("not checked yet") {
+                            if was_reachable
+                                || health.last_error.as_deref() == Some("not checked yet")
+                            {
                                 tracing::warn!(node = %id, error = %error, "ipfs node unreachable");
                             }
                             health.last_error = Some(error.to_string());
@@ -191,7 +195,10 @@ impl Handler<NodeCommand> for NodeDriver {
     type Result = ();
 
     fn handle(&mut self, command: NodeCommand, ctx: &mut Self::Context) {
-        let key = (command.cid.clone(), matches!(command.op, NodeOp::Pin { .. }));
+        let key = (
+            command.cid.clone(),
+            matches!(command.op, NodeOp::Pin { .. }),
+        );
         {
             let mut in_flight = self.in_flight.lock();
             if in_flight.contains(&key) || in_flight.len() >= self.config.max_queued {
@@ -314,7 +321,9 @@ impl Work {
                         tracing::debug!(node = %self.node, origin = %origin, error = %error, "swarm connect to origin failed");
                     }
                 }
-                self.api.pin_add(&command.cid, self.config.pin_timeout).await
+                self.api
+                    .pin_add(&command.cid, self.config.pin_timeout)
+                    .await
             }
             NodeOp::Unpin => self.api.pin_rm(&command.cid).await,
         }

@@ -60,7 +60,11 @@ impl KuboClient {
             .map_err(|e| IpfsError::Unreachable(format!("{path}: {e}")))?;
         // Some calls stream newline-delimited JSON; the last object is the result.
         let text = String::from_utf8_lossy(&body);
-        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("{}");
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("{}");
         let json: Value = serde_json::from_str(last).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(json);
@@ -69,14 +73,21 @@ impl KuboClient {
             .get("Message")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .unwrap_or_else(|| format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()));
+            .unwrap_or_else(|| {
+                format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                )
+            });
         if status.is_server_error() && message.to_lowercase().contains("timed out")
             || message.to_lowercase().contains("timeout")
             || message.contains("context deadline exceeded")
         {
             return Err(IpfsError::TimedOut(message));
         }
-        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::METHOD_NOT_ALLOWED {
+        if status == reqwest::StatusCode::NOT_FOUND
+            || status == reqwest::StatusCode::METHOD_NOT_ALLOWED
+        {
             return Err(IpfsError::BadResponse(format!("{path}: {message}")));
         }
         if status.is_server_error() && json.get("Type").and_then(Value::as_str) != Some("error") {
@@ -107,15 +118,28 @@ impl IpfsApi for KuboClient {
         let mut addresses: Vec<String> = json
             .get("Addresses")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         if addresses.is_empty() {
             // js-ipfs leaves `id.Addresses` empty; its listen addresses are here.
-            if let Ok(local) = self.call("swarm/addrs/local", &[("id", "true")], None).await {
+            if let Ok(local) = self
+                .call("swarm/addrs/local", &[("id", "true")], None)
+                .await
+            {
                 addresses = local
                     .get("Strings")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default();
             }
         }
@@ -130,7 +154,9 @@ impl IpfsApi for KuboClient {
     }
 
     async fn repo_stat(&self) -> Result<RepoStat, IpfsError> {
-        let json = self.call("repo/stat", &[("size-only", "true")], None).await?;
+        let json = self
+            .call("repo/stat", &[("size-only", "true")], None)
+            .await?;
         Ok(RepoStat {
             repo_size: number(json.get("RepoSize")),
             storage_max: number(json.get("StorageMax")),
@@ -142,7 +168,11 @@ impl IpfsApi for KuboClient {
         let json = self
             .call(
                 "pin/add",
-                &[("arg", cid), ("recursive", "true"), ("timeout", &node_timeout)],
+                &[
+                    ("arg", cid),
+                    ("recursive", "true"),
+                    ("timeout", &node_timeout),
+                ],
                 Some(timeout + Duration::from_secs(5)),
             )
             .await?;
@@ -158,7 +188,10 @@ impl IpfsApi for KuboClient {
     }
 
     async fn pin_rm(&self, cid: &str) -> Result<(), IpfsError> {
-        match self.call("pin/rm", &[("arg", cid), ("recursive", "true")], None).await {
+        match self
+            .call("pin/rm", &[("arg", cid), ("recursive", "true")], None)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(IpfsError::Rejected(message)) if message.to_lowercase().contains("not pinned") => {
                 Ok(())

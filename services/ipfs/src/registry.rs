@@ -128,6 +128,10 @@ impl NodeRegistry {
     }
 
     pub fn reachable_count(&self) -> usize {
-        self.nodes.read().values().filter(|e| e.health.reachable).count()
+        self.nodes
+            .read()
+            .values()
+            .filter(|e| e.health.reachable)
+            .count()
     }
 }

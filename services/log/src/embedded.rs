@@ -156,7 +156,9 @@ impl EmbeddedLog {
         }
         let (base, path, segment_end) = {
             let segments = part.segments.lock();
-            let index = segments.partition_point(|s| s.base <= from).saturating_sub(1);
+            let index = segments
+                .partition_point(|s| s.base <= from)
+                .saturating_sub(1);
             let segment = &segments[index];
             let segment_end = segments.get(index + 1).map(|s| s.base).unwrap_or(end);
             (segment.base, segment.path.clone(), segment_end.min(end))
@@ -374,9 +376,10 @@ impl Writer {
             Err(error) => {
                 tracing::error!(error = %error, "log append failed; acknowledged data is intact, this group is rejected");
                 for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(LogError::Io(io::Error::new(error.kind(), error.to_string()))));
+                    let _ = job.reply.send(Err(LogError::Io(io::Error::new(
+                        error.kind(),
+                        error.to_string(),
+                    ))));
                 }
             }
         }
@@ -388,7 +391,9 @@ impl Writer {
                 continue;
             }
             self.roll_if_full(p, starting_ends[p])?;
-            let written = self.files[p].write_all(buffer).and_then(|_| self.files[p].sync_data());
+            let written = self.files[p]
+                .write_all(buffer)
+                .and_then(|_| self.files[p].sync_data());
             if let Err(error) = written {
                 // Cut the partial write so the next group starts on a frame boundary.
                 let segment_base = self.partitions[p]
@@ -445,7 +450,11 @@ fn lock_dir(dir: &Path) -> Result<File, LogError> {
 fn count_partition_dirs(dir: &Path) -> io::Result<u32> {
     let mut count = 0;
     for entry in fs::read_dir(dir)? {
-        if entry?.file_name().to_string_lossy().starts_with("partition-") {
+        if entry?
+            .file_name()
+            .to_string_lossy()
+            .starts_with("partition-")
+        {
             count += 1;
         }
     }
@@ -458,7 +467,10 @@ fn recover_partition(dir: &Path) -> io::Result<(Vec<Segment>, u64, File)> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse::<u64>().ok()) {
+        if let Some(base) = name
+            .strip_suffix(".seg")
+            .and_then(|b| b.parse::<u64>().ok())
+        {
             segments.push(Segment {
                 base,
                 path: entry.path(),
@@ -472,7 +484,10 @@ fn recover_partition(dir: &Path) -> io::Result<(Vec<Segment>, u64, File)> {
             path: segment_path(dir, 0),
         });
     }
-    let last = segments.last().map(|s| (s.base, s.path.clone())).unwrap_or_default();
+    let last = segments
+        .last()
+        .map(|s| (s.base, s.path.clone()))
+        .unwrap_or_default();
     let file = OpenOptions::new()
         .create(true)
         .read(true)

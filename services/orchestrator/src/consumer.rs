@@ -179,7 +179,12 @@ impl Orchestrator {
             let records = match self.log.read(partition, next, self.config.read_bytes).await {
                 Ok(records) => records,
                 Err(LogError::OffsetOutOfRange { start, .. }) => {
-                    tracing::error!(partition, offset = next, start, "checkpoint below the retained log; resuming at the log start");
+                    tracing::error!(
+                        partition,
+                        offset = next,
+                        start,
+                        "checkpoint below the retained log; resuming at the log start"
+                    );
                     next = start;
                     continue;
                 }
@@ -274,7 +279,9 @@ impl Orchestrator {
                     .await
                 {
                     Ok(0) => {}
-                    Ok(freed) => tracing::info!(partition, freed_bytes = freed, "released log segments"),
+                    Ok(freed) => {
+                        tracing::info!(partition, freed_bytes = freed, "released log segments")
+                    }
                     Err(error) => tracing::warn!(partition, error = %error, "log retention failed"),
                 }
             }
@@ -293,9 +300,12 @@ impl Orchestrator {
                     envelope.traceparent = planned.traceparent;
                     records.push(Record::from_envelope(&envelope));
                 }
-                Action::Pin { node, origins } => {
-                    self.command(&node, planned.cid, NodeOp::Pin { origins }, planned.traceparent)
-                }
+                Action::Pin { node, origins } => self.command(
+                    &node,
+                    planned.cid,
+                    NodeOp::Pin { origins },
+                    planned.traceparent,
+                ),
                 Action::Unpin { node } => {
                     self.command(&node, planned.cid, NodeOp::Unpin, planned.traceparent)
                 }

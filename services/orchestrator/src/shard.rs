@@ -138,7 +138,11 @@ impl ShardActor {
         let (key, prefix) = match &record.record {
             Ok(r) => (
                 String::from_utf8_lossy(&r.key).into_owned(),
-                r.value.iter().take(64).map(|b| format!("{b:02x}")).collect(),
+                r.value
+                    .iter()
+                    .take(64)
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
             ),
             Err(_) => (String::new(), String::new()),
         };
@@ -171,8 +175,9 @@ impl ShardActor {
         for record in &records {
             let envelope = match &record.record {
                 Err(reason) => Err(reason.clone()),
-                Ok(raw) => codec::decode(raw.content_type, &raw.key, &raw.value)
-                    .map_err(|e| e.to_string()),
+                Ok(raw) => {
+                    codec::decode(raw.content_type, &raw.key, &raw.value).map_err(|e| e.to_string())
+                }
             };
             let envelope = match envelope {
                 Ok(envelope) => envelope,
@@ -247,17 +252,25 @@ impl ShardActor {
             let new_pins = created.remove(cid).unwrap_or_default();
             for requestid in removed.remove(cid).unwrap_or_default() {
                 if let Some(old) = self.store.get_pin(&requestid)? {
-                    *counter_deltas.entry((old.owner.clone(), old.status)).or_default() -= 1;
+                    *counter_deltas
+                        .entry((old.owner.clone(), old.status))
+                        .or_default() -= 1;
                     batch.pins.push(PinWrite::Delete { old });
                 }
             }
             for requestid in state.pins.keys() {
-                if let Some(mut pin) = new_pins.iter().find(|p| &p.requestid == requestid).cloned() {
+                if let Some(mut pin) = new_pins.iter().find(|p| &p.requestid == requestid).cloned()
+                {
                     pin.status = status;
                     pin.info = info.clone();
                     pin.delegates = delegates.clone();
-                    *counter_deltas.entry((pin.owner.clone(), status)).or_default() += 1;
-                    batch.pins.push(PinWrite::Put { old: None, new: pin });
+                    *counter_deltas
+                        .entry((pin.owner.clone(), status))
+                        .or_default() += 1;
+                    batch.pins.push(PinWrite::Put {
+                        old: None,
+                        new: pin,
+                    });
                     continue;
                 }
                 let Some(old) = self.store.get_pin(requestid)? else {
@@ -271,10 +284,17 @@ impl ShardActor {
                 new.info = info.clone();
                 new.delegates = delegates.clone();
                 if old.status != status {
-                    *counter_deltas.entry((old.owner.clone(), old.status)).or_default() -= 1;
-                    *counter_deltas.entry((old.owner.clone(), status)).or_default() += 1;
+                    *counter_deltas
+                        .entry((old.owner.clone(), old.status))
+                        .or_default() -= 1;
+                    *counter_deltas
+                        .entry((old.owner.clone(), status))
+                        .or_default() += 1;
                 }
-                batch.pins.push(PinWrite::Put { old: Some(old), new });
+                batch.pins.push(PinWrite::Put {
+                    old: Some(old),
+                    new,
+                });
             }
             let actions = plan(state, &context);
             batch

@@ -1,9 +1,316 @@
-//! `pinhive bench`: placeholder replaced below.
+//! `pinhive bench`: throughput of the embedded deployment, each figure reported beside
+//! baselines measured in the same run on the same disk (these machines are noisy, so ratios
+//! are what compare across runs).
+//!
+//! * baseline: raw fjall batched writes (1,000 keys × 120 B per batch), the store pinhive uses;
+//! * baseline: raw durable log appends (group commit, same concurrency as the HTTP load);
+//! * `POST /pins` accepted per second, each answered 202 only after the durable append and the
+//!   shard's apply (read-your-writes), over real HTTP on loopback;
+//! * events applied per second end to end (request → allocation → replica outcome), with the
+//!   IPFS fleet simulated in process so the pipeline, not a daemon, is measured.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 use clap::Args;
+use futures::stream::{self, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use pinhive_domain::PinStatus;
+use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested};
+use pinhive_ipfs::{IpfsApi, NodeDriverConfig, SimulatedIpfs};
+use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
+use pinhive_store::{EmbeddedStore, TokenRecord};
+
+use crate::config::Config;
+use crate::serve::{start, IpfsFactory};
 
 #[derive(Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Pins created through HTTP, and again through the log for the pipeline figure.
+    #[arg(long, default_value_t = 20_000)]
+    pub pins: usize,
+    /// Concurrent HTTP clients / log appenders.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Simulated IPFS nodes.
+    #[arg(long, default_value_t = 16)]
+    pub nodes: usize,
+    #[arg(long, default_value_t = 16)]
+    pub partitions: u32,
+}
 
-pub fn run(_: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+/// A CIDv1 (raw, sha2-256) for bench item `i`.
+fn bench_cid(tag: &str, i: usize) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{tag}-{i}").as_bytes());
+    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap_or_default();
+    cid::Cid::new_v1(0x55, hash).to_string()
+}
+
+fn rate(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>28} {bar:40} {pos}/{len} {per_sec}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    println!(
+        "pinhive bench: {} pins, concurrency {}, {} simulated nodes, {} partitions",
+        args.pins, args.concurrency, args.nodes, args.partitions
+    );
+
+    // Baseline 1: raw store batched writes.
+    let store_rate = {
+        let store = EmbeddedStore::open(&dir.path().join("baseline-store"))?;
+        let (batches, per_batch) = (100, 1000);
+        let started = Instant::now();
+        store.write_baseline(batches, per_batch, 120)?;
+        rate(batches * per_batch, started.elapsed())
+    };
+    // Baseline 2: raw durable log appends at the same concurrency.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let log_rate = runtime.block_on(async {
+        let log = EmbeddedLog::open(
+            &dir.path().join("baseline-log"),
+            EmbeddedLogConfig {
+                partitions: args.partitions,
+                ..EmbeddedLogConfig::default()
+            },
+        )?;
+        let started = Instant::now();
+        let records = args.pins;
+        stream::iter(0..records)
+            .map(|i| {
+                let log = log.clone();
+                async move {
+                    let envelope = Envelope::new(
+                        bench_cid("log", i),
+                        Event::ReplicaUnpinned { node: "n".into() },
+                    );
+                    log.append(vec![Record::from_envelope(&envelope)]).await
+                }
+            })
+            .buffer_unordered(args.concurrency)
+            .for_each(|_| async {})
+            .await;
+        anyhow::Ok(rate(records, started.elapsed()))
+    })?;
+
+    let config = Config {
+        data_dir: dir.path().join("service"),
+        listen: "127.0.0.1:0".parse()?,
+        partitions: args.partitions,
+        ipfs_nodes: (0..args.nodes)
+            .map(|i| format!("sim-{i}=http://simulated-{i}.invalid"))
+            .collect(),
+        ..Config::default()
+    };
+    let factory: IpfsFactory = Arc::new(|node: &NodeDescriptor| {
+        Ok(Arc::new(SimulatedIpfs::new(&node.id, Duration::ZERO)) as Arc<dyn IpfsApi>)
+    });
+    let drivers = NodeDriverConfig {
+        concurrency: 256,
+        max_queued: 1 << 16,
+        health_interval: Duration::from_millis(200),
+        ..NodeDriverConfig::default()
+    };
+    let pins = args.pins;
+    let concurrency = args.concurrency;
+    let system = actix_rt::System::new();
+    let (http_rate, pipeline_rate, pipeline_events) = system.block_on(async move {
+        let service = start(&config, factory, drivers).await?;
+        let secret = pinhive_store::new_secret();
+        service.store.put_token(
+            &pinhive_store::hash_secret(&secret),
+            &TokenRecord {
+                owner: "bench".into(),
+                created_ns: 0,
+                admin: false,
+            },
+        )?;
+        let url = format!("http://{}", service.addr);
+        let server = service.server.handle();
+        actix_rt::spawn(service.server);
+        // Wait until every simulated node passed its first health check.
+        while service.registry.reachable_count() < args.nodes {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // HTTP load from its own threads, so it does not share the shards' runtime.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let result = (|| -> anyhow::Result<f64> {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let client = reqwest::Client::builder()
+                        .pool_max_idle_per_host(concurrency)
+                        .build()?;
+                    let bar = progress(pins as u64, "POST /pins (202 durable)");
+                    let failures = AtomicU64::new(0);
+                    let started = Instant::now();
+                    stream::iter(0..pins)
+                        .map(|i| {
+                            let (client, url, secret) = (&client, &url, &secret);
+                            async move {
+                                client
+                                    .post(format!("{url}/pins"))
+                                    .bearer_auth(secret)
+                                    .json(&serde_json::json!({"cid": bench_cid("http", i)}))
+                                    .send()
+                                    .await
+                                    .map(|r| r.status().as_u16())
+                            }
+                        })
+                        .buffer_unordered(concurrency)
+                        .for_each(|status| {
+                            if status.ok() != Some(202) {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                            bar.inc(1);
+                            async {}
+                        })
+                        .await;
+                    let elapsed = started.elapsed();
+                    bar.finish_and_clear();
+                    let failed = failures.load(Ordering::Relaxed);
+                    anyhow::ensure!(failed == 0, "{failed} POSTs were not accepted");
+                    Ok(rate(pins, elapsed))
+                })
+            })();
+            let _ = done_tx.send(result);
+        });
+        let http_rate = done_rx.await.context("load thread")??;
+        wait_pinned(
+            &service.store,
+            args.partitions,
+            pins as u64,
+            "HTTP pins → pinned",
+        )
+        .await?;
+
+        // Pipeline: requests appended straight to the log, timed until every one is pinned.
+        let before: u64 = service
+            .orchestrator
+            .snapshots()
+            .await
+            .iter()
+            .map(|s| s.events_applied)
+            .sum();
+        let started = Instant::now();
+        let log = service.log.clone();
+        let records: Vec<Record> = (0..pins)
+            .map(|i| {
+                let cid = bench_cid("pipeline", i);
+                Record::from_envelope(&Envelope::new(
+                    cid.clone(),
+                    Event::PinRequested(PinRequested {
+                        requestid: format!("pipeline-{i}"),
+                        owner: "bench".into(),
+                        cid,
+                        name: None,
+                        origins: vec![],
+                        meta: Default::default(),
+                        created_ns: pinhive_events::now_ns() + i as i64,
+                        replicas_min: 1,
+                        replicas_max: 1,
+                        replaces: None,
+                    }),
+                ))
+            })
+            .collect();
+        for chunk in records.chunks(512) {
+            log.append(chunk.to_vec()).await?;
+        }
+        wait_pinned(
+            &service.store,
+            args.partitions,
+            2 * pins as u64,
+            "log pins → pinned",
+        )
+        .await?;
+        let elapsed = started.elapsed();
+        let after: u64 = service
+            .orchestrator
+            .snapshots()
+            .await
+            .iter()
+            .map(|s| s.events_applied)
+            .sum();
+        let events = (after - before) as usize;
+        server.stop(true).await;
+        service.orchestrator.shutdown(Duration::from_secs(10)).await;
+        anyhow::Ok((http_rate, rate(pins, elapsed), rate(events, elapsed)))
+    })?;
+
+    println!();
+    println!("{:<58} {:>12} {:>9}", "measure", "per second", "ratio");
+    let row = |name: &str, value: f64| {
+        println!("{name:<58} {value:>12.0} {:>8.3}x", value / store_rate);
+    };
+    row(
+        "baseline: raw fjall batched writes (keys, 1000/batch)",
+        store_rate,
+    );
+    row(
+        "baseline: raw durable log appends (records, grouped)",
+        log_rate,
+    );
+    row("POST /pins accepted (202 after fsync + apply)", http_rate);
+    row(
+        "pins requested → pinned, end to end (simulated IPFS)",
+        pipeline_rate,
+    );
+    row(
+        "events applied end to end (request, allocation, outcome)",
+        pipeline_events,
+    );
+    println!("ratios are against the raw fjall batched write rate measured above");
+    println!(
+        "POST /pins vs raw durable log appends: {:.3}x",
+        http_rate / log_rate
+    );
+    Ok(())
+}
+
+async fn wait_pinned(
+    store: &Arc<dyn pinhive_store::Store>,
+    partitions: u32,
+    target: u64,
+    what: &str,
+) -> anyhow::Result<()> {
+    let bar = progress(target, what);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let store = store.clone();
+        let pinned = tokio::task::spawn_blocking(move || {
+            pinhive_store::total_count(store.as_ref(), "bench", PinStatus::Pinned, partitions)
+        })
+        .await??;
+        bar.set_position(pinned);
+        if pinned >= target {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{what}: only {pinned} of {target} pinned"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

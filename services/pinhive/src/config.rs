@@ -121,7 +121,10 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         if !(1..=4096).contains(&self.partitions) {
-            bail!("partitions must be between 1 and 4096, not {}", self.partitions);
+            bail!(
+                "partitions must be between 1 and 4096, not {}",
+                self.partitions
+            );
         }
         if self.replicas_min == 0 || self.replicas_min > self.replicas_max {
             bail!(
@@ -199,7 +202,10 @@ mod tests {
     #[test]
     fn node_syntax() {
         let n = parse_node("http://127.0.0.1:5001/").unwrap();
-        assert_eq!((n.id.as_str(), n.rpc_url.as_str()), ("127.0.0.1:5001", "http://127.0.0.1:5001"));
+        assert_eq!(
+            (n.id.as_str(), n.rpc_url.as_str()),
+            ("127.0.0.1:5001", "http://127.0.0.1:5001")
+        );
         let n = parse_node("a=http://h:1#eu").unwrap();
         assert_eq!((n.id.as_str(), n.region.as_str()), ("a", "eu"));
         assert!(parse_node("127.0.0.1:5001").is_err());

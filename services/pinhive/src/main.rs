@@ -9,7 +9,11 @@ mod token;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "pinhive", version, about = "Event-sourced pin orchestration for IPFS")]
+#[command(
+    name = "pinhive",
+    version,
+    about = "Event-sourced pin orchestration for IPFS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -32,7 +36,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve(config::ServeArgs::default())) {
+    let result = match cli
+        .command
+        .unwrap_or(Command::Serve(config::ServeArgs::default()))
+    {
         Command::Serve(args) => serve::run(args),
         Command::Token { command } => token::run(command),
         Command::Check(args) => serve::check(args),

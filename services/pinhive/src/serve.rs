@@ -43,7 +43,11 @@ impl NodeAdmin for DriverManager {
             existing.driver.do_send(StopDriver);
         }
         let api = (self.factory)(&node).map_err(|e| e.to_string())?;
-        let (registry, sink, config) = (self.registry.clone(), self.sink.clone(), self.config.clone());
+        let (registry, sink, config) = (
+            self.registry.clone(),
+            self.sink.clone(),
+            self.config.clone(),
+        );
         let spawned = self.arbiter.spawn_fn(move || {
             NodeDriver::new(node, api, sink, registry, config).spawn();
         });
@@ -137,7 +141,9 @@ pub async fn start(
     }
     if nodes.is_empty() {
         nodes.push(parse_node("http://127.0.0.1:5001")?);
-        tracing::info!("no IPFS node configured; using the local Kubo RPC at http://127.0.0.1:5001");
+        tracing::info!(
+            "no IPFS node configured; using the local Kubo RPC at http://127.0.0.1:5001"
+        );
     }
     for node in nodes {
         tracing::info!(node = %node.id, rpc_url = %node.rpc_url, "adding ipfs node");
@@ -180,7 +186,9 @@ pub async fn start(
 pub fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PINHIVE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         let _ = builder.json().try_init();
     } else {
@@ -213,16 +221,25 @@ pub fn check(args: ServeArgs) -> anyhow::Result<()> {
     let nodes: Vec<NodeDescriptor> = if config.ipfs_nodes.is_empty() {
         vec![parse_node("http://127.0.0.1:5001")?]
     } else {
-        config.ipfs_nodes.iter().map(|n| parse_node(n)).collect::<anyhow::Result<_>>()?
+        config
+            .ipfs_nodes
+            .iter()
+            .map(|n| parse_node(n))
+            .collect::<anyhow::Result<_>>()?
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut reachable = 0;
     for node in nodes {
         let client = KuboClient::new(&node.rpc_url, Duration::from_secs(5))?;
         match runtime.block_on(async { client.id().await }) {
             Ok(identity) => {
                 reachable += 1;
-                println!("ipfs node {} ({}): ok, peer {}", node.id, node.rpc_url, identity.peer_id);
+                println!(
+                    "ipfs node {} ({}): ok, peer {}",
+                    node.id, node.rpc_url, identity.peer_id
+                );
             }
             Err(error) => println!("ipfs node {} ({}): FAILED: {error}", node.id, node.rpc_url),
         }

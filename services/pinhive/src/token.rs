@@ -49,7 +49,10 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                 },
             )?;
             store.flush()?;
-            eprintln!("created token for {name}{}", if admin { " (admin)" } else { "" });
+            eprintln!(
+                "created token for {name}{}",
+                if admin { " (admin)" } else { "" }
+            );
             println!("{secret}");
             Ok(())
         }

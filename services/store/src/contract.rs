@@ -15,8 +15,14 @@ use crate::{
 pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
     let checks: [(&str, fn(&dyn Store)); 8] = [
         ("pin rows and cid state round-trip", rows_round_trip),
-        ("status change moves the pin between listings", status_change_moves_index),
-        ("listing is newest first and pages with before", listing_pages_newest_first),
+        (
+            "status change moves the pin between listings",
+            status_change_moves_index,
+        ),
+        (
+            "listing is newest first and pages with before",
+            listing_pages_newest_first,
+        ),
         ("every filter", filters),
         ("a batch applied twice is harmless", batch_is_repeatable),
         ("checkpoints and pending set", checkpoints_and_pending),
@@ -114,7 +120,10 @@ fn rows_round_trip(store: &dyn Store) {
 fn status_change_moves_index(store: &dyn Store) {
     let queued = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
     put(store, vec![queued.clone()]);
-    assert_eq!(ids(store, &query("alice", &[PinStatus::Queued])), vec!["r1"]);
+    assert_eq!(
+        ids(store, &query("alice", &[PinStatus::Queued])),
+        vec!["r1"]
+    );
     let mut pinned = queued.clone();
     pinned.status = PinStatus::Pinned;
     store
@@ -128,14 +137,25 @@ fn status_change_moves_index(store: &dyn Store) {
         })
         .unwrap();
     assert!(ids(store, &query("alice", &[PinStatus::Queued])).is_empty());
-    assert_eq!(ids(store, &query("alice", &[PinStatus::Pinned])), vec!["r1"]);
+    assert_eq!(
+        ids(store, &query("alice", &[PinStatus::Pinned])),
+        vec!["r1"]
+    );
     // Other owners see nothing.
     assert!(ids(store, &query("bob", &PinStatus::ALL)).is_empty());
 }
 
 fn listing_pages_newest_first(store: &dyn Store) {
     let pins: Vec<PinRecord> = (0..250)
-        .map(|i| pin(&format!("r{i:03}"), "alice", &format!("cid{i}"), 1_000 + i, PinStatus::Pinned))
+        .map(|i| {
+            pin(
+                &format!("r{i:03}"),
+                "alice",
+                &format!("cid{i}"),
+                1_000 + i,
+                PinStatus::Pinned,
+            )
+        })
         .collect();
     put(store, pins);
     let mut q = query("alice", &[PinStatus::Pinned]);
@@ -198,7 +218,10 @@ fn filters(store: &dyn Store) {
     q.limit = 2;
     let page = store.list_pins(&q, 1).unwrap();
     assert_eq!(
-        page.results.iter().map(|p| p.requestid.as_str()).collect::<Vec<_>>(),
+        page.results
+            .iter()
+            .map(|p| p.requestid.as_str())
+            .collect::<Vec<_>>(),
         vec!["d", "b"]
     );
 }
@@ -226,7 +249,10 @@ fn batch_is_repeatable(store: &dyn Store) {
     store.write_shard_batch(&batch).unwrap();
     store.write_shard_batch(&batch).unwrap();
     assert_eq!(ids(store, &query("alice", &PinStatus::ALL)), vec!["r1"]);
-    assert_eq!(total_count(store, "alice", PinStatus::Pinning, 4).unwrap(), 1);
+    assert_eq!(
+        total_count(store, "alice", PinStatus::Pinning, 4).unwrap(),
+        1
+    );
     assert_eq!(store.get_pin("r1").unwrap(), Some(new));
 }
 
@@ -243,8 +269,12 @@ fn checkpoints_and_pending(store: &dyn Store) {
     store
         .write_shard_batch(&pending(1, &[("c1", true), ("c2", true), ("c3", true)]))
         .unwrap();
-    store.write_shard_batch(&pending(2, &[("x", true)])).unwrap();
-    store.write_shard_batch(&pending(1, &[("c2", false)])).unwrap();
+    store
+        .write_shard_batch(&pending(2, &[("x", true)]))
+        .unwrap();
+    store
+        .write_shard_batch(&pending(1, &[("c2", false)]))
+        .unwrap();
     assert_eq!(store.pending_cids(1, None, 10).unwrap(), vec!["c1", "c3"]);
     assert_eq!(store.pending_cids(1, Some("c1"), 10).unwrap(), vec!["c3"]);
     assert_eq!(store.pending_cids(1, None, 1).unwrap(), vec!["c1"]);
@@ -309,6 +339,9 @@ fn tokens_nodes_dead_letters(store: &dyn Store) {
             .unwrap();
     }
     let letters = store.dead_letters(None, 10).unwrap();
-    assert_eq!(letters.iter().map(|d| d.offset).collect::<Vec<_>>(), vec![1, 5]);
+    assert_eq!(
+        letters.iter().map(|d| d.offset).collect::<Vec<_>>(),
+        vec![1, 5]
+    );
     assert_eq!(store.dead_letters(Some((0, 1)), 10).unwrap().len(), 1);
 }

@@ -66,7 +66,10 @@ impl EmbeddedStore {
                 backend(e)
             }
         })?;
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(backend);
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(backend)
+        };
         Ok(EmbeddedStore {
             cids: open("cids")?,
             pins: open("pins")?,
@@ -145,12 +148,13 @@ impl EmbeddedStore {
         query: &PinQuery,
     ) -> Box<dyn Iterator<Item = Result<(u64, String), StoreError>> + 'a> {
         let mut start = prefix.clone();
-        match query.before_ns {
+        if let Some(before) = query.before_ns {
             // created < before  <=>  inverted >= MAX - before + 1
-            Some(before) => start.extend_from_slice(
-                &(u64::MAX - before.max(0) as u64).saturating_add(1).to_be_bytes(),
-            ),
-            None => {}
+            start.extend_from_slice(
+                &(u64::MAX - before.max(0) as u64)
+                    .saturating_add(1)
+                    .to_be_bytes(),
+            );
         }
         let mut end = prefix.clone();
         match query.after_ns {
@@ -159,17 +163,13 @@ impl EmbeddedStore {
             None => end.extend_from_slice(&[0xff; 9]),
         }
         let prefix_len = prefix.len();
-        Box::new(
-            self.index
-                .range(start..end)
-                .map(move |guard| {
-                    let key = guard.key().map_err(backend)?;
-                    keys::split(&key, prefix_len).ok_or(StoreError::Corrupt {
-                        what: "index key",
-                        reason: "short key".into(),
-                    })
-                }),
-        )
+        Box::new(self.index.range(start..end).map(move |guard| {
+            let key = guard.key().map_err(backend)?;
+            keys::split(&key, prefix_len).ok_or(StoreError::Corrupt {
+                what: "index key",
+                reason: "short key".into(),
+            })
+        }))
     }
 }
 
@@ -216,7 +216,9 @@ impl Store for EmbeddedStore {
         }
         for cid in &batch.cids {
             match cid {
-                CidWrite::Put(state) => write.insert(&self.cids, state.cid.as_bytes(), encode(state)),
+                CidWrite::Put(state) => {
+                    write.insert(&self.cids, state.cid.as_bytes(), encode(state))
+                }
                 CidWrite::Delete { cid } => write.remove(&self.cids, cid.as_bytes()),
             }
         }
@@ -255,9 +257,17 @@ impl Store for EmbeddedStore {
         }
     }
 
-    fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64) -> Result<(), StoreError> {
+    fn set_checkpoint(
+        &self,
+        consumer: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), StoreError> {
         self.checkpoints
-            .insert(keys::checkpoint_key(consumer, partition), offset.to_be_bytes())
+            .insert(
+                keys::checkpoint_key(consumer, partition),
+                offset.to_be_bytes(),
+            )
             .map_err(backend)
     }
 

@@ -39,6 +39,7 @@ pub enum StoreError {
 /// A pin row write, with the row as it was before (so the store can maintain its indexes
 /// without reading it back).
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // built and consumed once per write; boxing buys nothing
 pub enum PinWrite {
     Put {
         old: Option<PinRecord>,
@@ -119,9 +120,14 @@ pub trait Store: Send + Sync + 'static {
     fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError>;
     fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError>;
     /// Persists a consumer checkpoint. Callers only do this after the batch it covers.
-    fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64) -> Result<(), StoreError>;
-    fn counter(&self, owner: &str, status: PinStatus, partition: u32)
-        -> Result<Option<CounterRow>, StoreError>;
+    fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64)
+        -> Result<(), StoreError>;
+    fn counter(
+        &self,
+        owner: &str,
+        status: PinStatus,
+        partition: u32,
+    ) -> Result<Option<CounterRow>, StoreError>;
     /// CIDs of `partition` with outstanding work, in key order after `after`.
     fn pending_cids(
         &self,
@@ -149,8 +155,11 @@ pub trait Store: Send + Sync + 'static {
     fn list_nodes(&self) -> Result<Vec<NodeDescriptor>, StoreError>;
 
     fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
-    fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize)
-        -> Result<Vec<DeadLetter>, StoreError>;
+    fn dead_letters(
+        &self,
+        after: Option<(u32, u64)>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
 
     /// Forces everything written so far to disk (shutdown).
     fn flush(&self) -> Result<(), StoreError>;

@@ -79,7 +79,9 @@ impl PinQuery {
             && self.before_ns.is_none_or(|before| pin.created_ns < before)
             && self.after_ns.is_none_or(|after| pin.created_ns > after)
             && self.name.as_ref().is_none_or(|(pattern, mode)| {
-                pin.name.as_deref().is_some_and(|name| mode.matches(pattern, name))
+                pin.name
+                    .as_deref()
+                    .is_some_and(|name| mode.matches(pattern, name))
             })
             && self
                 .meta

@@ -48,7 +48,10 @@ async fn append_then_read_back_in_order_across_segments() {
             .collect();
         assert_eq!(got, expected[p as usize]);
     }
-    assert!(log.partitions[0].segments.lock().len() > 1, "segments rolled");
+    assert!(
+        log.partitions[0].segments.lock().len() > 1,
+        "segments rolled"
+    );
 }
 
 #[tokio::test]
@@ -57,7 +60,9 @@ async fn reopen_recovers_and_truncates_a_torn_tail() {
     let end;
     {
         let log = EmbeddedLog::open(dir.path(), config(1)).unwrap();
-        log.append(vec![record("a", "1"), record("a", "2")]).await.unwrap();
+        log.append(vec![record("a", "1"), record("a", "2")])
+            .await
+            .unwrap();
         end = log.end_offset(0);
     }
     // A crash mid-write leaves half a frame behind.
@@ -85,7 +90,9 @@ async fn concurrent_appends_share_group_commits_and_all_land() {
         let log = log.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..100 {
-                log.append(vec![record(&format!("k{t}-{i}"), "v")]).await.unwrap();
+                log.append(vec![record(&format!("k{t}-{i}"), "v")])
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -104,7 +111,9 @@ async fn retention_drops_only_consumed_old_segments() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(dir.path(), config(1)).unwrap();
     for i in 0..200 {
-        log.append(vec![record("k", &format!("{i:0100}"))]).await.unwrap();
+        log.append(vec![record("k", &format!("{i:0100}"))])
+            .await
+            .unwrap();
     }
     let segments = log.partitions[0].segments.lock().len();
     assert!(segments > 3);
@@ -112,10 +121,19 @@ async fn retention_drops_only_consumed_old_segments() {
     assert_eq!(log.release_before(0, 0, Duration::ZERO).await.unwrap(), 0);
     // Too young: nothing dropped.
     let end = log.end_offset(0);
-    assert_eq!(log.release_before(0, end, Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(
+        log.release_before(0, end, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
     let freed = log.release_before(0, end, Duration::ZERO).await.unwrap();
     assert!(freed > 0);
-    assert_eq!(log.partitions[0].segments.lock().len(), 1, "active segment kept");
+    assert_eq!(
+        log.partitions[0].segments.lock().len(),
+        1,
+        "active segment kept"
+    );
     let start = log.start_offset(0);
     assert!(matches!(
         log.read(0, 0, 1024).await,
@@ -143,5 +161,8 @@ async fn changing_the_partition_count_is_refused() {
 #[test]
 fn partitioner_matches_kafka_for_known_keys() {
     // toPositive(murmur2("21")) % 16 etc., from the Java client's formula.
-    assert_eq!(crate::partition_for(b"21", 16), ((-973932308i32 as u32) & 0x7fff_ffff) % 16);
+    assert_eq!(
+        crate::partition_for(b"21", 16),
+        ((-973932308i32 as u32) & 0x7fff_ffff) % 16
+    );
 }
