@@ -386,28 +386,60 @@ impl Writer {
     }
 
     fn write_and_sync(&mut self, buffers: &[Vec<u8>], starting_ends: &[u64]) -> io::Result<()> {
+        let mut dirty = Vec::new();
         for (p, buffer) in buffers.iter().enumerate() {
             if buffer.is_empty() {
                 continue;
             }
             self.roll_if_full(p, starting_ends[p])?;
-            let written = self.files[p]
-                .write_all(buffer)
-                .and_then(|_| self.files[p].sync_data());
-            if let Err(error) = written {
-                // Cut the partial write so the next group starts on a frame boundary.
-                let segment_base = self.partitions[p]
-                    .segments
-                    .lock()
-                    .last()
-                    .map(|s| s.base)
-                    .unwrap_or(0);
-                let _ = self.files[p].set_len(starting_ends[p] - segment_base);
-                let _ = self.files[p].sync_all();
+            if let Err(error) = self.files[p].write_all(buffer) {
+                self.cut_back(p, starting_ends[p]);
                 return Err(error);
             }
+            dirty.push(p);
+        }
+        // One fsync per touched segment, issued in parallel: the device overlaps them, so a
+        // group touching many partitions costs about one flush, not one per partition.
+        let files = &self.files;
+        let failed: Option<(usize, io::Error)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = dirty
+                .iter()
+                .skip(1)
+                .map(|&p| (p, scope.spawn(move || files[p].sync_data())))
+                .collect();
+            let mut failed = dirty
+                .first()
+                .and_then(|&p| files[p].sync_data().err().map(|e| (p, e)));
+            for (p, handle) in handles {
+                let result = handle
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
+                if let (Err(error), None) = (result, failed.as_ref()) {
+                    failed = Some((p, error));
+                }
+            }
+            failed
+        });
+        if let Some((_, error)) = failed {
+            // Durability of the group is unknown: cut every partition back so no reader sees
+            // it and the next group starts on a frame boundary.
+            for &p in &dirty {
+                self.cut_back(p, starting_ends[p]);
+            }
+            return Err(error);
         }
         Ok(())
+    }
+
+    fn cut_back(&mut self, p: usize, end: u64) {
+        let segment_base = self.partitions[p]
+            .segments
+            .lock()
+            .last()
+            .map(|s| s.base)
+            .unwrap_or(0);
+        let _ = self.files[p].set_len(end.saturating_sub(segment_base));
+        let _ = self.files[p].sync_all();
     }
 
     fn roll_if_full(&mut self, p: usize, end: u64) -> io::Result<()> {
