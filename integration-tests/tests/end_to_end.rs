@@ -33,12 +33,11 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
     let client = Client::new(&pinhive.url, &token);
 
     // Readiness reports the reachable node.
-    let ready = eventually(Duration::from_secs(30), "/ready", || async {
+    eventually(Duration::from_secs(30), "/ready", || async {
         let r = reqwest::get(format!("{}/ready", pinhive.url)).await.ok()?;
         (r.status() == 200).then_some(())
     })
     .await;
-    let _ = ready;
 
     // Pin content the daemon holds (CID v0 and v1).
     let cid_a = ipfs

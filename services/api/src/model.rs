@@ -320,7 +320,7 @@ mod tests {
         ] {
             assert!(parse_list_query("o", &params(&[bad])).is_err(), "{bad:?}");
         }
-        let eleven = vec![V1; 11].join(",");
+        let eleven = [V1; 11].join(",");
         // Duplicates collapse; eleven distinct CIDs are needed to exceed the bound.
         assert!(parse_list_query("o", &params(&[("cid", &eleven)])).is_ok());
         let long = "n".repeat(256);

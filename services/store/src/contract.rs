@@ -11,9 +11,11 @@ use crate::{
     ShardBatch, Store, TokenRecord,
 };
 
+type Check = (&'static str, fn(&dyn Store));
+
 /// Runs every check, each on a store made by `fresh`.
 pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
-    let checks: [(&str, fn(&dyn Store)); 8] = [
+    let checks: [Check; 8] = [
         ("pin rows and cid state round-trip", rows_round_trip),
         (
             "status change moves the pin between listings",
