@@ -13,5 +13,5 @@ cargo test --locked --workspace "$@" 2>&1 | tee "$out" || status=$?
 # One closing line for the whole run (cargo prints one per test binary).
 passed=$(grep -Eo '[0-9]+ passed' "$out" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$out" | awk '{s+=$1} END {print s+0}')
-echo "cargo test: ${passed} passed, ${failed} failed"
+echo "summary: ${passed} passed, ${failed} failed"
 exit "$status"
