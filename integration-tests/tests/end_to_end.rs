@@ -168,10 +168,11 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_reachable_node_pins_stay_queued_and_ready_says_why() {
+async fn queued_until_a_node_is_added_through_the_admin_api() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let token = create_token(&data, "alice", false).unwrap();
+    let admin = create_token(&data, "ops", true).unwrap();
     let closed = format!(
         "http://127.0.0.1:{}",
         pinhive_integration_tests::free_port()
@@ -201,8 +202,34 @@ async fn without_a_reachable_node_pins_stay_queued_and_ready_says_why() {
             .contains("reachable"),
         "{ready}"
     );
-    let (_, again) = client
-        .get(&format!("/pins/{}", body["requestid"].as_str().unwrap()))
-        .await;
+    let requestid = body["requestid"].as_str().unwrap().to_string();
+    let (_, again) = client.get(&format!("/pins/{requestid}")).await;
     assert_eq!(again["status"], "queued");
+
+    // Bring up a daemon holding the content and register it at run time: the repair loop
+    // notices the new reachable node and the queued pin converges.
+    let ipfs = IpfsDaemon::start().await.expect("js-ipfs daemon");
+    let cid = ipfs.add(b"queued until a node exists", 0).await.unwrap();
+    let (status, second) = client.pin(json!({"cid": cid})).await;
+    assert_eq!((status, second["status"].as_str()), (202, Some("queued")));
+    let admin = Client::new(&pinhive.url, &admin);
+    let (status, body) = admin
+        .send(
+            admin
+                .request(reqwest::Method::POST, "/admin/nodes")
+                .json(&json!({"id": "late", "rpc_url": ipfs.api_url})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let second_id = second["requestid"].as_str().unwrap();
+    client.wait_status(second_id, "pinned", CONVERGE).await;
+    assert!(ipfs.is_pinned(&cid).await.unwrap());
+    // The unreachable node stays known; removing it is an admin call too.
+    let unreachable = closed.trim_start_matches("http://");
+    assert_eq!(
+        admin.delete(&format!("/admin/nodes/{unreachable}")).await.0,
+        204
+    );
+    let (_, nodes) = admin.get("/admin/nodes").await;
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 1, "{nodes}");
 }
