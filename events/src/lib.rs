@@ -61,13 +61,17 @@ pub enum Event {
     /// A user asked to pin `cid`. Sent by the API (or an external producer) once per request;
     /// `requestid` is unique per request, so two requests for one CID are two pins.
     PinRequested(PinRequested),
-    /// The pin `requestid` was replaced by `replaced_by` (a `PinRequested` carrying
-    /// `replaces = requestid`, on the new CID's partition). Keyed by the old pin's CID; removes
-    /// the old pin once the new one exists, which is what protects shared blocks from GC.
+    /// The pin `requestid` was replaced by `replaced_by` (a `PinRequested` whose `replaces`
+    /// names it, on the new CID's partition). Keyed by the old pin's CID. The old pin is gone
+    /// from the API at once, but its content stays held on the nodes until `ReplaceSettled`:
+    /// that is what protects blocks shared by both pins from garbage collection.
     PinReplaced {
         requestid: String,
         replaced_by: String,
     },
+    /// Sent by the shard of the replacing pin once it settles (pinned, failed or deleted).
+    /// Keyed by the old pin's CID; releases the hold `PinReplaced` left there.
+    ReplaceSettled { requestid: String },
     /// The owner deleted pin `requestid`. Keyed by the pin's CID.
     UnpinRequested { requestid: String, owner: String },
     /// The shard decided that `nodes` must hold the CID (a decision recorded as an event so
@@ -113,6 +117,7 @@ impl Event {
         match self {
             Event::PinRequested(_) => "pin_requested",
             Event::PinReplaced { .. } => "pin_replaced",
+            Event::ReplaceSettled { .. } => "replace_settled",
             Event::UnpinRequested { .. } => "unpin_requested",
             Event::ReplicasAllocated { .. } => "replicas_allocated",
             Event::ReplicaPinned { .. } => "replica_pinned",
@@ -145,9 +150,18 @@ pub struct PinRequested {
     pub created_ns: i64,
     pub replicas_min: u8,
     pub replicas_max: u8,
-    /// Request id of the pin this one replaces (Pinning Service API replace).
+    /// The pin this one replaces (Pinning Service API replace).
     #[serde(default)]
-    pub replaces: Option<String>,
+    pub replaces: Option<Replaces>,
+}
+
+/// Which pin a replacing pin retires: its request id and CID (the CID names the partition the
+/// `ReplaceSettled` event goes to).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Replaces {
+    pub requestid: String,
+    pub cid: String,
 }
 
 /// Description of an IPFS node as registered with pinhive.

@@ -77,7 +77,7 @@ fn pin_requested(
     state: &AppState,
     caller: &Caller,
     pin: ValidatedPin,
-    replaces: Option<String>,
+    replaces: Option<pinhive_events::Replaces>,
 ) -> Envelope {
     let requestid = pinhive_events::new_event_id();
     Envelope::new(
@@ -97,18 +97,27 @@ fn pin_requested(
     )
 }
 
-async fn respond_with_pin(state: &AppState, requestid: &str) -> Result<HttpResponse, ApiError> {
+/// Answers 202 with the pin as the shard materialized it; if the shard has not applied the
+/// (already durable) request within the wait bound, with the request itself as `queued`.
+async fn respond_with_pin(
+    state: &AppState,
+    request: &PinRequested,
+) -> Result<HttpResponse, ApiError> {
     let store = state.store.clone();
-    let lookup = requestid.to_string();
+    let lookup = request.requestid.clone();
     let pin = web::block(move || store.get_pin(&lookup)).await??;
-    let Some(pin) = pin else {
-        return Err(ApiError::new(
-            crate::error::ErrorCode::Unavailable,
-            format!(
-                "request {requestid} is durable but not applied yet; retry GET /pins/{requestid}"
-            ),
-        ));
-    };
+    let pin = pin.unwrap_or_else(|| pinhive_domain::PinRecord {
+        requestid: request.requestid.clone(),
+        owner: request.owner.clone(),
+        cid: request.cid.clone(),
+        name: request.name.clone(),
+        origins: request.origins.clone(),
+        meta: request.meta.clone(),
+        created_ns: request.created_ns,
+        status: pinhive_domain::PinStatus::Queued,
+        info: Default::default(),
+        delegates: Vec::new(),
+    });
     Ok(HttpResponse::Accepted().json(pin_status_json(pin, &fallback_delegates(state))))
 }
 
@@ -124,9 +133,9 @@ async fn add_pin(
             "pin request envelope without a pin request",
         ));
     };
-    let requestid = request.requestid.clone();
+    let request = request.clone();
     append_and_wait(&state, std::slice::from_ref(&envelope)).await?;
-    respond_with_pin(&state, &requestid).await
+    respond_with_pin(&state, &request).await
 }
 
 async fn list_pins(
@@ -168,15 +177,20 @@ async fn replace_pin(
 ) -> Result<HttpResponse, ApiError> {
     let old = load_owned_pin(&state, &caller, path.into_inner()).await?;
     let pin = body.into_inner().validate()?;
-    let new = pin_requested(&state, &caller, pin, Some(old.requestid.clone()));
+    let replaces = pinhive_events::Replaces {
+        requestid: old.requestid.clone(),
+        cid: old.cid.clone(),
+    };
+    let new = pin_requested(&state, &caller, pin, Some(replaces));
     let Event::PinRequested(request) = &new.event else {
         return Err(ApiError::internal(
             "pin request envelope without a pin request",
         ));
     };
+    let request = request.clone();
     let requestid = request.requestid.clone();
-    // The new pin's event comes first in the append: when both CIDs share a partition the
-    // old pin is removed only after the new one references the content.
+    // The old pin leaves the API at once but keeps holding its content on the nodes until
+    // the new pin settles (ReplaceSettled), so blocks shared by both are never collected.
     let retire = Envelope::new(
         old.cid.clone(),
         Event::PinReplaced {
@@ -185,7 +199,7 @@ async fn replace_pin(
         },
     );
     append_and_wait(&state, &[new, retire]).await?;
-    respond_with_pin(&state, &requestid).await
+    respond_with_pin(&state, &request).await
 }
 
 async fn delete_pin(

@@ -27,6 +27,10 @@ pub enum Action {
     Pin { node: NodeId, origins: Vec<String> },
     /// Ask `node`'s driver to unpin the CID.
     Unpin { node: NodeId },
+    /// Append `ReplaceSettled { requestid }` to `cid`'s partition: the pin that replaced
+    /// `requestid` settled, so the old content may be released. Issued by the shard when a
+    /// replacing pin reaches pinned or failed, or is deleted.
+    ReleaseHold { requestid: String, cid: String },
 }
 
 /// Plans the actions that move `state` towards its desired placement.
@@ -47,7 +51,7 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
 
     let mut actions = Vec::new();
     let mut unwanted: BTreeSet<NodeId> = live.iter().skip(desired).cloned().collect();
-    if state.pins.is_empty() {
+    if !state.is_referenced() {
         // Nothing references the CID: every replica goes, failed ones included (a failed pin
         // may have left a partial or late pin behind; `pin/rm` of an absent pin is a no-op).
         unwanted.extend(state.replicas.keys().cloned());

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use pinhive_events::{Event, NodeId, PinRequested};
+use pinhive_events::{Event, NodeId, PinRequested, Replaces};
 use serde::{Deserialize, Serialize};
 
 use crate::pin::{PinRecord, PinStatus};
@@ -18,6 +18,8 @@ pub struct PinRef {
     pub owner: String,
     pub replicas_min: u8,
     pub replicas_max: u8,
+    /// The pin this one replaces, until the replacement settles.
+    pub replaces: Option<Replaces>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +48,9 @@ pub struct CidState {
     pub applied_offset: Option<u64>,
     /// Pins referencing this CID, by request id.
     pub pins: BTreeMap<String, PinRef>,
+    /// Replaced pins whose replacement has not settled yet: gone from the API, but they
+    /// still hold the content on the nodes (by old request id).
+    pub holds: BTreeMap<String, PinRef>,
     pub replicas: BTreeMap<NodeId, ReplicaState>,
     /// Replica count set by analytics/operators; `None` = the pins' minimum.
     pub target_override: Option<u8>,
@@ -93,7 +98,18 @@ impl CidState {
                     changes.push(PinChange::Created(self.new_pin_record(request)));
                 }
             }
-            Event::PinReplaced { requestid, .. } | Event::UnpinRequested { requestid, .. } => {
+            Event::PinReplaced { requestid, .. } => {
+                if let Some(pin) = self.pins.remove(requestid) {
+                    self.holds.insert(requestid.clone(), pin);
+                    changes.push(PinChange::Removed {
+                        requestid: requestid.clone(),
+                    });
+                }
+            }
+            Event::ReplaceSettled { requestid } => {
+                self.holds.remove(requestid);
+            }
+            Event::UnpinRequested { requestid, .. } => {
                 if self.pins.remove(requestid).is_some() {
                     changes.push(PinChange::Removed {
                         requestid: requestid.clone(),
@@ -161,19 +177,10 @@ impl CidState {
     /// Replica count this CID should have: the analytics target if any, clamped to the pins'
     /// bounds; otherwise the largest `replicas_min` among its pins.
     pub fn desired_replicas(&self) -> usize {
-        let min = self
-            .pins
-            .values()
-            .map(|p| p.replicas_min)
-            .max()
-            .unwrap_or(0);
-        let max = self
-            .pins
-            .values()
-            .map(|p| p.replicas_max)
-            .max()
-            .unwrap_or(0)
-            .max(min);
+        // Holds (replaced pins awaiting their replacement) keep their bounds meanwhile.
+        let refs = || self.pins.values().chain(self.holds.values());
+        let min = refs().map(|p| p.replicas_min).max().unwrap_or(0);
+        let max = refs().map(|p| p.replicas_max).max().unwrap_or(0).max(min);
         let wanted = self.target_override.unwrap_or(min).clamp(min, max);
         usize::from(wanted)
     }
@@ -256,7 +263,12 @@ impl CidState {
 
     /// True when nothing references the CID and no replica remains: the row can be deleted.
     pub fn is_garbage(&self) -> bool {
-        self.pins.is_empty() && self.replicas.is_empty()
+        self.pins.is_empty() && self.holds.is_empty() && self.replicas.is_empty()
+    }
+
+    /// True while anything (a pin or a hold) needs the content.
+    pub fn is_referenced(&self) -> bool {
+        !self.pins.is_empty() || !self.holds.is_empty()
     }
 }
 
@@ -265,5 +277,6 @@ fn pin_ref(request: &PinRequested) -> PinRef {
         owner: request.owner.clone(),
         replicas_min: request.replicas_min,
         replicas_max: request.replicas_max,
+        replaces: request.replaces.clone(),
     }
 }

@@ -81,6 +81,7 @@ fn check(events: &[Event], fleet: usize, status: PinStatus, expected: &[&str]) {
             Action::Allocate { .. } => "allocate",
             Action::Pin { .. } => "pin",
             Action::Unpin { .. } => "unpin",
+            Action::ReleaseHold { .. } => "release",
         })
         .collect();
     assert_eq!(kinds, expected, "after {events:?}");
@@ -177,6 +178,28 @@ fn target_change_adds_and_removes_replicas() {
             .count(),
         2
     );
+}
+
+#[test]
+fn a_replaced_pin_holds_its_content_until_the_replacement_settles() {
+    let replaced = Event::PinReplaced {
+        requestid: "r1".into(),
+        replaced_by: "r9".into(),
+    };
+    let mut events = vec![
+        request("r1", 1, 1),
+        allocated(&["n0"]),
+        pinned("n0"),
+        replaced,
+    ];
+    // The pin row is gone, the replica stays.
+    let state = fold(&events);
+    assert!(state.pins.is_empty());
+    check(&events, 2, PinStatus::Pinned, &[]);
+    events.push(Event::ReplaceSettled {
+        requestid: "r1".into(),
+    });
+    check(&events, 2, PinStatus::Pinned, &["unpin"]);
 }
 
 #[test]

@@ -309,6 +309,11 @@ impl Orchestrator {
                 Action::Unpin { node } => {
                     self.command(&node, planned.cid, NodeOp::Unpin, planned.traceparent)
                 }
+                Action::ReleaseHold { requestid, cid } => {
+                    let mut envelope = Envelope::new(cid, Event::ReplaceSettled { requestid });
+                    envelope.traceparent = planned.traceparent;
+                    records.push(Record::from_envelope(&envelope));
+                }
             }
         }
         if !records.is_empty() {

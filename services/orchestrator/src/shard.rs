@@ -250,7 +250,20 @@ impl ShardActor {
             let info = state.pin_info();
             let delegates = state.delegates();
             let new_pins = created.remove(cid).unwrap_or_default();
+            let settled = matches!(status, PinStatus::Pinned | PinStatus::Failed);
+            let mut releases: Vec<Action> = Vec::new();
             for requestid in removed.remove(cid).unwrap_or_default() {
+                // A replacing pin deleted before it settled releases its hold too.
+                if let Some(replaces) = original
+                    .pins
+                    .get(&requestid)
+                    .and_then(|p| p.replaces.clone())
+                {
+                    releases.push(Action::ReleaseHold {
+                        requestid: replaces.requestid,
+                        cid: replaces.cid,
+                    });
+                }
                 if let Some(old) = self.store.get_pin(&requestid)? {
                     *counter_deltas
                         .entry((old.owner.clone(), old.status))
@@ -258,7 +271,18 @@ impl ShardActor {
                     batch.pins.push(PinWrite::Delete { old });
                 }
             }
-            for requestid in state.pins.keys() {
+            // Whether this CID's pins showed a settled status before the batch.
+            let was_settled =
+                matches!(original.pin_status(), PinStatus::Pinned | PinStatus::Failed);
+            for (requestid, pin_ref) in &state.pins {
+                let settles_now =
+                    settled && !(was_settled && original.pins.contains_key(requestid));
+                if let (Some(replaces), true) = (&pin_ref.replaces, settles_now) {
+                    releases.push(Action::ReleaseHold {
+                        requestid: replaces.requestid.clone(),
+                        cid: replaces.cid.clone(),
+                    });
+                }
                 if let Some(mut pin) = new_pins.iter().find(|p| &p.requestid == requestid).cloned()
                 {
                     pin.status = status;
@@ -296,7 +320,8 @@ impl ShardActor {
                     new,
                 });
             }
-            let actions = plan(state, &context);
+            let mut actions = plan(state, &context);
+            actions.extend(releases);
             batch
                 .pending
                 .push((cid.clone(), needs_work(state, &context, &actions)));
