@@ -106,18 +106,7 @@ async fn respond_with_pin(
     let store = state.store.clone();
     let lookup = request.requestid.clone();
     let pin = web::block(move || store.get_pin(&lookup)).await??;
-    let pin = pin.unwrap_or_else(|| pinhive_domain::PinRecord {
-        requestid: request.requestid.clone(),
-        owner: request.owner.clone(),
-        cid: request.cid.clone(),
-        name: request.name.clone(),
-        origins: request.origins.clone(),
-        meta: request.meta.clone(),
-        created_ns: request.created_ns,
-        status: pinhive_domain::PinStatus::Queued,
-        info: Default::default(),
-        delegates: Vec::new(),
-    });
+    let pin = pin.unwrap_or_else(|| pinhive_domain::PinRecord::queued(request));
     Ok(HttpResponse::Accepted().json(pin_status_json(pin, &fallback_delegates(state))))
 }
 

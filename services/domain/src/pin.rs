@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use pinhive_events::PinRequested;
 use serde::{Deserialize, Serialize};
 
 /// Status of a pin request, exactly the spec's four values.
@@ -66,4 +67,22 @@ pub struct PinRecord {
     pub info: BTreeMap<String, String>,
     /// Multiaddrs of nodes that hold (or are pinning) the content.
     pub delegates: Vec<String>,
+}
+
+impl PinRecord {
+    /// The row a pin request starts as, before any replica exists.
+    pub fn queued(request: &PinRequested) -> Self {
+        PinRecord {
+            requestid: request.requestid.clone(),
+            owner: request.owner.clone(),
+            cid: request.cid.clone(),
+            name: request.name.clone(),
+            origins: request.origins.clone(),
+            meta: request.meta.clone(),
+            created_ns: request.created_ns,
+            status: PinStatus::Queued,
+            info: BTreeMap::new(),
+            delegates: Vec::new(),
+        }
+    }
 }

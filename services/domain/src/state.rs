@@ -247,18 +247,11 @@ impl CidState {
     }
 
     fn new_pin_record(&self, request: &PinRequested) -> PinRecord {
-        PinRecord {
-            requestid: request.requestid.clone(),
-            owner: request.owner.clone(),
-            cid: request.cid.clone(),
-            name: request.name.clone(),
-            origins: request.origins.clone(),
-            meta: request.meta.clone(),
-            created_ns: request.created_ns,
-            status: self.pin_status(),
-            info: self.pin_info(),
-            delegates: self.delegates(),
-        }
+        let mut pin = PinRecord::queued(request);
+        pin.status = self.pin_status();
+        pin.info = self.pin_info();
+        pin.delegates = self.delegates();
+        pin
     }
 
     /// True when nothing references the CID and no replica remains: the row can be deleted.

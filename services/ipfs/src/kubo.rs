@@ -97,6 +97,19 @@ impl KuboClient {
     }
 }
 
+/// The string items of array `key` in `json` (empty when absent).
+fn strings(json: &Value, key: &str) -> Vec<String> {
+    json.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn number(value: Option<&Value>) -> u64 {
     match value {
         Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
@@ -115,32 +128,14 @@ impl IpfsApi for KuboClient {
             .ok_or_else(|| IpfsError::BadResponse("id: no ID".into()))?
             .to_string();
         let suffix = format!("/p2p/{peer_id}");
-        let mut addresses: Vec<String> = json
-            .get("Addresses")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut addresses = strings(&json, "Addresses");
         if addresses.is_empty() {
             // js-ipfs leaves `id.Addresses` empty; its listen addresses are here.
             if let Ok(local) = self
                 .call("swarm/addrs/local", &[("id", "true")], None)
                 .await
             {
-                addresses = local
-                    .get("Strings")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                addresses = strings(&local, "Strings");
             }
         }
         for address in &mut addresses {
