@@ -13,6 +13,7 @@ use crate::AppState;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(crate::metrics::metrics))
         .route(
             "/admin/pins/{requestid}/history",
             web::get().to(pin_history),
@@ -247,9 +248,9 @@ async fn create_token(
     body: web::Json<NewToken>,
 ) -> Result<HttpResponse, ApiError> {
     let NewToken { name, admin } = body.into_inner();
-    if name.is_empty() || name.len() > 128 || name.contains('\0') {
+    if !pinhive_store::valid_owner(&name) {
         return Err(ApiError::bad_request(
-            "name must be 1..128 characters without NUL",
+            "name must be 1..128 characters, not start with '#', without NUL",
         ));
     }
     let secret = pinhive_store::new_secret();

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod pins;
 

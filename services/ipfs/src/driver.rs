@@ -17,7 +17,8 @@ use parking_lot::Mutex;
 use pinhive_events::{Envelope, Event, NodeDescriptor};
 use tokio::sync::Semaphore;
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, BreakerState};
+use crate::metrics::{observe, METRICS};
 use crate::registry::NodeRegistry;
 use crate::{IpfsApi, IpfsError, OutcomeSink};
 
@@ -142,9 +143,9 @@ impl Handler<CheckHealth> for NodeDriver {
         let in_flight = self.in_flight.clone();
         ctx.spawn(
             async move {
-                let identity = api.id().await;
+                let identity = observe(&id, "id", api.id()).await;
                 let stat = match &identity {
-                    Ok(_) => api.repo_stat().await.ok(),
+                    Ok(_) => observe(&id, "repo/stat", api.repo_stat()).await.ok(),
                     Err(_) => None,
                 };
                 let now = Instant::now();
@@ -184,6 +185,29 @@ impl Handler<CheckHealth> for NodeDriver {
                     }
                     health.breaker = breaker_state;
                     health.in_flight = in_flight;
+                    let metrics = &METRICS;
+                    metrics
+                        .node_up
+                        .with_label_values(&[&id])
+                        .set(i64::from(health.reachable));
+                    metrics
+                        .breaker_state
+                        .with_label_values(&[&id])
+                        .set(match breaker_state {
+                            BreakerState::Closed => 0,
+                            BreakerState::HalfOpen => 1,
+                            BreakerState::Open => 2,
+                        });
+                    metrics
+                        .in_flight
+                        .with_label_values(&[&id])
+                        .set(in_flight as i64);
+                    if let Some(free) = health.free_bytes {
+                        metrics
+                            .free_bytes
+                            .with_label_values(&[&id])
+                            .set(i64::try_from(free).unwrap_or(i64::MAX));
+                    }
                 });
             }
             .into_actor(self),
@@ -201,10 +225,20 @@ impl Handler<NodeCommand> for NodeDriver {
         );
         {
             let mut in_flight = self.in_flight.lock();
-            if in_flight.contains(&key) || in_flight.len() >= self.config.max_queued {
-                return;
-            }
-            if !self.breaker.lock().allow(Instant::now()) {
+            let refused = if in_flight.contains(&key) {
+                Some("duplicate")
+            } else if in_flight.len() >= self.config.max_queued {
+                Some("queue_full")
+            } else if !self.breaker.lock().allow(Instant::now()) {
+                Some("breaker_open")
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                METRICS
+                    .dropped_commands
+                    .with_label_values(&[&self.descriptor.id, reason])
+                    .inc();
                 return;
             }
             in_flight.insert(key.clone());
@@ -265,6 +299,7 @@ impl Work {
         .retry(backoff)
         .when(IpfsError::is_retryable)
         .notify(|error, delay| {
+            METRICS.retries.with_label_values(&[&self.node]).inc();
             tracing::warn!(node = %self.node, cid = %command.cid, error = %error, retry_in_ms = delay.as_millis() as u64, "ipfs call failed, retrying");
         })
         .await;
@@ -301,6 +336,10 @@ impl Work {
                 return;
             }
         };
+        METRICS
+            .outcomes
+            .with_label_values(&[&self.node, event.kind()])
+            .inc();
         let mut envelope = Envelope::new(command.cid.clone(), event);
         envelope.traceparent = command.traceparent.clone();
         if let Err(error) = self.sink.publish(envelope).await {
@@ -317,15 +356,15 @@ impl Work {
             NodeOp::Pin { origins } => {
                 for origin in origins {
                     // Best effort: a provider that cannot be dialled is not an error.
-                    if let Err(error) = self.api.swarm_connect(origin).await {
+                    let connect = self.api.swarm_connect(origin);
+                    if let Err(error) = observe(&self.node, "swarm/connect", connect).await {
                         tracing::debug!(node = %self.node, origin = %origin, error = %error, "swarm connect to origin failed");
                     }
                 }
-                self.api
-                    .pin_add(&command.cid, self.config.pin_timeout)
-                    .await
+                let pin = self.api.pin_add(&command.cid, self.config.pin_timeout);
+                observe(&self.node, "pin/add", pin).await
             }
-            NodeOp::Unpin => self.api.pin_rm(&command.cid).await,
+            NodeOp::Unpin => observe(&self.node, "pin/rm", self.api.pin_rm(&command.cid)).await,
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod breaker;
 pub mod driver;
 pub mod kubo;
+pub mod metrics;
 pub mod registry;
 pub mod simulated;
 

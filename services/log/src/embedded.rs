@@ -244,12 +244,18 @@ impl Log for EmbeddedLog {
             frames.push((crate::partition_for(&record.key, partitions), bytes));
         }
         let (reply, answer) = oneshot::channel();
+        let started = std::time::Instant::now();
         match self.sender.try_send(AppendJob { frames, reply }) {
             Ok(()) => {}
             Err(mpsc::TrySendError::Full(_)) => return Err(LogError::Overloaded),
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(LogError::Closed),
         }
-        answer.await.map_err(|_| LogError::Closed)?
+        let result = answer.await.map_err(|_| LogError::Closed)?;
+        crate::metrics::METRICS
+            .append_seconds
+            .with_label_values::<&str>(&[])
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn read(
@@ -360,7 +366,24 @@ impl Writer {
             }
             positions.push(job_positions);
         }
+        let metrics = &crate::metrics::METRICS;
+        let records: usize = jobs.iter().map(|j| j.frames.len()).sum();
+        let bytes: usize = buffers.iter().map(Vec::len).sum();
+        metrics
+            .group_records
+            .with_label_values::<&str>(&[])
+            .observe(records as f64);
+        metrics
+            .group_bytes
+            .with_label_values::<&str>(&[])
+            .observe(bytes as f64);
         let result = self.write_and_sync(&buffers, &starting_ends);
+        if result.is_ok() {
+            metrics
+                .appended_records
+                .with_label_values::<&str>(&[])
+                .inc_by(records as u64);
+        }
         match result {
             Ok(()) => {
                 for (p, part) in self.partitions.iter().enumerate() {
@@ -401,6 +424,10 @@ impl Writer {
         // One fsync per touched segment, issued in parallel: the device overlaps them, so a
         // group touching many partitions costs about one flush, not one per partition.
         let files = &self.files;
+        let fsync_timer = crate::metrics::METRICS
+            .fsync_seconds
+            .with_label_values::<&str>(&[])
+            .start_timer();
         let failed: Option<(usize, io::Error)> = std::thread::scope(|scope| {
             let handles: Vec<_> = dirty
                 .iter()
@@ -420,6 +447,7 @@ impl Writer {
             }
             failed
         });
+        fsync_timer.observe_duration();
         if let Some((_, error)) = failed {
             // Durability of the group is unknown: cut every partition back so no reader sees
             // it and the next group starts on a frame boundary.

@@ -10,6 +10,7 @@
 
 pub mod embedded;
 mod frame;
+pub mod metrics;
 pub mod murmur2;
 
 use std::time::Duration;

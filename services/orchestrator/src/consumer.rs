@@ -16,6 +16,7 @@ use pinhive_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::metrics::METRICS;
 use crate::shard::{ApplyBatch, GetSnapshot, PlannedAction, Replan, ShardActor, ShardSnapshot};
 use crate::SHARD_CONSUMER;
 
@@ -195,17 +196,31 @@ impl Orchestrator {
                 }
             };
             if records.is_empty() {
+                METRICS
+                    .consumer_lag_bytes
+                    .with_label_values(&[&partition.to_string()])
+                    .set(self.log.end_offset(partition).saturating_sub(next) as i64);
                 tokio::select! {
                     _ = self.log.wait_beyond(partition, next, Duration::from_millis(500)) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
+            let label = partition.to_string();
+            METRICS.mailbox_depth.with_label_values(&[&label]).inc();
             match shard.send(ApplyBatch { records }).await {
                 Ok(Ok(outcome)) => {
                     failures = 0;
                     next = outcome.next_offset;
                     self.applied[partition as usize].send_replace(next);
+                    METRICS
+                        .applied_offset
+                        .with_label_values(&[&label])
+                        .set(i64::try_from(next).unwrap_or(i64::MAX));
+                    METRICS
+                        .consumer_lag_bytes
+                        .with_label_values(&[&label])
+                        .set(self.log.end_offset(partition).saturating_sub(next) as i64);
                     self.execute(outcome.actions).await;
                 }
                 Ok(Err(error)) => {
@@ -246,6 +261,10 @@ impl Orchestrator {
                     break;
                 };
                 cursor = Some(last);
+                METRICS
+                    .mailbox_depth
+                    .with_label_values(&[&partition.to_string()])
+                    .inc();
                 if let Ok(Ok(actions)) = shard.send(Replan { cids }).await {
                     self.execute(actions).await;
                 }

@@ -9,6 +9,7 @@
 //!   between the two loses nothing.
 
 pub mod consumer;
+pub mod metrics;
 pub mod shard;
 
 pub use consumer::{Orchestrator, OrchestratorConfig};

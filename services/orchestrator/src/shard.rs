@@ -13,14 +13,18 @@ use std::sync::Arc;
 use actix::prelude::*;
 use lru::LruCache;
 use pinhive_domain::state::PinChange;
-use pinhive_domain::{needs_work, plan, Action, CidState, PinRecord, PinStatus, PlanContext};
+use pinhive_domain::{
+    needs_work, plan, Action, CidState, PinRecord, PinStatus, PlanContext, ReplicaStatus,
+};
 use pinhive_events::codec;
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::StoredRecord;
 use pinhive_store::{
     CidWrite, CounterRow, DeadLetter, JournalEntry, PinWrite, ShardBatch, Store, StoreError,
+    SCOPE_ALL_PINS, SCOPE_REPLICAS_DESIRED, SCOPE_REPLICAS_PINNED,
 };
 
+use crate::metrics::METRICS;
 use crate::SHARD_CONSUMER;
 
 /// An action planned for one CID, for the consumer to carry out.
@@ -113,8 +117,10 @@ impl ShardActor {
 
     fn load(&mut self, cid: &str) -> Result<CidState, StoreError> {
         if let Some(state) = self.cache.get(cid) {
+            METRICS.cache.with_label_values(&["hit"]).inc();
             return Ok(state.clone());
         }
+        METRICS.cache.with_label_values(&["miss"]).inc();
         Ok(self
             .store
             .load_cid(cid)?
@@ -134,6 +140,39 @@ impl ShardActor {
         Ok(value)
     }
 
+    /// Mirrors an aggregate counter row into its gauge.
+    fn publish_gauge(&self, scope: &str, status: PinStatus, value: i64) {
+        let partition = self.partition.to_string();
+        match scope {
+            SCOPE_ALL_PINS => METRICS
+                .pins
+                .with_label_values(&[status.as_str(), &partition])
+                .set(value),
+            SCOPE_REPLICAS_DESIRED => METRICS
+                .replicas
+                .with_label_values(&["desired", &partition])
+                .set(value),
+            SCOPE_REPLICAS_PINNED => METRICS
+                .replicas
+                .with_label_values(&["pinned", &partition])
+                .set(value),
+            _ => {}
+        }
+    }
+
+    /// Loads the aggregate counters of this partition into the gauges (at start).
+    fn publish_aggregates(&mut self) -> Result<(), StoreError> {
+        for status in PinStatus::ALL {
+            let value = self.counter(SCOPE_ALL_PINS, status)?;
+            self.publish_gauge(SCOPE_ALL_PINS, status, value);
+        }
+        for scope in [SCOPE_REPLICAS_DESIRED, SCOPE_REPLICAS_PINNED] {
+            let value = self.counter(scope, PinStatus::Pinned)?;
+            self.publish_gauge(scope, PinStatus::Pinned, value);
+        }
+        Ok(())
+    }
+
     fn dead_letter(&mut self, record: &StoredRecord, reason: String) -> Result<(), StoreError> {
         let (key, prefix) = match &record.record {
             Ok(r) => (
@@ -148,6 +187,10 @@ impl ShardActor {
         };
         tracing::warn!(partition = self.partition, offset = record.offset, reason = %reason, "dead-lettering log record");
         self.snapshot.dead_lettered += 1;
+        METRICS
+            .dead_letters
+            .with_label_values(&[&self.partition.to_string()])
+            .inc();
         self.store.put_dead_letter(&DeadLetter {
             partition: self.partition,
             offset: record.offset,
@@ -205,6 +248,10 @@ impl ShardActor {
             };
             if state.already_applied(record.offset) {
                 self.snapshot.events_skipped += 1;
+                METRICS
+                    .events_skipped
+                    .with_label_values(&[&self.partition.to_string()])
+                    .inc();
                 continue;
             }
             for change in state.apply(record.offset, &envelope.event) {
@@ -322,6 +369,16 @@ impl ShardActor {
             }
             let mut actions = plan(state, &context);
             actions.extend(releases);
+            let replicas_desired =
+                state.desired_replicas() as i64 - original.desired_replicas() as i64;
+            let replicas_pinned = state.count(ReplicaStatus::Pinned) as i64
+                - original.count(ReplicaStatus::Pinned) as i64;
+            *counter_deltas
+                .entry((SCOPE_REPLICAS_DESIRED.to_string(), PinStatus::Pinned))
+                .or_default() += replicas_desired;
+            *counter_deltas
+                .entry((SCOPE_REPLICAS_PINNED.to_string(), PinStatus::Pinned))
+                .or_default() += replicas_pinned;
             batch
                 .pending
                 .push((cid.clone(), needs_work(state, &context, &actions)));
@@ -335,6 +392,17 @@ impl ShardActor {
                 action,
                 traceparent: traceparents.get(cid).cloned(),
             }));
+        }
+        // Owner counters also roll up into the all-owners scope.
+        let per_owner: Vec<((String, PinStatus), i64)> = counter_deltas
+            .iter()
+            .filter(|((owner, _), _)| !owner.starts_with('#'))
+            .map(|(key, delta)| (key.clone(), *delta))
+            .collect();
+        for ((_, status), delta) in per_owner {
+            *counter_deltas
+                .entry((SCOPE_ALL_PINS.to_string(), status))
+                .or_default() += delta;
         }
         let last_offset = records.last().map(|r| r.offset).unwrap_or(0);
         let mut new_counters = Vec::new();
@@ -366,7 +434,26 @@ impl ShardActor {
             }
         }
         for (key, value) in new_counters {
+            self.publish_gauge(&key.0, key.1, value);
             self.counters.put(key, value);
+        }
+        let partition = self.partition.to_string();
+        METRICS
+            .events_applied
+            .with_label_values(&[&partition])
+            .inc_by(outcome.applied as u64);
+        METRICS
+            .batch_events
+            .with_label_values::<&str>(&[])
+            .observe(records.len() as f64);
+        for planned in &planned {
+            let kind = match planned.action {
+                Action::Allocate { .. } => "allocate",
+                Action::Pin { .. } => "pin",
+                Action::Unpin { .. } => "unpin",
+                Action::ReleaseHold { .. } => "release",
+            };
+            METRICS.actions.with_label_values(&[kind]).inc();
         }
         self.snapshot.next_offset = next_offset;
         self.snapshot.events_applied += outcome.applied as u64;
@@ -405,14 +492,28 @@ impl ShardActor {
 
 impl Actor for ShardActor {
     type Context = SyncContext<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        if let Err(error) = self.publish_aggregates() {
+            tracing::warn!(partition = self.partition, error = %error, "could not load aggregate counters");
+        }
+    }
 }
 
 impl Handler<ApplyBatch> for ShardActor {
     type Result = Result<BatchOutcome, StoreError>;
 
     fn handle(&mut self, message: ApplyBatch, _: &mut Self::Context) -> Self::Result {
+        let partition = self.partition.to_string();
+        METRICS.mailbox_depth.with_label_values(&[&partition]).dec();
+        let timer = METRICS
+            .batch_seconds
+            .with_label_values(&[&partition])
+            .start_timer();
         let result = self.apply_batch(message.records);
+        timer.observe_duration();
         if result.is_err() {
+            METRICS.store_errors.with_label_values(&[&partition]).inc();
             // The batch may be half-written (the store promises nothing across keys): drop
             // cached states so the retry reloads what was persisted.
             self.cache.clear();
@@ -426,6 +527,10 @@ impl Handler<Replan> for ShardActor {
     type Result = Result<Vec<PlannedAction>, StoreError>;
 
     fn handle(&mut self, message: Replan, _: &mut Self::Context) -> Self::Result {
+        METRICS
+            .mailbox_depth
+            .with_label_values(&[&self.partition.to_string()])
+            .dec();
         self.replan(message.cids)
     }
 }

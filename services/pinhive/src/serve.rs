@@ -160,7 +160,11 @@ pub async fn start(
             ..ApiConfig::default()
         },
     ));
-    let server = HttpServer::new(move || App::new().configure(pinhive_api::configure(state.clone())))
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(pinhive_api::metrics::track))
+            .configure(pinhive_api::configure(state.clone()))
+    })
         .workers(2)
         .shutdown_timeout(15)
         .bind(config.listen)

@@ -28,8 +28,8 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
             admin,
             data_dir,
         } => {
-            if name.is_empty() || name.len() > 128 || name.contains('\0') {
-                anyhow::bail!("--name must be 1..128 characters without NUL");
+            if !pinhive_store::valid_owner(&name) {
+                anyhow::bail!("--name must be 1..128 characters, not start with '#', without NUL");
             }
             crate::config::prepare_data_dir(&data_dir)?;
             let store = match EmbeddedStore::open(&data_dir.join("store")) {

@@ -57,8 +57,21 @@ pub enum CidWrite {
     Delete { cid: String },
 }
 
+/// Counter scope of the pins of every owner (per status).
+pub const SCOPE_ALL_PINS: &str = "#all";
+/// Counter scope of desired replicas (status field: `Pinned`).
+pub const SCOPE_REPLICAS_DESIRED: &str = "#replicas_desired";
+/// Counter scope of pinned replicas (status field: `Pinned`).
+pub const SCOPE_REPLICAS_PINNED: &str = "#replicas_pinned";
+
+/// True if `name` may own pins (scopes starting with `#` are reserved for aggregates).
+pub fn valid_owner(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && !name.starts_with('#') && !name.contains('\0')
+}
+
 /// Number of pins of `owner` in `status` that partition `partition` holds, as of log offset
-/// `offset` (absolute value, so rewriting it on replay is harmless).
+/// `offset` (absolute value, so rewriting it on replay is harmless). `owner` may also be one
+/// of the reserved aggregate scopes (`SCOPE_*`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CounterRow {
     pub owner: String,

@@ -1,0 +1,92 @@
+//! Metrics of the shards and their consumers. Label `partition` is bounded by the partition
+//! count; `status` by the four pin statuses.
+
+use std::sync::LazyLock;
+
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+
+pub struct ShardMetrics {
+    pub events_applied: IntCounterVec,
+    pub events_skipped: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub batch_seconds: HistogramVec,
+    pub batch_events: HistogramVec,
+    pub consumer_lag_bytes: IntGaugeVec,
+    pub applied_offset: IntGaugeVec,
+    pub mailbox_depth: IntGaugeVec,
+    pub cache: IntCounterVec,
+    pub pins: IntGaugeVec,
+    pub replicas: IntGaugeVec,
+    pub actions: IntCounterVec,
+    pub store_errors: IntCounterVec,
+}
+
+pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
+    events_applied: pinhive_telemetry::counter_vec(
+        "pinhive_shard_events_applied_total",
+        "Events folded into state",
+        &["partition"],
+    ),
+    events_skipped: pinhive_telemetry::counter_vec(
+        "pinhive_shard_events_skipped_total",
+        "Events at or below a state row's applied offset (replays), skipped",
+        &["partition"],
+    ),
+    dead_letters: pinhive_telemetry::counter_vec(
+        "pinhive_dead_letters_total",
+        "Log records that could not be decoded and were dead-lettered",
+        &["partition"],
+    ),
+    batch_seconds: pinhive_telemetry::histogram_vec(
+        "pinhive_shard_batch_seconds",
+        "Time to apply and persist one batch (state, then checkpoint)",
+        &["partition"],
+        pinhive_telemetry::latency_buckets(),
+    ),
+    batch_events: pinhive_telemetry::histogram_vec(
+        "pinhive_shard_batch_events",
+        "Records per applied batch",
+        &[],
+        pinhive_telemetry::size_buckets(),
+    ),
+    consumer_lag_bytes: pinhive_telemetry::gauge_vec(
+        "pinhive_consumer_lag_bytes",
+        "Durable log end minus the applied offset, per partition",
+        &["partition"],
+    ),
+    applied_offset: pinhive_telemetry::gauge_vec(
+        "pinhive_consumer_applied_offset_bytes",
+        "Offset up to which the partition is applied and persisted",
+        &["partition"],
+    ),
+    mailbox_depth: pinhive_telemetry::gauge_vec(
+        "pinhive_shard_mailbox_depth",
+        "Messages sent to a shard actor and not yet handled",
+        &["partition"],
+    ),
+    cache: pinhive_telemetry::counter_vec(
+        "pinhive_shard_cache_requests_total",
+        "CID state lookups by result (hit, miss)",
+        &["result"],
+    ),
+    pins: pinhive_telemetry::gauge_vec(
+        "pinhive_pins",
+        "Pins by status, per partition (sum over partitions for the total)",
+        &["status", "partition"],
+    ),
+    replicas: pinhive_telemetry::gauge_vec(
+        "pinhive_replicas",
+        "Replicas desired and pinned, per partition",
+        &["kind", "partition"],
+    ),
+    actions: pinhive_telemetry::counter_vec(
+        "pinhive_shard_actions_total",
+        "Actions planned by shards (allocate, pin, unpin, release)",
+        &["action"],
+    ),
+    store_errors: pinhive_telemetry::counter_vec(
+        "pinhive_shard_store_errors_total",
+        "Batches that could not be persisted (retried)",
+        &["partition"],
+    ),
+});
