@@ -14,4 +14,12 @@ if [ ! -x "$ipfs_dir/node_modules/.bin/jsipfs" ]; then
   echo "setup: installing js-ipfs (npm ci, a few minutes)"
   (cd "$ipfs_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
 fi
+# Prometheus 2.42 (Debian): the observability tests scrape a live pinhive with it and check the
+# rules, config and dashboards in infra/ with promtool.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  echo "setup: installing prometheus (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+echo "setup: $(prometheus --version 2>&1 | head -1)"
 echo "setup: js-ipfs $(cd "$ipfs_dir" && node -e 'console.log(require("ipfs/package.json").version)')"

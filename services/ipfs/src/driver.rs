@@ -125,6 +125,12 @@ impl Actor for NodeDriver {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.config.max_queued);
+        // Export this node's series from the start (zero), not only after a first event.
+        let node = self.descriptor.id.as_str();
+        METRICS.retries.with_label_values(&[node]);
+        METRICS.dropped_commands.with_label_values(&[node, "queue_full"]);
+        METRICS.rpc_errors.with_label_values(&[node, "pin/add", "timed_out"]);
+        METRICS.outcomes.with_label_values(&[node, "replica_pinned"]);
         ctx.notify(CheckHealth);
         ctx.run_interval(self.config.health_interval, |_, ctx| {
             ctx.notify(CheckHealth)

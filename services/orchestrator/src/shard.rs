@@ -494,6 +494,19 @@ impl Actor for ShardActor {
     type Context = SyncContext<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
+        // Export every per-partition series from the start (zero), so alerts and dashboards
+        // see a value, not an absent series, before the first event of its kind.
+        let partition = self.partition.to_string();
+        for counter in [
+            &METRICS.events_applied,
+            &METRICS.events_skipped,
+            &METRICS.dead_letters,
+            &METRICS.store_errors,
+        ] {
+            counter.with_label_values(&[&partition]);
+        }
+        METRICS.mailbox_depth.with_label_values(&[&partition]);
+        METRICS.batch_seconds.with_label_values(&[&partition]);
         if let Err(error) = self.publish_aggregates() {
             tracing::warn!(partition = self.partition, error = %error, "could not load aggregate counters");
         }

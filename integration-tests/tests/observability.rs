@@ -1,0 +1,255 @@
+//! Observability against real components: a real Prometheus server scrapes a running pinhive
+//! (which pins through a real js-ipfs daemon); the alert rules and scrape config in `infra/`
+//! pass promtool; every Grafana dashboard query parses on that Prometheus and names only
+//! metrics pinhive exports.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pinhive_integration_tests::{
+    create_token, eventually, free_port, workspace_root, Client, IpfsDaemon, Pinhive,
+};
+use serde_json::{json, Value};
+
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    async fn start(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pinhive\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus installed (scripts/setup.sh)");
+        let url = format!("http://127.0.0.1:{port}");
+        let prometheus = Prometheus {
+            child,
+            url,
+            _dir: dir,
+        };
+        eventually(Duration::from_secs(60), "prometheus ready", || async {
+            let r = reqwest::get(format!("{}/-/ready", prometheus.url))
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        prometheus
+    }
+
+    async fn query(&self, expr: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The value of a query that returns one sample, once it does.
+    async fn scalar(&self, expr: &str) -> f64 {
+        eventually(Duration::from_secs(60), expr, || async {
+            let body = self.query(expr).await;
+            let value = body["data"]["result"][0]["value"][1].as_str()?;
+            value.parse().ok()
+        })
+        .await
+    }
+}
+
+fn promtool(args: &[&str], dir: &Path) {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool installed (scripts/setup.sh)");
+    assert!(
+        output.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn prometheus_config_and_alert_rules_are_valid() {
+    let dir = workspace_root().join("infra/prometheus");
+    promtool(&["check", "config", "prometheus.yml"], &dir);
+    promtool(&["check", "rules", "alerts.yml"], &dir);
+    promtool(&["test", "rules", "alerts_test.yml"], &dir);
+}
+
+/// Metric names a PromQL expression mentions.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(found) = expr[i..].find("pinhive_") {
+        let start = i + found;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        names.insert(expr[start..end].to_string());
+        i = end;
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_pinhive_and_dashboards_query_real_series() {
+    let ipfs = IpfsDaemon::start().await.expect("js-ipfs daemon");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", false).unwrap();
+    let node = format!("ipfs-a={}", ipfs.api_url);
+    let pinhive = Pinhive::start(&data, &["--ipfs-node", &node])
+        .await
+        .unwrap();
+    let client = Client::new(&pinhive.url, &token);
+    let cid = ipfs.add(b"observability", 1).await.unwrap();
+    let (status, body) = client.pin(json!({"cid": cid})).await;
+    assert_eq!(status, 202);
+    client
+        .wait_status(
+            body["requestid"].as_str().unwrap(),
+            "pinned",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(client.get("/pins/missing").await.0, 404);
+
+    let target = pinhive.url.trim_start_matches("http://");
+    let prometheus = Prometheus::start(target).await;
+    assert_eq!(
+        prometheus
+            .scalar(r#"sum(pinhive_pins{status="pinned"})"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        prometheus
+            .scalar(r#"pinhive_ipfs_node_up{node="ipfs-a"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        prometheus
+            .scalar(r#"sum(pinhive_replicas{kind="pinned"})"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        prometheus
+            .scalar(r#"pinhive_http_requests_total{route="/pins",method="POST",status="202"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        prometheus
+            .scalar(r#"pinhive_http_requests_total{route="/pins/{requestid}",status="404"}"#)
+            .await,
+        1.0
+    );
+    assert!(
+        prometheus
+            .scalar("pinhive_log_appended_records_total")
+            .await
+            >= 3.0
+    );
+    assert!(
+        prometheus
+            .scalar(r#"sum(pinhive_ipfs_rpc_seconds_count{call="pin/add"})"#)
+            .await
+            >= 1.0
+    );
+
+    // Exported names (histograms export _bucket/_sum/_count).
+    let exposition = reqwest::get(format!("{}/metrics", pinhive.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported: BTreeSet<String> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let known = |name: &str| {
+        exported.contains(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| exported.contains(base))
+            })
+    };
+    for rules in ["infra/prometheus/alerts.yml"] {
+        let text = std::fs::read_to_string(workspace_root().join(rules)).unwrap();
+        for name in metric_names(&text) {
+            assert!(
+                known(&name),
+                "{rules} uses {name}, which pinhive does not export"
+            );
+        }
+    }
+    let dashboards = workspace_root().join("infra/grafana/dashboards");
+    let mut queries = 0;
+    for entry in std::fs::read_dir(&dashboards).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let body = prometheus.query(expr).await;
+                assert_eq!(
+                    body["status"],
+                    "success",
+                    "{}: {expr}: {body}",
+                    path.display()
+                );
+                for name in metric_names(expr) {
+                    assert!(
+                        known(&name),
+                        "{}: {expr} uses {name}, not exported",
+                        path.display()
+                    );
+                }
+                queries += 1;
+            }
+        }
+    }
+    assert!(queries >= 20, "{queries} dashboard queries checked");
+}
