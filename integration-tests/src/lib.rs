@@ -198,6 +198,7 @@ pub struct Pinhive {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 pub fn binary() -> PathBuf {
@@ -216,6 +217,15 @@ pub fn binary() -> PathBuf {
 impl Pinhive {
     /// Starts `pinhive serve` on `data_dir` with extra flags; waits for `/health`.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(data_dir, extra, &[]).await
+    }
+
+    /// Like [`Pinhive::start`], with extra environment variables.
+    pub async fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let port = free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -231,6 +241,10 @@ impl Pinhive {
             data_dir: data_dir.to_path_buf(),
             log_path: data_dir.with_extension(format!("{port}.log")),
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         pinhive.spawn().await?;
         Ok(pinhive)
@@ -243,6 +257,7 @@ impl Pinhive {
             .open(&self.log_path)?;
         let child = Command::new(binary())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

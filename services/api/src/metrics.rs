@@ -8,6 +8,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, Responder};
 use prometheus::{HistogramVec, IntCounterVec};
+use tracing::Instrument;
 
 pub struct HttpMetrics {
     pub requests: IntCounterVec,
@@ -39,8 +40,28 @@ pub async fn track(
         .unwrap_or_else(|| "unmatched".to_string());
     let method = request.method().as_str().to_string();
     let started = Instant::now();
-    let response = next.call(request).await?;
+    // One server span per request: the root of the pin's trace (or a child of the caller's
+    // trace when the request carries a `traceparent` header).
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let incoming = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    pinhive_telemetry::continue_trace(&span, incoming);
+    if let Some(trace_id) = span.in_scope(pinhive_telemetry::current_trace_id) {
+        span.record("trace_id", trace_id);
+    }
+    let response = next.call(request).instrument(span.clone()).await?;
     let status = response.status().as_u16().to_string();
+    span.record("http.response.status_code", response.status().as_u16());
     METRICS
         .requests
         .with_label_values(&[&route, &method, &status])

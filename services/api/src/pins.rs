@@ -3,6 +3,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use pinhive_events::{Envelope, Event, PinRequested};
 use pinhive_log::{Position, Record};
+use tracing::Instrument;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -53,14 +54,28 @@ async fn load_owned_pin(
     }
 }
 
-/// Appends envelopes durably, then waits (bounded) until their shards applied them.
+/// Appends envelopes durably, then waits (bounded) until their shards applied them. Each
+/// envelope carries the request's trace context, so the shard continues the same trace.
 async fn append_and_wait(state: &AppState, envelopes: &[Envelope]) -> Result<(), ApiError> {
-    let records: Vec<Record> = envelopes.iter().map(Record::from_envelope).collect();
-    let positions: Vec<Position> = state.log.append(records).await?;
+    let traceparent = pinhive_telemetry::current_traceparent();
+    let records: Vec<Record> = envelopes
+        .iter()
+        .map(|envelope| {
+            let mut envelope = envelope.clone();
+            if envelope.traceparent.is_none() {
+                envelope.traceparent = traceparent.clone();
+            }
+            Record::from_envelope(&envelope)
+        })
+        .collect();
+    let append = tracing::info_span!("log.append", records = records.len());
+    let positions: Vec<Position> = state.log.append(records).instrument(append).await?;
+    let wait = tracing::info_span!("shard.wait_applied");
     for position in positions {
         if !state
             .orchestrator
             .wait_applied(position, state.config.apply_wait)
+            .instrument(wait.clone())
             .await
         {
             tracing::warn!(

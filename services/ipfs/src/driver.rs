@@ -16,6 +16,7 @@ use backon::{ExponentialBuilder, Retryable};
 use parking_lot::Mutex;
 use pinhive_events::{Envelope, Event, NodeDescriptor};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::metrics::{observe, METRICS};
@@ -128,9 +129,15 @@ impl Actor for NodeDriver {
         // Export this node's series from the start (zero), not only after a first event.
         let node = self.descriptor.id.as_str();
         METRICS.retries.with_label_values(&[node]);
-        METRICS.dropped_commands.with_label_values(&[node, "queue_full"]);
-        METRICS.rpc_errors.with_label_values(&[node, "pin/add", "timed_out"]);
-        METRICS.outcomes.with_label_values(&[node, "replica_pinned"]);
+        METRICS
+            .dropped_commands
+            .with_label_values(&[node, "queue_full"]);
+        METRICS
+            .rpc_errors
+            .with_label_values(&[node, "pin/add", "timed_out"]);
+        METRICS
+            .outcomes
+            .with_label_values(&[node, "replica_pinned"]);
         ctx.notify(CheckHealth);
         ctx.run_interval(self.config.health_interval, |_, ctx| {
             ctx.notify(CheckHealth)
@@ -142,6 +149,8 @@ impl Handler<CheckHealth> for NodeDriver {
     type Result = ();
 
     fn handle(&mut self, _: CheckHealth, ctx: &mut Self::Context) {
+        // Health checks are traces of their own.
+        let span = tracing::info_span!("ipfs.health_check", node = %self.descriptor.id);
         let api = self.api.clone();
         let registry = self.registry.clone();
         let id = self.descriptor.id.clone();
@@ -216,6 +225,7 @@ impl Handler<CheckHealth> for NodeDriver {
                     }
                 });
             }
+            .instrument(span)
             .into_actor(self),
         );
     }
@@ -282,6 +292,23 @@ struct Work {
 
 impl Work {
     async fn run(self, command: NodeCommand) {
+        let op = match command.op {
+            NodeOp::Pin { .. } => "pin",
+            NodeOp::Unpin => "unpin",
+        };
+        let span = tracing::info_span!(
+            "ipfs.command",
+            otel.name = %format!("ipfs {op}"),
+            node = %self.node,
+            cid = %command.cid,
+            attempts = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        pinhive_telemetry::continue_trace(&span, command.traceparent.as_deref());
+        self.run_traced(command).instrument(span).await;
+    }
+
+    async fn run_traced(self, command: NodeCommand) {
         let Ok(_permit) = self.permits.acquire().await else {
             return;
         };
@@ -310,6 +337,7 @@ impl Work {
         })
         .await;
         let attempts = attempts.load(Ordering::Relaxed);
+        tracing::Span::current().record("attempts", attempts);
         let event = match (&command.op, result) {
             (NodeOp::Pin { .. }, Ok(())) => Event::ReplicaPinned {
                 node: self.node.clone(),
@@ -346,8 +374,10 @@ impl Work {
             .outcomes
             .with_label_values(&[&self.node, event.kind()])
             .inc();
+        tracing::Span::current().record("outcome", event.kind());
         let mut envelope = Envelope::new(command.cid.clone(), event);
-        envelope.traceparent = command.traceparent.clone();
+        // The outcome continues this command's trace.
+        envelope.traceparent = pinhive_telemetry::current_traceparent().or(command.traceparent);
         if let Err(error) = self.sink.publish(envelope).await {
             tracing::warn!(node = %self.node, cid = %command.cid, error = %error, "could not publish outcome; repair will redo the call");
         }

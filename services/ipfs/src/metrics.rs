@@ -4,6 +4,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+use tracing::Instrument;
 
 use crate::IpfsError;
 
@@ -87,7 +88,18 @@ pub async fn observe<T>(
         .rpc_seconds
         .with_label_values(&[node, call])
         .start_timer();
-    let result = future.await;
+    let span = tracing::info_span!(
+        "kubo.rpc",
+        otel.name = %format!("kubo {call}"),
+        otel.kind = "client",
+        rpc.method = call,
+        node = node,
+        error = tracing::field::Empty,
+    );
+    let result = future.instrument(span.clone()).await;
+    if let Err(error) = &result {
+        span.record("error", tracing::field::display(error));
+    }
     timer.observe_duration();
     if let Err(error) = &result {
         METRICS

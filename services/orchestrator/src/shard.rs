@@ -209,7 +209,10 @@ impl ShardActor {
         let mut touched: BTreeMap<String, (CidState, CidState)> = BTreeMap::new();
         let mut created: BTreeMap<String, Vec<PinRecord>> = BTreeMap::new();
         let mut removed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut traceparents: HashMap<String, String> = HashMap::new();
+        // Spans of traced events (those carrying a traceparent): the last one per CID parents
+        // the planning of that CID; all of them parent the store write.
+        let mut spans: HashMap<String, tracing::Span> = HashMap::new();
+        let mut apply_spans: Vec<tracing::Span> = Vec::new();
         let mut journal = Vec::new();
         let mut outcome = BatchOutcome {
             next_offset,
@@ -254,6 +257,20 @@ impl ShardActor {
                     .inc();
                 continue;
             }
+            let span = envelope.traceparent.as_deref().map(|traceparent| {
+                let kind = envelope.event.kind();
+                let span = tracing::info_span!(
+                    "shard.apply",
+                    otel.name = %format!("apply {kind}"),
+                    event = kind,
+                    partition = self.partition,
+                    offset = record.offset,
+                    cid = %cid,
+                    pin.status = tracing::field::Empty,
+                );
+                pinhive_telemetry::continue_trace(&span, Some(traceparent));
+                span
+            });
             for change in state.apply(record.offset, &envelope.event) {
                 match change {
                     PinChange::Created(pin) => created.entry(cid.clone()).or_default().push(pin),
@@ -267,8 +284,9 @@ impl ShardActor {
                     }
                 }
             }
-            if let Some(traceparent) = &envelope.traceparent {
-                traceparents.insert(cid.clone(), traceparent.clone());
+            if let Some(span) = span {
+                spans.insert(cid.clone(), span.clone());
+                apply_spans.push(span);
             }
             journal.push(JournalEntry {
                 cid: cid.clone(),
@@ -367,8 +385,19 @@ impl ShardActor {
                     new,
                 });
             }
-            let mut actions = plan(state, &context);
+            let parent = spans.get(cid);
+            let plan_span = match parent {
+                Some(parent) => {
+                    parent.record("pin.status", status.as_str());
+                    tracing::info_span!(parent: parent, "allocator.plan", actions = tracing::field::Empty)
+                }
+                None => tracing::Span::none(),
+            };
+            let mut actions = plan_span.in_scope(|| plan(state, &context));
             actions.extend(releases);
+            plan_span.record("actions", actions.len());
+            let action_traceparent =
+                parent.and_then(|_| pinhive_telemetry::traceparent_of(&plan_span));
             let replicas_desired =
                 state.desired_replicas() as i64 - original.desired_replicas() as i64;
             let replicas_pinned = state.count(ReplicaStatus::Pinned) as i64
@@ -390,7 +419,7 @@ impl ShardActor {
             planned.extend(actions.into_iter().map(|action| PlannedAction {
                 cid: cid.clone(),
                 action,
-                traceparent: traceparents.get(cid).cloned(),
+                traceparent: action_traceparent.clone(),
             }));
         }
         // Owner counters also roll up into the all-owners scope.
@@ -421,9 +450,14 @@ impl ShardActor {
             });
         }
 
+        let write_spans: Vec<tracing::Span> = apply_spans
+            .iter()
+            .map(|parent| tracing::info_span!(parent: parent, "store.write", pins = batch.pins.len()))
+            .collect();
         self.store.write_shard_batch(&batch)?;
         self.store
             .set_checkpoint(SHARD_CONSUMER, self.partition, next_offset)?;
+        drop(write_spans);
 
         // Only now, with state persisted, update the caches and release the actions.
         for (cid, (_, state)) in touched {

@@ -47,6 +47,14 @@ pub struct ServeArgs {
     /// `text` or `json`.
     #[arg(long, env = "PINHIVE_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// OTLP collector for traces, e.g. http://jaeger:4317 (gRPC; set
+    /// OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf for OTLP/HTTP). Default: the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT if set, else traces are not exported.
+    #[arg(long, env = "PINHIVE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces sampled (parent-based: a sampled parent is always followed).
+    #[arg(long, env = "PINHIVE_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 /// The effective configuration (also the config file format).
@@ -64,6 +72,8 @@ pub struct Config {
     pub repair_interval_secs: u64,
     pub log_retention_secs: u64,
     pub log_format: String,
+    pub otlp_endpoint: Option<String>,
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for Config {
@@ -80,6 +90,8 @@ impl Default for Config {
             repair_interval_secs: 10,
             log_retention_secs: 24 * 3600,
             log_format: "text".into(),
+            otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -112,6 +124,10 @@ impl Config {
         flag!(repair_interval_secs);
         flag!(log_retention_secs);
         flag!(log_format);
+        flag!(trace_sample_ratio);
+        if args.otlp_endpoint.is_some() {
+            config.otlp_endpoint = args.otlp_endpoint.clone();
+        }
         if !args.ipfs_nodes.is_empty() {
             config.ipfs_nodes = args.ipfs_nodes.clone();
         }
@@ -135,6 +151,12 @@ impl Config {
         }
         if self.pin_attempts == 0 {
             bail!("pin_attempts must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            bail!(
+                "trace_sample_ratio must be between 0 and 1, not {}",
+                self.trace_sample_ratio
+            );
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json, not {:?}", self.log_format);

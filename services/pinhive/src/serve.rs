@@ -187,22 +187,27 @@ pub async fn start(
     })
 }
 
-pub fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PINHIVE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        let _ = builder.json().try_init();
-    } else {
-        let _ = builder.try_init();
+/// Logging, plus OTLP trace export when configured; the guard flushes spans when dropped.
+pub fn init_telemetry(config: &Config) -> anyhow::Result<pinhive_telemetry::TelemetryGuard> {
+    let guard = pinhive_telemetry::init(&pinhive_telemetry::TelemetryConfig {
+        log_format: config.log_format.clone(),
+        otlp_endpoint: config.otlp_endpoint.clone(),
+        sample_ratio: config.trace_sample_ratio,
+        service_name: "pinhive".into(),
+        instance: config.listen.to_string(),
+    })?;
+    if guard.tracing_enabled() {
+        tracing::info!(
+            sample_ratio = config.trace_sample_ratio,
+            "exporting traces over OTLP"
+        );
     }
+    Ok(guard)
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
-    init_tracing(&config.log_format);
+    let telemetry = init_telemetry(&config)?;
     let system = actix_rt::System::new();
     system.block_on(async move {
         let drivers = driver_config(&config);
@@ -213,8 +218,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("http server stopped; draining shards");
         service.orchestrator.shutdown(Duration::from_secs(15)).await;
         tracing::info!("shutdown complete");
-        Ok(())
-    })
+        anyhow::Ok(())
+    })?;
+    drop(telemetry);
+    Ok(())
 }
 
 /// `pinhive check`: data directory usable, every node reachable; prints a line per dependency.

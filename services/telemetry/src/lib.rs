@@ -1,9 +1,16 @@
 //! Telemetry shared by every crate: metric constructors that register in one process-wide
-//! Prometheus registry, and the text exposition `/metrics` serves.
+//! Prometheus registry and the text exposition `/metrics` serves; logging/tracing setup
+//! ([`tracing_setup`]) and W3C trace-context propagation through events ([`propagation`]).
 //!
 //! Naming contract: `pinhive_<subsystem>_<thing>_{total|seconds|bytes}`; label values are
 //! bounded (route patterns, node ids, partitions, statuses) — never a CID or a request id.
 //! Each crate declares its metrics in one `metrics.rs`.
+
+pub mod propagation;
+pub mod tracing_setup;
+
+pub use propagation::{continue_trace, current_trace_id, current_traceparent, traceparent_of};
+pub use tracing_setup::{init, TelemetryConfig, TelemetryGuard};
 
 use prometheus::core::Collector;
 use prometheus::{

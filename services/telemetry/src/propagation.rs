@@ -1,0 +1,49 @@
+//! W3C trace context across the log: the span that appends an event writes its `traceparent`
+//! into the envelope (and, with Kafka, into the record headers); whoever handles the event
+//! continues the trace from it.
+
+use std::collections::HashMap;
+
+use opentelemetry::trace::TraceContextExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// `traceparent` of the current span, if it belongs to a valid (exported) trace.
+pub fn current_traceparent() -> Option<String> {
+    traceparent_of(&tracing::Span::current())
+}
+
+/// `traceparent` of `span`, if it belongs to a valid trace.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut carrier)
+    });
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace `traceparent` names (no-op for `None` or garbage).
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    carrier.insert("traceparent".into(), traceparent.to_string());
+    let context =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+/// Hex trace id of the current span (for log lines), if any.
+pub fn current_trace_id() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span_context = context.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
