@@ -73,8 +73,13 @@ async fn one_pin_is_one_trace_from_http_to_ipfs_and_back() {
             &endpoint,
             "--trace-sample-ratio",
             "1.0",
+            "--log-format",
+            "json",
         ],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("PINHIVE_LOG", "info,pinhive_api=debug"),
+        ],
     )
     .await
     .unwrap();
@@ -185,6 +190,18 @@ async fn one_pin_is_one_trace_from_http_to_ipfs_and_back() {
         .find(|s| s.name == "ipfs.health_check")
         .expect("health check spans exported");
     assert_ne!(health.trace_id, trace[0].trace_id);
+
+    // JSON logs carry the trace id, so logs and traces join.
+    let trace_id = hex(&trace[0].trace_id);
+    let logs = std::fs::read_to_string(&pinhive.log_path).unwrap();
+    let joined = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|line| {
+            line["fields"]["message"] == "pin request accepted"
+                && line["span"]["trace_id"].as_str() == Some(trace_id.as_str())
+        });
+    assert!(joined, "no JSON log line with trace_id {trace_id}");
 
     drop(pinhive);
     let _ = stop.send(());

@@ -56,9 +56,7 @@ pub async fn track(
         .get("traceparent")
         .and_then(|v| v.to_str().ok());
     pinhive_telemetry::continue_trace(&span, incoming);
-    if let Some(trace_id) = span.in_scope(pinhive_telemetry::current_trace_id) {
-        span.record("trace_id", trace_id);
-    }
+    pinhive_telemetry::record_trace_id(&span);
     let response = next.call(request).instrument(span.clone()).await?;
     let status = response.status().as_u16().to_string();
     span.record("http.response.status_code", response.status().as_u16());

@@ -139,6 +139,7 @@ async fn add_pin(
     };
     let request = request.clone();
     append_and_wait(&state, std::slice::from_ref(&envelope)).await?;
+    tracing::debug!(requestid = %request.requestid, cid = %request.cid, "pin request accepted");
     respond_with_pin(&state, &request).await
 }
 

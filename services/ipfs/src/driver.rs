@@ -303,8 +303,10 @@ impl Work {
             cid = %command.cid,
             attempts = tracing::field::Empty,
             outcome = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
         pinhive_telemetry::continue_trace(&span, command.traceparent.as_deref());
+        pinhive_telemetry::record_trace_id(&span);
         self.run_traced(command).instrument(span).await;
     }
 

@@ -267,8 +267,10 @@ impl ShardActor {
                     offset = record.offset,
                     cid = %cid,
                     pin.status = tracing::field::Empty,
+                    trace_id = tracing::field::Empty,
                 );
                 pinhive_telemetry::continue_trace(&span, Some(traceparent));
+                pinhive_telemetry::record_trace_id(&span);
                 span
             });
             for change in state.apply(record.offset, &envelope.event) {

@@ -9,7 +9,9 @@
 pub mod propagation;
 pub mod tracing_setup;
 
-pub use propagation::{continue_trace, current_trace_id, current_traceparent, traceparent_of};
+pub use propagation::{
+    continue_trace, current_trace_id, current_traceparent, record_trace_id, traceparent_of,
+};
 pub use tracing_setup::{init, TelemetryConfig, TelemetryGuard};
 
 use prometheus::core::Collector;

@@ -39,6 +39,14 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// Records the span's trace id in its `trace_id` field (declared `Empty`), so JSON log lines
+/// emitted inside it join the trace.
+pub fn record_trace_id(span: &tracing::Span) {
+    if let Some(trace_id) = span.in_scope(current_trace_id) {
+        span.record("trace_id", trace_id);
+    }
+}
+
 /// Hex trace id of the current span (for log lines), if any.
 pub fn current_trace_id() -> Option<String> {
     let context = tracing::Span::current().context();
