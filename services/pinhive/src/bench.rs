@@ -39,10 +39,31 @@ pub struct BenchArgs {
     pub nodes: usize,
     #[arg(long, default_value_t = 16)]
     pub partitions: u32,
+    /// Instead: compare throughput with OTLP trace export off / sampling 1.0 / sampling 0.01,
+    /// each against a real `pinhive serve` process.
+    #[arg(long)]
+    pub tracing_overhead: bool,
+}
+
+/// IPFS clients for benchmarks: in-process simulated nodes that answer at once.
+pub fn simulated_factory() -> IpfsFactory {
+    Arc::new(|node: &NodeDescriptor| {
+        Ok(Arc::new(SimulatedIpfs::new(&node.id, Duration::ZERO)) as Arc<dyn IpfsApi>)
+    })
+}
+
+/// Node driver settings for simulated nodes (no network: wide concurrency, quick health).
+pub fn simulated_drivers() -> NodeDriverConfig {
+    NodeDriverConfig {
+        concurrency: 256,
+        max_queued: 1 << 16,
+        health_interval: Duration::from_millis(200),
+        ..NodeDriverConfig::default()
+    }
 }
 
 /// A CIDv1 (raw, sha2-256) for bench item `i`.
-fn bench_cid(tag: &str, i: usize) -> String {
+pub fn bench_cid(tag: &str, i: usize) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(format!("{tag}-{i}").as_bytes());
     let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap_or_default();
@@ -63,6 +84,9 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.tracing_overhead {
+        return crate::bench_tracing::run(args.pins, args.concurrency);
+    }
     let dir = tempfile::tempdir().context("temp dir")?;
     println!(
         "pinhive bench: {} pins, concurrency {}, {} simulated nodes, {} partitions",
@@ -118,15 +142,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect(),
         ..Config::default()
     };
-    let factory: IpfsFactory = Arc::new(|node: &NodeDescriptor| {
-        Ok(Arc::new(SimulatedIpfs::new(&node.id, Duration::ZERO)) as Arc<dyn IpfsApi>)
-    });
-    let drivers = NodeDriverConfig {
-        concurrency: 256,
-        max_queued: 1 << 16,
-        health_interval: Duration::from_millis(200),
-        ..NodeDriverConfig::default()
-    };
+    let factory = simulated_factory();
+    let drivers = simulated_drivers();
     let pins = args.pins;
     let concurrency = args.concurrency;
     let system = actix_rt::System::new();

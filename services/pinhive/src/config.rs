@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Fraction of new traces sampled (parent-based: a sampled parent is always followed).
     #[arg(long, env = "PINHIVE_TRACE_SAMPLE_RATIO")]
     pub trace_sample_ratio: Option<f64>,
+    /// Benchmarks only: replace every IPFS node by N in-process simulated nodes.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub ipfs_simulated: usize,
 }
 
 /// The effective configuration (also the config file format).

@@ -209,9 +209,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
     let telemetry = init_telemetry(&config)?;
     let system = actix_rt::System::new();
+    let simulated = args.ipfs_simulated;
+    let mut config = config;
+    if simulated > 0 {
+        config.ipfs_nodes = (0..simulated)
+            .map(|i| format!("sim-{i}=http://simulated-{i}.invalid"))
+            .collect();
+    }
     system.block_on(async move {
-        let drivers = driver_config(&config);
-        let service = start(&config, kubo_factory(Duration::from_secs(30)), drivers).await?;
+        let (factory, drivers) = if simulated > 0 {
+            tracing::warn!(nodes = simulated, "benchmark mode: IPFS nodes are simulated in process");
+            (crate::bench::simulated_factory(), crate::bench::simulated_drivers())
+        } else {
+            (kubo_factory(Duration::from_secs(30)), driver_config(&config))
+        };
+        let service = start(&config, factory, drivers).await?;
         tracing::info!(listen = %service.addr, data_dir = %config.data_dir.display(), partitions = config.partitions, "pinhive serving");
         // Returns after SIGTERM/SIGINT once in-flight requests drained.
         service.server.await.context("http server")?;
