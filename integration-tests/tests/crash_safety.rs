@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use pinhive_integration_tests::{create_token, eventually, Client, IpfsDaemon, Pinhive};
+use pinhive_integration_tests::{create_token, Client, IpfsDaemon, Pinhive};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,15 +61,15 @@ async fn kill_9_mid_burst_loses_no_acknowledged_request() {
                 .await
         })
     };
-    eventually(
-        Duration::from_secs(120),
-        "300 acknowledged requests",
-        || {
-            let acked = acked.clone();
-            async move { (acked.load(Ordering::SeqCst) >= 300).then_some(()) }
-        },
-    )
-    .await;
+    // Poll tightly (no backoff) so the kill lands early in the burst.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while acked.load(Ordering::SeqCst) < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "300 acknowledged requests"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     pinhive.kill_hard();
     let acknowledged: BTreeSet<String> = burst.await.unwrap().into_iter().collect();
     assert!(acknowledged.len() >= 300, "{}", acknowledged.len());
