@@ -410,3 +410,65 @@ impl Client {
         .await
     }
 }
+
+/// A tansu broker (Kafka wire protocol, in-memory storage) on a free port.
+pub struct Tansu {
+    child: Child,
+    pub bootstrap: String,
+}
+
+impl Tansu {
+    pub fn binary() -> Option<PathBuf> {
+        if let Ok(path) = std::env::var("TANSU_BIN") {
+            return Some(PathBuf::from(path));
+        }
+        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+            let candidate = Path::new(dir).join("tansu");
+            if candidate.exists() {
+                return Some(candidate);
+            }
+        }
+        let installed = PathBuf::from("/opt/tansu/bin/tansu");
+        installed.exists().then_some(installed)
+    }
+
+    pub async fn start() -> anyhow::Result<Self> {
+        let binary = Self::binary().context("tansu is not installed: run scripts/setup.sh")?;
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting tansu")?;
+        let tansu = Tansu {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&tansu.bootstrap).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("tansu did not listen on {}", tansu.bootstrap);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(tansu)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

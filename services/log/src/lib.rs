@@ -10,6 +10,7 @@
 
 pub mod embedded;
 mod frame;
+pub mod kafka;
 pub mod metrics;
 pub mod murmur2;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use embedded::{EmbeddedLog, EmbeddedLogConfig};
+pub use kafka::{KafkaLog, KafkaLogConfig};
 
 /// One record to append. `key` chooses the partition (the CID for pin events).
 #[derive(Clone, Debug, PartialEq, Eq)]

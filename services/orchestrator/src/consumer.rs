@@ -97,7 +97,14 @@ impl Orchestrator {
             let (store, registry) = (store.clone(), registry.clone());
             let (cache, min_free) = (config.cache_capacity, config.min_free_bytes);
             shards.push(SyncArbiter::start(1, move || {
-                ShardActor::new(partition, store.clone(), registry.clone(), cache, min_free)
+                ShardActor::new(
+                    partition,
+                    partitions,
+                    store.clone(),
+                    registry.clone(),
+                    cache,
+                    min_free,
+                )
             }));
         }
         let orchestrator = Arc::new(Orchestrator {

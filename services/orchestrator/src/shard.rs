@@ -77,6 +77,7 @@ pub struct ShardSnapshot {
 
 pub struct ShardActor {
     partition: u32,
+    partitions: u32,
     store: Arc<dyn Store>,
     registry: NodeRegistry,
     min_free_bytes: u64,
@@ -88,6 +89,7 @@ pub struct ShardActor {
 impl ShardActor {
     pub fn new(
         partition: u32,
+        partitions: u32,
         store: Arc<dyn Store>,
         registry: NodeRegistry,
         cache_capacity: usize,
@@ -96,6 +98,7 @@ impl ShardActor {
         let capacity = NonZeroUsize::new(cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         ShardActor {
             partition,
+            partitions,
             store,
             registry,
             min_free_bytes,
@@ -225,6 +228,19 @@ impl ShardActor {
                     codec::decode(raw.content_type, &raw.key, &raw.value).map_err(|e| e.to_string())
                 }
             };
+            // A record an external producer put on another partition than murmur2(key) picks
+            // would break the single-writer rule: refuse it.
+            let envelope = envelope.and_then(|envelope| {
+                let expected = pinhive_log::partition_for(envelope.key.as_bytes(), self.partitions);
+                if expected == self.partition {
+                    Ok(envelope)
+                } else {
+                    Err(format!(
+                        "record for key {} is on partition {} but murmur2 assigns it to {expected}; produce with the murmur2 partitioner",
+                        envelope.key, self.partition
+                    ))
+                }
+            });
             let envelope = match envelope {
                 Ok(envelope) => envelope,
                 Err(reason) => {

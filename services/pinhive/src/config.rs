@@ -15,6 +15,12 @@ pub struct ServeArgs {
     /// TOML config file (keys as in `Config`, e.g. `listen = "0.0.0.0:8080"`).
     #[arg(long, env = "PINHIVE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The log: `embedded` (default, under the data dir) or `kafka://host:9092[,host2:9092]`.
+    #[arg(long, env = "PINHIVE_LOG_URL")]
+    pub log: Option<String>,
+    /// Kafka topic of pin events (created with `partitions` partitions if absent).
+    #[arg(long, env = "PINHIVE_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
     /// Directory for the embedded log and store.
     #[arg(long, env = "PINHIVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -64,6 +70,8 @@ pub struct ServeArgs {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub log: String,
+    pub kafka_topic: String,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub ipfs_nodes: Vec<String>,
@@ -82,6 +90,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            log: "embedded".into(),
+            kafka_topic: "pinhive-events".into(),
             data_dir: PathBuf::from("pinhive-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ipfs_nodes: Vec::new(),
@@ -117,6 +127,8 @@ impl Config {
                 }
             };
         }
+        flag!(log);
+        flag!(kafka_topic);
         flag!(data_dir);
         flag!(listen);
         flag!(partitions);
@@ -159,6 +171,12 @@ impl Config {
             bail!(
                 "trace_sample_ratio must be between 0 and 1, not {}",
                 self.trace_sample_ratio
+            );
+        }
+        if self.log != "embedded" && pinhive_log::kafka::parse_kafka_url(&self.log).is_none() {
+            bail!(
+                "log must be `embedded` or kafka://HOST:PORT[,HOST:PORT], not {:?}",
+                self.log
             );
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {

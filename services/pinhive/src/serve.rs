@@ -11,7 +11,7 @@ use anyhow::Context;
 use pinhive_api::{ApiConfig, AppState, NodeAdmin};
 use pinhive_events::NodeDescriptor;
 use pinhive_ipfs::{IpfsApi, KuboClient, NodeDriver, NodeDriverConfig, NodeRegistry, StopDriver};
-use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log};
+use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, KafkaLog, KafkaLogConfig, Log};
 use pinhive_orchestrator::consumer::LogSink;
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{EmbeddedStore, Store, StoreError};
@@ -87,13 +87,20 @@ pub fn driver_config(config: &Config) -> NodeDriverConfig {
     }
 }
 
-/// Opens the data directory and starts everything. Must run inside an actix System.
-pub async fn start(
-    config: &Config,
-    factory: IpfsFactory,
-    drivers: NodeDriverConfig,
-) -> anyhow::Result<Service> {
-    prepare_data_dir(&config.data_dir)?;
+/// Opens the configured log: embedded under the data dir, or Kafka.
+async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
+    if let Some(brokers) = pinhive_log::kafka::parse_kafka_url(&config.log) {
+        let log = KafkaLog::open(KafkaLogConfig {
+            brokers: brokers.clone(),
+            topic: config.kafka_topic.clone(),
+            partitions: config.partitions,
+            replication: 1,
+        })
+        .await
+        .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+        tracing::info!(brokers = %brokers, topic = %config.kafka_topic, partitions = log.partition_count(), "using the Kafka log");
+        return Ok(Arc::new(log));
+    }
     let log = EmbeddedLog::open(
         &config.log_dir(),
         EmbeddedLogConfig {
@@ -102,7 +109,17 @@ pub async fn start(
         },
     )
     .with_context(|| format!("opening the log in {}", config.log_dir().display()))?;
-    let log: Arc<dyn Log> = Arc::new(log);
+    Ok(Arc::new(log))
+}
+
+/// Opens the data directory and starts everything. Must run inside an actix System.
+pub async fn start(
+    config: &Config,
+    factory: IpfsFactory,
+    drivers: NodeDriverConfig,
+) -> anyhow::Result<Service> {
+    prepare_data_dir(&config.data_dir)?;
+    let log = open_log(config).await?;
     let store: Arc<dyn Store> = match EmbeddedStore::open(&config.store_dir()) {
         Err(StoreError::Locked { path }) => {
             anyhow::bail!("{path} is in use by another pinhive process")

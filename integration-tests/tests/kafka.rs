@@ -1,0 +1,164 @@
+//! Kafka mode against a real Kafka-protocol broker (tansu): the log adapter round-trips and
+//! partitions like the Java client; pinhive pins through Kafka end to end on a real js-ipfs
+//! daemon; an external JSON producer (a separate rdkafka client, not pinhive's code) pins; a
+//! malformed record is dead-lettered and the consumer keeps going.
+
+use std::time::Duration;
+
+use pinhive_events::{codec, Envelope, Event, PinRequested};
+use pinhive_integration_tests::{create_token, Client, IpfsDaemon, Pinhive, Tansu};
+use pinhive_log::{KafkaLog, KafkaLogConfig, Log, Record};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::json;
+
+fn external_producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        // What docs/kafka.md tells external producers to use: the Java client's partitioner.
+        .set("partitioner", "murmur2_random")
+        .set("acks", "all")
+        .create()
+        .expect("producer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_log_round_trips_and_partitions_like_the_java_client() {
+    let tansu = Tansu::start().await.expect("tansu broker");
+    let log = KafkaLog::open(KafkaLogConfig {
+        brokers: tansu.bootstrap.clone(),
+        topic: "contract".into(),
+        partitions: 4,
+        replication: 1,
+    })
+    .await
+    .unwrap();
+    assert_eq!(log.partition_count(), 4);
+    let mut expected: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
+    let mut records = Vec::new();
+    for i in 0..200 {
+        let envelope = Envelope::new(format!("key-{}", i % 23), Event::ReplicaUnpinned { node: format!("n{i}") });
+        records.push(Record::from_envelope(&envelope));
+    }
+    let positions = log.append(records.clone()).await.unwrap();
+    for (record, position) in records.iter().zip(&positions) {
+        assert_eq!(position.partition, log.partition_for(&record.key));
+        expected[position.partition as usize].push(record.value.clone());
+    }
+    for partition in 0..4 {
+        let mut got = Vec::new();
+        let mut from = 0;
+        while got.len() < expected[partition as usize].len() {
+            let batch = log.read(partition, from, 1 << 20).await.unwrap();
+            if let Some(last) = batch.last() {
+                from = last.next_offset;
+            }
+            got.extend(batch.into_iter().map(|r| r.record.unwrap().value));
+        }
+        assert_eq!(got, expected[partition as usize], "partition {partition} in order");
+    }
+
+    // librdkafka's murmur2_random (the Java client's default) puts keys where pinhive does.
+    let producer = external_producer(&tansu.bootstrap);
+    for i in 0..50 {
+        let key = format!("bafy-external-{i}");
+        let delivered = producer
+            .send(
+                FutureRecord::to("contract").key(&key).payload("x"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(delivered.partition as u32, log.partition_for(key.as_bytes()), "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_flow_through_kafka_including_external_json_producers() {
+    let tansu = Tansu::start().await.expect("tansu broker");
+    let ipfs = IpfsDaemon::start().await.expect("js-ipfs daemon");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", false).unwrap();
+    let admin = create_token(&data, "ops", true).unwrap();
+    let node = format!("ipfs-a={}", ipfs.api_url);
+    let log = format!("kafka://{}", tansu.bootstrap);
+    let pinhive = Pinhive::start(&data, &["--log", &log, "--partitions", "8", "--ipfs-node", &node])
+        .await
+        .unwrap();
+    let client = Client::new(&pinhive.url, &token);
+
+    // Through the HTTP API, with Kafka as the log.
+    let cid = ipfs.add(b"through kafka", 1).await.unwrap();
+    let (status, body) = client.pin(json!({"cid": cid, "name": "via-http"})).await;
+    assert_eq!(status, 202, "{body}");
+    client
+        .wait_status(body["requestid"].as_str().unwrap(), "pinned", Duration::from_secs(60))
+        .await;
+    assert!(ipfs.is_pinned(&cid).await.unwrap());
+
+    // An external producer: a malformed JSON record, then a valid pin request, same key.
+    let external_cid = ipfs.add(b"external producer", 1).await.unwrap();
+    let producer = external_producer(&tansu.bootstrap);
+    let json_headers = || {
+        OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        })
+    };
+    producer
+        .send(
+            FutureRecord::to("pinhive-events")
+                .key(&external_cid)
+                .payload("{\"schema_version\": 1, \"event\": ")
+                .headers(json_headers()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let envelope = Envelope::new(
+        external_cid.clone(),
+        Event::PinRequested(PinRequested {
+            requestid: "external-1".into(),
+            owner: "alice".into(),
+            cid: external_cid.clone(),
+            name: Some("via-kafka".into()),
+            origins: vec![],
+            meta: Default::default(),
+            created_ns: pinhive_events::now_ns(),
+            replicas_min: 1,
+            replicas_max: 1,
+            replaces: None,
+        }),
+    );
+    producer
+        .send(
+            FutureRecord::to("pinhive-events")
+                .key(&external_cid)
+                .payload(&codec::encode_json(&envelope))
+                .headers(json_headers()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let pinned = client
+        .wait_status("external-1", "pinned", Duration::from_secs(60))
+        .await;
+    assert_eq!(pinned["pin"]["name"], "via-kafka");
+    assert!(ipfs.is_pinned(&external_cid).await.unwrap());
+
+    let admin = Client::new(&pinhive.url, &admin);
+    let (_, letters) = admin.get("/admin/dead-letters").await;
+    let reasons: Vec<&str> = letters["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 1, "{letters}");
+    assert!(reasons[0].contains("json"), "{reasons:?}");
+}

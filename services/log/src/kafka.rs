@@ -1,0 +1,368 @@
+//! Kafka log (rdkafka): one topic, N partitions, records keyed by CID.
+//!
+//! Producer: idempotent, `acks=all`, explicit partition chosen by pinhive's murmur2 (identical
+//! to the Java client's default partitioner, so external producers agree), delivery reports
+//! awaited before `append` returns. Content type travels in the `content-type` header, the
+//! trace context in `traceparent`.
+//!
+//! Readers: one assign-mode consumer per partition, positioned where the shard asks. This slice
+//! consumes every partition in one instance; consumer-group assignment (several instances,
+//! rebalance callbacks starting and stopping shards) is the next step (see docs/kafka.md).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pinhive_events::codec::ContentType;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::{Log, LogError, Position, Record, StoredRecord};
+
+#[derive(Clone, Debug)]
+pub struct KafkaLogConfig {
+    /// Comma-separated bootstrap servers, `host:port`.
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions to create the topic with if it does not exist.
+    pub partitions: u32,
+    pub replication: i32,
+}
+
+struct Reader {
+    consumer: BaseConsumer,
+    position: Option<u64>,
+}
+
+/// The Kafka implementation of [`Log`]. Cheap to clone.
+#[derive(Clone)]
+pub struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    producer: FutureProducer,
+    topic: String,
+    partitions: u32,
+    readers: Vec<Mutex<Reader>>,
+    ends: Vec<AtomicU64>,
+    brokers: String,
+}
+
+fn kafka_error(error: impl std::fmt::Display) -> LogError {
+    LogError::Io(std::io::Error::other(error.to_string()))
+}
+
+fn base_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "pinhive");
+    config
+}
+
+/// Parses `kafka://host:port[,host:port…]` into the bootstrap list.
+pub fn parse_kafka_url(url: &str) -> Option<String> {
+    let brokers = url.strip_prefix("kafka://")?.trim_end_matches('/');
+    (!brokers.is_empty()).then(|| brokers.to_string())
+}
+
+fn mime_to_content_type(mime: &[u8]) -> u8 {
+    match mime {
+        b"application/json" => ContentType::Json as u8,
+        b"application/x-pinhive-bincode" => ContentType::Bincode as u8,
+        // Anything else is dead-lettered by the decoder with "unknown content type 0".
+        _ => 0,
+    }
+}
+
+impl KafkaLog {
+    /// Connects, creates the topic if it is absent, and checks its partition count.
+    pub async fn open(config: KafkaLogConfig) -> Result<Self, LogError> {
+        let admin: AdminClient<DefaultClientContext> = base_config(&config.brokers)
+            .create()
+            .map_err(kafka_error)?;
+        let topic = NewTopic::new(
+            &config.topic,
+            config.partitions as i32,
+            TopicReplication::Fixed(config.replication),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        match admin.create_topics([&topic], &options).await {
+            Ok(results) => {
+                for result in results {
+                    if let Err((name, code)) = result {
+                        if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                            return Err(kafka_error(format!("creating topic {name}: {code}")));
+                        }
+                    }
+                }
+            }
+            Err(error) => return Err(kafka_error(format!("creating topic: {error}"))),
+        }
+        let producer: FutureProducer = base_config(&config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("batch.num.messages", "10000")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(kafka_error)?;
+        let metadata = {
+            let producer = producer.clone();
+            let topic = config.topic.clone();
+            tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            })
+            .await
+            .map_err(kafka_error)?
+            .map_err(kafka_error)?
+        };
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == config.topic)
+            .map(|t| t.partitions().len() as u32)
+            .unwrap_or(0);
+        if partitions == 0 {
+            return Err(kafka_error(format!("topic {} has no partitions", config.topic)));
+        }
+        let mut readers = Vec::with_capacity(partitions as usize);
+        let mut ends = Vec::with_capacity(partitions as usize);
+        for _ in 0..partitions {
+            let consumer: BaseConsumer = base_config(&config.brokers)
+                .set("group.id", "pinhive-readers")
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "false")
+                .set("fetch.wait.max.ms", "20")
+                .create()
+                .map_err(kafka_error)?;
+            readers.push(Mutex::new(Reader {
+                consumer,
+                position: None,
+            }));
+            ends.push(AtomicU64::new(0));
+        }
+        let log = KafkaLog {
+            inner: Arc::new(Inner {
+                producer,
+                topic: config.topic,
+                partitions,
+                readers,
+                ends,
+                brokers: config.brokers,
+            }),
+        };
+        for partition in 0..partitions {
+            let high = log.watermarks(partition).await?.1;
+            log.inner.ends[partition as usize].store(high, Ordering::Release);
+        }
+        Ok(log)
+    }
+
+    pub fn brokers(&self) -> &str {
+        &self.inner.brokers
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// (low, high) watermarks of `partition`.
+    pub async fn watermarks(&self, partition: u32) -> Result<(u64, u64), LogError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = inner.readers[partition as usize].lock();
+            reader
+                .consumer
+                .fetch_watermarks(&inner.topic, partition as i32, Duration::from_secs(10))
+                .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
+        })
+        .await
+        .map_err(kafka_error)?
+        .map_err(kafka_error)
+    }
+
+    fn read_blocking(
+        inner: &Inner,
+        partition: u32,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        let mut reader = inner.readers[partition as usize].lock();
+        if reader.position != Some(from) {
+            let mut assignment = TopicPartitionList::new();
+            assignment
+                .add_partition_offset(&inner.topic, partition as i32, Offset::Offset(from as i64))
+                .map_err(kafka_error)?;
+            reader.consumer.assign(&assignment).map_err(kafka_error)?;
+            reader.position = Some(from);
+        }
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while bytes < max_bytes && records.len() < 10_000 {
+            let wait = if records.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let Some(message) = reader.consumer.poll(wait) else {
+                break;
+            };
+            let message = message.map_err(kafka_error)?;
+            let offset = message.offset().max(0) as u64;
+            let content_type = message
+                .headers()
+                .and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+                        .and_then(|h| h.value.map(mime_to_content_type))
+                })
+                .unwrap_or(0);
+            let key = message.key().unwrap_or_default().to_vec();
+            let value = message.payload().unwrap_or_default().to_vec();
+            bytes += key.len() + value.len();
+            records.push(StoredRecord {
+                partition,
+                offset,
+                next_offset: offset + 1,
+                record: Ok(Record {
+                    key,
+                    value,
+                    content_type,
+                    timestamp_ns: message.timestamp().to_millis().unwrap_or(0) * 1_000_000,
+                }),
+            });
+            reader.position = Some(offset + 1);
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        if let Some(last) = records.last() {
+            inner.ends[partition as usize].fetch_max(last.next_offset, Ordering::AcqRel);
+        }
+        Ok(records)
+    }
+}
+
+#[async_trait]
+impl Log for KafkaLog {
+    fn partition_count(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    async fn append(&self, records: Vec<Record>) -> Result<Vec<Position>, LogError> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in &records {
+            let partition = self.partition_for(&record.key) as i32;
+            let mime = ContentType::from_byte(record.content_type)
+                .map(ContentType::mime)
+                .unwrap_or("application/octet-stream");
+            let mut headers = OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(mime),
+            });
+            if let Ok(envelope) = pinhive_events::codec::decode(record.content_type, &record.key, &record.value) {
+                if let Some(traceparent) = envelope.traceparent {
+                    headers = headers.insert(Header {
+                        key: "traceparent",
+                        value: Some(traceparent.as_str()),
+                    });
+                }
+            }
+            let future_record = FutureRecord::to(&self.inner.topic)
+                .partition(partition)
+                .key(&record.key)
+                .payload(&record.value)
+                .timestamp(record.timestamp_ns / 1_000_000)
+                .headers(headers);
+            let delivery = self
+                .inner
+                .producer
+                .send_result(future_record)
+                .map_err(|(error, _)| match error {
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ) => LogError::Overloaded,
+                    other => kafka_error(other),
+                })?;
+            deliveries.push(delivery);
+        }
+        let mut positions = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let delivered = delivery
+                .await
+                .map_err(|_| LogError::Closed)?
+                .map_err(|(error, _)| kafka_error(error))?;
+            let position = Position {
+                partition: delivered.partition as u32,
+                offset: delivered.offset.max(0) as u64,
+            };
+            self.inner.ends[position.partition as usize]
+                .fetch_max(position.offset + 1, Ordering::AcqRel);
+            positions.push(position);
+        }
+        Ok(positions)
+    }
+
+    async fn read(
+        &self,
+        partition: u32,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        if partition >= self.inner.partitions {
+            return Err(LogError::NoSuchPartition(partition));
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || Self::read_blocking(&inner, partition, from, max_bytes))
+            .await
+            .map_err(kafka_error)?
+    }
+
+    async fn wait_beyond(&self, partition: u32, offset: u64, timeout: Duration) {
+        // `read` already long-polls the broker; this only refreshes the end offset.
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok((_, high)) = self.watermarks(partition).await {
+                self.inner.ends[partition as usize].fetch_max(high, Ordering::AcqRel);
+                if high > offset {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn start_offset(&self, _partition: u32) -> u64 {
+        0
+    }
+
+    fn end_offset(&self, partition: u32) -> u64 {
+        self.inner
+            .ends
+            .get(partition as usize)
+            .map(|e| e.load(Ordering::Acquire))
+            .unwrap_or(0)
+    }
+
+    async fn release_before(
+        &self,
+        _partition: u32,
+        _offset: u64,
+        _min_age: Duration,
+    ) -> Result<u64, LogError> {
+        // Retention is the broker's (topic `retention.ms`).
+        Ok(0)
+    }
+}
