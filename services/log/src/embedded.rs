@@ -166,7 +166,9 @@ impl EmbeddedLog {
         let file = File::open(&path)?;
         let mut records = Vec::new();
         let mut position = from;
-        let mut buf = vec![0u8; max_bytes.clamp(4096, 16 * 1024 * 1024)];
+        // Only as large as what is there to read (usually a few KiB), not `max_bytes`.
+        let available = (segment_end - from) as usize;
+        let mut buf = vec![0u8; available.min(max_bytes.clamp(4096, 16 * 1024 * 1024))];
         while position < segment_end {
             let want = ((segment_end - position) as usize).min(buf.len());
             file.read_exact_at(&mut buf[..want], position - base)?;
