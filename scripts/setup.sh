@@ -22,4 +22,9 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 echo "setup: $(prometheus --version 2>&1 | head -1)"
+# tansu (Kafka-protocol broker) for the Kafka-mode tests; scripts/test.sh starts this in the
+# background itself, so only run it here when setup.sh is used on its own.
+if [ -z "${PINHIVE_SETUP_SKIP_TANSU:-}" ]; then
+  bash "$(dirname "$0")/install-tansu.sh"
+fi
 echo "setup: js-ipfs $(cd "$ipfs_dir" && node -e 'console.log(require("ipfs/package.json").version)')"

@@ -456,7 +456,10 @@ impl Tansu {
             bootstrap: format!("127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(&tansu.bootstrap).await.is_err() {
+        while tokio::net::TcpStream::connect(&tansu.bootstrap)
+            .await
+            .is_err()
+        {
             if Instant::now() > deadline {
                 bail!("tansu did not listen on {}", tansu.bootstrap);
             }

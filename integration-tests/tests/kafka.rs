@@ -38,7 +38,12 @@ async fn kafka_log_round_trips_and_partitions_like_the_java_client() {
     let mut expected: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
     let mut records = Vec::new();
     for i in 0..200 {
-        let envelope = Envelope::new(format!("key-{}", i % 23), Event::ReplicaUnpinned { node: format!("n{i}") });
+        let envelope = Envelope::new(
+            format!("key-{}", i % 23),
+            Event::ReplicaUnpinned {
+                node: format!("n{i}"),
+            },
+        );
         records.push(Record::from_envelope(&envelope));
     }
     let positions = log.append(records.clone()).await.unwrap();
@@ -56,7 +61,10 @@ async fn kafka_log_round_trips_and_partitions_like_the_java_client() {
             }
             got.extend(batch.into_iter().map(|r| r.record.unwrap().value));
         }
-        assert_eq!(got, expected[partition as usize], "partition {partition} in order");
+        assert_eq!(
+            got, expected[partition as usize],
+            "partition {partition} in order"
+        );
     }
 
     // librdkafka's murmur2_random (the Java client's default) puts keys where pinhive does.
@@ -71,7 +79,11 @@ async fn kafka_log_round_trips_and_partitions_like_the_java_client() {
             .await
             .map_err(|(e, _)| e)
             .unwrap();
-        assert_eq!(delivered.partition as u32, log.partition_for(key.as_bytes()), "{key}");
+        assert_eq!(
+            delivered.partition as u32,
+            log.partition_for(key.as_bytes()),
+            "{key}"
+        );
     }
 }
 
@@ -85,9 +97,12 @@ async fn pins_flow_through_kafka_including_external_json_producers() {
     let admin = create_token(&data, "ops", true).unwrap();
     let node = format!("ipfs-a={}", ipfs.api_url);
     let log = format!("kafka://{}", tansu.bootstrap);
-    let pinhive = Pinhive::start(&data, &["--log", &log, "--partitions", "8", "--ipfs-node", &node])
-        .await
-        .unwrap();
+    let pinhive = Pinhive::start(
+        &data,
+        &["--log", &log, "--partitions", "8", "--ipfs-node", &node],
+    )
+    .await
+    .unwrap();
     let client = Client::new(&pinhive.url, &token);
 
     // Through the HTTP API, with Kafka as the log.
@@ -95,7 +110,11 @@ async fn pins_flow_through_kafka_including_external_json_producers() {
     let (status, body) = client.pin(json!({"cid": cid, "name": "via-http"})).await;
     assert_eq!(status, 202, "{body}");
     client
-        .wait_status(body["requestid"].as_str().unwrap(), "pinned", Duration::from_secs(60))
+        .wait_status(
+            body["requestid"].as_str().unwrap(),
+            "pinned",
+            Duration::from_secs(60),
+        )
         .await;
     assert!(ipfs.is_pinned(&cid).await.unwrap());
 

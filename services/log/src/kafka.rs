@@ -85,9 +85,8 @@ fn mime_to_content_type(mime: &[u8]) -> u8 {
 impl KafkaLog {
     /// Connects, creates the topic if it is absent, and checks its partition count.
     pub async fn open(config: KafkaLogConfig) -> Result<Self, LogError> {
-        let admin: AdminClient<DefaultClientContext> = base_config(&config.brokers)
-            .create()
-            .map_err(kafka_error)?;
+        let admin: AdminClient<DefaultClientContext> =
+            base_config(&config.brokers).create().map_err(kafka_error)?;
         let topic = NewTopic::new(
             &config.topic,
             config.partitions as i32,
@@ -133,7 +132,10 @@ impl KafkaLog {
             .map(|t| t.partitions().len() as u32)
             .unwrap_or(0);
         if partitions == 0 {
-            return Err(kafka_error(format!("topic {} has no partitions", config.topic)));
+            return Err(kafka_error(format!(
+                "topic {} has no partitions",
+                config.topic
+            )));
         }
         let mut readers = Vec::with_capacity(partitions as usize);
         let mut ends = Vec::with_capacity(partitions as usize);
@@ -272,7 +274,9 @@ impl Log for KafkaLog {
                 key: "content-type",
                 value: Some(mime),
             });
-            if let Ok(envelope) = pinhive_events::codec::decode(record.content_type, &record.key, &record.value) {
+            if let Ok(envelope) =
+                pinhive_events::codec::decode(record.content_type, &record.key, &record.value)
+            {
                 if let Some(traceparent) = envelope.traceparent {
                     headers = headers.insert(Header {
                         key: "traceparent",
@@ -286,16 +290,14 @@ impl Log for KafkaLog {
                 .payload(&record.value)
                 .timestamp(record.timestamp_ns / 1_000_000)
                 .headers(headers);
-            let delivery = self
-                .inner
-                .producer
-                .send_result(future_record)
-                .map_err(|(error, _)| match error {
+            let delivery = self.inner.producer.send_result(future_record).map_err(
+                |(error, _)| match error {
                     rdkafka::error::KafkaError::MessageProduction(
                         rdkafka::types::RDKafkaErrorCode::QueueFull,
                     ) => LogError::Overloaded,
                     other => kafka_error(other),
-                })?;
+                },
+            )?;
             deliveries.push(delivery);
         }
         let mut positions = Vec::with_capacity(deliveries.len());
