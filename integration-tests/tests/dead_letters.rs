@@ -98,4 +98,16 @@ async fn malformed_records_are_dead_lettered_and_the_shard_goes_on() {
     assert!(reasons[2].contains("content type"), "{reasons:?}");
     assert!(reasons[3].contains("does not match"), "{reasons:?}");
     assert_eq!(client.get("/admin/dead-letters").await.0, 403, "admin only");
+
+    // Shard snapshots: every partition caught up with its log end.
+    let (status, shards) = admin.get("/admin/shards").await;
+    assert_eq!(status, 200, "{shards}");
+    let shards = shards["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 16);
+    assert!(shards.iter().all(|s| s["lag_bytes"] == 0), "{shards:?}");
+    let dead: u64 = shards
+        .iter()
+        .map(|s| s["snapshot"]["dead_lettered"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dead, 4);
 }

@@ -64,6 +64,20 @@ async fn startup_errors_say_what_is_wrong() {
     let (ok, stderr) = serve(&["--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("partitons"), "{stderr}");
+    // `pinhive check` names the unreachable node and fails.
+    let output = Command::new(binary())
+        .args([
+            "check",
+            "--data-dir",
+            other.to_str().unwrap(),
+            "--ipfs-node",
+            &closed,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("FAILED"), "{stdout}");
     let (ok, stderr) = serve(&[
         "--ipfs-node",
         "127.0.0.1:5001",
