@@ -158,7 +158,10 @@ async fn shards(state: web::Data<AppState>, _admin: AdminCaller) -> HttpResponse
             json!({"snapshot": s, "log_end": end, "lag_bytes": end.saturating_sub(s.next_offset)})
         })
         .collect();
-    HttpResponse::Ok().json(json!({"shards": with_lag}))
+    HttpResponse::Ok().json(json!({
+        "owned_partitions": state.orchestrator.owned_partitions(),
+        "shards": with_lag,
+    }))
 }
 
 async fn list_nodes(state: web::Data<AppState>, _admin: AdminCaller) -> HttpResponse {

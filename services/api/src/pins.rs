@@ -72,6 +72,10 @@ async fn append_and_wait(state: &AppState, envelopes: &[Envelope]) -> Result<(),
     let positions: Vec<Position> = state.log.append(records).instrument(append).await?;
     let wait = tracing::info_span!("shard.wait_applied");
     for position in positions {
+        // A partition another instance owns is applied there; nothing to wait for here.
+        if !state.orchestrator.owns(position.partition) {
+            continue;
+        }
         if !state
             .orchestrator
             .wait_applied(position, state.config.apply_wait)

@@ -11,6 +11,7 @@
 pub mod embedded;
 mod frame;
 pub mod kafka;
+pub mod kafka_group;
 pub mod metrics;
 pub mod murmur2;
 

@@ -2,6 +2,7 @@
 //! and feeds its shard; one repair task per partition re-plans CIDs with outstanding work; one
 //! retention task releases log segments every consumer has passed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,13 +12,16 @@ use parking_lot::Mutex;
 use pinhive_domain::Action;
 use pinhive_events::{Envelope, Event};
 use pinhive_ipfs::{NodeCommand, NodeOp, NodeRegistry, OutcomeSink};
+use pinhive_log::kafka_group::AssignmentChange;
 use pinhive_log::{Log, LogError, Position, Record};
 use pinhive_store::Store;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::metrics::METRICS;
-use crate::shard::{ApplyBatch, GetSnapshot, PlannedAction, Replan, ShardActor, ShardSnapshot};
+use crate::shard::{
+    ApplyBatch, ClearCache, GetSnapshot, PlannedAction, Replan, ShardActor, ShardSnapshot,
+};
 use crate::SHARD_CONSUMER;
 
 #[derive(Clone, Debug)]
@@ -66,6 +70,24 @@ impl OutcomeSink for LogSink {
     }
 }
 
+/// Which partitions this instance runs.
+pub enum Membership {
+    /// Every partition, for the life of the process (embedded log, single Kafka instance).
+    All,
+    /// Partitions come and go with the Kafka consumer group's rebalances.
+    Dynamic(mpsc::UnboundedReceiver<AssignmentChange>),
+}
+
+/// Called with (partition, next offset) after the state up to that offset is persisted (the
+/// Kafka adapter commits it to the consumer group).
+pub type OffsetCommitter = Arc<dyn Fn(u32, u64) + Send + Sync>;
+
+/// The running tasks of one owned partition.
+struct Runner {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
 pub struct Orchestrator {
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
@@ -74,16 +96,30 @@ pub struct Orchestrator {
     applied: Vec<watch::Sender<u64>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    runners: Mutex<HashMap<u32, Runner>>,
+    committer: Option<OffsetCommitter>,
     config: OrchestratorConfig,
 }
 
 impl Orchestrator {
-    /// Starts every shard and its tasks. Must run inside an actix `System`.
+    /// Starts every shard and runs every partition. Must run inside an actix `System`.
     pub fn start(
         log: Arc<dyn Log>,
         store: Arc<dyn Store>,
         registry: NodeRegistry,
         config: OrchestratorConfig,
+    ) -> Result<Arc<Self>, pinhive_store::StoreError> {
+        Self::start_with(log, store, registry, config, Membership::All, None)
+    }
+
+    /// Starts every shard; runs the partitions `membership` gives this instance.
+    pub fn start_with(
+        log: Arc<dyn Log>,
+        store: Arc<dyn Store>,
+        registry: NodeRegistry,
+        config: OrchestratorConfig,
+        membership: Membership,
+        committer: Option<OffsetCommitter>,
     ) -> Result<Arc<Self>, pinhive_store::StoreError> {
         let partitions = log.partition_count();
         let mut shards = Vec::with_capacity(partitions as usize);
@@ -115,12 +151,20 @@ impl Orchestrator {
             applied,
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
+            runners: Mutex::new(HashMap::new()),
+            committer,
             config,
         });
         let mut tasks = Vec::new();
-        for partition in 0..partitions {
-            tasks.push(actix::spawn(orchestrator.clone().consume(partition)));
-            tasks.push(actix::spawn(orchestrator.clone().repair(partition)));
+        match membership {
+            Membership::All => {
+                for partition in 0..partitions {
+                    orchestrator.run_partition(partition);
+                }
+            }
+            Membership::Dynamic(changes) => {
+                tasks.push(actix::spawn(orchestrator.clone().manage(changes)));
+            }
         }
         tasks.push(actix::spawn(orchestrator.clone().retain()));
         *orchestrator.tasks.lock() = tasks;
@@ -129,6 +173,72 @@ impl Orchestrator {
 
     pub fn registry(&self) -> &NodeRegistry {
         &self.registry
+    }
+
+    /// True if this instance currently runs `partition`'s shard.
+    pub fn owns(&self, partition: u32) -> bool {
+        self.runners.lock().contains_key(&partition)
+    }
+
+    /// Partitions this instance runs, sorted.
+    pub fn owned_partitions(&self) -> Vec<u32> {
+        let mut owned: Vec<u32> = self.runners.lock().keys().copied().collect();
+        owned.sort_unstable();
+        owned
+    }
+
+    fn run_partition(self: &Arc<Self>, partition: u32) {
+        let mut runners = self.runners.lock();
+        if runners.contains_key(&partition) || partition >= self.log.partition_count() {
+            return;
+        }
+        let stop = watch::channel(false).0;
+        let tasks = vec![
+            actix::spawn(self.clone().consume(partition, stop.subscribe())),
+            actix::spawn(self.clone().repair(partition, stop.subscribe())),
+        ];
+        runners.insert(partition, Runner { stop, tasks });
+    }
+
+    async fn stop_partition(&self, partition: u32) {
+        let runner = self.runners.lock().remove(&partition);
+        let Some(runner) = runner else {
+            return;
+        };
+        runner.stop.send_replace(true);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(15),
+            futures::future::join_all(runner.tasks),
+        )
+        .await;
+        // Another instance may write this partition's state from now on.
+        let _ = self.shards[partition as usize].send(ClearCache).await;
+    }
+
+    /// Follows the consumer group: starts assigned partitions, stops revoked ones (and only
+    /// then lets the rebalance proceed).
+    async fn manage(self: Arc<Self>, mut changes: mpsc::UnboundedReceiver<AssignmentChange>) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            let change = tokio::select! {
+                change = changes.recv() => change,
+                _ = shutdown.changed() => None,
+            };
+            match change {
+                Some(AssignmentChange::Assigned(partitions)) => {
+                    for partition in partitions {
+                        self.run_partition(partition);
+                    }
+                }
+                Some(AssignmentChange::Revoked { partitions, done }) => {
+                    for partition in partitions {
+                        self.stop_partition(partition).await;
+                    }
+                    let _ = done.send(());
+                }
+                None => return,
+            }
+        }
     }
 
     /// The offset up to which `partition` has been applied and persisted.
@@ -164,7 +274,12 @@ impl Orchestrator {
     /// Stops consuming after the batches in flight, then flushes the store.
     pub async fn shutdown(&self, timeout: Duration) {
         self.shutdown.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
+        let mut tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
+        let runners: Vec<Runner> = self.runners.lock().drain().map(|(_, r)| r).collect();
+        for runner in runners {
+            runner.stop.send_replace(true);
+            tasks.extend(runner.tasks);
+        }
         let _ = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.flush()).await {
@@ -178,12 +293,24 @@ impl Orchestrator {
         *self.shutdown.borrow()
     }
 
-    async fn consume(self: Arc<Self>, partition: u32) {
+    async fn consume(self: Arc<Self>, partition: u32, mut stop: watch::Receiver<bool>) {
         let shard = self.shards[partition as usize].clone();
-        let mut next = self.applied_offset(partition);
+        // Resume from the persisted checkpoint (which another instance may have advanced while
+        // it owned the partition, when the store is shared).
+        let store = self.store.clone();
+        let checkpoint =
+            tokio::task::spawn_blocking(move || store.checkpoint(SHARD_CONSUMER, partition))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+        let mut next = checkpoint
+            .unwrap_or(0)
+            .max(self.log.start_offset(partition));
+        self.applied[partition as usize].send_replace(next);
         let mut failures: u32 = 0;
         let mut shutdown = self.shutdown.subscribe();
-        while !self.stopping() {
+        while !self.stopping() && !*stop.borrow() {
             let records = match self.log.read(partition, next, self.config.read_bytes).await {
                 Ok(records) => records,
                 Err(LogError::OffsetOutOfRange { start, .. }) => {
@@ -210,6 +337,7 @@ impl Orchestrator {
                 tokio::select! {
                     _ = self.log.wait_beyond(partition, next, Duration::from_millis(500)) => {}
                     _ = shutdown.changed() => {}
+                    _ = stop.changed() => {}
                 }
                 continue;
             }
@@ -220,6 +348,9 @@ impl Orchestrator {
                     failures = 0;
                     next = outcome.next_offset;
                     self.applied[partition as usize].send_replace(next);
+                    if let Some(commit) = &self.committer {
+                        commit(partition, next);
+                    }
                     METRICS
                         .applied_offset
                         .with_label_values(&[&label])
@@ -242,7 +373,7 @@ impl Orchestrator {
         }
     }
 
-    async fn repair(self: Arc<Self>, partition: u32) {
+    async fn repair(self: Arc<Self>, partition: u32, mut stop: watch::Receiver<bool>) {
         let shard = self.shards[partition as usize].clone();
         let mut changes = self.registry.changes();
         let mut shutdown = self.shutdown.subscribe();
@@ -283,8 +414,9 @@ impl Orchestrator {
                     cursor = None;
                 }
                 _ = shutdown.changed() => return,
+                _ = stop.changed() => return,
             }
-            if self.stopping() {
+            if self.stopping() || *stop.borrow() {
                 return;
             }
         }

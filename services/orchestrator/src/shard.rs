@@ -59,6 +59,21 @@ pub struct Replan {
     pub cids: Vec<String>,
 }
 
+/// Sent when this instance stops owning the partition: cached states may go stale, since
+/// another instance writes them from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClearCache;
+
+impl Handler<ClearCache> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ClearCache, _: &mut Self::Context) {
+        self.cache.clear();
+        self.counters.clear();
+    }
+}
+
 /// Asks for the shard's observable snapshot (tests, metrics, admin API).
 #[derive(Message)]
 #[rtype(result = "ShardSnapshot")]

@@ -272,6 +272,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let events = (after - before) as usize;
         server.stop(true).await;
         service.orchestrator.shutdown(Duration::from_secs(10)).await;
+        drop(service.group);
         anyhow::Ok((http_rate, rate(pins, elapsed), rate(events, elapsed)))
     })?;
 

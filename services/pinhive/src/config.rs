@@ -21,6 +21,12 @@ pub struct ServeArgs {
     /// Kafka topic of pin events (created with `partitions` partitions if absent).
     #[arg(long, env = "PINHIVE_KAFKA_TOPIC")]
     pub kafka_topic: Option<String>,
+    /// Kafka consumer group the instances share (empty: this instance runs every partition).
+    #[arg(long, env = "PINHIVE_KAFKA_GROUP")]
+    pub kafka_group: Option<String>,
+    /// Kafka group session timeout: how soon a dead instance's partitions move.
+    #[arg(long, env = "PINHIVE_KAFKA_SESSION_TIMEOUT_MS")]
+    pub kafka_session_timeout_ms: Option<u64>,
     /// Directory for the embedded log and store.
     #[arg(long, env = "PINHIVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -72,6 +78,8 @@ pub struct ServeArgs {
 pub struct Config {
     pub log: String,
     pub kafka_topic: String,
+    pub kafka_group: String,
+    pub kafka_session_timeout_ms: u64,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub ipfs_nodes: Vec<String>,
@@ -92,6 +100,8 @@ impl Default for Config {
         Config {
             log: "embedded".into(),
             kafka_topic: "pinhive-events".into(),
+            kafka_group: "pinhive".into(),
+            kafka_session_timeout_ms: 10_000,
             data_dir: PathBuf::from("pinhive-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ipfs_nodes: Vec::new(),
@@ -129,6 +139,8 @@ impl Config {
         }
         flag!(log);
         flag!(kafka_topic);
+        flag!(kafka_group);
+        flag!(kafka_session_timeout_ms);
         flag!(data_dir);
         flag!(listen);
         flag!(partitions);

@@ -11,8 +11,10 @@ use anyhow::Context;
 use pinhive_api::{ApiConfig, AppState, NodeAdmin};
 use pinhive_events::NodeDescriptor;
 use pinhive_ipfs::{IpfsApi, KuboClient, NodeDriver, NodeDriverConfig, NodeRegistry, StopDriver};
+use pinhive_log::kafka_group::GroupMembership;
 use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, KafkaLog, KafkaLogConfig, Log};
 use pinhive_orchestrator::consumer::LogSink;
+use pinhive_orchestrator::consumer::{Membership, OffsetCommitter};
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{EmbeddedStore, Store, StoreError};
 
@@ -77,6 +79,8 @@ pub struct Service {
     pub log: Arc<dyn Log>,
     pub store: Arc<dyn Store>,
     pub registry: NodeRegistry,
+    /// Consumer-group membership (Kafka log with a group): leave the group after shutdown.
+    pub group: Option<Arc<GroupMembership>>,
 }
 
 pub fn driver_config(config: &Config) -> NodeDriverConfig {
@@ -127,7 +131,30 @@ pub async fn start(
         other => Arc::new(other.context("opening the store")?),
     };
     let registry = NodeRegistry::default();
-    let orchestrator = Orchestrator::start(
+    // With Kafka and a group, this instance runs only the partitions the group assigns it.
+    let (membership, committer, group) = match (
+        pinhive_log::kafka::parse_kafka_url(&config.log),
+        config.kafka_group.is_empty(),
+    ) {
+        (Some(brokers), false) => {
+            let (group, changes) = GroupMembership::join(
+                &brokers,
+                &config.kafka_topic,
+                &config.kafka_group,
+                Duration::from_millis(config.kafka_session_timeout_ms),
+            )
+            .context("joining the Kafka consumer group")?;
+            let group = Arc::new(group);
+            let committer: OffsetCommitter = {
+                let group = group.clone();
+                Arc::new(move |partition, offset| group.commit(partition, offset))
+            };
+            tracing::info!(group = %config.kafka_group, "joined the Kafka consumer group");
+            (Membership::Dynamic(changes), Some(committer), Some(group))
+        }
+        _ => (Membership::All, None, None),
+    };
+    let orchestrator = Orchestrator::start_with(
         log.clone(),
         store.clone(),
         registry.clone(),
@@ -136,6 +163,8 @@ pub async fn start(
             retention: Duration::from_secs(config.log_retention_secs),
             ..OrchestratorConfig::default()
         },
+        membership,
+        committer,
     )?;
     let manager = Arc::new(DriverManager {
         arbiter: Arbiter::current(),
@@ -201,6 +230,7 @@ pub async fn start(
         log,
         store,
         registry,
+        group,
     })
 }
 
@@ -246,6 +276,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         service.server.await.context("http server")?;
         tracing::info!("http server stopped; draining shards");
         service.orchestrator.shutdown(Duration::from_secs(15)).await;
+        if let Some(group) = service.group {
+            // Leaving the group lets the others take this instance's partitions at once.
+            tokio::task::spawn_blocking(move || drop(group)).await.ok();
+        }
         tracing::info!("shutdown complete");
         anyhow::Ok(())
     })?;
