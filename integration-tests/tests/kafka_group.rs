@@ -180,4 +180,30 @@ async fn a_stopped_instance_hands_its_partitions_over_without_loss() {
     for cid in &cids {
         assert!(ipfs.is_pinned(cid).await.unwrap());
     }
+
+    // `pinhive topics describe` shows the 8 partitions and, once B committed, no lag.
+    let describe = || {
+        std::process::Command::new(pinhive_integration_tests::binary())
+            .args([
+                "topics",
+                "describe",
+                "--log",
+                &log,
+                "--kafka-group",
+                "pinhive-test",
+            ])
+            .output()
+            .unwrap()
+    };
+    let output = eventually(
+        Duration::from_secs(30),
+        "the group to commit every offset",
+        || async {
+            let output = describe();
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            (output.status.success() && stdout.contains("total lag: 0")).then_some(stdout)
+        },
+    )
+    .await;
+    assert!(output.contains("8 partitions"), "{output}");
 }

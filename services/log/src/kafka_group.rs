@@ -171,3 +171,66 @@ impl Drop for GroupMembership {
         }
     }
 }
+
+/// One partition of `pinhive topics describe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: u32,
+    pub low: u64,
+    pub high: u64,
+    /// Offset the group committed (the next to read), if any.
+    pub committed: Option<u64>,
+}
+
+impl PartitionLag {
+    /// Records the group has not processed yet.
+    pub fn lag(&self) -> u64 {
+        self.high.saturating_sub(self.committed.unwrap_or(self.low))
+    }
+}
+
+/// Watermarks and the group's committed offsets of every partition of `topic` (blocking).
+pub fn describe(brokers: &str, topic: &str, group: &str) -> Result<Vec<PartitionLag>, LogError> {
+    let error = |e: rdkafka::error::KafkaError| LogError::Io(std::io::Error::other(e.to_string()));
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(error)?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(error)?;
+    let partitions: Vec<u32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id().max(0) as u32))
+        .collect();
+    let mut list = TopicPartitionList::new();
+    for partition in &partitions {
+        list.add_partition(topic, *partition as i32);
+    }
+    let committed = consumer.committed_offsets(list, timeout).map_err(error)?;
+    let mut out = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition as i32, timeout)
+            .map_err(error)?;
+        let committed = committed
+            .find_partition(topic, partition as i32)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(offset) if offset >= 0 => Some(offset as u64),
+                _ => None,
+            });
+        out.push(PartitionLag {
+            partition,
+            low: low.max(0) as u64,
+            high: high.max(0) as u64,
+            committed,
+        });
+    }
+    out.sort_by_key(|p| p.partition);
+    Ok(out)
+}

@@ -6,6 +6,7 @@ mod bench_tracing;
 mod config;
 mod serve;
 mod token;
+mod topics;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,11 @@ enum Command {
     },
     /// Check that the data directory and every configured IPFS node are usable.
     Check(config::ServeArgs),
+    /// Kafka topic administration.
+    Topics {
+        #[command(subcommand)]
+        command: topics::TopicsCommand,
+    },
     /// Measure throughput against baselines taken in the same run.
     Bench(bench::BenchArgs),
 }
@@ -45,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Token { command } => token::run(command),
         Command::Check(args) => serve::check(args),
         Command::Bench(args) => bench::run(args),
+        Command::Topics { command } => topics::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
