@@ -8,9 +8,11 @@ use std::time::Duration;
 use pinhive_events::{codec, Envelope, Event, PinRequested};
 use pinhive_integration_tests::{create_token, Client, IpfsDaemon, Pinhive, Tansu};
 use pinhive_log::{KafkaLog, KafkaLogConfig, Log, Record};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
 fn external_producer(bootstrap: &str) -> FutureProducer {
@@ -180,4 +182,35 @@ async fn pins_flow_through_kafka_including_external_json_producers() {
         .collect();
     assert_eq!(reasons.len(), 1, "{letters}");
     assert!(reasons[0].contains("json"), "{reasons:?}");
+
+    // The dead-letter topic carries the record and the reason in a header.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &tansu.bootstrap)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset("pinhive-events.dead-letters", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let letter = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                let reason = message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "reason"))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
+                return Some((message.key().map(<[u8]>::to_vec), reason));
+            }
+        }
+        None
+    })
+    .await
+    .unwrap()
+    .expect("a record on the dead-letter topic");
+    assert_eq!(letter.0.as_deref(), Some(external_cid.as_bytes()));
+    assert!(letter.1.unwrap_or_default().contains("json"));
 }

@@ -67,6 +67,11 @@ fn base_config(brokers: &str) -> ClientConfig {
     config
 }
 
+/// The dead-letter topic of `topic`: records that could not be applied, with a `reason` header.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dead-letters")
+}
+
 /// Parses `kafka://host:port[,host:port…]` into the bootstrap list.
 pub fn parse_kafka_url(url: &str) -> Option<String> {
     let brokers = url.strip_prefix("kafka://")?.trim_end_matches('/');
@@ -93,7 +98,13 @@ impl KafkaLog {
             TopicReplication::Fixed(config.replication),
         );
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        match admin.create_topics([&topic], &options).await {
+        let dead_letters = dead_letter_topic(&config.topic);
+        let dlq = NewTopic::new(
+            &dead_letters,
+            1,
+            TopicReplication::Fixed(config.replication),
+        );
+        match admin.create_topics([&topic, &dlq], &options).await {
             Ok(results) => {
                 for result in results {
                     if let Err((name, code)) = result {
@@ -315,6 +326,45 @@ impl Log for KafkaLog {
             positions.push(position);
         }
         Ok(positions)
+    }
+
+    async fn dead_letter(&self, letter: &crate::DeadLetterRecord) -> Result<(), LogError> {
+        let topic = dead_letter_topic(&self.inner.topic);
+        let (partition, offset) = (letter.partition.to_string(), letter.offset.to_string());
+        let mime = ContentType::from_byte(letter.content_type)
+            .map(ContentType::mime)
+            .unwrap_or("application/octet-stream");
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "reason",
+                value: Some(letter.reason.as_str()),
+            })
+            .insert(Header {
+                key: "source-topic",
+                value: Some(self.inner.topic.as_str()),
+            })
+            .insert(Header {
+                key: "source-partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "source-offset",
+                value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: "content-type",
+                value: Some(mime),
+            });
+        let record = FutureRecord::to(&topic)
+            .key(&letter.key)
+            .payload(&letter.value)
+            .headers(headers);
+        self.inner
+            .producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| kafka_error(error))
     }
 
     async fn read(

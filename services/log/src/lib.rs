@@ -44,6 +44,17 @@ impl Record {
     }
 }
 
+/// A record that could not be applied, and why (published by [`Log::dead_letter`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub content_type: u8,
+    pub reason: String,
+}
+
 /// Where an appended record landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Position {
@@ -112,6 +123,12 @@ pub trait Log: Send + Sync + 'static {
 
     /// Durable end (the offset the next record will get) of `partition`.
     fn end_offset(&self, partition: u32) -> u64;
+
+    /// Publishes a dead letter where operators and other tools look for them. The store keeps
+    /// every dead letter too (`/admin/dead-letters`); the embedded log has nothing to add.
+    async fn dead_letter(&self, _letter: &DeadLetterRecord) -> Result<(), LogError> {
+        Ok(())
+    }
 
     /// Retention: drops whole segments that lie entirely below `offset` (every consumer's
     /// checkpoint) and are older than `min_age`. Returns the bytes freed.

@@ -351,6 +351,11 @@ impl Orchestrator {
                     if let Some(commit) = &self.committer {
                         commit(partition, next);
                     }
+                    for letter in &outcome.dead_letters {
+                        if let Err(error) = self.log.dead_letter(letter).await {
+                            tracing::warn!(partition, offset = letter.offset, error = %error, "could not publish a dead letter (kept in the store)");
+                        }
+                    }
                     METRICS
                         .applied_offset
                         .with_label_values(&[&label])

@@ -50,6 +50,8 @@ pub struct BatchOutcome {
     pub actions: Vec<PlannedAction>,
     pub applied: usize,
     pub dead_lettered: usize,
+    /// Published by the consumer after the batch is persisted (Kafka: dead-letter topic).
+    pub dead_letters: Vec<pinhive_log::DeadLetterRecord>,
 }
 
 /// Sent by the repair loop: plan these CIDs again from their persisted state.
@@ -259,6 +261,16 @@ impl ShardActor {
             let envelope = match envelope {
                 Ok(envelope) => envelope,
                 Err(reason) => {
+                    if let Ok(raw) = &record.record {
+                        outcome.dead_letters.push(pinhive_log::DeadLetterRecord {
+                            partition: self.partition,
+                            offset: record.offset,
+                            key: raw.key.clone(),
+                            value: raw.value.clone(),
+                            content_type: raw.content_type,
+                            reason: reason.clone(),
+                        });
+                    }
                     self.dead_letter(record, reason)?;
                     outcome.dead_lettered += 1;
                     continue;
