@@ -214,3 +214,174 @@ async fn pins_flow_through_kafka_including_external_json_producers() {
     assert_eq!(letter.0.as_deref(), Some(external_cid.as_bytes()));
     assert!(letter.1.unwrap_or_default().contains("json"));
 }
+
+fn s3_event(name: &str, key: &str, sequencer: &str, cid: Option<&str>) -> String {
+    let metadata = cid
+        .map(|c| json!({"X-Amz-Meta-Cid": c, "content-type": "image/jpeg"}))
+        .unwrap_or(json!({}));
+    json!({
+        "EventName": name,
+        "Key": format!("photos/{key}"),
+        "Records": [{
+            "eventVersion": "2.0",
+            "eventSource": "minio:s3",
+            "eventName": name,
+            "s3": {
+                "bucket": {"name": "photos"},
+                "object": {"key": key, "size": 12, "sequencer": sequencer, "userMetadata": metadata}
+            }
+        }]
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_notifications_pin_replace_and_unpin_objects() {
+    let tansu = Tansu::start().await.expect("tansu broker");
+    let ipfs = IpfsDaemon::start().await.expect("js-ipfs daemon");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let owner = create_token(&data, "s3", false).unwrap();
+    let admin = create_token(&data, "ops", true).unwrap();
+    let node = format!("ipfs-a={}", ipfs.api_url);
+    let log = format!("kafka://{}", tansu.bootstrap);
+    let pinhive = Pinhive::start(
+        &data,
+        &[
+            "--log",
+            &log,
+            "--s3-topic",
+            "pinhive-s3",
+            "--ipfs-node",
+            &node,
+        ],
+    )
+    .await
+    .unwrap();
+    let (client, admin) = (
+        Client::new(&pinhive.url, &owner),
+        Client::new(&pinhive.url, &admin),
+    );
+    let v1 = ipfs.add(b"cat picture, first version", 1).await.unwrap();
+    let v2 = ipfs.add(b"cat picture, second version", 1).await.unwrap();
+    let producer = external_producer(&tansu.bootstrap);
+    let send = |payload: String| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to("pinhive-s3")
+                        .key("photos/2024/cat.jpg")
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    };
+    let object = |admin: Client| async move {
+        let (_, body) = admin
+            .get("/admin/s3/objects?bucket=photos&prefix=2024%2F")
+            .await;
+        body["objects"].as_array().cloned().unwrap_or_default()
+    };
+
+    // Created: pinned under the object key as its name.
+    send(s3_event(
+        "s3:ObjectCreated:Put",
+        "2024/cat.jpg",
+        "0001",
+        Some(&v1),
+    ))
+    .await;
+    let first =
+        pinhive_integration_tests::eventually(Duration::from_secs(60), "object mapped", || async {
+            let objects = object(admin.clone()).await;
+            objects.first().filter(|o| o["cid"] == v1.as_str()).cloned()
+        })
+        .await;
+    let r1 = first["requestid"].as_str().unwrap().to_string();
+    let pinned = client
+        .wait_status(&r1, "pinned", Duration::from_secs(60))
+        .await;
+    assert_eq!(pinned["pin"]["name"], "2024/cat.jpg");
+    assert!(ipfs.is_pinned(&v1).await.unwrap());
+
+    // Overwritten with new content: the pin moves; the old content is released.
+    send(s3_event(
+        "s3:ObjectCreated:Put",
+        "2024/cat.jpg",
+        "0002",
+        Some(&v2),
+    ))
+    .await;
+    let second =
+        pinhive_integration_tests::eventually(Duration::from_secs(60), "mapping moved", || async {
+            let objects = object(admin.clone()).await;
+            objects.first().filter(|o| o["cid"] == v2.as_str()).cloned()
+        })
+        .await;
+    let r2 = second["requestid"].as_str().unwrap().to_string();
+    client
+        .wait_status(&r2, "pinned", Duration::from_secs(60))
+        .await;
+    assert_eq!(client.get(&format!("/pins/{r1}")).await.0, 404);
+    pinhive_integration_tests::eventually(
+        Duration::from_secs(60),
+        "old version unpinned",
+        || async { (!ipfs.is_pinned(&v1).await.ok()?).then_some(()) },
+    )
+    .await;
+    let (_, by_cid) = admin.get(&format!("/admin/s3/cids/{v2}")).await;
+    assert_eq!(by_cid["objects"][0]["key"], "2024/cat.jpg", "{by_cid}");
+    let (_, by_old) = admin.get(&format!("/admin/s3/cids/{v1}")).await;
+    assert!(by_old["objects"].as_array().unwrap().is_empty());
+
+    // A stale event (older sequencer) changes nothing; a notification without a CID is
+    // dead-lettered; removal unpins.
+    send(s3_event(
+        "s3:ObjectCreated:Put",
+        "2024/cat.jpg",
+        "0000",
+        Some(&v1),
+    ))
+    .await;
+    send(s3_event(
+        "s3:ObjectCreated:Put",
+        "2024/dog.jpg",
+        "0001",
+        None,
+    ))
+    .await;
+    send(s3_event(
+        "s3:ObjectRemoved:Delete",
+        "2024/cat.jpg",
+        "0003",
+        None,
+    ))
+    .await;
+    pinhive_integration_tests::eventually(Duration::from_secs(60), "object removed", || async {
+        object(admin.clone()).await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(client.get(&format!("/pins/{r2}")).await.0, 404);
+    pinhive_integration_tests::eventually(
+        Duration::from_secs(60),
+        "removed object unpinned",
+        || async { (!ipfs.is_pinned(&v2).await.ok()?).then_some(()) },
+    )
+    .await;
+    let (_, letters) = admin.get("/admin/dead-letters").await;
+    let reasons: Vec<String> = letters["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("no CID")), "{reasons:?}");
+    assert!(
+        !ipfs.is_pinned(&v1).await.unwrap(),
+        "the stale event did not re-pin v1"
+    );
+}

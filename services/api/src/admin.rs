@@ -23,7 +23,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/nodes", web::get().to(list_nodes))
         .route("/admin/nodes", web::post().to(add_node))
         .route("/admin/nodes/{id}", web::delete().to(remove_node))
-        .route("/admin/tokens", web::post().to(create_token));
+        .route("/admin/tokens", web::post().to(create_token))
+        .route("/admin/s3/events", web::post().to(s3_events))
+        .route("/admin/s3/objects", web::get().to(s3_objects))
+        .route("/admin/s3/cids/{cid}", web::get().to(s3_by_cid));
 }
 
 async fn health() -> HttpResponse {
@@ -236,6 +239,59 @@ async fn remove_node(
     web::block(move || store.remove_node(&lookup)).await??;
     state.nodes.remove(&id).map_err(ApiError::bad_request)?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// S3 event-notification webhook (the same JSON an S3 gateway publishes to Kafka).
+async fn s3_events(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    use pinhive_orchestrator::s3::S3Error;
+    match state.s3.ingest(&body).await {
+        Ok(outcomes) => Ok(HttpResponse::Ok().json(json!({"applied": outcomes}))),
+        Err(S3Error::Malformed(reason)) => Err(ApiError::bad_request(reason)),
+        Err(S3Error::Transient(reason)) => {
+            Err(ApiError::new(crate::error::ErrorCode::Unavailable, reason))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct S3ObjectsQuery {
+    bucket: String,
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Objects of a bucket by key prefix (keyset pagination with `after`), with their CIDs.
+async fn s3_objects(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+    query: web::Query<S3ObjectsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let store = state.store.clone();
+    let objects = web::block(move || {
+        store.list_s3_objects(&query.bucket, &query.prefix, query.after.as_deref(), limit)
+    })
+    .await??;
+    Ok(HttpResponse::Ok().json(json!({"objects": objects})))
+}
+
+/// S3 objects whose content is this CID.
+async fn s3_by_cid(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let cid = path.into_inner();
+    let store = state.store.clone();
+    let objects = web::block(move || store.s3_objects_by_cid(&cid, 1000)).await??;
+    Ok(HttpResponse::Ok().json(json!({"objects": objects})))
 }
 
 #[derive(Deserialize)]

@@ -38,6 +38,8 @@ pub struct ApiConfig {
     pub apply_wait: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Owner of the pins created from S3 notifications.
+    pub s3_owner: String,
 }
 
 impl Default for ApiConfig {
@@ -47,12 +49,14 @@ impl Default for ApiConfig {
             replicas_max: 3,
             apply_wait: Duration::from_secs(2),
             max_body_bytes: 64 * 1024,
+            s3_owner: "s3".into(),
         }
     }
 }
 
 /// Everything the handlers share.
 pub struct AppState {
+    pub s3: Arc<pinhive_orchestrator::s3::S3Ingest>,
     pub log: Arc<dyn Log>,
     pub store: Arc<dyn Store>,
     pub orchestrator: Arc<Orchestrator>,
@@ -71,6 +75,13 @@ impl AppState {
         config: ApiConfig,
     ) -> Self {
         AppState {
+            s3: Arc::new(pinhive_orchestrator::s3::S3Ingest::new(
+                log.clone(),
+                store.clone(),
+                config.s3_owner.clone(),
+                config.replicas_min,
+                config.replicas_max,
+            )),
             registry: orchestrator.registry().clone(),
             log,
             store,

@@ -418,3 +418,72 @@ impl Log for KafkaLog {
         Ok(0)
     }
 }
+
+/// A plain consumer-group subscription to another topic (e.g. S3 bucket notifications): each
+/// record is handed out once per group; the caller commits after processing it.
+pub struct TopicSubscription {
+    consumer: rdkafka::consumer::StreamConsumer,
+}
+
+/// One record of a [`TopicSubscription`].
+pub struct TopicRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl TopicSubscription {
+    /// Creates `topic` if absent, then joins `group` on it.
+    pub async fn subscribe(
+        brokers: &str,
+        topic: &str,
+        group: &str,
+        partitions: i32,
+    ) -> Result<Self, LogError> {
+        let admin: AdminClient<DefaultClientContext> =
+            base_config(brokers).create().map_err(kafka_error)?;
+        let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        if let Ok(results) = admin.create_topics([&new_topic], &options).await {
+            for result in results {
+                if let Err((name, code)) = result {
+                    if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                        return Err(kafka_error(format!("creating topic {name}: {code}")));
+                    }
+                }
+            }
+        }
+        let consumer: rdkafka::consumer::StreamConsumer = base_config(brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(kafka_error)?;
+        consumer.subscribe(&[topic]).map_err(kafka_error)?;
+        Ok(TopicSubscription { consumer })
+    }
+
+    pub async fn next(&self) -> Result<TopicRecord, LogError> {
+        let message = self.consumer.recv().await.map_err(kafka_error)?;
+        Ok(TopicRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().unwrap_or_default().to_vec(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        })
+    }
+
+    /// Commits past `record` (asynchronously).
+    pub fn commit(&self, topic: &str, record: &TopicRecord) {
+        let mut list = TopicPartitionList::new();
+        if list
+            .add_partition_offset(topic, record.partition, Offset::Offset(record.offset + 1))
+            .is_ok()
+        {
+            let _ = self
+                .consumer
+                .commit(&list, rdkafka::consumer::CommitMode::Async);
+        }
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod consumer;
 pub mod metrics;
+pub mod s3;
 pub mod shard;
 
 pub use consumer::{Orchestrator, OrchestratorConfig};

@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// Kafka consumer group the instances share (empty: this instance runs every partition).
     #[arg(long, env = "PINHIVE_KAFKA_GROUP")]
     pub kafka_group: Option<String>,
+    /// Kafka topic of S3 bucket notifications to ingest (empty: none).
+    #[arg(long, env = "PINHIVE_S3_TOPIC")]
+    pub s3_topic: Option<String>,
+    /// Owner of pins created from S3 notifications.
+    #[arg(long, env = "PINHIVE_S3_OWNER")]
+    pub s3_owner: Option<String>,
     /// Kafka group session timeout: how soon a dead instance's partitions move.
     #[arg(long, env = "PINHIVE_KAFKA_SESSION_TIMEOUT_MS")]
     pub kafka_session_timeout_ms: Option<u64>,
@@ -80,6 +86,8 @@ pub struct Config {
     pub kafka_topic: String,
     pub kafka_group: String,
     pub kafka_session_timeout_ms: u64,
+    pub s3_topic: String,
+    pub s3_owner: String,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub ipfs_nodes: Vec<String>,
@@ -102,6 +110,8 @@ impl Default for Config {
             kafka_topic: "pinhive-events".into(),
             kafka_group: "pinhive".into(),
             kafka_session_timeout_ms: 10_000,
+            s3_topic: String::new(),
+            s3_owner: "s3".into(),
             data_dir: PathBuf::from("pinhive-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ipfs_nodes: Vec::new(),
@@ -141,6 +151,8 @@ impl Config {
         flag!(kafka_topic);
         flag!(kafka_group);
         flag!(kafka_session_timeout_ms);
+        flag!(s3_topic);
+        flag!(s3_owner);
         flag!(data_dir);
         flag!(listen);
         flag!(partitions);

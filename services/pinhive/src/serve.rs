@@ -203,9 +203,31 @@ pub async fn start(
         ApiConfig {
             replicas_min: config.replicas_min,
             replicas_max: config.replicas_max,
+            s3_owner: config.s3_owner.clone(),
             ..ApiConfig::default()
         },
     ));
+    // S3 bucket notifications from Kafka (the webhook POST /admin/s3/events works in any mode).
+    if let (Some(brokers), false) = (
+        pinhive_log::kafka::parse_kafka_url(&config.log),
+        config.s3_topic.is_empty(),
+    ) {
+        let subscription = pinhive_log::kafka::TopicSubscription::subscribe(
+            &brokers,
+            &config.s3_topic,
+            &format!("{}-s3", config.kafka_group.trim()),
+            1,
+        )
+        .await
+        .with_context(|| format!("subscribing to the S3 topic {}", config.s3_topic))?;
+        tracing::info!(topic = %config.s3_topic, "ingesting S3 bucket notifications");
+        actix::spawn(
+            state
+                .s3
+                .clone()
+                .consume_kafka(subscription, config.s3_topic.clone()),
+        );
+    }
     let server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(pinhive_api::metrics::track))

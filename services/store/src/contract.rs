@@ -13,9 +13,71 @@ use crate::{
 
 type Check = (&'static str, fn(&dyn Store));
 
+fn s3_objects(store: &dyn Store) {
+    let object = |key: &str, cid: &str| crate::S3Object {
+        bucket: "photos".into(),
+        key: key.into(),
+        cid: cid.into(),
+        requestid: format!("r-{key}"),
+        sequencer: "1".into(),
+    };
+    for (key, cid) in [
+        ("2024/a.jpg", "c1"),
+        ("2024/b.jpg", "c2"),
+        ("2025/c.jpg", "c1"),
+    ] {
+        store
+            .put_s3_object("photos", key, Some(&object(key, cid)))
+            .unwrap();
+    }
+    store
+        .put_s3_object("other", "2024/a.jpg", Some(&object("2024/a.jpg", "c9")))
+        .unwrap();
+    let keys = |list: Vec<crate::S3Object>| list.into_iter().map(|o| o.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.list_s3_objects("photos", "2024/", None, 10).unwrap()),
+        ["2024/a.jpg", "2024/b.jpg"]
+    );
+    assert_eq!(
+        keys(
+            store
+                .list_s3_objects("photos", "2024/", Some("2024/a.jpg"), 10)
+                .unwrap()
+        ),
+        ["2024/b.jpg"]
+    );
+    assert_eq!(
+        keys(store.list_s3_objects("photos", "", None, 2).unwrap()).len(),
+        2
+    );
+    assert_eq!(
+        keys(store.s3_objects_by_cid("c1", 10).unwrap()),
+        ["2024/a.jpg", "2025/c.jpg"]
+    );
+    // Overwrite with new content moves the by-CID entry; delete clears both.
+    store
+        .put_s3_object("photos", "2024/a.jpg", Some(&object("2024/a.jpg", "c3")))
+        .unwrap();
+    assert_eq!(
+        keys(store.s3_objects_by_cid("c1", 10).unwrap()),
+        ["2025/c.jpg"]
+    );
+    assert_eq!(
+        keys(store.s3_objects_by_cid("c3", 10).unwrap()),
+        ["2024/a.jpg"]
+    );
+    store.put_s3_object("photos", "2024/a.jpg", None).unwrap();
+    assert!(store
+        .get_s3_object("photos", "2024/a.jpg")
+        .unwrap()
+        .is_none());
+    assert!(store.s3_objects_by_cid("c3", 10).unwrap().is_empty());
+}
+
 /// Runs every check, each on a store made by `fresh`.
 pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
-    let checks: [Check; 8] = [
+    let checks: [Check; 9] = [
+        ("s3 objects by key prefix and by cid", s3_objects),
         ("pin rows and cid state round-trip", rows_round_trip),
         (
             "status change moves the pin between listings",

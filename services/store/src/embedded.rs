@@ -16,8 +16,8 @@ use serde::Serialize;
 use crate::keys;
 use crate::query::{NameMatch, PinPage, PinQuery, COUNT_BUDGET, SCAN_BUDGET};
 use crate::{
-    CidWrite, CounterRow, DeadLetter, JournalEntry, PinWrite, ShardBatch, Store, StoreError,
-    TokenRecord,
+    CidWrite, CounterRow, DeadLetter, JournalEntry, PinWrite, S3Object, ShardBatch, Store,
+    StoreError, TokenRecord,
 };
 
 pub struct EmbeddedStore {
@@ -32,6 +32,22 @@ pub struct EmbeddedStore {
     tokens: Keyspace,
     nodes: Keyspace,
     dead_letters: Keyspace,
+    s3_objects: Keyspace,
+    s3_by_cid: Keyspace,
+}
+
+fn s3_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut out = bucket.as_bytes().to_vec();
+    out.push(0);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn s3_cid_key(cid: &str, bucket: &str, key: &str) -> Vec<u8> {
+    let mut out = cid.as_bytes().to_vec();
+    out.push(0);
+    out.extend_from_slice(&s3_key(bucket, key));
+    out
 }
 
 fn backend(error: impl std::fmt::Display) -> StoreError {
@@ -81,6 +97,8 @@ impl EmbeddedStore {
             tokens: open("tokens")?,
             nodes: open("nodes")?,
             dead_letters: open("dead_letters")?,
+            s3_objects: open("s3_objects")?,
+            s3_by_cid: open("s3_by_cid")?,
             db,
         })
     }
@@ -439,6 +457,79 @@ impl Store for EmbeddedStore {
         for guard in self.nodes.iter() {
             let (_, value) = guard.into_inner().map_err(backend)?;
             out.push(decode("node", &value)?);
+        }
+        Ok(out)
+    }
+
+    fn put_s3_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: Option<&S3Object>,
+    ) -> Result<(), StoreError> {
+        let previous = self.get_s3_object(bucket, key)?;
+        let mut write = self.db.batch();
+        if let Some(previous) = &previous {
+            write.remove(&self.s3_by_cid, s3_cid_key(&previous.cid, bucket, key));
+        }
+        match object {
+            Some(object) => {
+                write.insert(&self.s3_by_cid, s3_cid_key(&object.cid, bucket, key), []);
+                write.insert(&self.s3_objects, s3_key(bucket, key), encode(object));
+            }
+            None => write.remove(&self.s3_objects, s3_key(bucket, key)),
+        }
+        write.commit().map_err(backend)
+    }
+
+    fn get_s3_object(&self, bucket: &str, key: &str) -> Result<Option<S3Object>, StoreError> {
+        self.get_decoded(&self.s3_objects, "s3 object", &s3_key(bucket, key))
+    }
+
+    fn list_s3_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<S3Object>, StoreError> {
+        let start = match after {
+            Some(after) => {
+                let mut start = s3_key(bucket, after);
+                start.push(0);
+                start
+            }
+            None => s3_key(bucket, prefix),
+        };
+        let range_prefix = s3_key(bucket, prefix);
+        let mut out = Vec::new();
+        for guard in self.s3_objects.range(start..) {
+            let (key, value) = guard.into_inner().map_err(backend)?;
+            if !key.starts_with(&range_prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(decode("s3 object", &value)?);
+        }
+        Ok(out)
+    }
+
+    fn s3_objects_by_cid(&self, cid: &str, limit: usize) -> Result<Vec<S3Object>, StoreError> {
+        let mut prefix = cid.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for guard in self.s3_by_cid.prefix(&prefix).take(limit) {
+            let key = guard.key().map_err(backend)?;
+            let rest = &key[prefix.len()..];
+            let Some(split) = rest.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let bucket = String::from_utf8_lossy(&rest[..split]).into_owned();
+            let object_key = String::from_utf8_lossy(&rest[split + 1..]).into_owned();
+            if let Some(object) = self.get_s3_object(&bucket, &object_key)? {
+                if object.cid == cid {
+                    out.push(object);
+                }
+            }
         }
         Ok(out)
     }

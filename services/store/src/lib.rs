@@ -126,6 +126,17 @@ pub struct DeadLetter {
     pub dead_lettered_ns: i64,
 }
 
+/// Where an S3 object's content is pinned: the pin that holds `bucket/key` now.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct S3Object {
+    pub bucket: String,
+    pub key: String,
+    pub cid: String,
+    pub requestid: String,
+    /// S3 `sequencer` (or version id / eTag) of the event that set it; orders events per key.
+    pub sequencer: String,
+}
+
 /// The store adapter. All methods are blocking; async callers use `spawn_blocking` or a
 /// `SyncArbiter` actor.
 pub trait Store: Send + Sync + 'static {
@@ -166,6 +177,26 @@ pub trait Store: Send + Sync + 'static {
     fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError>;
     fn remove_node(&self, id: &str) -> Result<(), StoreError>;
     fn list_nodes(&self) -> Result<Vec<NodeDescriptor>, StoreError>;
+
+    /// Sets (Some) or clears (None) the object at `bucket/key`, maintaining the by-CID index.
+    /// Written only by the S3 ingester; idempotent.
+    fn put_s3_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: Option<&S3Object>,
+    ) -> Result<(), StoreError>;
+    fn get_s3_object(&self, bucket: &str, key: &str) -> Result<Option<S3Object>, StoreError>;
+    /// Objects of `bucket` whose key starts with `prefix`, in key order after `after`.
+    fn list_s3_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<S3Object>, StoreError>;
+    /// Objects whose content is `cid`.
+    fn s3_objects_by_cid(&self, cid: &str, limit: usize) -> Result<Vec<S3Object>, StoreError>;
 
     fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
     fn dead_letters(
