@@ -299,44 +299,6 @@ impl S3Ingest {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_minio_and_aws_style_notifications() {
-        let minio = br#"{"EventName":"s3:ObjectCreated:Put","Key":"photos/a b.jpg","Records":[{"eventVersion":"2.0","eventSource":"minio:s3","eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"photos"},"object":{"key":"a+b%2Bc.jpg","size":5,"eTag":"e1","sequencer":"17A","userMetadata":{"X-Amz-Meta-Cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","content-type":"image/jpeg"}}}}]}"#;
-        let parsed = parse(minio).unwrap();
-        assert_eq!(parsed.len(), 1);
-        assert_eq!(parsed[0].key, "a b+c.jpg");
-        assert_eq!(parsed[0].sequencer, "17A");
-        assert!(matches!(parsed[0].change, Change::Created { .. }));
-        let aws = br#"{"Records":[{"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"b"},"object":{"key":"k","sequencer":"0A"}}},{"eventName":"s3:TestEvent","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#;
-        let parsed = parse(aws).unwrap();
-        assert_eq!(parsed.len(), 1, "unrelated events are skipped");
-        assert!(matches!(parsed[0].change, Change::Removed));
-    }
-
-    #[test]
-    fn rejects_what_cannot_be_pinned() {
-        for bad in [
-            &b"not json"[..],
-            br#"{"Records":[{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#,
-            br#"{"Records":[{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"k","userMetadata":{"x-amz-meta-cid":"nope"}}}}]}"#,
-        ] {
-            assert!(matches!(parse(bad), Err(S3Error::Malformed(_))));
-        }
-    }
-
-    #[test]
-    fn sequencers_order_events_per_key() {
-        assert!(is_stale("0A", "0B"));
-        assert!(!is_stale("0C", "0B"));
-        assert!(!is_stale("", "0B"));
-        assert!(!is_stale("100", "0B"), "different lengths are not compared");
-    }
-}
-
 impl S3Ingest {
     /// Consumes a Kafka topic of notifications until the task is aborted: each record is
     /// ingested (retried while the log or store is unavailable) or dead-lettered, then committed.
@@ -418,5 +380,43 @@ impl S3Ingest {
         if let Err(error) = published {
             tracing::warn!(error = %error, "could not publish the dead letter (kept in the store)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_minio_and_aws_style_notifications() {
+        let minio = br#"{"EventName":"s3:ObjectCreated:Put","Key":"photos/a b.jpg","Records":[{"eventVersion":"2.0","eventSource":"minio:s3","eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"photos"},"object":{"key":"a+b%2Bc.jpg","size":5,"eTag":"e1","sequencer":"17A","userMetadata":{"X-Amz-Meta-Cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","content-type":"image/jpeg"}}}}]}"#;
+        let parsed = parse(minio).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].key, "a b+c.jpg");
+        assert_eq!(parsed[0].sequencer, "17A");
+        assert!(matches!(parsed[0].change, Change::Created { .. }));
+        let aws = br#"{"Records":[{"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"b"},"object":{"key":"k","sequencer":"0A"}}},{"eventName":"s3:TestEvent","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#;
+        let parsed = parse(aws).unwrap();
+        assert_eq!(parsed.len(), 1, "unrelated events are skipped");
+        assert!(matches!(parsed[0].change, Change::Removed));
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_pinned() {
+        for bad in [
+            &b"not json"[..],
+            br#"{"Records":[{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#,
+            br#"{"Records":[{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"k","userMetadata":{"x-amz-meta-cid":"nope"}}}}]}"#,
+        ] {
+            assert!(matches!(parse(bad), Err(S3Error::Malformed(_))));
+        }
+    }
+
+    #[test]
+    fn sequencers_order_events_per_key() {
+        assert!(is_stale("0A", "0B"));
+        assert!(!is_stale("0C", "0B"));
+        assert!(!is_stale("", "0B"));
+        assert!(!is_stale("100", "0B"), "different lengths are not compared");
     }
 }
