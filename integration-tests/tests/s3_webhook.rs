@@ -1,0 +1,77 @@
+//! S3 notifications through the admin webhook (embedded mode, no Kafka): the same ingest as
+//! the Kafka topic, with HTTP errors for bad input.
+
+use pinhive_integration_tests::{create_token, free_port, Client, Pinhive};
+use serde_json::json;
+
+const CID: &str = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_notifications_become_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let owner = create_token(&data, "s3", false).unwrap();
+    let admin = create_token(&data, "ops", true).unwrap();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let pinhive = Pinhive::start(&data, &["--ipfs-node", &closed])
+        .await
+        .unwrap();
+    let (owner, admin) = (
+        Client::new(&pinhive.url, &owner),
+        Client::new(&pinhive.url, &admin),
+    );
+    let event = json!({"Records": [{
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": "docs"},
+               "object": {"key": "reports/q1+2024.pdf", "sequencer": "0A",
+                          "userMetadata": {"x-amz-meta-cid": CID}}}
+    }]});
+    async fn post(client: &Client, body: serde_json::Value) -> (u16, serde_json::Value) {
+        client
+            .send(
+                client
+                    .request(reqwest::Method::POST, "/admin/s3/events")
+                    .json(&body),
+            )
+            .await
+    }
+    let (status, body) = post(&admin, event.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["applied"][0]["action"], "pinned");
+    let requestid = body["applied"][0]["requestid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Re-delivery is recognised.
+    let (_, again) = post(&admin, event).await;
+    assert_eq!(again["applied"][0]["action"], "duplicate");
+
+    let (_, objects) = admin
+        .get("/admin/s3/objects?bucket=docs&prefix=reports%2F")
+        .await;
+    assert_eq!(
+        objects["objects"][0]["key"], "reports/q1 2024.pdf",
+        "{objects}"
+    );
+    let (status, pin) = owner.get(&format!("/pins/{requestid}")).await;
+    assert_eq!(status, 200, "{pin}");
+    assert_eq!(pin["pin"]["name"], "reports/q1 2024.pdf");
+    assert_eq!(pin["pin"]["meta"]["s3_bucket"], "docs");
+
+    let (status, body) = post(
+        &admin,
+        json!({"Records": [{"eventName": "s3:ObjectCreated:Put",
+        "s3": {"bucket": {"name": "docs"}, "object": {"key": "x"}}}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["reason"].as_str()),
+        (400, Some("BAD_REQUEST")),
+        "{body}"
+    );
+    assert_eq!(
+        post(&owner, json!({"Records": []})).await.0,
+        403,
+        "admin only"
+    );
+}
