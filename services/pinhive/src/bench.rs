@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// each against a real `pinhive serve` process.
     #[arg(long)]
     pub tracing_overhead: bool,
+    /// Instead: raw rdkafka vs pinhive in Kafka mode on this broker (HOST:PORT).
+    #[arg(long)]
+    pub kafka: Option<String>,
 }
 
 /// IPFS clients for benchmarks: in-process simulated nodes that answer at once.
@@ -84,6 +87,9 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(brokers) = &args.kafka {
+        return crate::bench_kafka::run(brokers, args.pins);
+    }
     if args.tracing_overhead {
         return crate::bench_tracing::run(args.pins, args.concurrency);
     }

@@ -2,6 +2,7 @@
 //! service crates.
 
 mod bench;
+mod bench_kafka;
 mod bench_tracing;
 mod config;
 mod serve;
