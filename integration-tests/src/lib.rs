@@ -475,3 +475,109 @@ impl Drop for Tansu {
         let _ = self.child.wait();
     }
 }
+
+/// A burst of concurrent `POST /pins` (cycling through `cids`) running in the background.
+pub struct Burst {
+    pub acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+    pub total: usize,
+}
+
+impl Burst {
+    pub fn start(client: &Client, cids: &[String], total: usize, concurrency: usize) -> Burst {
+        use futures::stream::{self, StreamExt};
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (client, counter, cids) = (client.clone(), acked.clone(), cids.to_vec());
+        let task = tokio::spawn(async move {
+            stream::iter(0..total)
+                .map(|i| {
+                    let (client, acked, cid) = (
+                        client.clone(),
+                        counter.clone(),
+                        cids[i % cids.len()].clone(),
+                    );
+                    async move {
+                        let response = client
+                            .request(reqwest::Method::POST, "/pins")
+                            .json(&serde_json::json!({"cid": cid, "name": format!("burst-{i}")}))
+                            .send()
+                            .await
+                            .ok()?;
+                        if response.status() != 202 {
+                            return None;
+                        }
+                        let body: Value = response.json().await.ok()?;
+                        acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        Some(body["requestid"].as_str()?.to_string())
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .filter_map(|r| async move { r })
+                .collect::<Vec<String>>()
+                .await
+        });
+        Burst { acked, task, total }
+    }
+
+    /// Waits (polling tightly, so what follows lands early in the burst) for `count` 202s.
+    pub async fn wait_acked(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.acked.load(std::sync::atomic::Ordering::SeqCst) < count {
+            assert!(Instant::now() < deadline, "{count} acknowledged requests");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The request ids that got 202 (after the server went away, the rest fail).
+    pub async fn acknowledged(self) -> std::collections::BTreeSet<String> {
+        self.task.await.unwrap_or_default().into_iter().collect()
+    }
+}
+
+/// Every pin of the client's owner (all statuses), paging with `before`; and the `count` the
+/// first page reported.
+pub async fn list_every_pin(client: &Client) -> (Vec<String>, u64) {
+    let mut listed = Vec::new();
+    let mut before: Option<String> = None;
+    let mut count = None;
+    loop {
+        let mut path = "/pins?status=queued,pinning,pinned,failed&limit=1000".to_string();
+        if let Some(b) = &before {
+            path.push_str(&format!("&before={}", b.replace(':', "%3A")));
+        }
+        let (status, body) = client.get(&path).await;
+        assert_eq!(status, 200, "{body}");
+        count.get_or_insert(body["count"].as_u64().unwrap_or_default());
+        let page = body["results"].as_array().cloned().unwrap_or_default();
+        let Some(last) = page.last() else { break };
+        before = last["created"].as_str().map(str::to_string);
+        listed.extend(
+            page.iter()
+                .filter_map(|p| p["requestid"].as_str().map(str::to_string)),
+        );
+    }
+    (listed, count.unwrap_or_default())
+}
+
+/// How many `pin_requested` events each request's history holds (exactly-once check).
+pub async fn pin_requested_counts(
+    admin: &Client,
+    requestids: impl IntoIterator<Item = &String>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for requestid in requestids {
+        let (status, history) = admin.get(&format!("/admin/pins/{requestid}/history")).await;
+        assert_eq!(status, 200, "{history}");
+        let requested = history["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e["kind"] == "pin_requested")
+                    .count()
+            })
+            .unwrap_or_default();
+        counts.insert(requestid.clone(), requested);
+    }
+    counts
+}

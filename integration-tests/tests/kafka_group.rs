@@ -8,14 +8,14 @@
 //! partitions to it (observed here). Crash handover needs a broker that enforces
 //! `session.timeout.ms` (Apache Kafka, Redpanda); the code path after the rebalance is the same.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
-use pinhive_integration_tests::{create_token, eventually, Client, IpfsDaemon, Pinhive, Tansu};
-use serde_json::{json, Value};
+use pinhive_integration_tests::{
+    create_token, eventually, list_every_pin, pin_requested_counts, Burst, Client, IpfsDaemon,
+    Pinhive, Tansu,
+};
+use serde_json::Value;
 
 async fn owned(admin: &Client) -> BTreeSet<u64> {
     let (_, body) = admin.get("/admin/shards").await;
@@ -78,43 +78,11 @@ async fn a_stopped_instance_hands_its_partitions_over_without_loss() {
 
     // Burst at instance A; stop it early in the burst.
     let client_a = Client::new(&a.url, &token_a);
-    let total = 1_500;
-    let acked = Arc::new(AtomicUsize::new(0));
-    let burst = {
-        let (client, acked, cids) = (client_a.clone(), acked.clone(), cids.clone());
-        tokio::spawn(async move {
-            stream::iter(0..total)
-                .map(|i| {
-                    let (client, acked, cid) =
-                        (client.clone(), acked.clone(), cids[i % cids.len()].clone());
-                    async move {
-                        let response = client
-                            .request(reqwest::Method::POST, "/pins")
-                            .json(&json!({"cid": cid, "name": format!("group-{i}")}))
-                            .send()
-                            .await
-                            .ok()?;
-                        if response.status() != 202 {
-                            return None;
-                        }
-                        let body: Value = response.json().await.ok()?;
-                        acked.fetch_add(1, Ordering::SeqCst);
-                        Some(body["requestid"].as_str()?.to_string())
-                    }
-                })
-                .buffer_unordered(32)
-                .filter_map(|r| async move { r })
-                .collect::<Vec<String>>()
-                .await
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while acked.load(Ordering::SeqCst) < 300 {
-        assert!(Instant::now() < deadline, "300 acknowledged requests");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let burst = Burst::start(&client_a, &cids, 1_500, 32);
+    burst.wait_acked(300).await;
     assert!(a.stop(), "A exits cleanly:\n{}", a.log_tail());
-    let acknowledged: BTreeSet<String> = burst.await.unwrap().into_iter().collect();
+    let total = burst.total;
+    let acknowledged = burst.acknowledged().await;
     assert!(
         acknowledged.len() >= 300 && acknowledged.len() < total,
         "{}",
@@ -140,43 +108,13 @@ async fn a_stopped_instance_hands_its_partitions_over_without_loss() {
     }
 
     // Nothing applied twice: rows are unique, counters match rows, one PinRequested each.
-    let mut listed = Vec::new();
-    let mut before: Option<String> = None;
-    let mut count = None;
-    loop {
-        let mut path = "/pins?status=queued,pinning,pinned,failed&limit=1000".to_string();
-        if let Some(b) = &before {
-            path.push_str(&format!("&before={}", b.replace(':', "%3A")));
-        }
-        let (status, body) = client_b.get(&path).await;
-        assert_eq!(status, 200, "{body}");
-        count.get_or_insert(body["count"].as_u64().unwrap());
-        let page = body["results"].as_array().unwrap().clone();
-        let Some(last) = page.last() else { break };
-        before = Some(last["created"].as_str().unwrap().to_string());
-        listed.extend(
-            page.iter()
-                .map(|p| p["requestid"].as_str().unwrap().to_string()),
-        );
-    }
+    let (listed, count) = list_every_pin(&client_b).await;
     let distinct: BTreeSet<String> = listed.iter().cloned().collect();
     assert_eq!(distinct.len(), listed.len(), "a request listed twice");
-    assert_eq!(count, Some(listed.len() as u64), "counters match the rows");
+    assert_eq!(count, listed.len() as u64, "counters match the rows");
     assert!(acknowledged.is_subset(&distinct));
-    let mut per_request: BTreeMap<String, usize> = BTreeMap::new();
-    for requestid in acknowledged.iter().take(150) {
-        let (_, history) = admin_b
-            .get(&format!("/admin/pins/{requestid}/history"))
-            .await;
-        let requested = history["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["kind"] == "pin_requested")
-            .count();
-        per_request.insert(requestid.clone(), requested);
-    }
-    assert!(per_request.values().all(|n| *n == 1), "{per_request:?}");
+    let counts = pin_requested_counts(&admin_b, acknowledged.iter().take(150)).await;
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
     for cid in &cids {
         assert!(ipfs.is_pinned(cid).await.unwrap());
     }
