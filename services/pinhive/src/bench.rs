@@ -65,6 +65,26 @@ pub fn simulated_drivers() -> NodeDriverConfig {
     }
 }
 
+/// A `PinRequested` record for bench item `i` (owner `bench`, one replica).
+pub fn pin_request_record(tag: &str, i: usize) -> Record {
+    let cid = bench_cid(tag, i);
+    Record::from_envelope(&Envelope::new(
+        cid.clone(),
+        Event::PinRequested(PinRequested {
+            requestid: format!("{tag}-{i}"),
+            owner: "bench".into(),
+            cid,
+            name: None,
+            origins: vec![],
+            meta: Default::default(),
+            created_ns: pinhive_events::now_ns() + i as i64,
+            replicas_min: 1,
+            replicas_max: 1,
+            replaces: None,
+        }),
+    ))
+}
+
 /// A CIDv1 (raw, sha2-256) for bench item `i`.
 pub fn bench_cid(tag: &str, i: usize) -> String {
     use sha2::Digest;
@@ -238,24 +258,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let log = service.log.clone();
         let records: Vec<Record> = (0..pins)
-            .map(|i| {
-                let cid = bench_cid("pipeline", i);
-                Record::from_envelope(&Envelope::new(
-                    cid.clone(),
-                    Event::PinRequested(PinRequested {
-                        requestid: format!("pipeline-{i}"),
-                        owner: "bench".into(),
-                        cid,
-                        name: None,
-                        origins: vec![],
-                        meta: Default::default(),
-                        created_ns: pinhive_events::now_ns() + i as i64,
-                        replicas_min: 1,
-                        replicas_max: 1,
-                        replaces: None,
-                    }),
-                ))
-            })
+            .map(|i| pin_request_record("pipeline", i))
             .collect();
         for chunk in records.chunks(512) {
             log.append(chunk.to_vec()).await?;
@@ -312,7 +315,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_pinned(
+pub async fn wait_pinned(
     store: &Arc<dyn pinhive_store::Store>,
     partitions: u32,
     target: u64,

@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::stream::{self, StreamExt};
-use pinhive_domain::PinStatus;
-use pinhive_events::{Envelope, Event, PinRequested};
 use pinhive_log::Record;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -126,47 +124,19 @@ pub fn run(brokers: &str, pins: usize) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let records: Vec<Record> = (0..pins)
-            .map(|i| {
-                let cid = crate::bench::bench_cid(&tag, i);
-                Record::from_envelope(&Envelope::new(
-                    cid.clone(),
-                    Event::PinRequested(PinRequested {
-                        requestid: format!("kafka-{i}"),
-                        owner: "bench".into(),
-                        cid,
-                        name: None,
-                        origins: vec![],
-                        meta: Default::default(),
-                        created_ns: pinhive_events::now_ns() + i as i64,
-                        replicas_min: 1,
-                        replicas_max: 1,
-                        replaces: None,
-                    }),
-                ))
-            })
+            .map(|i| crate::bench::pin_request_record(&tag, i))
             .collect();
         let started = Instant::now();
         for chunk in records.chunks(1000) {
             service.log.append(chunk.to_vec()).await?;
         }
-        let deadline = Instant::now() + Duration::from_secs(900);
-        loop {
-            let store = service.store.clone();
-            let pinned = tokio::task::spawn_blocking(move || {
-                pinhive_store::total_count(
-                    store.as_ref(),
-                    "bench",
-                    PinStatus::Pinned,
-                    PARTITIONS as u32,
-                )
-            })
-            .await??;
-            if pinned >= pins as u64 {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "only {pinned} of {pins} pinned");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::bench::wait_pinned(
+            &service.store,
+            PARTITIONS as u32,
+            pins as u64,
+            "Kafka pins → pinned",
+        )
+        .await?;
         let elapsed = started.elapsed();
         let events: u64 = service
             .orchestrator
