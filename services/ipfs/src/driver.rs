@@ -296,6 +296,14 @@ impl Work {
             NodeOp::Pin { .. } => "pin",
             NodeOp::Unpin => "unpin",
         };
+        let sampled = command
+            .traceparent
+            .as_deref()
+            .is_some_and(pinhive_telemetry::is_sampled);
+        if !sampled {
+            // Unsampled (or untraced) commands carry the context on, but create no spans.
+            return self.run_traced(command).await;
+        }
         let span = tracing::info_span!(
             "ipfs.command",
             otel.name = %format!("ipfs {op}"),

@@ -88,14 +88,20 @@ pub async fn observe<T>(
         .rpc_seconds
         .with_label_values(&[node, call])
         .start_timer();
-    let span = tracing::info_span!(
-        "kubo.rpc",
-        otel.name = %format!("kubo {call}"),
-        otel.kind = "client",
-        rpc.method = call,
-        node = node,
-        error = tracing::field::Empty,
-    );
+    // Only inside a traced operation (a sampled node command or a health check): an RPC span
+    // without a parent would start a trace of its own.
+    let span = if tracing::Span::current().is_none() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            "kubo.rpc",
+            otel.name = %format!("kubo {call}"),
+            otel.kind = "client",
+            rpc.method = call,
+            node = node,
+            error = tracing::field::Empty,
+        )
+    };
     let result = future.instrument(span.clone()).await;
     if let Err(error) = &result {
         span.record("error", tracing::field::display(error));

@@ -300,7 +300,11 @@ impl ShardActor {
                     .inc();
                 continue;
             }
-            let span = envelope.traceparent.as_deref().map(|traceparent| {
+            let sampled = envelope
+                .traceparent
+                .as_deref()
+                .filter(|traceparent| pinhive_telemetry::is_sampled(traceparent));
+            let span = sampled.map(|traceparent| {
                 let kind = envelope.event.kind();
                 let span = tracing::info_span!(
                     "shard.apply",

@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// each against a real `pinhive serve` process.
     #[arg(long)]
     pub tracing_overhead: bool,
+    /// Rounds of the tracing-overhead comparison (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Instead: raw rdkafka vs pinhive in Kafka mode on this broker (HOST:PORT).
     #[arg(long)]
     pub kafka: Option<String>,
@@ -111,7 +114,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::bench_kafka::run(brokers, args.pins);
     }
     if args.tracing_overhead {
-        return crate::bench_tracing::run(args.pins, args.concurrency);
+        return crate::bench_tracing::run(args.pins, args.concurrency, args.rounds);
     }
     let dir = tempfile::tempdir().context("temp dir")?;
     println!(

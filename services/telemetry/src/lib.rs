@@ -10,7 +10,8 @@ pub mod propagation;
 pub mod tracing_setup;
 
 pub use propagation::{
-    continue_trace, current_trace_id, current_traceparent, record_trace_id, traceparent_of,
+    continue_trace, current_trace_id, current_traceparent, is_sampled, record_trace_id,
+    traceparent_of,
 };
 pub use tracing_setup::{init, TelemetryConfig, TelemetryGuard};
 

@@ -25,6 +25,16 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// True if `traceparent` (W3C `00-<trace>-<span>-<flags>`) has the sampled flag set. Handlers
+/// of events create no spans at all for unsampled traces: span data is the main cost of tracing.
+pub fn is_sampled(traceparent: &str) -> bool {
+    traceparent
+        .rsplit('-')
+        .next()
+        .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+        .is_some_and(|flags| flags & 1 == 1)
+}
+
 /// Makes `span` a child of the trace `traceparent` names (no-op for `None` or garbage).
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(traceparent) = traceparent else {
@@ -54,4 +64,20 @@ pub fn current_trace_id() -> Option<String> {
     span_context
         .is_valid()
         .then(|| span_context.trace_id().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_sampled;
+
+    #[test]
+    fn sampled_flag() {
+        assert!(is_sampled(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_sampled(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ));
+        assert!(!is_sampled("garbage"));
+    }
 }
