@@ -20,6 +20,8 @@ use serde_json::json;
 #[derive(Clone, Default)]
 struct Receiver {
     spans: Arc<Mutex<Vec<Span>>>,
+    /// (service.instance.id of the exporting process, span)
+    by_instance: Arc<Mutex<Vec<(String, Span)>>>,
 }
 
 #[tonic::async_trait]
@@ -29,8 +31,23 @@ impl TraceService for Receiver {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut spans = self.spans.lock().unwrap();
+        let mut by_instance = self.by_instance.lock().unwrap();
         for resource in request.into_inner().resource_spans {
+            let instance = resource
+                .resource
+                .as_ref()
+                .and_then(|r| {
+                    r.attributes
+                        .iter()
+                        .find(|kv| kv.key == "service.instance.id")
+                })
+                .and_then(|kv| kv.value.as_ref())
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default();
             for scope in resource.scope_spans {
+                for span in &scope.spans {
+                    by_instance.push((instance.clone(), span.clone()));
+                }
                 spans.extend(scope.spans);
             }
         }
@@ -206,4 +223,107 @@ async fn one_pin_is_one_trace_from_http_to_ipfs_and_back() {
     drop(pinhive);
     let _ = stop.send(());
     let _ = server.await;
+}
+
+/// Starts an OTLP receiver on a free port; returns it, its endpoint and a stop handle.
+fn start_receiver() -> (Receiver, String, tokio::sync::oneshot::Sender<()>) {
+    let receiver = Receiver::default();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_shutdown(addr, async {
+                let _ = stopped.await;
+            }),
+    );
+    (receiver, format!("http://{addr}"), stop)
+}
+
+/// With Kafka as the log, a request answered by one instance and applied by another is still
+/// one trace: the context crosses the process boundary in the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_crosses_instances_through_kafka() {
+    let (receiver, endpoint, stop) = start_receiver();
+    let tansu = pinhive_integration_tests::Tansu::start()
+        .await
+        .expect("tansu broker");
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("kafka://{}", tansu.bootstrap);
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let flags = [
+        "--log",
+        log.as_str(),
+        "--partitions",
+        "4",
+        "--kafka-group",
+        "trace-test",
+        "--ipfs-node",
+        closed.as_str(),
+        "--otlp-endpoint",
+        endpoint.as_str(),
+    ];
+    let env = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let token_a = create_token(&data_a, "alice", false).unwrap();
+    let admin_b = create_token(&data_b, "ops", true).unwrap();
+    let a = Pinhive::start_with_env(&data_a, &flags, &env)
+        .await
+        .unwrap();
+    let b = Pinhive::start_with_env(&data_b, &flags, &env)
+        .await
+        .unwrap();
+    let admin_b = Client::new(&b.url, &admin_b);
+    let owned_b = eventually(
+        Duration::from_secs(60),
+        "the group to give B partitions",
+        || async {
+            let (_, body) = admin_b.get("/admin/shards").await;
+            let owned: Vec<u64> = body["owned_partitions"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .collect();
+            (!owned.is_empty() && owned.len() < 4).then_some(owned)
+        },
+    )
+    .await;
+    // A CID whose partition B owns.
+    let cid = (0..1000)
+        .map(|i| cid_of(i).to_string())
+        .find(|c| owned_b.contains(&u64::from(pinhive_log::partition_for(c.as_bytes(), 4))))
+        .expect("a CID on one of B's partitions");
+    let client_a = Client::new(&a.url, &token_a);
+    let (status, body) = client_a.pin(json!({"cid": cid})).await;
+    assert_eq!(status, 202, "{body}");
+
+    let instance_of = |url: &str| format!("{:?}", url.trim_start_matches("http://"));
+    let (instance_a, instance_b) = (instance_of(&a.url), instance_of(&b.url));
+    eventually(
+        Duration::from_secs(30),
+        "one trace across both instances",
+        || async {
+            let spans = receiver.by_instance.lock().unwrap().clone();
+            let (_, root) = spans.iter().find(|(i, s)| {
+                s.name == "POST /pins" && i.contains(instance_a.trim_matches('"'))
+            })?;
+            let applied_on_b = spans.iter().any(|(i, s)| {
+                s.name == "apply pin_requested"
+                    && s.trace_id == root.trace_id
+                    && i.contains(instance_b.trim_matches('"'))
+            });
+            applied_on_b.then_some(())
+        },
+    )
+    .await;
+    drop((a, b));
+    let _ = stop.send(());
+}
+
+/// A valid CIDv1 (raw, sha2-256) for item `i`.
+fn cid_of(i: usize) -> cid::Cid {
+    let digest: Vec<u8> = (0..32).map(|j| ((i * 31 + j * 7) % 251) as u8).collect();
+    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+    cid::Cid::new_v1(0x55, hash)
 }
