@@ -41,6 +41,7 @@ async fn malformed_records_are_dead_lettered_and_the_shard_goes_on() {
             value: value.to_vec(),
             content_type,
             timestamp_ns: 0,
+            traceparent: None,
         };
         let valid = Envelope::new(
             CID,

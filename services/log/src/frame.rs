@@ -70,6 +70,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
             value,
             content_type,
             timestamp_ns,
+            traceparent: None,
         }),
     )
 }

@@ -254,6 +254,7 @@ impl KafkaLog {
                     value,
                     content_type,
                     timestamp_ns: message.timestamp().to_millis().unwrap_or(0) * 1_000_000,
+                    traceparent: None,
                 }),
             });
             reader.position = Some(offset + 1);
@@ -285,15 +286,11 @@ impl Log for KafkaLog {
                 key: "content-type",
                 value: Some(mime),
             });
-            if let Ok(envelope) =
-                pinhive_events::codec::decode(record.content_type, &record.key, &record.value)
-            {
-                if let Some(traceparent) = envelope.traceparent {
-                    headers = headers.insert(Header {
-                        key: "traceparent",
-                        value: Some(traceparent.as_str()),
-                    });
-                }
+            if let Some(traceparent) = &record.traceparent {
+                headers = headers.insert(Header {
+                    key: "traceparent",
+                    value: Some(traceparent.as_str()),
+                });
             }
             let future_record = FutureRecord::to(&self.inner.topic)
                 .partition(partition)

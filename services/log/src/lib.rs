@@ -30,6 +30,9 @@ pub struct Record {
     /// [`pinhive_events::codec::ContentType`] byte.
     pub content_type: u8,
     pub timestamp_ns: i64,
+    /// W3C trace context, carried as a record header where the log has headers (Kafka).
+    /// The envelope holds it too; this copy spares the log a decode.
+    pub traceparent: Option<String>,
 }
 
 impl Record {
@@ -40,6 +43,7 @@ impl Record {
             value: pinhive_events::codec::encode(envelope),
             content_type: pinhive_events::codec::ContentType::Bincode as u8,
             timestamp_ns: envelope.timestamp_ns,
+            traceparent: envelope.traceparent.clone(),
         }
     }
 }

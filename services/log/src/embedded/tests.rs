@@ -6,6 +6,7 @@ fn record(key: &str, value: &str) -> Record {
         value: value.as_bytes().to_vec(),
         content_type: 1,
         timestamp_ns: 7,
+        traceparent: None,
     }
 }
 
