@@ -27,4 +27,4 @@ echo "setup: $(prometheus --version 2>&1 | head -1)"
 if [ -z "${PINHIVE_SETUP_SKIP_TANSU:-}" ]; then
   bash "$(dirname "$0")/install-tansu.sh"
 fi
-echo "setup: js-ipfs $(cd "$ipfs_dir" && node -e 'console.log(require("ipfs/package.json").version)')"
+echo "setup: js-ipfs $(cd "$ipfs_dir" && node -e 'console.log(JSON.parse(require("fs").readFileSync("node_modules/ipfs/package.json")).version)')"
