@@ -180,3 +180,105 @@ async fn pins_reach_simulated_nodes_and_replay_redoes_nothing() {
     assert!(skipped > 0, "replayed events were recognised and skipped");
     replayed.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Fault injection at "IPFS pinned, outcome event not yet appended": the first outcomes are
+/// lost; the repair loop re-sends the commands (pin is idempotent) and every pin converges.
+#[actix_rt::test]
+async fn lost_outcomes_are_recovered_by_the_repair_loop() {
+    use async_trait::async_trait;
+    use pinhive_ipfs::OutcomeSink;
+    use std::sync::atomic::AtomicU32;
+
+    struct LosingSink {
+        inner: LogSink,
+        to_lose: AtomicU32,
+    }
+
+    #[async_trait]
+    impl OutcomeSink for LosingSink {
+        async fn publish(&self, envelope: Envelope) -> Result<(), String> {
+            let lose = self
+                .to_lose
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if lose {
+                return Err("injected: outcome lost before the append".into());
+            }
+            self.inner.publish(envelope).await
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn Log> = Arc::new(
+        EmbeddedLog::open(
+            &dir.path().join("log"),
+            EmbeddedLogConfig {
+                partitions: PARTITIONS,
+                ..EmbeddedLogConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store")).unwrap());
+    let registry = NodeRegistry::default();
+    let node = Arc::new(SimulatedIpfs::new("peer-0", Duration::ZERO));
+    let sink = Arc::new(LosingSink {
+        inner: LogSink(log.clone()),
+        to_lose: AtomicU32::new(10),
+    });
+    let api: Arc<dyn IpfsApi> = node.clone();
+    NodeDriver::new(
+        NodeDescriptor {
+            id: "n0".into(),
+            rpc_url: "sim://0".into(),
+            region: String::new(),
+            weight: 1,
+        },
+        api,
+        sink.clone(),
+        registry.clone(),
+        NodeDriverConfig {
+            health_interval: Duration::from_millis(50),
+            ..NodeDriverConfig::default()
+        },
+    )
+    .spawn();
+    until("node reachable", || registry.reachable_count() == 1).await;
+    let orchestrator = Orchestrator::start(
+        log.clone(),
+        store.clone(),
+        registry.clone(),
+        OrchestratorConfig {
+            repair_interval: Duration::from_millis(100),
+            ..OrchestratorConfig::default()
+        },
+    )
+    .unwrap();
+    let pins = 20;
+    let records: Vec<Record> = (0..pins)
+        .map(|i| {
+            let mut record = request(i);
+            // One replica each: the single node.
+            let mut envelope =
+                pinhive_events::codec::decode(record.content_type, &record.key, &record.value)
+                    .unwrap();
+            if let Event::PinRequested(request) = &mut envelope.event {
+                request.replicas_min = 1;
+                request.replicas_max = 1;
+            }
+            record = Record::from_envelope(&envelope);
+            record
+        })
+        .collect();
+    log.append(records).await.unwrap();
+    until("every pin pinned despite lost outcomes", || {
+        total_count(store.as_ref(), "alice", PinStatus::Pinned, PARTITIONS).unwrap() == pins as u64
+    })
+    .await;
+    assert_eq!(sink.to_lose.load(Ordering::SeqCst), 0, "outcomes were lost");
+    assert!(
+        node.pin_calls.load(Ordering::SeqCst) > pins as u64,
+        "lost outcomes were redone by pinning again"
+    );
+    orchestrator.shutdown(Duration::from_secs(5)).await;
+}
