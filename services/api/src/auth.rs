@@ -57,10 +57,29 @@ impl FromRequest for Caller {
             let token = token?;
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
             let hash = pinhive_store::hash_secret(&token);
-            let store = state.store.clone();
-            let record = web::block(move || store.get_token(&hash)).await??;
-            let record = record
-                .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown access token"))?;
+            let cached = state
+                .tokens
+                .lock()
+                .get(&hash)
+                .filter(|(_, seen)| seen.elapsed() < crate::TOKEN_CACHE_TTL)
+                .map(|(record, _)| record.clone());
+            let record = match cached {
+                Some(record) => record,
+                None => {
+                    let store = state.store.clone();
+                    let lookup = hash.clone();
+                    let record = web::block(move || store.get_token(&lookup))
+                        .await??
+                        .ok_or_else(|| {
+                            ApiError::new(ErrorCode::Unauthorized, "unknown access token")
+                        })?;
+                    state
+                        .tokens
+                        .lock()
+                        .put(hash, (record.clone(), std::time::Instant::now()));
+                    record
+                }
+            };
             Ok(Caller {
                 owner: record.owner,
                 admin: record.admin,

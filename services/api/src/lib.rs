@@ -64,7 +64,14 @@ pub struct AppState {
     pub nodes: Arc<dyn NodeAdmin>,
     pub config: ApiConfig,
     clock: Mutex<i64>,
+    /// Recently seen token hashes (bounded, short-lived), so a request costs no store read
+    /// for its token.
+    pub(crate) tokens:
+        Mutex<lru::LruCache<String, (pinhive_store::TokenRecord, std::time::Instant)>>,
 }
+
+/// How long a cached token stays trusted without a store read.
+pub(crate) const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
 
 impl AppState {
     pub fn new(
@@ -89,6 +96,9 @@ impl AppState {
             nodes,
             config,
             clock: Mutex::new(0),
+            tokens: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(10_000).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         }
     }
 
