@@ -25,6 +25,19 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+fn open_log_and_store(dir: &std::path::Path) -> (Arc<dyn Log>, Arc<dyn Store>) {
+    let log = EmbeddedLog::open(
+        &dir.join("log"),
+        EmbeddedLogConfig {
+            partitions: PARTITIONS,
+            ..EmbeddedLogConfig::default()
+        },
+    )
+    .unwrap();
+    let store = EmbeddedStore::open(&dir.join("store")).unwrap();
+    (Arc::new(log), Arc::new(store))
+}
+
 fn cid(i: usize) -> String {
     format!("cid-{i:04}")
 }
@@ -50,17 +63,7 @@ fn request(i: usize) -> Record {
 #[actix_rt::test]
 async fn pins_reach_simulated_nodes_and_replay_redoes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(
-        EmbeddedLog::open(
-            &dir.path().join("log"),
-            EmbeddedLogConfig {
-                partitions: PARTITIONS,
-                ..EmbeddedLogConfig::default()
-            },
-        )
-        .unwrap(),
-    );
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store")).unwrap());
+    let (log, store) = open_log_and_store(dir.path());
     let registry = NodeRegistry::default();
     let fleet: Vec<Arc<SimulatedIpfs>> = (0..3)
         .map(|i| Arc::new(SimulatedIpfs::new(&format!("peer-{i}"), Duration::ZERO)))
@@ -209,17 +212,7 @@ async fn lost_outcomes_are_recovered_by_the_repair_loop() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(
-        EmbeddedLog::open(
-            &dir.path().join("log"),
-            EmbeddedLogConfig {
-                partitions: PARTITIONS,
-                ..EmbeddedLogConfig::default()
-            },
-        )
-        .unwrap(),
-    );
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store")).unwrap());
+    let (log, store) = open_log_and_store(dir.path());
     let registry = NodeRegistry::default();
     let node = Arc::new(SimulatedIpfs::new("peer-0", Duration::ZERO));
     let sink = Arc::new(LosingSink {

@@ -51,6 +51,59 @@ pub struct BenchArgs {
     pub kafka: Option<String>,
 }
 
+/// POSTs `count` pins (CIDs `bench_cid(tag, i)`) to `url` with `concurrency` in flight and
+/// returns how long it took; fails if any was not answered 202.
+pub async fn post_pins(
+    url: &str,
+    secret: &str,
+    tag: &str,
+    count: usize,
+    concurrency: usize,
+    on_answer: impl Fn(),
+) -> anyhow::Result<Duration> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let failures = AtomicU64::new(0);
+    let started = Instant::now();
+    stream::iter(0..count)
+        .map(|i| {
+            let client = &client;
+            async move {
+                client
+                    .post(format!("{url}/pins"))
+                    .bearer_auth(secret)
+                    .json(&serde_json::json!({"cid": bench_cid(tag, i)}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .for_each(|status| {
+            if status.ok() != Some(202) {
+                failures.fetch_add(1, Ordering::Relaxed);
+            }
+            on_answer();
+            async {}
+        })
+        .await;
+    let elapsed = started.elapsed();
+    let failed = failures.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{failed} POSTs were not accepted");
+    Ok(elapsed)
+}
+
+/// Sum of the events every shard applied so far.
+async fn events_applied(orchestrator: &pinhive_orchestrator::Orchestrator) -> u64 {
+    orchestrator
+        .snapshots()
+        .await
+        .iter()
+        .map(|s| s.events_applied)
+        .sum()
+}
+
 /// IPFS clients for benchmarks: in-process simulated nodes that answer at once.
 pub fn simulated_factory() -> IpfsFactory {
     Arc::new(|node: &NodeDescriptor| {
@@ -204,38 +257,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .enable_all()
                     .build()?;
                 runtime.block_on(async {
-                    let client = reqwest::Client::builder()
-                        .pool_max_idle_per_host(concurrency)
-                        .build()?;
                     let bar = progress(pins as u64, "POST /pins (202 durable)");
-                    let failures = AtomicU64::new(0);
-                    let started = Instant::now();
-                    stream::iter(0..pins)
-                        .map(|i| {
-                            let (client, url, secret) = (&client, &url, &secret);
-                            async move {
-                                client
-                                    .post(format!("{url}/pins"))
-                                    .bearer_auth(secret)
-                                    .json(&serde_json::json!({"cid": bench_cid("http", i)}))
-                                    .send()
-                                    .await
-                                    .map(|r| r.status().as_u16())
-                            }
-                        })
-                        .buffer_unordered(concurrency)
-                        .for_each(|status| {
-                            if status.ok() != Some(202) {
-                                failures.fetch_add(1, Ordering::Relaxed);
-                            }
-                            bar.inc(1);
-                            async {}
-                        })
-                        .await;
-                    let elapsed = started.elapsed();
+                    let elapsed =
+                        post_pins(&url, &secret, "http", pins, concurrency, || bar.inc(1)).await?;
                     bar.finish_and_clear();
-                    let failed = failures.load(Ordering::Relaxed);
-                    anyhow::ensure!(failed == 0, "{failed} POSTs were not accepted");
                     Ok(rate(pins, elapsed))
                 })
             })();
@@ -251,13 +276,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?;
 
         // Pipeline: requests appended straight to the log, timed until every one is pinned.
-        let before: u64 = service
-            .orchestrator
-            .snapshots()
-            .await
-            .iter()
-            .map(|s| s.events_applied)
-            .sum();
+        let before = events_applied(&service.orchestrator).await;
         let started = Instant::now();
         let log = service.log.clone();
         let records: Vec<Record> = (0..pins)
@@ -274,13 +293,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await?;
         let elapsed = started.elapsed();
-        let after: u64 = service
-            .orchestrator
-            .snapshots()
-            .await
-            .iter()
-            .map(|s| s.events_applied)
-            .sum();
+        let after = events_applied(&service.orchestrator).await;
         let events = (after - before) as usize;
         server.stop(true).await;
         service.orchestrator.shutdown(Duration::from_secs(10)).await;

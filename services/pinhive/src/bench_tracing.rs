@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::stream::{self, StreamExt};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -115,30 +114,8 @@ async fn run_mode(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let started = Instant::now();
-    let failures = AtomicU64::new(0);
-    stream::iter(0..pins)
-        .map(|i| {
-            let (client, url, secret) = (&client, &url, &secret);
-            async move {
-                client
-                    .post(format!("{url}/pins"))
-                    .bearer_auth(secret)
-                    .json(&serde_json::json!({"cid": crate::bench::bench_cid("trace", i)}))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .for_each(|status| {
-            if status.ok() != Some(202) {
-                failures.fetch_add(1, Ordering::Relaxed);
-            }
-            async {}
-        })
-        .await;
-    let accepted = started.elapsed();
-    anyhow::ensure!(failures.load(Ordering::Relaxed) == 0, "some POSTs failed");
+    let accepted =
+        crate::bench::post_pins(&url, &secret, "trace", pins, concurrency, || {}).await?;
     loop {
         let body: serde_json::Value = client
             .get(format!("{url}/pins?status=pinned&limit=1"))
