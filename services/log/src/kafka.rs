@@ -380,17 +380,15 @@ impl Log for KafkaLog {
     }
 
     async fn wait_beyond(&self, partition: u32, offset: u64, timeout: Duration) {
-        // `read` already long-polls the broker; this only refreshes the end offset.
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok((_, high)) = self.watermarks(partition).await {
-                self.inner.ends[partition as usize].fetch_max(high, Ordering::AcqRel);
-                if high > offset {
-                    return;
-                }
+        // `read` already long-polls the fetched queue; here refresh the end offset once (one
+        // broker request) and pause briefly, rather than polling the broker in a loop.
+        if let Ok((_, high)) = self.watermarks(partition).await {
+            self.inner.ends[partition as usize].fetch_max(high, Ordering::AcqRel);
+            if high > offset {
+                return;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        tokio::time::sleep(timeout.min(Duration::from_millis(200))).await;
     }
 
     fn start_offset(&self, _partition: u32) -> u64 {
