@@ -107,6 +107,24 @@ async fn pins_flow_through_kafka_including_external_json_producers() {
     .unwrap();
     let client = Client::new(&pinhive.url, &token);
 
+    // `pinhive check` reaches the broker, sees the topic, the (running) store and the node.
+    let check = std::process::Command::new(pinhive_integration_tests::binary())
+        .args(["check", "--log", &log, "--ipfs-node", &node, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        report.contains("topic pinhive-events has 8 partitions"),
+        "{report}"
+    );
+    assert!(report.contains("held by a running pinhive"), "{report}");
+
     // Through the HTTP API, with Kafka as the log.
     let cid = ipfs.add(b"through kafka", 1).await.unwrap();
     let (status, body) = client.pin(json!({"cid": cid, "name": "via-http"})).await;

@@ -314,6 +314,42 @@ pub fn check(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
     prepare_data_dir(&config.data_dir)?;
     println!("data dir {}: ok (writable)", config.data_dir.display());
+    let mut failed = false;
+    match pinhive_log::kafka::parse_kafka_url(&config.log) {
+        Some(brokers) => {
+            match pinhive_log::kafka_group::describe(
+                &brokers,
+                &config.kafka_topic,
+                &config.kafka_group,
+            ) {
+                Ok(partitions) if !partitions.is_empty() => println!(
+                    "log kafka://{brokers}: ok, topic {} has {} partitions",
+                    config.kafka_topic,
+                    partitions.len()
+                ),
+                Ok(_) => println!(
+                    "log kafka://{brokers}: ok, topic {} does not exist yet (serve creates it)",
+                    config.kafka_topic
+                ),
+                Err(error) => {
+                    failed = true;
+                    println!("log kafka://{brokers}: FAILED: {error}");
+                }
+            }
+        }
+        None => println!("log: embedded in {}", config.log_dir().display()),
+    }
+    match EmbeddedStore::open(&config.store_dir()) {
+        Ok(_) => println!("store {}: ok", config.store_dir().display()),
+        Err(StoreError::Locked { .. }) => println!(
+            "store {}: ok (held by a running pinhive)",
+            config.store_dir().display()
+        ),
+        Err(error) => {
+            failed = true;
+            println!("store {}: FAILED: {error}", config.store_dir().display());
+        }
+    }
     let nodes: Vec<NodeDescriptor> = if config.ipfs_nodes.is_empty() {
         vec![parse_node("http://127.0.0.1:5001")?]
     } else {
@@ -342,6 +378,9 @@ pub fn check(args: ServeArgs) -> anyhow::Result<()> {
     }
     if reachable == 0 {
         anyhow::bail!("no IPFS node reachable");
+    }
+    if failed {
+        anyhow::bail!("a dependency is not usable (see above)");
     }
     Ok(())
 }
