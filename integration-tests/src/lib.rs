@@ -400,6 +400,33 @@ impl Client {
         self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
+    /// POSTs a pin, expects 202, and waits until it is pinned; returns the final PinStatus.
+    pub async fn pin_and_wait_pinned(&self, body: Value) -> Value {
+        let (status, created) = self.pin(body).await;
+        assert_eq!(status, 202, "{created}");
+        let requestid = created["requestid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.wait_status(&requestid, "pinned", Duration::from_secs(60))
+            .await
+    }
+
+    /// Reasons of the dead letters (`GET /admin/dead-letters`, admin token), oldest first.
+    pub async fn dead_letter_reasons(&self) -> Vec<String> {
+        let (status, body) = self.get("/admin/dead-letters").await;
+        assert_eq!(status, 200, "{body}");
+        body["dead_letters"]
+            .as_array()
+            .map(|letters| {
+                letters
+                    .iter()
+                    .filter_map(|d| d["reason"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Waits until pin `requestid` reaches `status`; returns the PinStatus.
     pub async fn wait_status(&self, requestid: &str, status: &str, timeout: Duration) -> Value {
         let path = format!("/pins/{requestid}");

@@ -127,14 +127,8 @@ async fn pins_flow_through_kafka_including_external_json_producers() {
 
     // Through the HTTP API, with Kafka as the log.
     let cid = ipfs.add(b"through kafka", 1).await.unwrap();
-    let (status, body) = client.pin(json!({"cid": cid, "name": "via-http"})).await;
-    assert_eq!(status, 202, "{body}");
     client
-        .wait_status(
-            body["requestid"].as_str().unwrap(),
-            "pinned",
-            Duration::from_secs(60),
-        )
+        .pin_and_wait_pinned(json!({"cid": cid, "name": "via-http"}))
         .await;
     assert!(ipfs.is_pinned(&cid).await.unwrap());
 
@@ -191,14 +185,8 @@ async fn pins_flow_through_kafka_including_external_json_producers() {
     assert!(ipfs.is_pinned(&external_cid).await.unwrap());
 
     let admin = Client::new(&pinhive.url, &admin);
-    let (_, letters) = admin.get("/admin/dead-letters").await;
-    let reasons: Vec<&str> = letters["dead_letters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["reason"].as_str().unwrap())
-        .collect();
-    assert_eq!(reasons.len(), 1, "{letters}");
+    let reasons = admin.dead_letter_reasons().await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].contains("json"), "{reasons:?}");
 
     // The dead-letter topic carries the record and the reason in a header.
@@ -390,13 +378,7 @@ async fn s3_notifications_pin_replace_and_unpin_objects() {
         || async { (!ipfs.is_pinned(&v2).await.ok()?).then_some(()) },
     )
     .await;
-    let (_, letters) = admin.get("/admin/dead-letters").await;
-    let reasons: Vec<String> = letters["dead_letters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["reason"].as_str().unwrap().to_string())
-        .collect();
+    let reasons = admin.dead_letter_reasons().await;
     assert!(reasons.iter().any(|r| r.contains("no CID")), "{reasons:?}");
     assert!(
         !ipfs.is_pinned(&v1).await.unwrap(),

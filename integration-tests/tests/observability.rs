@@ -139,15 +139,7 @@ async fn prometheus_scrapes_pinhive_and_dashboards_query_real_series() {
         .unwrap();
     let client = Client::new(&pinhive.url, &token);
     let cid = ipfs.add(b"observability", 1).await.unwrap();
-    let (status, body) = client.pin(json!({"cid": cid})).await;
-    assert_eq!(status, 202);
-    client
-        .wait_status(
-            body["requestid"].as_str().unwrap(),
-            "pinned",
-            Duration::from_secs(60),
-        )
-        .await;
+    client.pin_and_wait_pinned(json!({"cid": cid})).await;
     assert_eq!(client.get("/pins/missing").await.0, 404);
 
     let target = pinhive.url.trim_start_matches("http://");

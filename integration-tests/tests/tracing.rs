@@ -102,15 +102,7 @@ async fn one_pin_is_one_trace_from_http_to_ipfs_and_back() {
     .unwrap();
     let client = Client::new(&pinhive.url, &token);
     let cid = ipfs.add(b"traced content", 1).await.unwrap();
-    let (status, body) = client.pin(json!({"cid": cid})).await;
-    assert_eq!(status, 202, "{body}");
-    client
-        .wait_status(
-            body["requestid"].as_str().unwrap(),
-            "pinned",
-            Duration::from_secs(60),
-        )
-        .await;
+    client.pin_and_wait_pinned(json!({"cid": cid})).await;
 
     let expected = [
         "POST /pins",
