@@ -72,19 +72,15 @@ pub struct NodeCommand {
     pub traceparent: Option<String>,
 }
 
-/// Asks the driver to check the node now (sent by its own timer and by `pinhive check`).
+/// Asks the driver to check the node now (sent by its own timer).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CheckHealth;
 
 pub struct NodeDriver {
     descriptor: NodeDescriptor,
-    api: Arc<dyn IpfsApi>,
-    sink: Arc<dyn OutcomeSink>,
-    registry: NodeRegistry,
-    config: NodeDriverConfig,
-    permits: Arc<Semaphore>,
-    breaker: Arc<Mutex<Breaker>>,
+    /// Shared with every command in flight (one `Arc` clone per command).
+    work: Arc<Work>,
     in_flight: Arc<Mutex<HashSet<(String, bool)>>>,
 }
 
@@ -97,24 +93,27 @@ impl NodeDriver {
         config: NodeDriverConfig,
     ) -> Self {
         NodeDriver {
-            permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
-            breaker: Arc::new(Mutex::new(Breaker::new(
-                config.breaker_threshold,
-                config.breaker_cooldown,
-            ))),
+            work: Arc::new(Work {
+                node: descriptor.id.clone(),
+                permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+                breaker: Arc::new(Mutex::new(Breaker::new(
+                    config.breaker_threshold,
+                    config.breaker_cooldown,
+                ))),
+                api,
+                sink,
+                registry,
+                config,
+            }),
             in_flight: Arc::default(),
             descriptor,
-            api,
-            sink,
-            registry,
-            config,
         }
     }
 
     /// Starts the driver and registers it.
     pub fn spawn(self) -> Addr<NodeDriver> {
         let descriptor = self.descriptor.clone();
-        let registry = self.registry.clone();
+        let registry = self.work.registry.clone();
         let addr = self.start();
         registry.insert(descriptor, addr.clone());
         addr
@@ -125,7 +124,7 @@ impl Actor for NodeDriver {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.config.max_queued);
+        ctx.set_mailbox_capacity(self.work.config.max_queued);
         // Export this node's series from the start (zero), not only after a first event.
         let node = self.descriptor.id.as_str();
         METRICS.retries.with_label_values(&[node]);
@@ -139,7 +138,7 @@ impl Actor for NodeDriver {
             .outcomes
             .with_label_values(&[node, "replica_pinned"]);
         ctx.notify(CheckHealth);
-        ctx.run_interval(self.config.health_interval, |_, ctx| {
+        ctx.run_interval(self.work.config.health_interval, |_, ctx| {
             ctx.notify(CheckHealth)
         });
     }
@@ -151,10 +150,10 @@ impl Handler<CheckHealth> for NodeDriver {
     fn handle(&mut self, _: CheckHealth, ctx: &mut Self::Context) {
         // Health checks are traces of their own.
         let span = tracing::info_span!("ipfs.health_check", node = %self.descriptor.id);
-        let api = self.api.clone();
-        let registry = self.registry.clone();
+        let api = self.work.api.clone();
+        let registry = self.work.registry.clone();
         let id = self.descriptor.id.clone();
-        let breaker = self.breaker.clone();
+        let breaker = self.work.breaker.clone();
         let in_flight = self.in_flight.clone();
         ctx.spawn(
             async move {
@@ -243,9 +242,9 @@ impl Handler<NodeCommand> for NodeDriver {
             let mut in_flight = self.in_flight.lock();
             let refused = if in_flight.contains(&key) {
                 Some("duplicate")
-            } else if in_flight.len() >= self.config.max_queued {
+            } else if in_flight.len() >= self.work.config.max_queued {
                 Some("queue_full")
-            } else if !self.breaker.lock().allow(Instant::now()) {
+            } else if !self.work.breaker.lock().allow(Instant::now()) {
                 Some("breaker_open")
             } else {
                 None
@@ -259,15 +258,7 @@ impl Handler<NodeCommand> for NodeDriver {
             }
             in_flight.insert(key.clone());
         }
-        let work = Work {
-            node: self.descriptor.id.clone(),
-            api: self.api.clone(),
-            sink: self.sink.clone(),
-            registry: self.registry.clone(),
-            config: self.config.clone(),
-            permits: self.permits.clone(),
-            breaker: self.breaker.clone(),
-        };
+        let work = self.work.clone();
         let in_flight = self.in_flight.clone();
         ctx.spawn(
             async move {
@@ -291,7 +282,7 @@ struct Work {
 }
 
 impl Work {
-    async fn run(self, command: NodeCommand) {
+    async fn run(self: Arc<Self>, command: NodeCommand) {
         let op = match command.op {
             NodeOp::Pin { .. } => "pin",
             NodeOp::Unpin => "unpin",
@@ -318,7 +309,7 @@ impl Work {
         self.run_traced(command).instrument(span).await;
     }
 
-    async fn run_traced(self, command: NodeCommand) {
+    async fn run_traced(&self, command: NodeCommand) {
         let Ok(_permit) = self.permits.acquire().await else {
             return;
         };
