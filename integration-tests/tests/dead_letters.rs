@@ -84,6 +84,10 @@ async fn malformed_records_are_dead_lettered_and_the_shard_goes_on() {
     };
     assert_eq!(pin["pin"]["name"], "after the garbage");
 
+    // No wait needed for what follows: the bad records precede the pin request on its
+    // partition, and the shard writes a record's dead letter (and counts it) while applying the
+    // batch, before that batch's state; so once the pin is visible, all four are recorded. The
+    // node is unreachable, so nothing appends after the pin request (it stays queued).
     let admin = Client::new(&pinhive.url, &admin);
     let reasons = admin.dead_letter_reasons().await;
     assert_eq!(reasons.len(), 4, "{reasons:?}");

@@ -17,6 +17,36 @@ use pinhive_integration_tests::{
 };
 use serde_json::Value;
 
+/// Every pin of the client's owner and `count`, once the listing has settled: `count` (the
+/// shards' counters) equals the rows listed and every one of them is pinned.
+///
+/// Waited for, not read once: requests the log made durable but whose 202 the stop cut off are
+/// not among those the test waited for, and B applies them while it replays A's partitions,
+/// asynchronously (a listing, its `count` and the pinned count are separate reads). A
+/// consistent observation is a snapshot of the final state; one that never comes fails.
+async fn settled_listing(client: &Client) -> (Vec<String>, u64) {
+    eventually(
+        Duration::from_secs(120),
+        "the listing to settle: count equal to the rows listed, all of them pinned",
+        || async {
+            let (listed, count) = list_every_pin(client).await;
+            let (status, pinned) = client.get("/pins?limit=1").await;
+            assert_eq!(status, 200, "{pinned}");
+            let pinned = pinned["count"].as_u64();
+            if count == listed.len() as u64 && pinned == Some(count) {
+                return Some((listed, count));
+            }
+            // Shown only if the test fails.
+            eprintln!(
+                "not settled: {} listed, count {count}, pinned {pinned:?}",
+                listed.len()
+            );
+            None
+        },
+    )
+    .await
+}
+
 async fn owned(admin: &Client) -> BTreeSet<u64> {
     let (_, body) = admin.get("/admin/shards").await;
     body["owned_partitions"]
@@ -108,7 +138,8 @@ async fn a_stopped_instance_hands_its_partitions_over_without_loss() {
     }
 
     // Nothing applied twice: rows are unique, counters match rows, one PinRequested each.
-    let (listed, count) = list_every_pin(&client_b).await;
+    // `settled_listing` waits for the counters to match the rows (and all to be pinned).
+    let (listed, count) = settled_listing(&client_b).await;
     let distinct: BTreeSet<String> = listed.iter().cloned().collect();
     assert_eq!(distinct.len(), listed.len(), "a request listed twice");
     assert_eq!(count, listed.len() as u64, "counters match the rows");

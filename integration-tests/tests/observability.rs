@@ -77,15 +77,50 @@ impl Prometheus {
             .unwrap()
     }
 
-    /// The value of a query that returns one sample, once it does.
-    async fn scalar(&self, expr: &str) -> f64 {
-        eventually(Duration::from_secs(60), expr, || async {
-            let body = self.query(expr).await;
-            let value = body["data"]["result"][0]["value"][1].as_str()?;
-            value.parse().ok()
-        })
+    /// Waits until a query that returns one sample returns one that satisfies `expected`
+    /// (described by `what`). Not the first sample: a scrape is a snapshot taken every second,
+    /// and what pinhive exports can still change after the test's last wait (a gauge set by a
+    /// health check, a counter incremented by a request that was still being answered...).
+    async fn value_where(&self, expr: &str, what: &str, expected: impl Fn(f64) -> bool) -> f64 {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{expr} {what}"),
+            || async {
+                let body = self.query(expr).await;
+                let value: f64 = body["data"]["result"][0]["value"][1]
+                    .as_str()?
+                    .parse()
+                    .ok()?;
+                expected(value).then_some(value)
+            },
+        )
         .await
     }
+
+    async fn equals(&self, expr: &str, expected: f64) -> f64 {
+        self.value_where(expr, &format!("== {expected}"), |v| v == expected)
+            .await
+    }
+
+    async fn at_least(&self, expr: &str, min: f64) -> f64 {
+        self.value_where(expr, &format!(">= {min}"), |v| v >= min)
+            .await
+    }
+}
+
+/// Sum of the samples of `name` whose labels include every `labels` pair, in a Prometheus text
+/// exposition (0 when there is none).
+fn exported_value(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn promtool(args: &[&str], dir: &Path) {
@@ -140,60 +175,60 @@ async fn prometheus_scrapes_pinhive_and_dashboards_query_real_series() {
     let client = Client::new(&pinhive.url, &token);
     let cid = ipfs.add(b"observability", 1).await.unwrap();
     client.pin_and_wait_pinned(json!({"cid": cid})).await;
+    // Waiting for `pinned` polls `GET /pins/{requestid}`, which answers 404 until the shard
+    // applied the request (read-your-writes is best effort: the POST may answer first). So
+    // count the 404s of that route before the one this test makes.
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", pinhive.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let not_found_route = [("route", "/pins/{requestid}"), ("status", "404")];
+    let not_found_before = exported_value(
+        &metrics().await,
+        "pinhive_http_requests_total",
+        &not_found_route,
+    );
     assert_eq!(client.get("/pins/missing").await.0, 404);
 
     let target = pinhive.url.trim_start_matches("http://");
     let prometheus = Prometheus::start(target).await;
-    assert_eq!(
-        prometheus
-            .scalar(r#"sum(pinhive_pins{status="pinned"})"#)
-            .await,
-        1.0
-    );
-    assert_eq!(
-        prometheus
-            .scalar(r#"pinhive_ipfs_node_up{node="ipfs-a"}"#)
-            .await,
-        1.0
-    );
-    assert_eq!(
-        prometheus
-            .scalar(r#"sum(pinhive_replicas{kind="pinned"})"#)
-            .await,
-        1.0
-    );
-    assert_eq!(
-        prometheus
-            .scalar(r#"pinhive_http_requests_total{route="/pins",method="POST",status="202"}"#)
-            .await,
-        1.0
-    );
-    assert_eq!(
-        prometheus
-            .scalar(r#"pinhive_http_requests_total{route="/pins/{requestid}",status="404"}"#)
-            .await,
-        1.0
-    );
-    assert!(
-        prometheus
-            .scalar("pinhive_log_appended_records_total")
-            .await
-            >= 3.0
-    );
-    assert!(
-        prometheus
-            .scalar(r#"sum(pinhive_ipfs_rpc_seconds_count{call="pin/add"})"#)
-            .await
-            >= 1.0
-    );
+    prometheus
+        .equals(r#"sum(pinhive_pins{status="pinned"})"#, 1.0)
+        .await;
+    prometheus
+        .equals(r#"pinhive_ipfs_node_up{node="ipfs-a"}"#, 1.0)
+        .await;
+    prometheus
+        .equals(r#"sum(pinhive_replicas{kind="pinned"})"#, 1.0)
+        .await;
+    prometheus
+        .equals(
+            r#"pinhive_http_requests_total{route="/pins",method="POST",status="202"}"#,
+            1.0,
+        )
+        .await;
+    prometheus
+        .equals(
+            r#"sum(pinhive_http_requests_total{route="/pins/{requestid}",status="404"})"#,
+            not_found_before + 1.0,
+        )
+        .await;
+    prometheus
+        .at_least("pinhive_log_appended_records_total", 3.0)
+        .await;
+    prometheus
+        .at_least(
+            r#"sum(pinhive_ipfs_rpc_seconds_count{call="pin/add"})"#,
+            1.0,
+        )
+        .await;
 
     // Exported names (histograms export _bucket/_sum/_count).
-    let exposition = reqwest::get(format!("{}/metrics", pinhive.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exposition = metrics().await;
     let exported: BTreeSet<String> = exposition
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

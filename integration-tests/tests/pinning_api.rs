@@ -3,12 +3,41 @@
 //! No IPFS node is reachable here on purpose: pins stay `queued`, which keeps listings stable.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use pinhive_integration_tests::{create_token, free_port, Client, Pinhive};
+use pinhive_integration_tests::{create_token, eventually, free_port, Client, Pinhive};
 use reqwest::Method;
 use serde_json::{json, Value};
+
+/// How long a write through the API waits for its shard: the 202 comes once the shard applied
+/// the event, or once this bound expired (read-your-writes is best effort under load).
+const APPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// Read-your-writes on this instance: writes all answered within `APPLY_WAIT` (`slowest` is
+/// the longest any took) had been applied, so `probe` must succeed at once; otherwise some may
+/// not be applied yet, so wait for it.
+async fn sees_own_writes<T, F, Fut>(slowest: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    if slowest < APPLY_WAIT {
+        let seen = probe().await;
+        seen.unwrap_or_else(|| {
+            panic!("{what} at once (the writes were answered within {slowest:?})")
+        })
+    } else {
+        eventually(Duration::from_secs(60), what, probe).await
+    }
+}
+
+/// A write, and how long it took to be answered.
+async fn timed<T>(write: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let answer = write.await;
+    (answer, started.elapsed())
+}
 
 const CIDS: [&str; 3] = [
     "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
@@ -90,9 +119,15 @@ async fn every_error_path_answers_with_a_failure_body() {
         }
     }
 
-    // Unknown and foreign request ids are both 404.
-    let (_, pin) = alice.pin(json!({"cid": CIDS[0]})).await;
+    // Unknown and foreign request ids are both 404. (Bob's 404 only means something, and the
+    // replaces with bad bodies below only reach validation, once alice's pin exists.)
+    let ((status, pin), took) = timed(alice.pin(json!({"cid": CIDS[0]}))).await;
+    assert_eq!(status, 202, "{pin}");
     let rid = pin["requestid"].as_str().unwrap();
+    sees_own_writes(took, "the owner to see the new pin", || async {
+        (alice.get(&format!("/pins/{rid}")).await.0 == 200).then_some(())
+    })
+    .await;
     for client in [&alice, &bob] {
         let target = if std::ptr::eq(client, &bob) {
             rid
@@ -184,6 +219,7 @@ async fn every_error_path_answers_with_a_failure_body() {
 async fn every_operation_and_filter() {
     let (_pinhive, alice, bob, _dir) = service().await;
     let mut created = Vec::new();
+    let mut slowest = Duration::ZERO;
     let specs = [
         (CIDS[0], "Report.pdf", json!({"app": "a", "team": "x"})),
         (CIDS[1], "report-final.pdf", json!({"app": "a"})),
@@ -191,10 +227,10 @@ async fn every_operation_and_filter() {
         (CIDS[0], "REPORT.PDF", json!({})),
     ];
     for (cid, name, meta) in &specs {
-        let (status, body) = alice
-            .pin(json!({"cid": cid, "name": name, "meta": meta,
-                        "origins": ["/ip4/203.0.113.7/tcp/4001/p2p/QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"]}))
-            .await;
+        let pin = json!({"cid": cid, "name": name, "meta": meta,
+                         "origins": ["/ip4/203.0.113.7/tcp/4001/p2p/QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"]});
+        let ((status, body), took) = timed(alice.pin(pin)).await;
+        slowest = slowest.max(took);
         assert_eq!(status, 202, "{body}");
         assert_pin_status_shape(&body);
         assert_eq!(body["pin"]["name"], *name);
@@ -208,7 +244,11 @@ async fn every_operation_and_filter() {
         "one requestid per request, even for the same CID"
     );
     // bob's pin must never show up in alice's listings.
-    bob.pin(json!({"cid": CIDS[0], "name": "Report.pdf"})).await;
+    let ((status, bobs), took) =
+        timed(bob.pin(json!({"cid": CIDS[0], "name": "Report.pdf"}))).await;
+    assert_eq!(status, 202, "{bobs}");
+    slowest = slowest.max(took);
+    let bobs = bobs["requestid"].as_str().unwrap().to_string();
 
     let list = |q: &str| {
         let alice = alice.clone();
@@ -220,6 +260,17 @@ async fn every_operation_and_filter() {
         }
     };
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+    // Every write above is visible (the listings below are only meaningful then).
+    sees_own_writes(
+        slowest,
+        "alice's four pins and bob's to be visible",
+        || async {
+            let alice_all = list("status=queued").await["count"] == 4;
+            let bob_sees_his = bob.get(&format!("/pins/{bobs}")).await.0 == 200;
+            (alice_all && bob_sees_his).then_some(())
+        },
+    )
+    .await;
 
     // Default status filter is `pinned`: nothing here is pinned.
     let body = list("").await;
@@ -279,24 +330,38 @@ async fn every_operation_and_filter() {
     let (status, body) = alice.get(&format!("/pins/{}", created[2])).await;
     assert_eq!(status, 200);
     assert_pin_status_shape(&body);
-    let (status, replaced) = alice
-        .send(
+    let ((status, replaced), took) = timed(
+        alice.send(
             alice
                 .request(Method::POST, &format!("/pins/{}", created[2]))
                 .json(&json!({"cid": CIDS[1], "name": "photo-v2.jpg"})),
-        )
-        .await;
+        ),
+    )
+    .await;
     assert_eq!(status, 202, "{replaced}");
     let new_id = replaced["requestid"].as_str().unwrap();
     assert_ne!(new_id, created[2]);
-    assert_eq!(alice.get(&format!("/pins/{}", created[2])).await.0, 404);
-    assert_eq!(
-        alice.get(&format!("/pins/{new_id}")).await.1["pin"]["name"],
-        "photo-v2.jpg"
-    );
-    let (status, _) = alice.delete(&format!("/pins/{new_id}")).await;
+    // The new pin is the write the 202 answers for; the old one leaves with `PinReplaced`, an
+    // event on the old CID's partition that is applied asynchronously.
+    let new_pin = sees_own_writes(took, "the replacing pin to be visible", || async {
+        let (status, body) = alice.get(&format!("/pins/{new_id}")).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(new_pin["pin"]["name"], "photo-v2.jpg");
+    eventually(
+        Duration::from_secs(60),
+        "the replaced pin to leave",
+        || async { (alice.get(&format!("/pins/{}", created[2])).await.0 == 404).then_some(()) },
+    )
+    .await;
+    let ((status, _), took) = timed(alice.delete(&format!("/pins/{new_id}"))).await;
     assert_eq!(status, 202);
-    assert_eq!(alice.get(&format!("/pins/{new_id}")).await.0, 404);
+    sees_own_writes(took, "the deleted pin gone", || async {
+        (alice.get(&format!("/pins/{new_id}")).await.0 == 404).then_some(())
+    })
+    .await;
+    // Both removals are applied now (waited for above); counters are written with the rows.
     assert_eq!(list("status=queued").await["count"], 3);
 }
 
@@ -304,13 +369,11 @@ async fn every_operation_and_filter() {
 async fn pagination_with_before_across_2500_pins() {
     let (_pinhive, alice, _bob, _dir) = service().await;
     let total = 2_500;
-    let results: Vec<(u16, Value)> = stream::iter(0..total)
+    let results: Vec<((u16, Value), Duration)> = stream::iter(0..total)
         .map(|i| {
             let alice = alice.clone();
             async move {
-                alice
-                    .pin(json!({"cid": CIDS[i % 3], "name": format!("pin-{i}")}))
-                    .await
+                timed(alice.pin(json!({"cid": CIDS[i % 3], "name": format!("pin-{i}")}))).await
             }
         })
         .buffer_unordered(32)
@@ -318,12 +381,24 @@ async fn pagination_with_before_across_2500_pins() {
         .await;
     let accepted: BTreeSet<String> = results
         .iter()
-        .map(|(status, body)| {
+        .map(|((status, body), _)| {
             assert_eq!(*status, 202, "{body}");
             body["requestid"].as_str().unwrap().to_string()
         })
         .collect();
     assert_eq!(accepted.len(), total);
+    // Under this load a write may be answered before its shard applied it (after the apply
+    // wait bound): the listings below assume all of them are in.
+    let slowest = results
+        .iter()
+        .map(|(_, took)| *took)
+        .max()
+        .unwrap_or_default();
+    sees_own_writes(slowest, "all the pins to be listed", || async {
+        let (status, body) = alice.get("/pins?status=queued&limit=1").await;
+        (status == 200 && body["count"].as_u64() == Some(total as u64)).then_some(())
+    })
+    .await;
 
     for limit in [1000usize, 333] {
         let mut seen = Vec::new();

@@ -1,7 +1,9 @@
 //! S3 notifications through the admin webhook (embedded mode, no Kafka): the same ingest as
 //! the Kafka topic, with HTTP errors for bad input.
 
-use pinhive_integration_tests::{create_token, free_port, Client, Pinhive};
+use std::time::Duration;
+
+use pinhive_integration_tests::{create_token, eventually, free_port, Client, Pinhive};
 use serde_json::json;
 
 const CID: &str = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
@@ -46,6 +48,8 @@ async fn webhook_notifications_become_pins() {
     let (_, again) = post(&admin, event).await;
     assert_eq!(again["applied"][0]["action"], "duplicate");
 
+    // The mapping is written before the webhook answers; the pin is not: the ingester appends
+    // the request to the log and its shard applies it asynchronously (docs/kafka.md).
     let (_, objects) = admin
         .get("/admin/s3/objects?bucket=docs&prefix=reports%2F")
         .await;
@@ -53,8 +57,11 @@ async fn webhook_notifications_become_pins() {
         objects["objects"][0]["key"], "reports/q1 2024.pdf",
         "{objects}"
     );
-    let (status, pin) = owner.get(&format!("/pins/{requestid}")).await;
-    assert_eq!(status, 200, "{pin}");
+    let pin = eventually(Duration::from_secs(30), "the object's pin", || async {
+        let (status, pin) = owner.get(&format!("/pins/{requestid}")).await;
+        (status == 200).then_some(pin)
+    })
+    .await;
     assert_eq!(pin["pin"]["name"], "reports/q1 2024.pdf");
     assert_eq!(pin["pin"]["meta"]["s3_bucket"], "docs");
 
