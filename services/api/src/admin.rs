@@ -10,23 +10,41 @@ use crate::error::ApiError;
 use crate::model::format_created;
 use crate::AppState;
 
+/// One resource per path: another method answers 405 with a `Failure` body and `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/ready", web::get().to(ready))
-        .route("/metrics", web::get().to(crate::metrics::metrics))
-        .route(
+    use crate::routing::resource;
+    use actix_web::http::Method;
+    let get = |route| [(Method::GET, route)];
+    cfg.service(resource("/health", get(web::to(health))))
+        .service(resource("/ready", get(web::to(ready))))
+        .service(resource("/metrics", get(web::to(crate::metrics::metrics))))
+        .service(resource(
             "/admin/pins/{requestid}/history",
-            web::get().to(pin_history),
-        )
-        .route("/admin/dead-letters", web::get().to(dead_letters))
-        .route("/admin/shards", web::get().to(shards))
-        .route("/admin/nodes", web::get().to(list_nodes))
-        .route("/admin/nodes", web::post().to(add_node))
-        .route("/admin/nodes/{id}", web::delete().to(remove_node))
-        .route("/admin/tokens", web::post().to(create_token))
-        .route("/admin/s3/events", web::post().to(s3_events))
-        .route("/admin/s3/objects", web::get().to(s3_objects))
-        .route("/admin/s3/cids/{cid}", web::get().to(s3_by_cid));
+            get(web::to(pin_history)),
+        ))
+        .service(resource("/admin/dead-letters", get(web::to(dead_letters))))
+        .service(resource("/admin/shards", get(web::to(shards))))
+        .service(resource(
+            "/admin/nodes",
+            [
+                (Method::GET, web::to(list_nodes)),
+                (Method::POST, web::to(add_node)),
+            ],
+        ))
+        .service(resource(
+            "/admin/nodes/{id}",
+            [(Method::DELETE, web::to(remove_node))],
+        ))
+        .service(resource(
+            "/admin/tokens",
+            [(Method::POST, web::to(create_token))],
+        ))
+        .service(resource(
+            "/admin/s3/events",
+            [(Method::POST, web::to(s3_events))],
+        ))
+        .service(resource("/admin/s3/objects", get(web::to(s3_objects))))
+        .service(resource("/admin/s3/cids/{cid}", get(web::to(s3_by_cid))));
 }
 
 async fn health() -> HttpResponse {
@@ -111,7 +129,9 @@ async fn pin_history(
     };
     let store = state.store.clone();
     let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
-    let (cid, after) = (pin.cid.clone(), query.after);
+    // The journal is kept per CID state, which is keyed by the canonical CID.
+    let cid = pinhive_domain::canonical_cid(&pin.cid).unwrap_or_else(|_| pin.cid.clone());
+    let after = query.after;
     let entries = web::block(move || store.journal(&cid, after, limit)).await??;
     use pinhive_events::Event;
     let relevant = entries.into_iter().filter(|entry| match &entry.event {
@@ -141,15 +161,48 @@ struct PageQuery {
     limit: Option<usize>,
 }
 
+#[derive(Deserialize)]
+struct DeadLetterQuery {
+    /// `<partition>:<offset>` of the last letter already seen (the previous page's `next`).
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Parses a dead-letter cursor `<partition>:<offset>`.
+fn parse_dead_letter_cursor(text: &str) -> Result<(u32, u64), ApiError> {
+    let malformed = || {
+        ApiError::bad_request(format!(
+            "after must be a dead-letter cursor <partition>:<offset> (a previous page's next), \
+             not {text:?}"
+        ))
+    };
+    let (partition, offset) = text.split_once(':').ok_or_else(malformed)?;
+    let partition = partition.parse::<u32>().map_err(|_| malformed())?;
+    let offset = offset.parse::<u64>().map_err(|_| malformed())?;
+    Ok((partition, offset))
+}
+
+/// Dead letters in (partition, offset) order, `limit` per page (default 100, at most 1000).
+/// `next` is the cursor of the page's last letter when the page is full (pass it as `after`
+/// for the following page, which may be empty), and null otherwise.
 async fn dead_letters(
     state: web::Data<AppState>,
     _admin: AdminCaller,
-    query: web::Query<PageQuery>,
+    query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = state.store.clone();
+    let after = query
+        .after
+        .as_deref()
+        .map(parse_dead_letter_cursor)
+        .transpose()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let letters = web::block(move || store.dead_letters(None, limit)).await??;
-    Ok(HttpResponse::Ok().json(json!({"dead_letters": letters})))
+    let store = state.store.clone();
+    let letters = web::block(move || store.dead_letters(after, limit)).await??;
+    let next = match letters.last() {
+        Some(last) if letters.len() == limit => Some(format!("{}:{}", last.partition, last.offset)),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(json!({"dead_letters": letters, "next": next})))
 }
 
 async fn shards(state: web::Data<AppState>, _admin: AdminCaller) -> HttpResponse {
@@ -288,7 +341,8 @@ async fn s3_by_cid(
     _admin: AdminCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let cid = path.into_inner();
+    // Any spelling of the CID finds the objects (the mapping is kept by the canonical form).
+    let cid = pinhive_domain::canonical_cid(&path.into_inner())?;
     let store = state.store.clone();
     let objects = web::block(move || store.s3_objects_by_cid(&cid, 1000)).await??;
     Ok(HttpResponse::Ok().json(json!({"objects": objects})))
@@ -322,4 +376,21 @@ async fn create_token(
     let hash = pinhive_store::hash_secret(&secret);
     web::block(move || store.put_token(&hash, &record)).await??;
     Ok(HttpResponse::Created().json(json!({"name": name, "admin": admin, "token": secret})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_cursors_are_partition_colon_offset() {
+        assert_eq!(parse_dead_letter_cursor("3:17").unwrap(), (3, 17));
+        assert_eq!(
+            parse_dead_letter_cursor(&format!("{}:{}", u32::MAX, u64::MAX)).unwrap(),
+            (u32::MAX, u64::MAX)
+        );
+        for bad in ["", "3", "3:", ":17", "3:17:1", "-1:2", "a:b", "3;17", "4294967296:0"] {
+            assert!(parse_dead_letter_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -10,6 +10,8 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
     TooManyRequests,
     Unavailable,
     Internal,
@@ -22,6 +24,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -35,10 +39,30 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
             ErrorCode::Unavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL_SERVER_ERROR",
         }
+    }
+
+    /// The code answering with `status`, if the closed set has one (used to give actix's own
+    /// error responses a `Failure` body).
+    pub fn from_status(status: StatusCode) -> Option<ErrorCode> {
+        [
+            ErrorCode::BadRequest,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::TooManyRequests,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ]
+        .into_iter()
+        .find(|code| code.status() == status)
     }
 }
 
@@ -122,8 +146,85 @@ impl From<pinhive_log::LogError> for ApiError {
     }
 }
 
+/// A request body that could not be read as JSON: 413 when it exceeds the configured limit
+/// (declared or streamed), 400 for everything else (syntax, content type, wrong fields).
+impl From<actix_web::error::JsonPayloadError> for ApiError {
+    fn from(error: actix_web::error::JsonPayloadError) -> Self {
+        use actix_web::error::{JsonPayloadError, PayloadError};
+        match error {
+            JsonPayloadError::OverflowKnownLength { length, limit } => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request body of {length} bytes exceeds the limit of {limit} bytes"),
+            ),
+            JsonPayloadError::Overflow { limit } => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request body exceeds the limit of {limit} bytes"),
+            ),
+            JsonPayloadError::Payload(PayloadError::Overflow) => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "request body exceeds the size limit",
+            ),
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+}
+
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(error: actix_web::error::BlockingError) -> Self {
         ApiError::new(ErrorCode::Unavailable, error.to_string())
+    }
+}
+
+/// A domain rejection of client input is the client's error: 400 with the rule it broke.
+impl From<pinhive_domain::Rejection> for ApiError {
+    fn from(rejection: pinhive_domain::Rejection) -> Self {
+        match rejection {
+            pinhive_domain::Rejection::NotOwner { requestid } => {
+                ApiError::not_found(format!("no pin with requestid {requestid}"))
+            }
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::error::{JsonPayloadError, PayloadError};
+
+    #[test]
+    fn every_code_maps_back_from_its_status() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(ErrorCode::from_status(code.status()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_status(StatusCode::IM_A_TEAPOT), None);
+    }
+
+    #[test]
+    fn json_overflow_is_413_and_other_json_errors_are_400() {
+        let overflows = [
+            JsonPayloadError::OverflowKnownLength {
+                length: 70_000,
+                limit: 65_536,
+            },
+            JsonPayloadError::Overflow { limit: 65_536 },
+            JsonPayloadError::Payload(PayloadError::Overflow),
+        ];
+        for error in overflows {
+            assert_eq!(ApiError::from(error).code, ErrorCode::PayloadTooLarge);
+        }
+        let syntax = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        for error in [
+            JsonPayloadError::ContentType,
+            JsonPayloadError::Deserialize(syntax),
+            JsonPayloadError::Payload(PayloadError::Incomplete(None)),
+        ] {
+            assert_eq!(ApiError::from(error).code, ErrorCode::BadRequest);
+        }
     }
 }

@@ -1,19 +1,18 @@
-//! Wire types of the Pinning Service API and the validation that turns requests into
-//! preconditions-in-types ([`ValidatedPin`], [`PinQuery`]).
+//! Wire types of the Pinning Service API and the parsing that turns requests into
+//! preconditions-in-types (the domain's [`PinCommand`], the store's [`PinQuery`]).
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use pinhive_domain::{PinRecord, PinStatus};
+use pinhive_domain::values::PinName;
+use pinhive_domain::{PinCommand, PinRecord, PinStatus, RawPin};
+use pinhive_domain::command::ReplicaBounds;
 use pinhive_store::{NameMatch, PinQuery};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
-pub const MAX_NAME_CHARS: usize = 255;
-pub const MAX_ORIGINS: usize = 20;
-pub const MAX_META_ENTRIES: usize = 1000;
+pub use pinhive_domain::values::{MAX_NAME_CHARS, MAX_ORIGINS};
 pub const MAX_CIDS_PER_QUERY: usize = 10;
 
 /// The spec's `Pin` object as clients send it.
@@ -28,80 +27,30 @@ pub struct PinBody {
     pub meta: Option<BTreeMap<String, String>>,
 }
 
-/// A pin request whose every field has been checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidatedPin {
-    pub cid: String,
-    pub name: Option<String>,
-    pub origins: Vec<String>,
-    pub meta: BTreeMap<String, String>,
+impl PinBody {
+    /// Checks every field through the domain's typed values (the same checks the shard applies
+    /// to external producers' records). Origins are hints: invalid, duplicate and surplus ones
+    /// are dropped, never an error.
+    pub fn into_command(self, owner: &str, replicas: ReplicaBounds) -> Result<PinCommand, ApiError> {
+        let raw = RawPin {
+            cid: self.cid,
+            name: self.name,
+            origins: self.origins.unwrap_or_default(),
+            meta: self.meta.unwrap_or_default(),
+        };
+        Ok(PinCommand::new(raw, owner, replicas)?)
+    }
 }
 
-/// Parses a CID (v0 or v1) with the `cid` crate; the original text is kept as given.
+/// Parses a CID (v0 or v1, any multibase) and returns its canonical form (CIDv1, base32), the
+/// form the `cid` filter compares.
 pub fn validate_cid(text: &str) -> Result<String, ApiError> {
-    let text = text.trim();
-    cid::Cid::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("invalid cid {text:?}: {e}")))?;
-    Ok(text.to_string())
+    Ok(pinhive_domain::canonical_cid(text)?)
 }
 
 fn validate_name(name: &str) -> Result<(), ApiError> {
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "name is longer than {MAX_NAME_CHARS} characters"
-        )));
-    }
-    if name.contains('\0') {
-        return Err(ApiError::bad_request("name must not contain NUL"));
-    }
+    PinName::parse(name)?;
     Ok(())
-}
-
-fn validate_origin(origin: &str) -> Result<(), ApiError> {
-    let address = multiaddr::Multiaddr::from_str(origin)
-        .map_err(|e| ApiError::bad_request(format!("invalid origin multiaddr {origin:?}: {e}")))?;
-    match address.iter().last() {
-        Some(multiaddr::Protocol::P2p(_)) => Ok(()),
-        _ => Err(ApiError::bad_request(format!(
-            "origin {origin:?} must end with /p2p/<peer id>"
-        ))),
-    }
-}
-
-impl PinBody {
-    pub fn validate(self) -> Result<ValidatedPin, ApiError> {
-        let cid = validate_cid(&self.cid)?;
-        if let Some(name) = &self.name {
-            validate_name(name)?;
-        }
-        let origins = self.origins.unwrap_or_default();
-        if origins.len() > MAX_ORIGINS {
-            return Err(ApiError::bad_request(format!(
-                "at most {MAX_ORIGINS} origins are accepted"
-            )));
-        }
-        for origin in &origins {
-            validate_origin(origin)?;
-        }
-        let mut unique = origins.clone();
-        unique.sort();
-        unique.dedup();
-        if unique.len() != origins.len() {
-            return Err(ApiError::bad_request("origins must be unique"));
-        }
-        let meta = self.meta.unwrap_or_default();
-        if meta.len() > MAX_META_ENTRIES {
-            return Err(ApiError::bad_request(format!(
-                "meta holds more than {MAX_META_ENTRIES} entries"
-            )));
-        }
-        Ok(ValidatedPin {
-            cid,
-            name: self.name,
-            origins,
-            meta,
-        })
-    }
 }
 
 #[derive(Serialize, Debug)]
@@ -134,13 +83,14 @@ pub fn format_created(created_ns: i64) -> String {
     DateTime::<Utc>::from_timestamp_nanos(created_ns).to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
-/// Renders a pin row. `fallback_delegates` are used while no replica holds the pin yet (the
-/// spec requires at least one delegate: the nodes that will receive the data).
+/// Renders a pin row. The row's `delegates` (holders, then allocated nodes, public addresses
+/// first) are used when it has any; `fallback_delegates` (the best candidate node for the CID)
+/// while nothing is allocated yet, since the spec wants at least one.
 pub fn pin_status_json(pin: PinRecord, fallback_delegates: &[String]) -> PinStatusJson {
     let delegates = if pin.delegates.is_empty() {
-        fallback_delegates.iter().take(20).cloned().collect()
+        fallback_delegates.iter().take(MAX_ORIGINS).cloned().collect()
     } else {
-        pin.delegates.into_iter().take(20).collect()
+        pin.delegates.into_iter().take(MAX_ORIGINS).collect()
     };
     PinStatusJson {
         requestid: pin.requestid,
@@ -171,8 +121,13 @@ fn split_list(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// `GET /pins` parameters that take one value: a second occurrence is a 400 rather than
+/// silently replacing the first. `cid` and `status` are lists: their occurrences (each
+/// itself comma-separated) are joined, still at most [`MAX_CIDS_PER_QUERY`] distinct CIDs.
+const SINGLE_VALUED_PARAMS: [&str; 6] = ["name", "match", "before", "after", "limit", "meta"];
+
 /// Builds the listing query from `GET /pins` parameters (defaults per the spec: status
-/// `pinned`, limit 10, match `exact`).
+/// `pinned`, limit 10, match `exact`). Unknown parameters are ignored.
 pub fn parse_list_query(owner: &str, params: &[(String, String)]) -> Result<PinQuery, ApiError> {
     let mut query = PinQuery {
         owner: owner.to_string(),
@@ -186,7 +141,17 @@ pub fn parse_list_query(owner: &str, params: &[(String, String)]) -> Result<PinQ
     };
     let mut name: Option<String> = None;
     let mut strategy = NameMatch::Exact;
+    let mut statuses: Vec<PinStatus> = Vec::new();
+    let mut seen_single: Vec<&str> = Vec::new();
     for (key, value) in params {
+        if let Some(single) = SINGLE_VALUED_PARAMS.iter().find(|p| **p == key.as_str()) {
+            if seen_single.contains(single) {
+                return Err(ApiError::bad_request(format!(
+                    "{single} is given more than once; it takes a single value"
+                )));
+            }
+            seen_single.push(single);
+        }
         match key.as_str() {
             "cid" => {
                 for cid in split_list(value) {
@@ -197,7 +162,7 @@ pub fn parse_list_query(owner: &str, params: &[(String, String)]) -> Result<PinQ
                 }
                 if query.cids.len() > MAX_CIDS_PER_QUERY {
                     return Err(ApiError::bad_request(format!(
-                        "at most {MAX_CIDS_PER_QUERY} cids per query"
+                        "at most {MAX_CIDS_PER_QUERY} distinct cids per query, over every cid parameter"
                     )));
                 }
             }
@@ -213,8 +178,11 @@ pub fn parse_list_query(owner: &str, params: &[(String, String)]) -> Result<PinQ
                 })?;
             }
             "status" => {
-                let mut statuses = Vec::new();
-                for text in split_list(value) {
+                let texts = split_list(value);
+                if texts.is_empty() {
+                    return Err(ApiError::bad_request("status must not be empty"));
+                }
+                for text in texts {
                     let status = PinStatus::parse(text).ok_or_else(|| {
                         ApiError::bad_request(format!(
                             "status must be queued, pinning, pinned or failed, not {text:?}"
@@ -224,10 +192,6 @@ pub fn parse_list_query(owner: &str, params: &[(String, String)]) -> Result<PinQ
                         statuses.push(status);
                     }
                 }
-                if statuses.is_empty() {
-                    return Err(ApiError::bad_request("status must not be empty"));
-                }
-                query.statuses = statuses;
             }
             "before" => query.before_ns = Some(parse_time("before", value)?),
             "after" => query.after_ns = Some(parse_time("after", value)?),
@@ -250,6 +214,9 @@ pub fn parse_list_query(owner: &str, params: &[(String, String)]) -> Result<PinQ
             }
             _ => {}
         }
+    }
+    if !statuses.is_empty() {
+        query.statuses = statuses;
     }
     if let Some(name) = name {
         if !name.is_empty() {
@@ -328,38 +295,96 @@ mod tests {
     }
 
     #[test]
-    fn validates_pin_bodies() {
-        let ok = PinBody {
-            cid: V0.into(),
-            name: Some("ü".repeat(255)),
-            origins: Some(vec![
-                "/ip4/203.0.113.1/tcp/4001/p2p/QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
-                    .into(),
+    fn repeated_list_parameters_combine() {
+        let q = parse_list_query(
+            "o",
+            &params(&[
+                ("status", "pinned"),
+                ("status", "failed,pinned"),
+                ("status", "queued"),
+                ("cid", V0),
+                ("cid", &format!("{V1},{V0}")),
             ]),
+        )
+        .unwrap();
+        assert_eq!(
+            q.statuses,
+            vec![PinStatus::Pinned, PinStatus::Failed, PinStatus::Queued]
+        );
+        let canonical = |cid| validate_cid(cid).unwrap();
+        assert_eq!(q.cids, vec![canonical(V0), canonical(V1)]);
+        // An empty occurrence is still an error, even next to a valid one.
+        let empty = params(&[("status", "pinned"), ("status", "")]);
+        assert!(parse_list_query("o", &empty).is_err());
+    }
+
+    #[test]
+    fn repeated_cids_stay_bounded() {
+        // Eleven distinct CIDs spread over two parameters exceed the bound.
+        let distinct: Vec<String> = (0u8..11)
+            .map(|i| {
+                let digest = cid::multihash::Multihash::<64>::wrap(0x12, &[i; 32]).unwrap();
+                cid::Cid::new_v1(0x55, digest).to_string()
+            })
+            .collect();
+        let (first, second) = distinct.split_at(6);
+        let split = params(&[("cid", &first.join(",")), ("cid", &second.join(","))]);
+        let error = parse_list_query("o", &split).unwrap_err();
+        assert!(error.details.contains("at most 10"), "{error}");
+        let ten = params(&[("cid", &first.join(",")), ("cid", &second[..4].join(","))]);
+        assert_eq!(parse_list_query("o", &ten).unwrap().cids.len(), 10);
+    }
+
+    #[test]
+    fn repeated_single_valued_parameters_are_rejected() {
+        for (key, value) in [
+            ("name", "x"),
+            ("match", "exact"),
+            ("before", "2024-01-01T00:00:00Z"),
+            ("after", "2023-01-01T00:00:00Z"),
+            ("limit", "5"),
+            ("meta", r#"{"app":"a"}"#),
+        ] {
+            // Once is fine; twice is a 400 naming the parameter, even with equal values.
+            assert!(parse_list_query("o", &params(&[(key, value)])).is_ok(), "{key}");
+            let twice = params(&[(key, value), ("status", "failed"), (key, value)]);
+            let error = parse_list_query("o", &twice).unwrap_err();
+            assert_eq!(error.code, crate::error::ErrorCode::BadRequest);
+            assert!(
+                error.details.starts_with(&format!("{key} is given more than once")),
+                "{error}"
+            );
+        }
+        // Unknown parameters, repeated or not, are ignored.
+        let unknown = params(&[("page", "1"), ("page", "2")]);
+        assert!(parse_list_query("o", &unknown).is_ok());
+    }
+
+    #[test]
+    fn validates_pin_bodies() {
+        let bounds = ReplicaBounds::new(1, 3).unwrap();
+        let body = |cid: &str, name: Option<String>, origins: Vec<&str>| PinBody {
+            cid: cid.into(),
+            name,
+            origins: Some(origins.into_iter().map(String::from).collect()),
             meta: None,
         };
-        assert!(ok.validate().is_ok());
-        let bad_origin = PinBody {
-            cid: V1.into(),
-            name: None,
-            origins: Some(vec!["/ip4/203.0.113.1/tcp/4001".into()]),
-            meta: None,
-        };
-        assert!(bad_origin.validate().is_err());
-        let long_name = PinBody {
-            cid: V1.into(),
-            name: Some("x".repeat(256)),
-            origins: None,
-            meta: None,
-        };
-        assert!(long_name.validate().is_err());
-        let bad_cid = PinBody {
-            cid: "QmNope".into(),
-            name: None,
-            origins: None,
-            meta: None,
-        };
-        assert!(bad_cid.validate().is_err());
+        let origin = "/ip4/203.0.113.1/tcp/4001/p2p/QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+        let ok = body(V0, Some("ü".repeat(255)), vec![origin])
+            .into_command("alice", bounds)
+            .unwrap();
+        assert_eq!(ok.cid.spelling(), V0);
+        assert!(ok.cid.canonical().starts_with("bafybei"));
+        // Origins are hints: a bad one is dropped, the pin is accepted.
+        let hints = body(V1, None, vec!["/ip4/203.0.113.1/tcp/4001", "junk", origin, origin])
+            .into_command("alice", bounds)
+            .unwrap();
+        assert_eq!(hints.origins.kept, vec![origin.to_string()]);
+        assert_eq!(hints.origins.dropped, 3);
+        let long_name = body(V1, Some("x".repeat(256)), vec![]).into_command("alice", bounds);
+        assert!(long_name.is_err());
+        assert!(body("QmNope", None, vec![]).into_command("alice", bounds).is_err());
+        assert!(body(V1, None, vec![]).into_command("#all", bounds).is_err());
     }
 
     #[test]

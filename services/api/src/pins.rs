@@ -1,47 +1,84 @@
 //! The five operations of the Pinning Service API.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use pinhive_domain::command::ReplicaBounds;
+use pinhive_domain::values::Owner;
+use pinhive_domain::{canonical_cid, decide, Cid, Command, Decided, PinRecord};
 use pinhive_events::{Envelope, Event, PinRequested};
 use pinhive_log::{Position, Record};
 use tracing::Instrument;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::model::{parse_list_query, pin_status_json, PinBody, PinResultsJson, ValidatedPin};
+use crate::model::{parse_list_query, pin_status_json, PinBody, PinResultsJson};
 use crate::AppState;
 
+/// Other methods on these paths answer 405 with a `Failure` body and `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/pins")
-            .route(web::get().to(list_pins))
-            .route(web::post().to(add_pin)),
-    )
-    .service(
-        web::resource("/pins/{requestid}")
-            .route(web::get().to(get_pin))
-            .route(web::post().to(replace_pin))
-            .route(web::delete().to(delete_pin)),
-    );
+    use crate::routing::resource;
+    use actix_web::http::Method;
+    cfg.service(resource(
+        "/pins",
+        [
+            (Method::GET, web::to(list_pins)),
+            (Method::POST, web::to(add_pin)),
+        ],
+    ))
+    .service(resource(
+        "/pins/{requestid}",
+        [
+            (Method::GET, web::to(get_pin)),
+            (Method::POST, web::to(replace_pin)),
+            (Method::DELETE, web::to(delete_pin)),
+        ],
+    ));
 }
 
-/// Multiaddrs of reachable nodes: the delegates shown while a pin has no replica yet.
-pub fn fallback_delegates(state: &AppState) -> Vec<String> {
-    state
-        .registry
-        .entries()
-        .into_iter()
-        .filter(|e| e.health.reachable)
-        .filter_map(|e| e.health.identity)
-        .flat_map(|i| i.addresses)
-        .take(20)
-        .collect()
+/// Delegates shown while nothing is allocated to a pin yet: the dialable addresses of the node
+/// the allocator ranks first for the CID among those with known addresses (reachable ones
+/// before unreachable), public addresses first.
+pub fn fallback_delegates(state: &AppState, canonical_cid: &str) -> Vec<String> {
+    let entries = state.registry.entries();
+    let mut candidates: Vec<String> = entries
+        .iter()
+        .filter(|e| e.health.identity.is_some())
+        .map(|e| e.descriptor.id.clone())
+        .collect();
+    pinhive_domain::allocator::rank(canonical_cid, &mut candidates);
+    let reachable = |id: &String| {
+        entries
+            .iter()
+            .any(|e| &e.descriptor.id == id && e.health.reachable)
+    };
+    candidates.sort_by_key(|id| !reachable(id)); // stable: keeps the rank within each group
+    let addresses = candidates.first().and_then(|id| {
+        entries
+            .iter()
+            .find(|e| &e.descriptor.id == id)
+            .and_then(|e| e.health.identity.as_ref())
+            .map(|identity| identity.addresses.clone())
+    });
+    pinhive_domain::values::dialable_first(
+        addresses.unwrap_or_default(),
+        pinhive_domain::values::MAX_ORIGINS,
+    )
+}
+
+/// Renders a pin with its delegates (see [`fallback_delegates`]).
+pub fn render(state: &AppState, pin: PinRecord) -> crate::model::PinStatusJson {
+    if !pin.delegates.is_empty() {
+        return pin_status_json(pin, &[]);
+    }
+    let canonical = canonical_cid(&pin.cid).unwrap_or_else(|_| pin.cid.clone());
+    let fallback = fallback_delegates(state, &canonical);
+    pin_status_json(pin, &fallback)
 }
 
 async fn load_owned_pin(
     state: &AppState,
     caller: &Caller,
     requestid: String,
-) -> Result<pinhive_domain::PinRecord, ApiError> {
+) -> Result<PinRecord, ApiError> {
     let store = state.store.clone();
     let lookup = requestid.clone();
     let pin = web::block(move || store.get_pin(&lookup)).await??;
@@ -54,17 +91,16 @@ async fn load_owned_pin(
     }
 }
 
-/// Appends envelopes durably, then waits (bounded) until their shards applied them. Each
-/// envelope carries the request's trace context, so the shard continues the same trace.
-async fn append_and_wait(state: &AppState, envelopes: &[Envelope]) -> Result<(), ApiError> {
+/// Appends the events a command decided durably, then waits (bounded) until their shards
+/// applied them. Each envelope carries the request's trace context, so the shard continues the
+/// same trace.
+async fn append_and_wait(state: &AppState, decided: Vec<Decided>) -> Result<(), ApiError> {
     let traceparent = pinhive_telemetry::current_traceparent();
-    let records: Vec<Record> = envelopes
-        .iter()
-        .map(|envelope| {
-            let mut envelope = envelope.clone();
-            if envelope.traceparent.is_none() {
-                envelope.traceparent = traceparent.clone();
-            }
+    let records: Vec<Record> = decided
+        .into_iter()
+        .map(|Decided { key, event }| {
+            let mut envelope = Envelope::new(key, event);
+            envelope.traceparent = traceparent.clone();
             Record::from_envelope(&envelope)
         })
         .collect();
@@ -92,28 +128,17 @@ async fn append_and_wait(state: &AppState, envelopes: &[Envelope]) -> Result<(),
     Ok(())
 }
 
-fn pin_requested(
-    state: &AppState,
-    caller: &Caller,
-    pin: ValidatedPin,
-    replaces: Option<pinhive_events::Replaces>,
-) -> Envelope {
-    let requestid = pinhive_events::new_event_id();
-    Envelope::new(
-        pin.cid.clone(),
-        Event::PinRequested(PinRequested {
-            requestid,
-            owner: caller.owner.clone(),
-            cid: pin.cid,
-            name: pin.name,
-            origins: pin.origins,
-            meta: pin.meta,
-            created_ns: state.next_created_ns(),
-            replicas_min: state.config.replicas_min,
-            replicas_max: state.config.replicas_max,
-            replaces,
-        }),
-    )
+fn replica_bounds(state: &AppState) -> Result<ReplicaBounds, ApiError> {
+    ReplicaBounds::new(state.config.replicas_min, state.config.replicas_max)
+        .map_err(ApiError::internal)
+}
+
+/// The pin request a decided command starts with.
+fn requested(decided: &[Decided]) -> Result<PinRequested, ApiError> {
+    match decided.first().map(|d| &d.event) {
+        Some(Event::PinRequested(request)) => Ok(request.clone()),
+        _ => Err(ApiError::internal("a pin command decided no pin request")),
+    }
 }
 
 /// Answers 202 with the pin as the shard materialized it; if the shard has not applied the
@@ -125,8 +150,8 @@ async fn respond_with_pin(
     let store = state.store.clone();
     let lookup = request.requestid.clone();
     let pin = web::block(move || store.get_pin(&lookup)).await??;
-    let pin = pin.unwrap_or_else(|| pinhive_domain::PinRecord::queued(request));
-    Ok(HttpResponse::Accepted().json(pin_status_json(pin, &fallback_delegates(state))))
+    let pin = pin.unwrap_or_else(|| PinRecord::queued(request));
+    Ok(HttpResponse::Accepted().json(render(state, pin)))
 }
 
 async fn add_pin(
@@ -134,15 +159,16 @@ async fn add_pin(
     caller: Caller,
     body: web::Json<PinBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let pin = body.into_inner().validate()?;
-    let envelope = pin_requested(&state, &caller, pin, None);
-    let Event::PinRequested(request) = &envelope.event else {
-        return Err(ApiError::internal(
-            "pin request envelope without a pin request",
-        ));
-    };
-    let request = request.clone();
-    append_and_wait(&state, std::slice::from_ref(&envelope)).await?;
+    let pin = body
+        .into_inner()
+        .into_command(&caller.owner, replica_bounds(&state)?)?;
+    let decided = decide(Command::Pin {
+        pin,
+        requestid: pinhive_events::new_event_id(),
+        created_ns: state.next_created_ns(),
+    })?;
+    let request = requested(&decided)?;
+    append_and_wait(&state, decided).await?;
     tracing::debug!(requestid = %request.requestid, cid = %request.cid, "pin request accepted");
     respond_with_pin(&state, &request).await
 }
@@ -158,13 +184,12 @@ async fn list_pins(
     let store = state.store.clone();
     let partitions = state.log.partition_count();
     let page = web::block(move || store.list_pins(&query, partitions)).await??;
-    let delegates = fallback_delegates(&state);
     Ok(HttpResponse::Ok().json(PinResultsJson {
         count: page.count,
         results: page
             .results
             .into_iter()
-            .map(|pin| pin_status_json(pin, &delegates))
+            .map(|pin| render(&state, pin))
             .collect(),
     }))
 }
@@ -175,7 +200,7 @@ async fn get_pin(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let pin = load_owned_pin(&state, &caller, path.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(pin_status_json(pin, &fallback_delegates(&state))))
+    Ok(HttpResponse::Ok().json(render(&state, pin)))
 }
 
 async fn replace_pin(
@@ -185,29 +210,19 @@ async fn replace_pin(
     body: web::Json<PinBody>,
 ) -> Result<HttpResponse, ApiError> {
     let old = load_owned_pin(&state, &caller, path.into_inner()).await?;
-    let pin = body.into_inner().validate()?;
-    let replaces = pinhive_events::Replaces {
-        requestid: old.requestid.clone(),
-        cid: old.cid.clone(),
-    };
-    let new = pin_requested(&state, &caller, pin, Some(replaces));
-    let Event::PinRequested(request) = &new.event else {
-        return Err(ApiError::internal(
-            "pin request envelope without a pin request",
-        ));
-    };
-    let request = request.clone();
-    let requestid = request.requestid.clone();
-    // The old pin leaves the API at once but keeps holding its content on the nodes until
-    // the new pin settles (ReplaceSettled), so blocks shared by both are never collected.
-    let retire = Envelope::new(
-        old.cid.clone(),
-        Event::PinReplaced {
-            requestid: old.requestid.clone(),
-            replaced_by: requestid.clone(),
-        },
-    );
-    append_and_wait(&state, &[new, retire]).await?;
+    let pin = body
+        .into_inner()
+        .into_command(&caller.owner, replica_bounds(&state)?)?;
+    let old_cid = Cid::parse(&old.cid).map_err(ApiError::internal)?;
+    let decided = decide(Command::Replace {
+        pin,
+        requestid: pinhive_events::new_event_id(),
+        created_ns: state.next_created_ns(),
+        old_requestid: old.requestid,
+        old_cid,
+    })?;
+    let request = requested(&decided)?;
+    append_and_wait(&state, decided).await?;
     respond_with_pin(&state, &request).await
 }
 
@@ -217,13 +232,11 @@ async fn delete_pin(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let pin = load_owned_pin(&state, &caller, path.into_inner()).await?;
-    let envelope = Envelope::new(
-        pin.cid.clone(),
-        Event::UnpinRequested {
-            requestid: pin.requestid,
-            owner: caller.owner,
-        },
-    );
-    append_and_wait(&state, std::slice::from_ref(&envelope)).await?;
+    let decided = decide(Command::Unpin {
+        requestid: pin.requestid,
+        owner: Owner::parse(&caller.owner)?,
+        cid: Cid::parse(&pin.cid).map_err(ApiError::internal)?,
+    })?;
+    append_and_wait(&state, decided).await?;
     Ok(HttpResponse::Accepted().finish())
 }

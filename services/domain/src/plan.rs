@@ -10,12 +10,17 @@ use pinhive_events::NodeId;
 
 use crate::allocator::{allocate, rank, NodeView};
 use crate::state::{CidState, ReplicaStatus};
+use crate::values::is_public_multiaddr;
 
 /// Inputs besides the state: the node registry snapshot and placement thresholds.
 #[derive(Clone, Debug, Default)]
 pub struct PlanContext {
     pub nodes: Vec<NodeView>,
     pub min_free_bytes: u64,
+    /// Let nodes dial loopback/private/link-local origins (a private cluster whose content
+    /// providers share its network). Off by default: a client's origins must not make the
+    /// cluster's nodes probe their own internal network.
+    pub dial_private_origins: bool,
 }
 
 /// One step for the shard to carry out.
@@ -49,6 +54,12 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
         .collect();
     rank(&state.cid, &mut live);
 
+    let origins: Vec<String> = state
+        .origins
+        .iter()
+        .filter(|origin| context.dial_private_origins || is_public_multiaddr(origin))
+        .cloned()
+        .collect();
     let mut actions = Vec::new();
     let mut unwanted: BTreeSet<NodeId> = live.iter().skip(desired).cloned().collect();
     if !state.is_referenced() {
@@ -87,7 +98,7 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
         } else if replica.status == ReplicaStatus::Allocated {
             actions.push(Action::Pin {
                 node: node.clone(),
-                origins: state.origins.clone(),
+                origins: origins.clone(),
             });
         }
     }

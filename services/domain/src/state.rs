@@ -137,7 +137,7 @@ impl CidState {
             } => {
                 if let Some(replica) = self.replicas.get_mut(node) {
                     replica.status = ReplicaStatus::Pinned;
-                    replica.attempts += attempts;
+                    replica.attempts = replica.attempts.saturating_add(*attempts);
                     replica.last_error = None;
                     replica.delegates = delegates.clone();
                 }
@@ -151,7 +151,7 @@ impl CidState {
                     if replica.status == ReplicaStatus::Allocated {
                         replica.status = ReplicaStatus::Failed;
                     }
-                    replica.attempts += attempts;
+                    replica.attempts = replica.attempts.saturating_add(*attempts);
                     replica.last_error = Some(reason.clone());
                 }
             }
@@ -210,17 +210,38 @@ impl CidState {
         PinStatus::Queued
     }
 
-    /// Multiaddrs of nodes that hold the content (pinned replicas).
-    pub fn delegates(&self) -> Vec<String> {
-        let mut delegates: Vec<String> = self
-            .replicas
-            .values()
-            .filter(|r| r.status == ReplicaStatus::Pinned)
-            .flat_map(|r| r.delegates.iter().cloned())
-            .collect();
-        delegates.sort();
-        delegates.dedup();
-        delegates
+    /// Multiaddrs a client should connect to (the spec's `delegates`): the nodes that hold the
+    /// content (as they reported when pinning), then the nodes allocated to pin it
+    /// (`node_addresses` gives a node's current addresses), each group in placement order;
+    /// public addresses before private ones, at most 20. Empty while nothing is allocated: the
+    /// API then names the best candidate node.
+    pub fn delegates(&self, node_addresses: &dyn Fn(&str) -> Vec<String>) -> Vec<String> {
+        let mut nodes: Vec<NodeId> = self.replicas.keys().cloned().collect();
+        crate::allocator::rank(&self.cid, &mut nodes);
+        let of_status = |status: ReplicaStatus| {
+            nodes
+                .iter()
+                .filter(move |node| self.replicas.get(*node).is_some_and(|r| r.status == status))
+        };
+        let pinned = of_status(ReplicaStatus::Pinned)
+            .flat_map(|node| self.replicas[node].delegates.iter().cloned());
+        let allocated = of_status(ReplicaStatus::Allocated).flat_map(|node| node_addresses(node));
+        crate::values::dialable_first(pinned.chain(allocated), crate::values::MAX_ORIGINS)
+    }
+
+    /// The state-dependent admission rule: only a pin's owner may unpin it. (An unpin of a
+    /// pin that is already gone is a harmless no-op, not a rejection.)
+    pub fn check(&self, event: &Event) -> Result<(), crate::command::Rejection> {
+        if let Event::UnpinRequested { requestid, owner } = event {
+            if let Some(pin) = self.pins.get(requestid) {
+                if &pin.owner != owner {
+                    return Err(crate::command::Rejection::NotOwner {
+                        requestid: requestid.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The `info` map every pin of this CID shows.
@@ -250,7 +271,6 @@ impl CidState {
         let mut pin = PinRecord::queued(request);
         pin.status = self.pin_status();
         pin.info = self.pin_info();
-        pin.delegates = self.delegates();
         pin
     }
 

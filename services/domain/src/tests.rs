@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use crate::{plan, Action, CidState, NodeView, PinStatus, PlanContext};
 
+const PEER: &str = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf";
 const CID: &str = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
 
 fn request(id: &str, min: u8, max: u8) -> Event {
@@ -34,7 +35,10 @@ fn allocated(nodes: &[&str]) -> Event {
 fn pinned(node: &str) -> Event {
     Event::ReplicaPinned {
         node: node.into(),
-        delegates: vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{node}")],
+        delegates: vec![
+            format!("/ip4/127.0.0.1/tcp/4001/p2p/{PEER}"),
+            format!("/dns4/{node}.example.org/tcp/4001/p2p/{PEER}"),
+        ],
         attempts: 1,
         duration_ms: 1,
     }
@@ -60,6 +64,7 @@ fn nodes(n: usize) -> PlanContext {
             })
             .collect(),
         min_free_bytes: 0,
+        dial_private_origins: true,
     }
 }
 
@@ -202,13 +207,86 @@ fn a_replaced_pin_holds_its_content_until_the_replacement_settles() {
     check(&events, 2, PinStatus::Pinned, &["unpin"]);
 }
 
+fn node_addresses(node: &str) -> Vec<String> {
+    vec![
+        format!("/ip4/10.0.0.9/tcp/4001/p2p/{PEER}"),
+        format!("/dns4/{node}.allocated.example/tcp/4001/p2p/{PEER}"),
+    ]
+}
+
 #[test]
-fn delegates_come_from_pinned_replicas() {
+fn delegates_come_from_pinned_replicas_public_first() {
     let state = fold(&[request("r1", 1, 1), allocated(&["n0"]), pinned("n0")]);
     assert_eq!(
-        state.delegates(),
-        vec!["/ip4/127.0.0.1/tcp/4001/p2p/n0".to_string()]
+        state.delegates(&node_addresses),
+        vec![
+            format!("/dns4/n0.example.org/tcp/4001/p2p/{PEER}"),
+            format!("/ip4/127.0.0.1/tcp/4001/p2p/{PEER}"),
+        ]
     );
+}
+
+#[test]
+fn delegates_while_pinning_are_the_allocated_nodes() {
+    let state = fold(&[request("r1", 2, 2), allocated(&["n0", "n1"])]);
+    let delegates = state.delegates(&node_addresses);
+    assert_eq!(delegates.len(), 3, "{delegates:?}");
+    assert!(delegates[0].contains(".allocated.example"), "{delegates:?}");
+    assert!(delegates[1].contains(".allocated.example"), "{delegates:?}");
+    assert!(fold(&[request("r1", 1, 1)]).delegates(&node_addresses).is_empty());
+}
+
+#[test]
+fn private_origins_are_dialled_only_when_allowed() {
+    let state = fold(&[request("r1", 1, 1), allocated(&["n0"])]);
+    let mut context = nodes(1);
+    let origins = |context: &PlanContext| -> Vec<String> {
+        plan(&state, context)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Pin { origins, .. } => Some(origins),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(origins(&context).len(), 1);
+    context.dial_private_origins = false;
+    assert!(origins(&context).is_empty());
+}
+
+#[test]
+fn only_the_owner_may_unpin() {
+    let state = fold(&[request("r1", 1, 1)]);
+    let by = |owner: &str| Event::UnpinRequested {
+        requestid: "r1".into(),
+        owner: owner.into(),
+    };
+    assert!(state.check(&by("alice")).is_ok());
+    assert_eq!(
+        state.check(&by("mallory")),
+        Err(crate::Rejection::NotOwner {
+            requestid: "r1".into()
+        })
+    );
+    let gone = Event::UnpinRequested {
+        requestid: "r9".into(),
+        owner: "mallory".into(),
+    };
+    assert!(state.check(&gone).is_ok(), "unpin of a gone pin is a no-op");
+}
+
+#[test]
+fn huge_attempt_counts_saturate() {
+    let mut events = vec![request("r1", 1, 1), allocated(&["n0"])];
+    for _ in 0..3 {
+        events.push(Event::ReplicaFailed {
+            node: "n0".into(),
+            reason: "x".into(),
+            attempts: u32::MAX,
+        });
+    }
+    let state = fold(&events);
+    assert_eq!(state.replicas["n0"].attempts, u32::MAX);
 }
 
 fn arbitrary_event() -> impl Strategy<Value = Event> {

@@ -127,6 +127,18 @@ impl NodeRegistry {
             .collect()
     }
 
+    /// Each node's last known multiaddrs (from its `id`), for the pins' `delegates`.
+    pub fn addresses(&self) -> std::collections::HashMap<NodeId, Vec<String>> {
+        self.nodes
+            .read()
+            .values()
+            .filter_map(|entry| {
+                let identity = entry.health.identity.as_ref()?;
+                Some((entry.descriptor.id.clone(), identity.addresses.clone()))
+            })
+            .collect()
+    }
+
     pub fn reachable_count(&self) -> usize {
         self.nodes
             .read()

@@ -32,6 +32,8 @@ pub struct OrchestratorConfig {
     pub read_bytes: usize,
     /// Nodes with less free space get no new replicas.
     pub min_free_bytes: u64,
+    /// Let nodes dial loopback/private origins of pin requests (see `PlanContext`).
+    pub dial_private_origins: bool,
     pub repair_interval: Duration,
     /// CIDs re-planned per repair step; `repair_pages` steps per tick at most.
     pub repair_page: usize,
@@ -47,6 +49,7 @@ impl Default for OrchestratorConfig {
             cache_capacity: 100_000,
             read_bytes: 1024 * 1024,
             min_free_bytes: 0,
+            dial_private_origins: false,
             repair_interval: Duration::from_secs(10),
             repair_page: 256,
             repair_pages: 16,
@@ -132,6 +135,7 @@ impl Orchestrator {
             applied.push(watch::channel(start).0);
             let (store, registry) = (store.clone(), registry.clone());
             let (cache, min_free) = (config.cache_capacity, config.min_free_bytes);
+            let dial_private = config.dial_private_origins;
             shards.push(SyncArbiter::start(1, move || {
                 ShardActor::new(
                     partition,
@@ -140,6 +144,7 @@ impl Orchestrator {
                     registry.clone(),
                     cache,
                     min_free,
+                    dial_private,
                 )
             }));
         }

@@ -11,7 +11,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use pinhive_events::{Envelope, Event, PinRequested, Replaces};
+use pinhive_domain::command::ReplicaBounds;
+use pinhive_domain::values::{Owner, MAX_NAME_CHARS};
+use pinhive_domain::{decide, Cid, Command, Decided, PinCommand, RawPin, Rejection};
+use pinhive_events::Envelope;
 use pinhive_log::{Log, Record};
 use pinhive_store::{S3Object, Store};
 use serde::Deserialize;
@@ -74,7 +77,7 @@ pub struct S3Outcome {
 }
 
 enum Change {
-    Created { cid: String },
+    Created { cid: Cid },
     Removed,
 }
 
@@ -89,8 +92,7 @@ pub struct S3Ingest {
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
     owner: String,
-    replicas_min: u8,
-    replicas_max: u8,
+    replicas: ReplicaBounds,
 }
 
 fn decode_key(raw: &str) -> String {
@@ -128,8 +130,7 @@ fn parse(payload: &[u8]) -> Result<Vec<Parsed>, S3Error> {
                         "{name} for {key}: no CID in the object metadata (x-amz-meta-cid)"
                     ))
                 })?;
-            cid.parse::<cid::Cid>()
-                .map_err(|e| S3Error::Malformed(format!("{key}: invalid cid {cid:?}: {e}")))?;
+            let cid = Cid::parse(&cid).map_err(|e| S3Error::Malformed(format!("{key}: {e}")))?;
             Change::Created { cid }
         } else if name.starts_with("ObjectRemoved:") {
             Change::Removed
@@ -157,15 +158,13 @@ impl S3Ingest {
         log: Arc<dyn Log>,
         store: Arc<dyn Store>,
         owner: String,
-        replicas_min: u8,
-        replicas_max: u8,
+        replicas: ReplicaBounds,
     ) -> Self {
         S3Ingest {
             log,
             store,
             owner,
-            replicas_min,
-            replicas_max,
+            replicas,
         }
     }
 
@@ -210,8 +209,11 @@ impl S3Ingest {
             Change::Created { cid } => {
                 let digest = sha2::Sha256::digest(
                     format!(
-                        "{}\0{}\0{}\0{cid}",
-                        parsed.bucket, parsed.key, parsed.sequencer
+                        "{}\0{}\0{}\0{}",
+                        parsed.bucket,
+                        parsed.key,
+                        parsed.sequencer,
+                        cid.spelling()
                     )
                     .as_bytes(),
                 );
@@ -219,42 +221,39 @@ impl S3Ingest {
                 if existing.as_ref().is_some_and(|e| e.requestid == requestid) {
                     return Ok(outcome("duplicate", Some(requestid)));
                 }
-                let mut envelopes = vec![Envelope::new(
-                    cid.clone(),
-                    Event::PinRequested(PinRequested {
+                // The same checks as every other entry path (name, meta, owner).
+                let raw = RawPin {
+                    cid: cid.spelling().to_string(),
+                    name: Some(parsed.key.chars().take(MAX_NAME_CHARS).collect()),
+                    origins: Vec::new(),
+                    meta: [
+                        ("s3_bucket".to_string(), parsed.bucket.clone()),
+                        ("s3_key".to_string(), parsed.key.clone()),
+                    ]
+                    .into(),
+                };
+                let malformed = |e: Rejection| S3Error::Malformed(format!("{}: {e}", parsed.key));
+                let pin = PinCommand::new(raw, &self.owner, self.replicas).map_err(malformed)?;
+                let created_ns = pinhive_events::now_ns();
+                let command = match &existing {
+                    None => Command::Pin {
+                        pin,
                         requestid: requestid.clone(),
-                        owner: self.owner.clone(),
-                        cid: cid.clone(),
-                        name: Some(parsed.key.chars().take(255).collect()),
-                        origins: Vec::new(),
-                        meta: [
-                            ("s3_bucket".to_string(), parsed.bucket.clone()),
-                            ("s3_key".to_string(), parsed.key.clone()),
-                        ]
-                        .into(),
-                        created_ns: pinhive_events::now_ns(),
-                        replicas_min: self.replicas_min,
-                        replicas_max: self.replicas_max,
-                        replaces: existing.as_ref().map(|e| Replaces {
-                            requestid: e.requestid.clone(),
-                            cid: e.cid.clone(),
-                        }),
-                    }),
-                )];
-                if let Some(previous) = &existing {
-                    envelopes.push(Envelope::new(
-                        previous.cid.clone(),
-                        Event::PinReplaced {
-                            requestid: previous.requestid.clone(),
-                            replaced_by: requestid.clone(),
-                        },
-                    ));
-                }
-                self.append(&envelopes).await?;
+                        created_ns,
+                    },
+                    Some(previous) => Command::Replace {
+                        pin,
+                        requestid: requestid.clone(),
+                        created_ns,
+                        old_requestid: previous.requestid.clone(),
+                        old_cid: Cid::parse(&previous.cid).map_err(malformed)?,
+                    },
+                };
+                self.append(decide(command).map_err(malformed)?).await?;
                 let object = S3Object {
                     bucket: parsed.bucket.clone(),
                     key: parsed.key.clone(),
-                    cid: cid.clone(),
+                    cid: cid.canonical().to_string(),
                     requestid: requestid.clone(),
                     sequencer: parsed.sequencer.clone(),
                 };
@@ -273,14 +272,13 @@ impl S3Ingest {
                 let Some(previous) = existing else {
                     return Ok(outcome("unknown_key", None));
                 };
-                self.append(&[Envelope::new(
-                    previous.cid.clone(),
-                    Event::UnpinRequested {
-                        requestid: previous.requestid.clone(),
-                        owner: self.owner.clone(),
-                    },
-                )])
-                .await?;
+                let malformed = |e: Rejection| S3Error::Malformed(format!("{}: {e}", parsed.key));
+                let unpin = Command::Unpin {
+                    requestid: previous.requestid.clone(),
+                    owner: Owner::parse(&self.owner).map_err(malformed)?,
+                    cid: Cid::parse(&previous.cid).map_err(malformed)?,
+                };
+                self.append(decide(unpin).map_err(malformed)?).await?;
                 let (bucket, key) = (parsed.bucket.clone(), parsed.key.clone());
                 self.blocking(move |store| store.put_s3_object(&bucket, &key, None))
                     .await?;
@@ -289,8 +287,11 @@ impl S3Ingest {
         }
     }
 
-    async fn append(&self, envelopes: &[Envelope]) -> Result<(), S3Error> {
-        let records: Vec<Record> = envelopes.iter().map(Record::from_envelope).collect();
+    async fn append(&self, decided: Vec<Decided>) -> Result<(), S3Error> {
+        let records: Vec<Record> = decided
+            .into_iter()
+            .map(|Decided { key, event }| Record::from_envelope(&Envelope::new(key, event)))
+            .collect();
         self.log
             .append(records)
             .await

@@ -14,9 +14,10 @@ use actix::prelude::*;
 use lru::LruCache;
 use pinhive_domain::state::PinChange;
 use pinhive_domain::{
-    needs_work, plan, Action, CidState, PinRecord, PinStatus, PlanContext, ReplicaStatus,
+    admit, needs_work, plan, Action, CidState, PinRecord, PinStatus, PlanContext, Provenance,
+    ReplicaStatus,
 };
-use pinhive_events::codec;
+use pinhive_events::codec::{self, ContentType};
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::StoredRecord;
 use pinhive_store::{
@@ -98,6 +99,7 @@ pub struct ShardActor {
     store: Arc<dyn Store>,
     registry: NodeRegistry,
     min_free_bytes: u64,
+    dial_private_origins: bool,
     cache: LruCache<String, CidState>,
     counters: LruCache<(String, PinStatus), i64>,
     snapshot: ShardSnapshot,
@@ -111,6 +113,7 @@ impl ShardActor {
         registry: NodeRegistry,
         cache_capacity: usize,
         min_free_bytes: u64,
+        dial_private_origins: bool,
     ) -> Self {
         let capacity = NonZeroUsize::new(cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         ShardActor {
@@ -119,6 +122,7 @@ impl ShardActor {
             store,
             registry,
             min_free_bytes,
+            dial_private_origins,
             cache: LruCache::new(capacity),
             counters: LruCache::new(capacity),
             snapshot: ShardSnapshot {
@@ -132,6 +136,7 @@ impl ShardActor {
         PlanContext {
             nodes: self.registry.views(),
             min_free_bytes: self.min_free_bytes,
+            dial_private_origins: self.dial_private_origins,
         }
     }
 
@@ -221,6 +226,29 @@ impl ShardActor {
         })
     }
 
+    /// Dead-letters a record the shard cannot apply: in the store, and (Kafka) on the
+    /// dead-letter topic once the batch is persisted. The shard goes on with the next record.
+    fn reject(
+        &mut self,
+        record: &StoredRecord,
+        reason: String,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), StoreError> {
+        if let Ok(raw) = &record.record {
+            outcome.dead_letters.push(pinhive_log::DeadLetterRecord {
+                partition: self.partition,
+                offset: record.offset,
+                key: raw.key.clone(),
+                value: raw.value.clone(),
+                content_type: raw.content_type,
+                reason: reason.clone(),
+            });
+        }
+        self.dead_letter(record, reason)?;
+        outcome.dead_lettered += 1;
+        Ok(())
+    }
+
     fn apply_batch(&mut self, records: Vec<StoredRecord>) -> Result<BatchOutcome, StoreError> {
         let Some(next_offset) = records.last().map(|r| r.next_offset) else {
             return Ok(BatchOutcome::default());
@@ -258,21 +286,23 @@ impl ShardActor {
                     ))
                 }
             });
+            // Every record passes the domain's admission, whoever produced it: JSON records
+            // come from external producers, which may send requests only.
+            let envelope = envelope.and_then(|mut envelope| {
+                let provenance = match record.record.as_ref().map(|raw| raw.content_type) {
+                    Ok(content_type) if content_type == ContentType::Json as u8 => {
+                        Provenance::External
+                    }
+                    _ => Provenance::Internal,
+                };
+                envelope.event = admit(&envelope, provenance)
+                    .map_err(|rejection| format!("rejected: {rejection}"))?;
+                Ok(envelope)
+            });
             let envelope = match envelope {
                 Ok(envelope) => envelope,
                 Err(reason) => {
-                    if let Ok(raw) = &record.record {
-                        outcome.dead_letters.push(pinhive_log::DeadLetterRecord {
-                            partition: self.partition,
-                            offset: record.offset,
-                            key: raw.key.clone(),
-                            value: raw.value.clone(),
-                            content_type: raw.content_type,
-                            reason: reason.clone(),
-                        });
-                    }
-                    self.dead_letter(record, reason)?;
-                    outcome.dead_lettered += 1;
+                    self.reject(record, reason, &mut outcome)?;
                     continue;
                 }
             };
@@ -304,6 +334,10 @@ impl ShardActor {
                 .traceparent
                 .as_deref()
                 .filter(|traceparent| pinhive_telemetry::is_sampled(traceparent));
+            if let Err(rejection) = state.check(&envelope.event) {
+                self.reject(record, format!("rejected: {rejection}"), &mut outcome)?;
+                continue;
+            }
             let span = sampled.map(|traceparent| {
                 let kind = envelope.event.kind();
                 let span = tracing::info_span!(
@@ -349,6 +383,8 @@ impl ShardActor {
         }
 
         let context = self.context();
+        let addresses = self.registry.addresses();
+        let node_addresses = |node: &str| addresses.get(node).cloned().unwrap_or_default();
         let mut batch = ShardBatch {
             partition: self.partition,
             journal,
@@ -362,7 +398,7 @@ impl ShardActor {
             }
             let status = state.pin_status();
             let info = state.pin_info();
-            let delegates = state.delegates();
+            let delegates = state.delegates(&node_addresses);
             let new_pins = created.remove(cid).unwrap_or_default();
             let settled = matches!(status, PinStatus::Pinned | PinStatus::Failed);
             let mut releases: Vec<Action> = Vec::new();

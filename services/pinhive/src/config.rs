@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Fraction of new traces sampled (parent-based: a sampled parent is always followed).
     #[arg(long, env = "PINHIVE_TRACE_SAMPLE_RATIO")]
     pub trace_sample_ratio: Option<f64>,
+    /// Let IPFS nodes dial loopback/private/link-local origins of pin requests (a private
+    /// cluster whose content providers share its network). Default: public origins only.
+    #[arg(long, env = "PINHIVE_DIAL_PRIVATE_ORIGINS")]
+    pub dial_private_origins: Option<bool>,
     /// Benchmarks only: replace every IPFS node by N in-process simulated nodes.
     #[arg(long, hide = true, default_value_t = 0)]
     pub ipfs_simulated: usize,
@@ -101,6 +105,7 @@ pub struct Config {
     pub log_format: String,
     pub otlp_endpoint: Option<String>,
     pub trace_sample_ratio: f64,
+    pub dial_private_origins: bool,
 }
 
 impl Default for Config {
@@ -125,6 +130,7 @@ impl Default for Config {
             log_format: "text".into(),
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
+            dial_private_origins: false,
         }
     }
 }
@@ -164,6 +170,7 @@ impl Config {
         flag!(log_retention_secs);
         flag!(log_format);
         flag!(trace_sample_ratio);
+        flag!(dial_private_origins);
         if args.otlp_endpoint.is_some() {
             config.otlp_endpoint = args.otlp_endpoint.clone();
         }
@@ -181,12 +188,10 @@ impl Config {
                 self.partitions
             );
         }
-        if self.replicas_min == 0 || self.replicas_min > self.replicas_max {
-            bail!(
-                "replicas must satisfy 1 <= replicas_min ({}) <= replicas_max ({})",
-                self.replicas_min,
-                self.replicas_max
-            );
+        if let Err(rejection) =
+            pinhive_domain::command::ReplicaBounds::new(self.replicas_min, self.replicas_max)
+        {
+            bail!("{rejection}");
         }
         if self.pin_attempts == 0 {
             bail!("pin_attempts must be at least 1");

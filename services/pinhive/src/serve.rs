@@ -161,6 +161,7 @@ pub async fn start(
         OrchestratorConfig {
             repair_interval: Duration::from_secs(config.repair_interval_secs.max(1)),
             retention: Duration::from_secs(config.log_retention_secs),
+            dial_private_origins: config.dial_private_origins,
             ..OrchestratorConfig::default()
         },
         membership,
@@ -230,6 +231,11 @@ pub async fn start(
     }
     let server = HttpServer::new(move || {
         App::new()
+            // Inner: gives actix's own error responses a `Failure` body; metrics see the final
+            // status either way.
+            .wrap(actix_web::middleware::from_fn(
+                pinhive_api::routing::failure_bodies,
+            ))
             .wrap(actix_web::middleware::from_fn(pinhive_api::metrics::track))
             .configure(pinhive_api::configure(state.clone()))
     })
