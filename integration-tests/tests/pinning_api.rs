@@ -162,8 +162,8 @@ async fn every_error_path_answers_with_a_failure_body() {
         json!({"cid": CIDS[0], "name": long_name}),
         json!({"cid": CIDS[0], "meta": {"k": 1}}),
         json!({"cid": CIDS[0], "meta": "flat"}),
-        json!({"cid": CIDS[0], "name": "nul\u0000inside"}),
-        json!({"cid": CIDS[0], "meta": {"k": "nul\u0000inside"}}),
+        json!({"cid": CIDS[0], "name": "nul\u{0}inside"}),
+        json!({"cid": CIDS[0], "meta": {"k": "nul\u{0}inside"}}),
         json!({"cid": 42}),
     ];
     for body in bad_bodies {

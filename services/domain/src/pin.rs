@@ -70,6 +70,12 @@ pub struct PinRecord {
 }
 
 impl PinRecord {
+    /// The canonical form of the pin's CID (the row keeps the client's spelling for the echo;
+    /// indexes and filters use this form, so every spelling of one CID finds the pin).
+    pub fn canonical_cid(&self) -> String {
+        crate::values::canonical_cid(&self.cid).unwrap_or_else(|_| self.cid.clone())
+    }
+
     /// The row a pin request starts as, before any replica exists.
     pub fn queued(request: &PinRequested) -> Self {
         PinRecord {

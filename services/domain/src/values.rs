@@ -245,7 +245,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     let first = ip.segments()[0];
     let unique_local = (first & 0xfe00) == 0xfc00;
     let link_local = (first & 0xffc0) == 0xfe80;
-    !(ip.is_loopback() || ip.is_unspecified() || unique_local || link_local)
+    let documentation = first == 0x2001 && ip.segments()[1] == 0x0db8;
+    !(ip.is_loopback() || ip.is_unspecified() || unique_local || link_local || documentation)
 }
 
 /// Orders addresses for a client to dial: public before private/loopback (a client cut at 20

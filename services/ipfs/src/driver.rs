@@ -391,13 +391,15 @@ impl Work {
     async fn attempt(&self, command: &NodeCommand) -> Result<(), IpfsError> {
         match &command.op {
             NodeOp::Pin { origins } => {
-                for origin in origins {
-                    // Best effort: a provider that cannot be dialled is not an error.
+                // Best effort, all at once (at most 20, each bounded by the RPC's own timeout):
+                // a provider that cannot be dialled is not an error.
+                let connects = origins.iter().map(|origin| async move {
                     let connect = self.api.swarm_connect(origin);
                     if let Err(error) = observe(&self.node, "swarm/connect", connect).await {
                         tracing::debug!(node = %self.node, origin = %origin, error = %error, "swarm connect to origin failed");
                     }
-                }
+                });
+                futures::future::join_all(connects).await;
                 let pin = self.api.pin_add(&command.cid, self.config.pin_timeout);
                 observe(&self.node, "pin/add", pin).await
             }

@@ -212,8 +212,14 @@ impl IpfsApi for KuboClient {
     }
 
     async fn swarm_connect(&self, multiaddr: &str) -> Result<(), IpfsError> {
-        self.call("swarm/connect", &[("arg", multiaddr)], None)
-            .await
-            .map(|_| ())
+        // Origins are hints: a dial that does not succeed quickly is abandoned, so a client's
+        // unreachable addresses never hold up the pin.
+        self.call(
+            "swarm/connect",
+            &[("arg", multiaddr), ("timeout", "5s")],
+            Some(Duration::from_secs(6)),
+        )
+        .await
+        .map(|_| ())
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Timestamps are stored inverted (`u64::MAX - created`) big-endian, so ascending key order is
 //! newest first and a `before` bound is a start key. Owner, CID and lowercase name are
-//! NUL-terminated; the API rejects NUL in any of them.
+//! NUL-terminated; the domain's typed values reject NUL in any of them on every entry path. The
+//! CID index uses the canonical CID (`PinRecord::canonical_cid`), whatever the client spelled.
 
 use pinhive_domain::{PinRecord, PinStatus};
 
@@ -50,7 +51,7 @@ fn full(mut prefix: Vec<u8>, pin: &PinRecord) -> Vec<u8> {
 pub fn index_keys(pin: &PinRecord) -> Vec<Vec<u8>> {
     let mut keys = vec![
         full(status_prefix(&pin.owner, pin.status), pin),
-        full(cid_prefix(&pin.owner, &pin.cid), pin),
+        full(cid_prefix(&pin.owner, &pin.canonical_cid()), pin),
     ];
     if let Some(name) = &pin.name {
         keys.push(full(name_prefix(&pin.owner, name), pin));

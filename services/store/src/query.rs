@@ -45,7 +45,7 @@ impl NameMatch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PinQuery {
     pub owner: String,
-    /// At most 10 CIDs; empty = any.
+    /// At most 10 CIDs, canonical form (CIDv1 base32); empty = any.
     pub cids: Vec<String>,
     pub name: Option<(String, NameMatch)>,
     /// Never empty (the API defaults it to `pinned`).
@@ -75,7 +75,7 @@ impl PinQuery {
     pub fn matches(&self, pin: &PinRecord) -> bool {
         pin.owner == self.owner
             && self.statuses.contains(&pin.status)
-            && (self.cids.is_empty() || self.cids.contains(&pin.cid))
+            && (self.cids.is_empty() || self.cids.contains(&pin.canonical_cid()))
             && self.before_ns.is_none_or(|before| pin.created_ns < before)
             && self.after_ns.is_none_or(|after| pin.created_ns > after)
             && self.name.as_ref().is_none_or(|(pattern, mode)| {
