@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod pins;
+pub mod routing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +113,9 @@ impl AppState {
     }
 }
 
-/// Registers every route on an actix-web app.
+/// Registers every route on an actix-web app, with a 404 `Failure` for unknown paths. Wrap the
+/// app in [`routing::failure_bodies`] too, so that error responses actix renders itself also
+/// carry a `Failure` body.
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         let max_body = state.config.max_body_bytes;
@@ -120,7 +123,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .app_data(
                 web::JsonConfig::default()
                     .limit(max_body)
-                    .error_handler(|err, _| error::ApiError::bad_request(err.to_string()).into()),
+                    .error_handler(|err, _| error::ApiError::from(err).into()),
             )
             .app_data(web::PayloadConfig::default().limit(max_body))
             .app_data(
@@ -132,6 +135,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .error_handler(|err, _| error::ApiError::bad_request(err.to_string()).into()),
             )
             .configure(pins::routes)
-            .configure(admin::routes);
+            .configure(admin::routes)
+            .default_service(web::to(routing::not_found));
     }
 }
