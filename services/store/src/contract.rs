@@ -76,7 +76,7 @@ fn s3_objects(store: &dyn Store) {
 
 /// Runs every check, each on a store made by `fresh`.
 pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
-    let checks: [Check; 9] = [
+    let checks: [Check; 10] = [
         ("s3 objects by key prefix and by cid", s3_objects),
         ("pin rows and cid state round-trip", rows_round_trip),
         (
@@ -92,6 +92,10 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
         ("checkpoints and pending set", checkpoints_and_pending),
         ("journal in offset order", journal_in_order),
         ("tokens, nodes, dead letters", tokens_nodes_dead_letters),
+        (
+            "dead letters page by (partition, offset), after is exclusive",
+            dead_letters_page_after,
+        ),
     ];
     for (name, check) in checks {
         eprintln!("store contract: {name}");
@@ -408,4 +412,65 @@ fn tokens_nodes_dead_letters(store: &dyn Store) {
         vec![1, 5]
     );
     assert_eq!(store.dead_letters(Some((0, 1)), 10).unwrap().len(), 1);
+}
+
+fn dead_letters_page_after(store: &dyn Store) {
+    let positions = [
+        (0, 7),
+        (2, 0),
+        (0, u64::MAX),
+        (1, 3),
+        (0, 0),
+        (2, 9),
+        (1, u64::MAX),
+    ];
+    for (partition, offset) in positions {
+        store
+            .put_dead_letter(&DeadLetter {
+                partition,
+                offset,
+                reason: format!("bad {partition}:{offset}"),
+                key: "k".into(),
+                value_prefix_hex: "ff".into(),
+                dead_lettered_ns: 0,
+            })
+            .unwrap();
+    }
+    let mut expected = positions.to_vec();
+    expected.sort();
+    let at = |letters: Vec<DeadLetter>| -> Vec<(u32, u64)> {
+        letters.iter().map(|d| (d.partition, d.offset)).collect()
+    };
+    // Walking pages of 3 with the last position as cursor visits each letter exactly once.
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = at(store.dead_letters(after, 3).unwrap());
+        assert!(page.len() <= 3, "{page:?}");
+        let Some(last) = page.last().copied() else {
+            break;
+        };
+        walked.extend(page);
+        after = Some(last);
+    }
+    assert_eq!(walked, expected);
+    // Exclusive: the cursor's own letter is not repeated, also at the largest offset (the next
+    // page continues with the next partition) and for a cursor between letters.
+    assert_eq!(
+        at(store.dead_letters(Some((0, 0)), 1).unwrap()),
+        vec![(0, 7)]
+    );
+    assert_eq!(
+        at(store.dead_letters(Some((0, u64::MAX)), 1).unwrap()),
+        vec![(1, 3)]
+    );
+    assert_eq!(
+        at(store.dead_letters(Some((1, 4)), 10).unwrap()),
+        vec![(1, u64::MAX), (2, 0), (2, 9)]
+    );
+    assert!(store.dead_letters(Some((2, 9)), 10).unwrap().is_empty());
+    assert!(store
+        .dead_letters(Some((u32::MAX, u64::MAX)), 10)
+        .unwrap()
+        .is_empty());
 }

@@ -548,12 +548,19 @@ impl Store for EmbeddedStore {
         after: Option<(u32, u64)>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
+        use std::ops::Bound;
+        // Keyset, exclusive: the letter at the cursor was on the previous page. (An excluded
+        // bound, not `offset + 1`, so a cursor at `u64::MAX` moves on to the next partition.)
         let start = match after {
-            Some((p, o)) => keys::dead_letter_key(p, o.saturating_add(1)),
-            None => Vec::new(),
+            Some((partition, offset)) => Bound::Excluded(keys::dead_letter_key(partition, offset)),
+            None => Bound::Unbounded,
         };
         let mut out = Vec::new();
-        for guard in self.dead_letters.range(start..).take(limit) {
+        for guard in self
+            .dead_letters
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
             let (_, value) = guard.into_inner().map_err(backend)?;
             out.push(decode("dead letter", &value)?);
         }
