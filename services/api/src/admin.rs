@@ -389,7 +389,17 @@ mod tests {
             parse_dead_letter_cursor(&format!("{}:{}", u32::MAX, u64::MAX)).unwrap(),
             (u32::MAX, u64::MAX)
         );
-        for bad in ["", "3", "3:", ":17", "3:17:1", "-1:2", "a:b", "3;17", "4294967296:0"] {
+        for bad in [
+            "",
+            "3",
+            "3:",
+            ":17",
+            "3:17:1",
+            "-1:2",
+            "a:b",
+            "3;17",
+            "4294967296:0",
+        ] {
             assert!(parse_dead_letter_cursor(bad).is_err(), "{bad:?}");
         }
     }

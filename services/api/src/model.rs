@@ -346,12 +346,17 @@ mod tests {
             ("meta", r#"{"app":"a"}"#),
         ] {
             // Once is fine; twice is a 400 naming the parameter, even with equal values.
-            assert!(parse_list_query("o", &params(&[(key, value)])).is_ok(), "{key}");
+            assert!(
+                parse_list_query("o", &params(&[(key, value)])).is_ok(),
+                "{key}"
+            );
             let twice = params(&[(key, value), ("status", "failed"), (key, value)]);
             let error = parse_list_query("o", &twice).unwrap_err();
             assert_eq!(error.code, crate::error::ErrorCode::BadRequest);
             assert!(
-                error.details.starts_with(&format!("{key} is given more than once")),
+                error
+                    .details
+                    .starts_with(&format!("{key} is given more than once")),
                 "{error}"
             );
         }
