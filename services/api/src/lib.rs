@@ -87,8 +87,10 @@ impl AppState {
                 log.clone(),
                 store.clone(),
                 config.s3_owner.clone(),
-                config.replicas_min,
-                config.replicas_max,
+                pinhive_domain::command::ReplicaBounds::clamped(
+                    config.replicas_min,
+                    config.replicas_max,
+                ),
             )),
             registry: orchestrator.registry().clone(),
             log,

@@ -302,6 +302,23 @@ impl Store for EmbeddedStore {
         )
     }
 
+    fn cid_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let range = match after {
+            Some(after) => {
+                let mut start = after.as_bytes().to_vec();
+                start.push(0);
+                self.cids.range(start..)
+            }
+            None => self.cids.range::<Vec<u8>, _>(..),
+        };
+        for guard in range.take(limit) {
+            let key = guard.key().map_err(backend)?;
+            out.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(out)
+    }
+
     fn pending_cids(
         &self,
         partition: u32,

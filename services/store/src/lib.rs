@@ -152,6 +152,9 @@ pub trait Store: Send + Sync + 'static {
         status: PinStatus,
         partition: u32,
     ) -> Result<Option<CounterRow>, StoreError>;
+    /// Keys of the CID state table in key order after `after`, at most `limit`. Maintenance
+    /// only (the one-time CID-key migration walks it in pages); never on a request path.
+    fn cid_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
     /// CIDs of `partition` with outstanding work, in key order after `after`.
     fn pending_cids(
         &self,
