@@ -132,7 +132,18 @@ async fn pin_history(
     // The journal is kept per CID state, which is keyed by the canonical CID.
     let cid = pinhive_domain::canonical_cid(&pin.cid).unwrap_or_else(|_| pin.cid.clone());
     let after = query.after;
-    let entries = web::block(move || store.journal(&cid, after, limit)).await??;
+    // A pin made before CID keys were canonical has its early events under the spelling it
+    // was made with (that journal stays where it was; docs/api.md): shown first, on page one.
+    let legacy = (after.is_none() && cid != pin.cid).then(|| pin.cid.clone());
+    let entries = web::block(move || {
+        let mut entries = match legacy {
+            Some(legacy) => store.journal(&legacy, None, limit)?,
+            None => Vec::new(),
+        };
+        entries.extend(store.journal(&cid, after, limit)?);
+        Ok::<_, pinhive_store::StoreError>(entries)
+    })
+    .await??;
     use pinhive_events::Event;
     let relevant = entries.into_iter().filter(|entry| match &entry.event {
         Event::PinRequested(r) => r.requestid == requestid,

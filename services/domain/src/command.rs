@@ -268,6 +268,28 @@ fn check_key(key: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// A record pinhive itself wrote before CID keys were canonical (key = the client's spelling),
+/// re-keyed by the canonical CID, or `None` when the key is canonical or not a CID. The shard
+/// forwards such records to the canonical key's partition instead of applying them under a
+/// second key (see `migrate.rs` in the orchestrator). Only internal records qualify: an
+/// external producer must key by the canonical CID.
+pub fn rekey_legacy(envelope: &Envelope) -> Option<Envelope> {
+    let canonical = crate::values::canonical_cid(&envelope.key).ok()?;
+    if canonical == envelope.key {
+        return None;
+    }
+    let mut forwarded = envelope.clone();
+    forwarded.key = canonical;
+    if let Event::PinRequested(request) = &mut forwarded.event {
+        if let Some(replaces) = &mut request.replaces {
+            if let Ok(cid) = crate::values::canonical_cid(&replaces.cid) {
+                replaces.cid = cid;
+            }
+        }
+    }
+    Some(forwarded)
+}
+
 /// Admission of a log record into its shard: returns the event to fold in (a pin request's
 /// origins sanitized) or why the record must be dead-lettered.
 pub fn admit(envelope: &Envelope, provenance: Provenance) -> Result<Event, Rejection> {

@@ -19,7 +19,7 @@ pub mod values;
 pub use allocator::{allocate, NodeView};
 pub use pin::{PinRecord, PinStatus};
 pub use plan::{needs_work, plan, Action, PlanContext};
-pub use command::{admit, decide, Command, Decided, PinCommand, Provenance, RawPin, Rejection};
+pub use command::{admit, decide, rekey_legacy, Command, Decided, PinCommand, Provenance, RawPin, Rejection};
 pub use state::{CidState, PinRef, ReplicaState, ReplicaStatus};
 pub use values::{canonical_cid, Cid};
 

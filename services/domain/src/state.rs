@@ -274,6 +274,37 @@ impl CidState {
         pin
     }
 
+    /// Folds in the state a previous release kept under another spelling of this CID (the
+    /// one-time CID-key migration). Union of pins and holds; a node in both keeps the more
+    /// advanced status. The legacy replicas were pinned under the old spelling, so they come in
+    /// as `Allocated`: the planner pins the canonical form there again (instant, the node holds
+    /// the blocks) and the pin row shows the truth once the node confirms. Idempotent: absorbing
+    /// the same legacy state twice changes nothing more.
+    pub fn absorb(&mut self, legacy: CidState) {
+        for (requestid, pin) in legacy.pins {
+            self.pins.entry(requestid).or_insert(pin);
+        }
+        for (requestid, hold) in legacy.holds {
+            self.holds.entry(requestid).or_insert(hold);
+        }
+        for (node, mut replica) in legacy.replicas {
+            if replica.status == ReplicaStatus::Pinned {
+                replica.status = ReplicaStatus::Allocated;
+            }
+            self.replicas.entry(node).or_insert(replica);
+        }
+        self.target_override = match (self.target_override, legacy.target_override) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if self.preferred_regions.is_empty() {
+            self.preferred_regions = legacy.preferred_regions;
+        }
+        if self.origins.is_empty() {
+            self.origins = legacy.origins;
+        }
+    }
+
     /// True when nothing references the CID and no replica remains: the row can be deleted.
     pub fn is_garbage(&self) -> bool {
         self.pins.is_empty() && self.holds.is_empty() && self.replicas.is_empty()

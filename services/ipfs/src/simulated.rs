@@ -63,7 +63,8 @@ impl IpfsApi for SimulatedIpfs {
         self.step().await?;
         Ok(NodeIdentity {
             peer_id: self.peer_id.clone(),
-            addresses: vec![format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", self.peer_id)],
+            // A parseable address that names the simulated node (it has no real endpoint).
+            addresses: vec![format!("/dns4/{}.simulated.invalid/tcp/4001", self.peer_id)],
         })
     }
 

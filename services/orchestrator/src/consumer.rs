@@ -133,7 +133,7 @@ impl Orchestrator {
                 .unwrap_or(0)
                 .max(log.start_offset(partition));
             applied.push(watch::channel(start).0);
-            let (store, registry) = (store.clone(), registry.clone());
+            let (store, registry, shard_log) = (store.clone(), registry.clone(), log.clone());
             let (cache, min_free) = (config.cache_capacity, config.min_free_bytes);
             let dial_private = config.dial_private_origins;
             shards.push(SyncArbiter::start(1, move || {
@@ -141,6 +141,7 @@ impl Orchestrator {
                     partition,
                     partitions,
                     store.clone(),
+                    shard_log.clone(),
                     registry.clone(),
                     cache,
                     min_free,

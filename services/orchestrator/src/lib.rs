@@ -10,6 +10,7 @@
 
 pub mod consumer;
 pub mod metrics;
+pub mod migrate;
 pub mod s3;
 pub mod shard;
 

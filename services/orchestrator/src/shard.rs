@@ -14,12 +14,12 @@ use actix::prelude::*;
 use lru::LruCache;
 use pinhive_domain::state::PinChange;
 use pinhive_domain::{
-    admit, needs_work, plan, Action, CidState, PinRecord, PinStatus, PlanContext, Provenance,
+    admit, needs_work, plan, rekey_legacy, Action, CidState, PinRecord, PinStatus, PlanContext, Provenance,
     ReplicaStatus,
 };
 use pinhive_events::codec::{self, ContentType};
 use pinhive_ipfs::NodeRegistry;
-use pinhive_log::StoredRecord;
+use pinhive_log::{Log, Record, StoredRecord};
 use pinhive_store::{
     CidWrite, CounterRow, DeadLetter, JournalEntry, PinWrite, ShardBatch, Store, StoreError,
     SCOPE_ALL_PINS, SCOPE_REPLICAS_DESIRED, SCOPE_REPLICAS_PINNED,
@@ -97,6 +97,8 @@ pub struct ShardActor {
     partition: u32,
     partitions: u32,
     store: Arc<dyn Store>,
+    /// For forwarding legacy-keyed records only; the shard appends nothing else.
+    log: Arc<dyn Log>,
     registry: NodeRegistry,
     min_free_bytes: u64,
     dial_private_origins: bool,
@@ -110,6 +112,7 @@ impl ShardActor {
         partition: u32,
         partitions: u32,
         store: Arc<dyn Store>,
+        log: Arc<dyn Log>,
         registry: NodeRegistry,
         cache_capacity: usize,
         min_free_bytes: u64,
@@ -120,6 +123,7 @@ impl ShardActor {
             partition,
             partitions,
             store,
+            log,
             registry,
             min_free_bytes,
             dial_private_origins,
@@ -262,6 +266,7 @@ impl ShardActor {
         let mut spans: HashMap<String, tracing::Span> = HashMap::new();
         let mut apply_spans: Vec<tracing::Span> = Vec::new();
         let mut journal = Vec::new();
+        let mut forwards: Vec<Record> = Vec::new();
         let mut outcome = BatchOutcome {
             next_offset,
             ..BatchOutcome::default()
@@ -288,13 +293,22 @@ impl ShardActor {
             });
             // Every record passes the domain's admission, whoever produced it: JSON records
             // come from external producers, which may send requests only.
+            let provenance = match record.record.as_ref().map(|raw| raw.content_type) {
+                Ok(content_type) if content_type == ContentType::Json as u8 => {
+                    Provenance::External
+                }
+                _ => Provenance::Internal,
+            };
+            // A record an earlier release wrote under a non-canonical CID spelling goes to the
+            // canonical key's partition, appended before this batch is persisted (a crash
+            // forwards it again; every event kind tolerates a repeat).
+            if let (Ok(envelope), Provenance::Internal) = (&envelope, provenance) {
+                if let Some(forwarded) = rekey_legacy(envelope) {
+                    forwards.push(Record::from_envelope(&forwarded));
+                    continue;
+                }
+            }
             let envelope = envelope.and_then(|mut envelope| {
-                let provenance = match record.record.as_ref().map(|raw| raw.content_type) {
-                    Ok(content_type) if content_type == ContentType::Json as u8 => {
-                        Provenance::External
-                    }
-                    _ => Provenance::Internal,
-                };
                 envelope.event = admit(&envelope, provenance)
                     .map_err(|rejection| format!("rejected: {rejection}"))?;
                 Ok(envelope)
@@ -539,6 +553,14 @@ impl ShardActor {
             .iter()
             .map(|parent| tracing::info_span!(parent: parent, "store.write", pins = batch.pins.len()))
             .collect();
+        if !forwards.is_empty() {
+            // The log adapters' appends need no async runtime; this thread is the shard's own.
+            let count = forwards.len();
+            futures::executor::block_on(self.log.append(forwards)).map_err(|error| {
+                StoreError::Backend(format!("forwarding {count} legacy-keyed records: {error}"))
+            })?;
+            tracing::info!(partition = self.partition, count, "forwarded legacy-keyed records to their canonical keys");
+        }
         self.store.write_shard_batch(&batch)?;
         self.store
             .set_checkpoint(SHARD_CONSUMER, self.partition, next_offset)?;

@@ -38,8 +38,12 @@ fn open_log_and_store(dir: &std::path::Path) -> (Arc<dyn Log>, Arc<dyn Store>) {
     (Arc::new(log), Arc::new(store))
 }
 
+/// A real CIDv1 (raw, sha2-256-shaped digest), canonical form: the shard admits only those.
 fn cid(i: usize) -> String {
-    format!("cid-{i:04}")
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+    cid::Cid::new_v1(0x55, hash).to_string()
 }
 
 fn request(i: usize) -> Record {
@@ -272,6 +276,66 @@ async fn lost_outcomes_are_recovered_by_the_repair_loop() {
     assert!(
         node.pin_calls.load(Ordering::SeqCst) > pins as u64,
         "lost outcomes were redone by pinning again"
+    );
+    orchestrator.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Records an earlier release wrote under a non-canonical CID spelling (still in the log at
+/// the upgrade) are forwarded to the canonical key and applied there: the pin and a later
+/// unpin of it both land on the one canonical state.
+#[actix_rt::test]
+async fn legacy_keyed_records_are_forwarded_to_the_canonical_key() {
+    const V0: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+    let canonical = pinhive_domain::canonical_cid(V0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, store) = open_log_and_store(dir.path());
+    let legacy = |event: Event| Record::from_envelope(&Envelope::new(V0, event));
+    let pin = |requestid: &str| {
+        legacy(Event::PinRequested(PinRequested {
+            requestid: requestid.into(),
+            owner: "alice".into(),
+            cid: V0.into(),
+            name: None,
+            origins: vec![],
+            meta: Default::default(),
+            created_ns: 7,
+            replicas_min: 1,
+            replicas_max: 1,
+            replaces: None,
+        }))
+    };
+    log.append(vec![
+        pin("legacy-1"),
+        pin("legacy-2"),
+        legacy(Event::UnpinRequested {
+            requestid: "legacy-2".into(),
+            owner: "alice".into(),
+        }),
+    ])
+    .await
+    .unwrap();
+    let orchestrator = Orchestrator::start(
+        log.clone(),
+        store.clone(),
+        NodeRegistry::default(),
+        OrchestratorConfig::default(),
+    )
+    .unwrap();
+    until("forwarded records applied", || {
+        store
+            .load_cid(&canonical)
+            .unwrap()
+            .is_some_and(|s| s.pins.len() == 1 && s.pins.contains_key("legacy-1"))
+            && store.get_pin("legacy-2").unwrap().is_none()
+    })
+    .await;
+    assert!(store.load_cid(V0).unwrap().is_none(), "no state under the old spelling");
+    let row = store.get_pin("legacy-1").unwrap().unwrap();
+    assert_eq!(row.cid, V0, "the row keeps the client's spelling");
+    assert!(store.dead_letters(None, 10).unwrap().is_empty());
+    assert_eq!(
+        total_count(store.as_ref(), "alice", PinStatus::Queued, PARTITIONS).unwrap(),
+        1
     );
     orchestrator.shutdown(Duration::from_secs(5)).await;
 }

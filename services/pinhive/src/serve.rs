@@ -130,6 +130,16 @@ pub async fn start(
         }
         other => Arc::new(other.context("opening the store")?),
     };
+    // States an earlier release kept under non-canonical CID spellings fold into their canonical
+    // state before any shard starts (once; a marker skips it afterwards).
+    let migrating = store.clone();
+    let partitions = log.partition_count();
+    tokio::task::spawn_blocking(move || {
+        pinhive_orchestrator::migrate::canonical_cid_keys(migrating.as_ref(), partitions)
+    })
+    .await
+    .context("CID-key migration task")?
+    .context("migrating CID states to canonical keys")?;
     let registry = NodeRegistry::default();
     // With Kafka and a group, this instance runs only the partitions the group assigns it.
     let (membership, committer, group) = match (
