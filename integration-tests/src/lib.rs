@@ -354,11 +354,20 @@ pub fn create_token(data_dir: &Path, name: &str, admin: bool) -> anyhow::Result<
 }
 
 /// A Pinning Service API client bound to one token.
+///
+/// Every response it receives on a route of the Pinning Service API (`/pins`, `/pins/{id}`) is
+/// validated against the spec (`schemas/openapi/pinning-service.yaml`, see [`spec`]): status
+/// documented for the operation, `content-type`, and body against the operation's schema
+/// (`PinResults`, `PinStatus`, no body, `Failure`). A violation panics with the route, status,
+/// body and schema errors. Routes the spec does not define (`/admin/*`, `/health`, ...) are not
+/// checked. [`Client::unchecked`] turns the check off for a test that wants a non-spec answer.
+/// `schemas/openapi/README.md` describes the check.
 #[derive(Clone)]
 pub struct Client {
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
+    check_spec: bool,
 }
 
 impl Client {
@@ -370,6 +379,16 @@ impl Client {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("http client"),
+            check_spec: true,
+        }
+    }
+
+    /// The same client without the spec check of its responses: only for a test that
+    /// deliberately expects an answer the Pinning Service API spec does not allow.
+    pub fn unchecked(&self) -> Self {
+        Client {
+            check_spec: false,
+            ..self.clone()
         }
     }
 
@@ -379,12 +398,33 @@ impl Client {
             .bearer_auth(&self.token)
     }
 
-    /// Sends and returns (status, JSON body or Null).
+    /// Sends and returns (status, JSON body or Null); panics if the response violates the
+    /// Pinning Service API spec (unless [`Client::unchecked`]).
     pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request.send().await.expect("request sent");
+        let (http, request) = request.build_split();
+        let request = request.expect("request built");
+        let method = request.method().clone();
+        let response = http.execute(request).await.expect("request sent");
+        if self.check_spec {
+            return read_checked(&method, response).await;
+        }
         let status = response.status().as_u16();
         let body = response.json::<Value>().await.unwrap_or(Value::Null);
         (status, body)
+    }
+
+    /// [`check_response`], unless this client is [`Client::unchecked`].
+    pub fn check_response(
+        &self,
+        method: &reqwest::Method,
+        url: &reqwest::Url,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) {
+        if self.check_spec {
+            check_response(method, url, status, content_type, body);
+        }
     }
 
     pub async fn pin(&self, body: Value) -> (u16, Value) {
@@ -530,10 +570,22 @@ impl Burst {
                             .send()
                             .await
                             .ok()?;
-                        if response.status() != 202 {
+                        let status = response.status().as_u16();
+                        let url = response.url().clone();
+                        let content_type = content_type(&response);
+                        // A response cut short (the server went away) is not checked.
+                        let bytes = response.bytes().await.ok()?;
+                        client.check_response(
+                            &reqwest::Method::POST,
+                            &url,
+                            status,
+                            content_type.as_deref(),
+                            &bytes,
+                        );
+                        if status != 202 {
                             return None;
                         }
-                        let body: Value = response.json().await.ok()?;
+                        let body: Value = serde_json::from_slice(&bytes).ok()?;
                         acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         Some(body["requestid"].as_str()?.to_string())
                     }
@@ -551,13 +603,24 @@ impl Burst {
         let deadline = Instant::now() + Duration::from_secs(120);
         while self.acked.load(std::sync::atomic::Ordering::SeqCst) < count {
             assert!(Instant::now() < deadline, "{count} acknowledged requests");
+            // Checked after `is_finished`: every increment happened before the task ended.
+            assert!(
+                !(self.task.is_finished()
+                    && self.acked.load(std::sync::atomic::Ordering::SeqCst) < count),
+                "the burst ended (a panic shows in `acknowledged`) before {count} 202s"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
     /// The request ids that got 202 (after the server went away, the rest fail).
     pub async fn acknowledged(self) -> std::collections::BTreeSet<String> {
-        self.task.await.unwrap_or_default().into_iter().collect()
+        match self.task.await {
+            Ok(acknowledged) => acknowledged.into_iter().collect(),
+            // A spec violation inside the burst fails the test with its own message.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Default::default(),
+        }
     }
 }
 
@@ -607,4 +670,660 @@ pub async fn pin_requested_counts(
         counts.insert(requestid.clone(), requested);
     }
     counts
+}
+
+/// Reads a response to a `method` request sent by any `reqwest` client (for a test that does
+/// not use [`Client`], e.g. without a token) and returns (status, JSON body or Null); panics
+/// if it violates the Pinning Service API spec, like [`Client::send`].
+pub async fn read_checked(method: &reqwest::Method, response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let url = response.url().clone();
+    let content_type = content_type(&response);
+    // A body cut short (the server went away) cannot be checked.
+    let Ok(bytes) = response.bytes().await else {
+        return (status, Value::Null);
+    };
+    check_response(method, &url, status, content_type.as_deref(), &bytes);
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Panics if this response to `method url` violates the Pinning Service API spec; routes the
+/// spec does not define (`/admin/*`, `/health`, ...) pass unchecked. See [`spec`].
+pub fn check_response(
+    method: &reqwest::Method,
+    url: &reqwest::Url,
+    status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+) {
+    let route = match url.query() {
+        Some(query) => format!("{method} {}?{query}", url.path()),
+        None => format!("{method} {}", url.path()),
+    };
+    spec::assert_conforms(
+        method.as_str(),
+        url.path(),
+        &route,
+        status,
+        content_type,
+        body,
+    );
+}
+
+/// The `content-type` header of a response, if any.
+pub fn content_type(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Responses checked against the IPFS Pinning Service API spec
+/// (`schemas/openapi/pinning-service.yaml`, compiled into this crate).
+///
+/// The spec is parsed once. Its `paths` give, per operation and status (exact code, then `4XX`
+/// / `5XX`, then `default`), what the response must be: no body, or an `application/json` body
+/// of a schema. Its `components.schemas` (OpenAPI 3.0 schema objects) are turned into JSON
+/// Schema draft 4, the draft OpenAPI 3.0 follows (boolean `exclusiveMinimum`, `$ref` siblings
+/// ignored):
+/// - `$ref: '#/components/schemas/X'` is kept as is: every compiled schema is a root document
+///   `{"components": {"schemas": {...}}, "allOf": [<schema>]}`, so the pointer resolves in it;
+///   any other `$ref` (another file, a URL) is refused when the spec loads;
+/// - `nullable: true` becomes `anyOf: [{"type": "null"}, <schema>]`;
+/// - `format: int32`/`int64` become `minimum`/`maximum` bounds (other formats, `date-time`
+///   included, are validated by `jsonschema`);
+/// - annotations (`example`, `readOnly`, `writeOnly`, `deprecated`, `externalDocs`, `xml`,
+///   `discriminator`, `x-*`) are dropped;
+/// - any other keyword panics at load, so a spec update that needs more is noticed.
+pub mod spec {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::{Arc, OnceLock};
+
+    use serde_json::{json, Map, Value};
+
+    /// The spec as committed (CC0, unchanged from the specification).
+    pub const SPEC_YAML: &str = include_str!("../../schemas/openapi/pinning-service.yaml");
+
+    /// What a response must be.
+    #[derive(Clone)]
+    enum Expected {
+        /// No body at all (`DELETE /pins/{requestid}` 202).
+        NoBody,
+        /// An `application/json` body valid against `schema` (named for messages).
+        Json {
+            name: String,
+            schema: Arc<jsonschema::Validator>,
+        },
+    }
+
+    struct Operation {
+        method: String,
+        /// Path template split on `/`; `None` stands for a `{parameter}` segment.
+        template: Vec<Option<String>>,
+        template_text: String,
+        /// Keyed by the spec's status keys: `"202"`, `"4XX"`, `"default"`.
+        responses: BTreeMap<String, Expected>,
+    }
+
+    /// The loaded spec: its operations and its component schemas, compiled.
+    pub struct Spec {
+        operations: Vec<Operation>,
+        components: BTreeMap<String, Arc<jsonschema::Validator>>,
+    }
+
+    /// The committed spec, parsed and compiled once per test binary.
+    pub fn get() -> &'static Spec {
+        static SPEC: OnceLock<Spec> = OnceLock::new();
+        SPEC.get_or_init(|| Spec::parse(SPEC_YAML))
+    }
+
+    /// Converts one OpenAPI 3.0 schema object into JSON Schema draft 4 (see the module doc).
+    pub fn to_json_schema(schema: &Value, at: &str) -> Value {
+        let Value::Object(object) = schema else {
+            panic!("{at}: a schema must be an object, got {schema}");
+        };
+        if let Some(reference) = object.get("$ref") {
+            let target = reference.as_str().unwrap_or_default();
+            assert!(
+                target.starts_with("#/components/schemas/"),
+                "{at}: only `#/components/schemas/...` references are supported, got {reference}"
+            );
+            // OpenAPI 3.0: the siblings of a `$ref` are ignored.
+            return json!({ "$ref": target });
+        }
+        let mut out = Map::new();
+        for (keyword, value) in object {
+            let here = format!("{at}/{keyword}");
+            match keyword.as_str() {
+                "type" | "enum" | "required" | "default" | "title" | "description" | "minimum"
+                | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf"
+                | "minLength" | "maxLength" | "pattern" | "minItems" | "maxItems"
+                | "uniqueItems" | "minProperties" | "maxProperties" => {
+                    out.insert(keyword.clone(), value.clone());
+                }
+                "format" => match value.as_str() {
+                    Some("int32") => bound(&mut out, object, i32::MIN.into(), i32::MAX.into()),
+                    Some("int64") => bound(&mut out, object, i64::MIN, i64::MAX),
+                    // OpenAPI-only formats with nothing to check on a JSON value.
+                    Some("float" | "double" | "byte" | "binary" | "password") => {}
+                    _ => {
+                        out.insert(keyword.clone(), value.clone());
+                    }
+                },
+                "properties" => {
+                    let properties = value.as_object().unwrap_or_else(|| {
+                        panic!("{here}: an object expected, got {value}");
+                    });
+                    let converted = properties
+                        .iter()
+                        .map(|(name, s)| {
+                            (name.clone(), to_json_schema(s, &format!("{here}/{name}")))
+                        })
+                        .collect();
+                    out.insert(keyword.clone(), Value::Object(converted));
+                }
+                "additionalProperties" => {
+                    let converted = match value {
+                        Value::Bool(_) => value.clone(),
+                        _ => to_json_schema(value, &here),
+                    };
+                    out.insert(keyword.clone(), converted);
+                }
+                "items" | "not" => {
+                    out.insert(keyword.clone(), to_json_schema(value, &here));
+                }
+                "allOf" | "anyOf" | "oneOf" => {
+                    let schemas = value.as_array().unwrap_or_else(|| {
+                        panic!("{here}: an array expected, got {value}");
+                    });
+                    let converted = schemas
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| to_json_schema(s, &format!("{here}/{i}")))
+                        .collect();
+                    out.insert(keyword.clone(), Value::Array(converted));
+                }
+                // Handled below, or annotations with nothing to validate in a response.
+                "nullable" | "example" | "readOnly" | "writeOnly" | "deprecated"
+                | "externalDocs" | "xml" | "discriminator" => {}
+                extension if extension.starts_with("x-") => {}
+                other => panic!(
+                    "{here}: the OpenAPI keyword `{other}` is not handled by the spec check \
+                     (integration-tests/src/lib.rs, spec::to_json_schema)"
+                ),
+            }
+        }
+        if object.get("nullable") == Some(&Value::Bool(true)) {
+            return json!({ "anyOf": [{ "type": "null" }, Value::Object(out)] });
+        }
+        Value::Object(out)
+    }
+
+    /// `format: int32`/`int64`: the integer's range, where the schema does not narrow it.
+    fn bound(out: &mut Map<String, Value>, schema: &Map<String, Value>, min: i64, max: i64) {
+        if !schema.contains_key("minimum") {
+            out.insert("minimum".into(), min.into());
+        }
+        if !schema.contains_key("maximum") {
+            out.insert("maximum".into(), max.into());
+        }
+    }
+
+    impl Spec {
+        /// Parses an OpenAPI 3.0 document (YAML); panics on anything it cannot check.
+        pub fn parse(yaml: &str) -> Spec {
+            let document: Value =
+                serde_yaml_ng::from_str(yaml).expect("the OpenAPI spec parses as YAML");
+            let schemas = document
+                .pointer("/components/schemas")
+                .and_then(Value::as_object)
+                .expect("the spec has components.schemas");
+            let converted: Map<String, Value> = schemas
+                .iter()
+                .map(|(name, schema)| {
+                    let at = format!("#/components/schemas/{name}");
+                    (name.clone(), to_json_schema(schema, &at))
+                })
+                .collect();
+            let mut cache: HashMap<String, Arc<jsonschema::Validator>> = HashMap::new();
+            let mut compile = |schema: Value, at: &str| -> Arc<jsonschema::Validator> {
+                let key = schema.to_string();
+                if let Some(validator) = cache.get(&key) {
+                    return validator.clone();
+                }
+                let root = json!({
+                    "$schema": "http://json-schema.org/draft-04/schema#",
+                    "components": { "schemas": converted },
+                    "allOf": [schema],
+                });
+                let validator = jsonschema::draft4::options()
+                    .should_validate_formats(true)
+                    .build(&root)
+                    .unwrap_or_else(|e| panic!("{at}: the schema does not compile: {e}"));
+                let validator = Arc::new(validator);
+                cache.insert(key, validator.clone());
+                validator
+            };
+            let components = converted
+                .keys()
+                .map(|name| {
+                    let at = format!("#/components/schemas/{name}");
+                    (name.clone(), compile(json!({ "$ref": at }), &at))
+                })
+                .collect();
+
+            let paths = document
+                .get("paths")
+                .and_then(Value::as_object)
+                .expect("the spec has paths");
+            let mut operations = Vec::new();
+            for (template_text, item) in paths {
+                let item = item.as_object().expect("a path item is an object");
+                for (method, operation) in item {
+                    if !matches!(
+                        method.as_str(),
+                        "get" | "put" | "post" | "delete" | "options" | "head" | "patch" | "trace"
+                    ) {
+                        continue; // `parameters`, `summary`, ...
+                    }
+                    let at = format!("paths/{template_text}/{method}");
+                    let declared = operation
+                        .get("responses")
+                        .and_then(Value::as_object)
+                        .unwrap_or_else(|| panic!("{at}: no responses"));
+                    let mut responses = BTreeMap::new();
+                    for (code, response) in declared {
+                        let at = format!("{at}/responses/{code}");
+                        let response = resolve(&document, response, &at);
+                        let expected = match response.get("content").and_then(Value::as_object) {
+                            None => Expected::NoBody,
+                            Some(content) => {
+                                let schema = content
+                                    .get("application/json")
+                                    .and_then(|media| media.get("schema"))
+                                    .unwrap_or_else(|| {
+                                        panic!("{at}: only application/json content is supported")
+                                    });
+                                let name = schema
+                                    .get("$ref")
+                                    .and_then(Value::as_str)
+                                    .and_then(|r| r.rsplit('/').next())
+                                    .unwrap_or("inline schema")
+                                    .to_string();
+                                let schema = compile(to_json_schema(schema, &at), &at);
+                                Expected::Json { name, schema }
+                            }
+                        };
+                        responses.insert(code.to_uppercase(), expected);
+                    }
+                    operations.push(Operation {
+                        method: method.to_uppercase(),
+                        template: split(template_text)
+                            .map(|segment| {
+                                let parameter = segment.starts_with('{') && segment.ends_with('}');
+                                (!parameter).then(|| segment.to_string())
+                            })
+                            .collect(),
+                        template_text: template_text.clone(),
+                        responses,
+                    });
+                }
+            }
+            Spec {
+                operations,
+                components,
+            }
+        }
+
+        /// Errors of `instance` against the component schema `name` (e.g. `PinStatus`); empty
+        /// when valid.
+        pub fn schema_errors(&self, name: &str, instance: &Value) -> Vec<String> {
+            let validator = self
+                .components
+                .get(name)
+                .unwrap_or_else(|| panic!("the spec has no schema {name}"));
+            errors(validator, instance)
+        }
+
+        /// Checks a response to `method path` (path without query, relative to the service
+        /// root). `Ok` also for a route the spec does not define (it is not checked); `Err`
+        /// lists every violation.
+        pub fn check(
+            &self,
+            method: &str,
+            path: &str,
+            status: u16,
+            content_type: Option<&str>,
+            body: &[u8],
+        ) -> Result<(), Vec<String>> {
+            let segments: Vec<&str> = split(path).collect();
+            let Some(operation) = self.operations.iter().find(|op| {
+                op.method.eq_ignore_ascii_case(method)
+                    && op.template.len() == segments.len()
+                    && op.template.iter().zip(&segments).all(|(t, s)| match t {
+                        Some(literal) => literal == s,
+                        None => !s.is_empty(),
+                    })
+            }) else {
+                return Ok(());
+            };
+            let range = format!("{}XX", status / 100);
+            let Some(expected) = [status.to_string(), range, "DEFAULT".to_string()]
+                .iter()
+                .find_map(|key| operation.responses.get(key))
+            else {
+                let documented: Vec<&String> = operation.responses.keys().collect();
+                return Err(vec![format!(
+                    "status {status} is not documented for {} {} (documented: {documented:?})",
+                    operation.method, operation.template_text
+                )]);
+            };
+            match expected {
+                Expected::NoBody if body.is_empty() => Ok(()),
+                Expected::NoBody => Err(vec![format!(
+                    "the spec defines no body for {status} on {} {}, got {} bytes",
+                    operation.method,
+                    operation.template_text,
+                    body.len()
+                )]),
+                Expected::Json { name, schema } => {
+                    let mut problems = Vec::new();
+                    let essence = content_type
+                        .and_then(|c| c.split(';').next())
+                        .map(|c| c.trim().to_ascii_lowercase());
+                    if essence.as_deref() != Some("application/json") {
+                        problems.push(format!(
+                            "content-type {content_type:?}, the spec says application/json"
+                        ));
+                    }
+                    match serde_json::from_slice::<Value>(body) {
+                        Err(e) => problems.push(format!("the body is not JSON ({e}), want {name}")),
+                        Ok(instance) => problems.extend(
+                            errors(schema, &instance)
+                                .into_iter()
+                                .map(|e| format!("{name}: {e}")),
+                        ),
+                    }
+                    if problems.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(problems)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Panics, naming `route` (method, path and query, for the message), the status, the body
+    /// and every violation, if the response breaks the spec.
+    pub fn assert_conforms(
+        method: &str,
+        path: &str,
+        route: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) {
+        if let Err(problems) = get().check(method, path, status, content_type, body) {
+            const SHOWN: usize = 20;
+            let mut listed = problems[..problems.len().min(SHOWN)].join("\n    - ");
+            if problems.len() > SHOWN {
+                listed.push_str(&format!("\n    ... and {} more", problems.len() - SHOWN));
+            }
+            let text = String::from_utf8_lossy(body);
+            let shown: String = text.chars().take(4000).collect();
+            let cut = if shown.len() < text.len() {
+                format!("... ({} bytes in all)", body.len())
+            } else {
+                String::new()
+            };
+            panic!(
+                "response violates the Pinning Service API spec \
+                 (schemas/openapi/pinning-service.yaml)\n  route: {route}\n  status: {status}\n  \
+                 content-type: {content_type:?}\n  body: {shown}{cut}\n  violations:\n    - {listed}"
+            );
+        }
+    }
+
+    fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+        validator
+            .iter_errors(instance)
+            .map(|e| {
+                let path = e.instance_path.to_string();
+                let path = if path.is_empty() { "/" } else { path.as_str() };
+                format!("at {path}: {e} (schema {})", e.schema_path)
+            })
+            .collect()
+    }
+
+    /// `response` itself, or the `#/components/responses/...` it references.
+    fn resolve<'a>(document: &'a Value, response: &'a Value, at: &str) -> &'a Value {
+        match response.get("$ref").and_then(Value::as_str) {
+            None => response,
+            Some(reference) => reference
+                .strip_prefix('#')
+                .and_then(|pointer| document.pointer(pointer))
+                .unwrap_or_else(|| panic!("{at}: cannot resolve {reference}")),
+        }
+    }
+
+    fn split(path: &str) -> impl Iterator<Item = &str> {
+        path.strip_prefix('/').unwrap_or(path).split('/')
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn pin_status() -> Value {
+            json!({
+                "requestid": "UniqueIdOfPinRequest",
+                "status": "queued",
+                "created": "2020-07-27T17:32:28.276Z",
+                "pin": {
+                    "cid": "QmCIDToBePinned",
+                    "name": "PreciousData.pdf",
+                    "origins": ["/ip4/203.0.113.142/tcp/4001/p2p/QmSourcePeerId"],
+                    "meta": {"app_id": "99986338-1113-4706-8302-4420da6158aa"}
+                },
+                "delegates": ["/ip4/203.0.113.1/tcp/4001/p2p/QmServicePeerId"],
+                "info": {"status_details": "Queue position: 7 of 9"}
+            })
+        }
+
+        fn with(mut value: Value, pointer: &str, replacement: Value) -> Value {
+            *value.pointer_mut(pointer).expect("pointer exists") = replacement;
+            value
+        }
+
+        fn assert_rejected(name: &str, instance: &Value, expected: &str) {
+            let errors = get().schema_errors(name, instance);
+            assert!(
+                errors.iter().any(|e| e.contains(expected)),
+                "{name} should be rejected with {expected:?}: {errors:?}\n{instance}"
+            );
+        }
+
+        #[test]
+        fn accepts_the_spec_examples() {
+            let spec = get();
+            assert_eq!(
+                spec.schema_errors("PinStatus", &pin_status()),
+                Vec::<String>::new()
+            );
+            let minimal = json!({
+                "requestid": "r", "status": "pinned", "created": "2020-07-27T17:32:28Z",
+                "pin": {"cid": "QmCIDToBePinned"}, "delegates": ["/ip4/127.0.0.1/tcp/4001"]
+            });
+            assert_eq!(
+                spec.schema_errors("PinStatus", &minimal),
+                Vec::<String>::new()
+            );
+            let results = json!({"count": 2, "results": [pin_status(), minimal]});
+            assert_eq!(
+                spec.schema_errors("PinResults", &results),
+                Vec::<String>::new()
+            );
+            let empty = json!({"count": 0, "results": []});
+            assert_eq!(
+                spec.schema_errors("PinResults", &empty),
+                Vec::<String>::new()
+            );
+            let failure = json!({"error": {"reason": "NOT_FOUND", "details": "no such pin"}});
+            assert_eq!(
+                spec.schema_errors("Failure", &failure),
+                Vec::<String>::new()
+            );
+            let reason_only = json!({"error": {"reason": "BAD_REQUEST"}});
+            assert_eq!(
+                spec.schema_errors("Failure", &reason_only),
+                Vec::<String>::new()
+            );
+        }
+
+        #[test]
+        fn rejects_pin_status_violations() {
+            let many: Vec<String> = (0..21).map(|i| format!("/ip4/10.0.0.{i}/tcp/1")).collect();
+            let twice = json!(["/ip4/1.2.3.4/tcp/1", "/ip4/1.2.3.4/tcp/1"]);
+            // (field, bad value, the schema keyword that rejects it)
+            let cases = [
+                ("/delegates", json!([]), "/delegates/$ref/minItems"),
+                ("/delegates", json!(many), "/delegates/$ref/maxItems"),
+                (
+                    "/delegates",
+                    json!(["/a", "/a"]),
+                    "/delegates/$ref/uniqueItems",
+                ),
+                ("/status", json!("done"), "/status/$ref/enum"),
+                ("/created", json!("yesterday"), "/created/format"),
+                ("/created", json!("2020-07-27 17:32:28"), "/created/format"),
+                ("/requestid", json!(7), "/requestid/type"),
+                ("/pin/name", json!("n".repeat(256)), "/name/maxLength"),
+                ("/pin/origins", twice, "/origins/$ref/uniqueItems"),
+                (
+                    "/pin/meta",
+                    json!({"k": 1}),
+                    "/meta/$ref/additionalProperties/type",
+                ),
+                (
+                    "/info",
+                    json!({"k": null}),
+                    "/info/$ref/additionalProperties/type",
+                ),
+                ("/pin", json!({"name": "no cid"}), "/pin/$ref/required"),
+            ];
+            for (pointer, value, keyword) in cases {
+                assert_rejected("PinStatus", &with(pin_status(), pointer, value), keyword);
+            }
+            let mut no_delegates = pin_status();
+            no_delegates.as_object_mut().unwrap().remove("delegates");
+            assert_rejected("PinStatus", &no_delegates, "\"delegates\" is a required");
+
+            // Through PinResults' `$ref` too; `count` is an int32 >= 0.
+            let bad = with(pin_status(), "/status", json!("done"));
+            let results = json!({"count": 1, "results": [bad]});
+            assert_rejected(
+                "PinResults",
+                &results,
+                "/items/$ref/properties/status/$ref/enum",
+            );
+            let results = json!({"count": -1, "results": []});
+            assert_rejected("PinResults", &results, "/count/minimum");
+            let results = json!({"count": 1u64 << 31, "results": []});
+            assert_rejected("PinResults", &results, "/count/maximum");
+            let results = json!({"count": 0});
+            assert_rejected("PinResults", &results, "\"results\" is a required");
+        }
+
+        #[test]
+        fn rejects_a_failure_without_reason() {
+            let failure = json!({"error": {"details": "no reason"}});
+            assert_rejected("Failure", &failure, "\"reason\" is a required property");
+            assert_rejected(
+                "Failure",
+                &json!({"reason": "FLAT"}),
+                "\"error\" is a required property",
+            );
+            assert_rejected("Failure", &json!({"error": {"reason": 404}}), "string");
+        }
+
+        #[test]
+        fn routes_responses_by_operation_and_status() {
+            let spec = get();
+            let json = Some("application/json");
+            let status = serde_json::to_vec(&pin_status()).unwrap();
+            let empty_delegates =
+                serde_json::to_vec(&with(pin_status(), "/delegates", json!([]))).unwrap();
+            let failure = br#"{"error":{"reason":"NOT_FOUND"}}"#;
+            assert!(spec.check("POST", "/pins", 202, json, &status).is_ok());
+            assert!(spec.check("POST", "/pins/abc", 202, json, &status).is_ok());
+            assert!(spec.check("GET", "/pins/abc", 200, json, &status).is_ok());
+            assert!(spec
+                .check("GET", "/pins/abc", 200, json, &empty_delegates)
+                .is_err());
+            assert!(
+                spec.check("GET", "/pins", 200, json, &status).is_err(),
+                "not PinResults"
+            );
+            assert!(spec.check("DELETE", "/pins/abc", 202, None, b"").is_ok());
+            assert!(spec
+                .check("DELETE", "/pins/abc", 202, json, &status)
+                .is_err());
+            assert!(spec.check("GET", "/pins/abc", 404, json, failure).is_ok());
+            assert!(
+                spec.check("GET", "/pins/abc", 422, json, failure).is_ok(),
+                "4XX"
+            );
+            assert!(
+                spec.check("POST", "/pins", 503, json, failure).is_ok(),
+                "5XX"
+            );
+            assert!(spec
+                .check("GET", "/pins/abc", 404, json, b"not found")
+                .is_err());
+            assert!(spec
+                .check("GET", "/pins/abc", 404, json, br#"{"error":{}}"#)
+                .is_err());
+            assert!(spec
+                .check("GET", "/pins/abc", 404, Some("text/plain"), failure)
+                .is_err());
+            assert!(
+                spec.check("GET", "/pins", 201, json, &status).is_err(),
+                "undocumented"
+            );
+            // Not in the spec: not checked.
+            assert!(spec
+                .check("GET", "/admin/dead-letters", 200, json, b"[]")
+                .is_ok());
+            assert!(spec.check("GET", "/health", 200, None, b"ok").is_ok());
+            assert!(spec.check("GET", "/pins/a/history", 200, None, b"").is_ok());
+            assert!(spec.check("PUT", "/pins", 405, None, b"").is_ok());
+        }
+
+        #[test]
+        fn converts_openapi_keywords() {
+            let nullable = to_json_schema(&json!({"type": "string", "nullable": true}), "t");
+            let validator = jsonschema::draft4::new(&nullable).unwrap();
+            assert!(validator.is_valid(&json!(null)) && validator.is_valid(&json!("x")));
+            assert!(!validator.is_valid(&json!(1)));
+            let plain = to_json_schema(&json!({"type": "string", "example": "x"}), "t");
+            assert!(!jsonschema::draft4::new(&plain)
+                .unwrap()
+                .is_valid(&json!(null)));
+            let reference = json!({"$ref": "#/components/schemas/Pin", "description": "ignored"});
+            assert_eq!(
+                to_json_schema(&reference, "t"),
+                json!({"$ref": "#/components/schemas/Pin"})
+            );
+            let unknown = std::panic::catch_unwind(|| to_json_schema(&json!({"const": 1}), "t"));
+            assert!(unknown.is_err(), "an unhandled keyword is refused");
+            let external =
+                std::panic::catch_unwind(|| to_json_schema(&json!({"$ref": "x.yaml#/A"}), "t"));
+            assert!(external.is_err(), "a non-local $ref is refused");
+        }
+    }
 }
