@@ -374,7 +374,7 @@ async fn create_token(
     let NewToken { name, admin } = body.into_inner();
     if !pinhive_store::valid_owner(&name) {
         return Err(ApiError::bad_request(
-            "name must be 1..128 characters, not start with '#', without NUL",
+            "name must be 1..128 bytes, not start with '#', without control characters",
         ));
     }
     let secret = pinhive_store::new_secret();

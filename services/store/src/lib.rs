@@ -66,7 +66,7 @@ pub const SCOPE_REPLICAS_PINNED: &str = "#replicas_pinned";
 
 /// True if `name` may own pins (scopes starting with `#` are reserved for aggregates).
 pub fn valid_owner(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && !name.starts_with('#') && !name.contains('\0')
+    pinhive_domain::values::Owner::parse(name).is_ok()
 }
 
 /// Number of pins of `owner` in `status` that partition `partition` holds, as of log offset
