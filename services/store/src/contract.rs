@@ -11,9 +11,8 @@ use crate::{
     ShardBatch, Store, TokenRecord,
 };
 
-type Check = (&'static str, fn(&dyn Store));
 
-fn s3_objects(store: &dyn Store) {
+pub fn s3_objects(store: &dyn Store) {
     let object = |key: &str, cid: &str| crate::S3Object {
         bucket: "photos".into(),
         key: key.into(),
@@ -74,34 +73,62 @@ fn s3_objects(store: &dyn Store) {
     assert!(store.s3_objects_by_cid("c3", 10).unwrap().is_empty());
 }
 
-/// Runs every check, each on a store made by `fresh`.
-pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
-    let checks: [Check; 10] = [
-        ("s3 objects by key prefix and by cid", s3_objects),
-        ("pin rows and cid state round-trip", rows_round_trip),
-        (
-            "status change moves the pin between listings",
+/// Declares one `#[test]` per contract check, each on a fresh store from `$fresh` (a function
+/// returning the store and whatever must outlive it, e.g. its temp dir), so one failing check
+/// does not hide the others. Every `Store` implementation invokes it in its tests.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($fresh:path) => {
+        $crate::store_contract_tests!(@each $fresh;
+            s3_objects,
+            rows_round_trip,
             status_change_moves_index,
-        ),
-        (
-            "listing is newest first and pages with before",
             listing_pages_newest_first,
-        ),
-        ("every filter", filters),
-        ("a batch applied twice is harmless", batch_is_repeatable),
-        ("checkpoints and pending set", checkpoints_and_pending),
-        ("journal in offset order", journal_in_order),
-        ("tokens, nodes, dead letters", tokens_nodes_dead_letters),
-        (
-            "dead letters page by (partition, offset), after is exclusive",
+            filters,
+            batch_is_repeatable,
+            checkpoints_and_pending,
+            journal_in_order,
+            tokens_nodes_dead_letters,
             dead_letters_page_after,
-        ),
-    ];
-    for (name, check) in checks {
-        eprintln!("store contract: {name}");
-        let store = fresh();
-        check(store.as_ref());
+            cid_keys_walk_in_order
+        );
+    };
+    (@each $fresh:path; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let (store, _keep) = $fresh();
+                $crate::contract::$check(store.as_ref());
+            }
+        )*
+    };
+}
+
+/// The maintenance walk of the CID state table visits every key once, in key order.
+pub fn cid_keys_walk_in_order(store: &dyn Store) {
+    let keys: Vec<String> = (0..25).map(|i| format!("cid-{i:02}")).collect();
+    let batch = ShardBatch {
+        partition: 0,
+        cids: keys
+            .iter()
+            .rev()
+            .map(|k| CidWrite::Put(CidState::new(k.clone())))
+            .collect(),
+        ..ShardBatch::default()
+    };
+    store.write_shard_batch(&batch).unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.cid_keys(after.as_deref(), 10).unwrap();
+        assert!(page.len() <= 10);
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        seen.extend(page);
+        after = Some(last);
     }
+    assert_eq!(seen, keys);
 }
 
 fn pin(requestid: &str, owner: &str, cid: &str, created_ns: i64, status: PinStatus) -> PinRecord {
@@ -154,7 +181,7 @@ fn ids(store: &dyn Store, q: &PinQuery) -> Vec<String> {
         .collect()
 }
 
-fn rows_round_trip(store: &dyn Store) {
+pub fn rows_round_trip(store: &dyn Store) {
     let record = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
     let mut state = CidState::new("cidA");
     state.applied_offset = Some(42);
@@ -185,7 +212,7 @@ fn rows_round_trip(store: &dyn Store) {
     assert!(ids(store, &query("alice", &PinStatus::ALL)).is_empty());
 }
 
-fn status_change_moves_index(store: &dyn Store) {
+pub fn status_change_moves_index(store: &dyn Store) {
     let queued = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
     put(store, vec![queued.clone()]);
     assert_eq!(
@@ -213,7 +240,7 @@ fn status_change_moves_index(store: &dyn Store) {
     assert!(ids(store, &query("bob", &PinStatus::ALL)).is_empty());
 }
 
-fn listing_pages_newest_first(store: &dyn Store) {
+pub fn listing_pages_newest_first(store: &dyn Store) {
     let pins: Vec<PinRecord> = (0..250)
         .map(|i| {
             pin(
@@ -244,7 +271,7 @@ fn listing_pages_newest_first(store: &dyn Store) {
     assert_eq!(ids(store, &q), vec!["r249", "r248"]);
 }
 
-fn filters(store: &dyn Store) {
+pub fn filters(store: &dyn Store) {
     put(
         store,
         vec![
@@ -294,7 +321,7 @@ fn filters(store: &dyn Store) {
     );
 }
 
-fn batch_is_repeatable(store: &dyn Store) {
+pub fn batch_is_repeatable(store: &dyn Store) {
     let old = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
     let mut new = old.clone();
     new.status = PinStatus::Pinning;
@@ -324,7 +351,7 @@ fn batch_is_repeatable(store: &dyn Store) {
     assert_eq!(store.get_pin("r1").unwrap(), Some(new));
 }
 
-fn checkpoints_and_pending(store: &dyn Store) {
+pub fn checkpoints_and_pending(store: &dyn Store) {
     assert_eq!(store.checkpoint("shard", 2).unwrap(), None);
     store.set_checkpoint("shard", 2, 77).unwrap();
     store.set_checkpoint("shard", 3, 5).unwrap();
@@ -349,7 +376,7 @@ fn checkpoints_and_pending(store: &dyn Store) {
     assert_eq!(store.pending_cids(2, None, 10).unwrap(), vec!["x"]);
 }
 
-fn journal_in_order(store: &dyn Store) {
+pub fn journal_in_order(store: &dyn Store) {
     let entry = |offset: u64| JournalEntry {
         cid: "cidA".into(),
         partition: 0,
@@ -375,7 +402,7 @@ fn journal_in_order(store: &dyn Store) {
     assert!(store.journal("cidAB", None, 10).unwrap().is_empty());
 }
 
-fn tokens_nodes_dead_letters(store: &dyn Store) {
+pub fn tokens_nodes_dead_letters(store: &dyn Store) {
     let token = TokenRecord {
         owner: "alice".into(),
         created_ns: 1,
@@ -414,7 +441,7 @@ fn tokens_nodes_dead_letters(store: &dyn Store) {
     assert_eq!(store.dead_letters(Some((0, 1)), 10).unwrap().len(), 1);
 }
 
-fn dead_letters_page_after(store: &dyn Store) {
+pub fn dead_letters_page_after(store: &dyn Store) {
     let positions = [
         (0, 7),
         (2, 0),

@@ -593,15 +593,15 @@ impl Store for EmbeddedStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn embedded_store_passes_the_contract() {
-        let mut dirs = Vec::new();
-        crate::contract::run_all(&mut || {
-            let dir = tempfile::tempdir().unwrap();
-            let store = EmbeddedStore::open(dir.path()).unwrap();
-            dirs.push(dir);
-            Box::new(store)
-        });
+    fn fresh() -> (Box<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        (Box::new(store), dir)
+    }
+
+    /// The store contract, one test per check.
+    mod contract {
+        crate::store_contract_tests!(super::fresh);
     }
 
     #[test]
