@@ -82,7 +82,11 @@ async fn every_spelling_of_a_cid_is_one_state_and_one_daemon_pin() {
     let mut pins = Vec::new();
     for (client, spelling) in [(&alice, &b32), (&alice, &b58), (&bob, &b36), (&bob, &upper)] {
         let pinned = client.pin_and_wait_pinned(json!({"cid": spelling})).await;
-        assert_eq!(pinned["pin"]["cid"], spelling.as_str(), "responses echo the spelling");
+        assert_eq!(
+            pinned["pin"]["cid"],
+            spelling.as_str(),
+            "responses echo the spelling"
+        );
         pins.push((client, pinned["requestid"].as_str().unwrap().to_string()));
     }
     assert!(ipfs.is_pinned(&base32).await.unwrap());
@@ -109,7 +113,10 @@ async fn every_spelling_of_a_cid_is_one_state_and_one_daemon_pin() {
         assert_eq!(page["results"].as_array().unwrap().len(), expected);
     }
     let (_, both) = alice.get(&format!("/pins?cid={b32},{b58}")).await;
-    assert_eq!(both["count"], 2, "two spellings of one CID are one filter value: {both}");
+    assert_eq!(
+        both["count"], 2,
+        "two spellings of one CID are one filter value: {both}"
+    );
 
     // Delete in an order that crosses owners and spellings: the content stays pinned on the
     // daemon (no pin/rm at all) until the last pin goes.
@@ -175,11 +182,18 @@ async fn origins_are_hints_and_delegates_name_the_allocated_node() {
         .await;
     assert_eq!(status, 202, "{body}");
     let kept = body["pin"]["origins"].as_array().unwrap();
-    assert_eq!(kept.len(), 20, "the first 20 valid origins are kept: {body}");
+    assert_eq!(
+        kept.len(),
+        20,
+        "the first 20 valid origins are kept: {body}"
+    );
     assert_eq!(kept[0], origins[3].as_str());
     let own = format!("/p2p/{peer}");
     let first = body["delegates"][0].as_str().unwrap_or_default();
-    assert!(first.ends_with(&own), "the allocated node comes first: {body}");
+    assert!(
+        first.ends_with(&own),
+        "the allocated node comes first: {body}"
+    );
     let requestid = body["requestid"].as_str().unwrap().to_string();
     let pinned = client.wait_status(&requestid, "pinned", CONVERGE).await;
     let delegates = pinned["delegates"].as_array().unwrap();

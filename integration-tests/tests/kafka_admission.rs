@@ -205,5 +205,8 @@ async fn bad_external_records_are_dead_lettered_and_the_shard_goes_on() {
         .filter(|l| l.starts_with("pinhive_pins{") && l.contains("status=\"pinned\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(pinned_total, 2.0, "the all-owners gauge counts alice's two pins");
+    assert_eq!(
+        pinned_total, 2.0,
+        "the all-owners gauge counts alice's two pins"
+    );
 }

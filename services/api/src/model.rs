@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use pinhive_domain::command::ReplicaBounds;
 use pinhive_domain::values::PinName;
 use pinhive_domain::{PinCommand, PinRecord, PinStatus, RawPin};
-use pinhive_domain::command::ReplicaBounds;
 use pinhive_store::{NameMatch, PinQuery};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,11 @@ impl PinBody {
     /// Checks every field through the domain's typed values (the same checks the shard applies
     /// to external producers' records). Origins are hints: invalid, duplicate and surplus ones
     /// are dropped, never an error.
-    pub fn into_command(self, owner: &str, replicas: ReplicaBounds) -> Result<PinCommand, ApiError> {
+    pub fn into_command(
+        self,
+        owner: &str,
+        replicas: ReplicaBounds,
+    ) -> Result<PinCommand, ApiError> {
         let raw = RawPin {
             cid: self.cid,
             name: self.name,
@@ -88,7 +92,11 @@ pub fn format_created(created_ns: i64) -> String {
 /// while nothing is allocated yet, since the spec wants at least one.
 pub fn pin_status_json(pin: PinRecord, fallback_delegates: &[String]) -> PinStatusJson {
     let delegates = if pin.delegates.is_empty() {
-        fallback_delegates.iter().take(MAX_ORIGINS).cloned().collect()
+        fallback_delegates
+            .iter()
+            .take(MAX_ORIGINS)
+            .cloned()
+            .collect()
     } else {
         pin.delegates.into_iter().take(MAX_ORIGINS).collect()
     };
@@ -381,14 +389,20 @@ mod tests {
         assert_eq!(ok.cid.spelling(), V0);
         assert!(ok.cid.canonical().starts_with("bafybei"));
         // Origins are hints: a bad one is dropped, the pin is accepted.
-        let hints = body(V1, None, vec!["/ip4/203.0.113.1/tcp/4001", "junk", origin, origin])
-            .into_command("alice", bounds)
-            .unwrap();
+        let hints = body(
+            V1,
+            None,
+            vec!["/ip4/203.0.113.1/tcp/4001", "junk", origin, origin],
+        )
+        .into_command("alice", bounds)
+        .unwrap();
         assert_eq!(hints.origins.kept, vec![origin.to_string()]);
         assert_eq!(hints.origins.dropped, 3);
         let long_name = body(V1, Some("x".repeat(256)), vec![]).into_command("alice", bounds);
         assert!(long_name.is_err());
-        assert!(body("QmNope", None, vec![]).into_command("alice", bounds).is_err());
+        assert!(body("QmNope", None, vec![])
+            .into_command("alice", bounds)
+            .is_err());
         assert!(body(V1, None, vec![]).into_command("#all", bounds).is_err());
     }
 

@@ -17,9 +17,7 @@ use std::collections::BTreeMap;
 
 use pinhive_events::{Envelope, Event, PinRequested, Replaces};
 
-use crate::values::{
-    check_meta, check_requestid, sanitize_origins, Cid, Origins, Owner, PinName,
-};
+use crate::values::{check_meta, check_requestid, sanitize_origins, Cid, Origins, Owner, PinName};
 
 /// Most replicas a pin or a target may ask for.
 pub const MAX_REPLICAS: u8 = 64;
@@ -51,7 +49,9 @@ pub enum Rejection {
     InvalidTarget(String),
     #[error("{kind} events are produced by pinhive only; external producers may send pin_requested, unpin_requested and target_changed")]
     NotARequest { kind: &'static str },
-    #[error("an external pin request cannot replace a pin: replace through POST /pins/{{requestid}}")]
+    #[error(
+        "an external pin request cannot replace a pin: replace through POST /pins/{{requestid}}"
+    )]
     ReplaceFromOutside,
     #[error("pin {requestid} belongs to another owner")]
     NotOwner { requestid: String },
@@ -445,13 +445,48 @@ mod tests {
         let cases: Vec<(&str, Event, Provenance, Result<(), &str>)> = vec![
             (CANONICAL, with(|_| {}), External, Ok(())),
             (BASE58, with(|_| {}), External, Err("record key")),
-            (CANONICAL, with(|r| r.owner = "#all".into()), External, Err("invalid owner")),
-            (CANONICAL, with(|r| r.name = Some("a\0b".into())), External, Err("invalid name")),
-            (CANONICAL, with(|r| r.cid = "QmNope".into()), External, Err("invalid cid")),
-            (CANONICAL, with(|r| r.requestid = "a b".into()), External, Err("invalid requestid")),
-            (CANONICAL, with(|r| r.replicas_min = 0), External, Err("invalid replica")),
-            (CANONICAL, with(|r| r.replicas_max = 200), External, Err("invalid replica")),
-            (CANONICAL, with(|r| r.created_ns = -1), External, Err("invalid created")),
+            (
+                CANONICAL,
+                with(|r| r.owner = "#all".into()),
+                External,
+                Err("invalid owner"),
+            ),
+            (
+                CANONICAL,
+                with(|r| r.name = Some("a\0b".into())),
+                External,
+                Err("invalid name"),
+            ),
+            (
+                CANONICAL,
+                with(|r| r.cid = "QmNope".into()),
+                External,
+                Err("invalid cid"),
+            ),
+            (
+                CANONICAL,
+                with(|r| r.requestid = "a b".into()),
+                External,
+                Err("invalid requestid"),
+            ),
+            (
+                CANONICAL,
+                with(|r| r.replicas_min = 0),
+                External,
+                Err("invalid replica"),
+            ),
+            (
+                CANONICAL,
+                with(|r| r.replicas_max = 200),
+                External,
+                Err("invalid replica"),
+            ),
+            (
+                CANONICAL,
+                with(|r| r.created_ns = -1),
+                External,
+                Err("invalid created"),
+            ),
             (
                 CANONICAL,
                 with(|r| {

@@ -17,9 +17,11 @@ pub mod state;
 pub mod values;
 
 pub use allocator::{allocate, NodeView};
+pub use command::{
+    admit, decide, rekey_legacy, Command, Decided, PinCommand, Provenance, RawPin, Rejection,
+};
 pub use pin::{PinRecord, PinStatus};
 pub use plan::{needs_work, plan, Action, PlanContext};
-pub use command::{admit, decide, rekey_legacy, Command, Decided, PinCommand, Provenance, RawPin, Rejection};
 pub use state::{CidState, PinRef, ReplicaState, ReplicaStatus};
 pub use values::{canonical_cid, Cid};
 

@@ -233,7 +233,9 @@ fn delegates_while_pinning_are_the_allocated_nodes() {
     assert_eq!(delegates.len(), 3, "{delegates:?}");
     assert!(delegates[0].contains(".allocated.example"), "{delegates:?}");
     assert!(delegates[1].contains(".allocated.example"), "{delegates:?}");
-    assert!(fold(&[request("r1", 1, 1)]).delegates(&node_addresses).is_empty());
+    assert!(fold(&[request("r1", 1, 1)])
+        .delegates(&node_addresses)
+        .is_empty());
 }
 
 #[test]

@@ -50,6 +50,10 @@ impl Cid {
         if spelling.len() > MAX_CID_CHARS {
             return Err(invalid(format!("longer than {MAX_CID_CHARS} characters")));
         }
+        // `cid` also reads `<any text>/ipfs/<cid>`, which would be stored and echoed as is.
+        if spelling.contains("/ipfs/") {
+            return Err(invalid("a bare CID is expected, not a path".into()));
+        }
         let parsed = cid::Cid::from_str(spelling).map_err(|e| invalid(e.to_string()))?;
         let v1 = parsed.into_v1().map_err(|e| invalid(e.to_string()))?;
         let canonical = v1
@@ -309,15 +313,29 @@ mod tests {
     fn cidv0_becomes_its_cidv1() {
         let v0 = Cid::parse(V0).unwrap();
         let v1 = cid::Cid::from_str(V0).unwrap().into_v1().unwrap();
-        assert_eq!(v0.canonical(), v1.to_string_of_base(Base::Base32Lower).unwrap());
+        assert_eq!(
+            v0.canonical(),
+            v1.to_string_of_base(Base::Base32Lower).unwrap()
+        );
         assert!(v0.canonical().starts_with("bafybei"));
         assert_eq!(v0.spelling(), V0);
-        assert_eq!(Cid::parse(v0.canonical()).unwrap().canonical(), v0.canonical());
+        assert_eq!(
+            Cid::parse(v0.canonical()).unwrap().canonical(),
+            v0.canonical()
+        );
     }
 
     #[test]
     fn bad_cids_are_rejections() {
-        for bad in ["", "   ", "QmNope", "bafy", "zzzz", &"b".repeat(600), "Qm\0x"] {
+        for bad in [
+            "",
+            "   ",
+            "QmNope",
+            "bafy",
+            "zzzz",
+            &"b".repeat(600),
+            "Qm\0x",
+        ] {
             assert!(
                 matches!(Cid::parse(bad), Err(Rejection::InvalidCid { .. })),
                 "{bad:?}"

@@ -20,7 +20,8 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::METRICS;
 use crate::shard::{
-    ApplyBatch, ClearCache, GetSnapshot, PlannedAction, Replan, ShardActor, ShardSnapshot,
+    ApplyBatch, ClearCache, GetSnapshot, PlannedAction, Replan, ShardActor, ShardParts,
+    ShardSnapshot,
 };
 use crate::SHARD_CONSUMER;
 
@@ -133,20 +134,17 @@ impl Orchestrator {
                 .unwrap_or(0)
                 .max(log.start_offset(partition));
             applied.push(watch::channel(start).0);
-            let (store, registry, shard_log) = (store.clone(), registry.clone(), log.clone());
-            let (cache, min_free) = (config.cache_capacity, config.min_free_bytes);
-            let dial_private = config.dial_private_origins;
+            let parts = ShardParts {
+                partitions,
+                store: store.clone(),
+                log: log.clone(),
+                registry: registry.clone(),
+                cache_capacity: config.cache_capacity,
+                min_free_bytes: config.min_free_bytes,
+                dial_private_origins: config.dial_private_origins,
+            };
             shards.push(SyncArbiter::start(1, move || {
-                ShardActor::new(
-                    partition,
-                    partitions,
-                    store.clone(),
-                    shard_log.clone(),
-                    registry.clone(),
-                    cache,
-                    min_free,
-                    dial_private,
-                )
+                ShardActor::new(partition, parts.clone())
             }));
         }
         let orchestrator = Arc::new(Orchestrator {

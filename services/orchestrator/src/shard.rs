@@ -14,8 +14,8 @@ use actix::prelude::*;
 use lru::LruCache;
 use pinhive_domain::state::PinChange;
 use pinhive_domain::{
-    admit, needs_work, plan, rekey_legacy, Action, CidState, PinRecord, PinStatus, PlanContext, Provenance,
-    ReplicaStatus,
+    admit, needs_work, plan, rekey_legacy, Action, CidState, PinRecord, PinStatus, PlanContext,
+    Provenance, ReplicaStatus,
 };
 use pinhive_events::codec::{self, ContentType};
 use pinhive_ipfs::NodeRegistry;
@@ -107,26 +107,30 @@ pub struct ShardActor {
     snapshot: ShardSnapshot,
 }
 
+/// What a shard is given besides its partition.
+#[derive(Clone)]
+pub struct ShardParts {
+    pub partitions: u32,
+    pub store: Arc<dyn Store>,
+    /// For forwarding legacy-keyed records only.
+    pub log: Arc<dyn Log>,
+    pub registry: NodeRegistry,
+    pub cache_capacity: usize,
+    pub min_free_bytes: u64,
+    pub dial_private_origins: bool,
+}
+
 impl ShardActor {
-    pub fn new(
-        partition: u32,
-        partitions: u32,
-        store: Arc<dyn Store>,
-        log: Arc<dyn Log>,
-        registry: NodeRegistry,
-        cache_capacity: usize,
-        min_free_bytes: u64,
-        dial_private_origins: bool,
-    ) -> Self {
-        let capacity = NonZeroUsize::new(cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+    pub fn new(partition: u32, parts: ShardParts) -> Self {
+        let capacity = NonZeroUsize::new(parts.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         ShardActor {
             partition,
-            partitions,
-            store,
-            log,
-            registry,
-            min_free_bytes,
-            dial_private_origins,
+            partitions: parts.partitions,
+            store: parts.store,
+            log: parts.log,
+            registry: parts.registry,
+            min_free_bytes: parts.min_free_bytes,
+            dial_private_origins: parts.dial_private_origins,
             cache: LruCache::new(capacity),
             counters: LruCache::new(capacity),
             snapshot: ShardSnapshot {
@@ -294,9 +298,7 @@ impl ShardActor {
             // Every record passes the domain's admission, whoever produced it: JSON records
             // come from external producers, which may send requests only.
             let provenance = match record.record.as_ref().map(|raw| raw.content_type) {
-                Ok(content_type) if content_type == ContentType::Json as u8 => {
-                    Provenance::External
-                }
+                Ok(content_type) if content_type == ContentType::Json as u8 => Provenance::External,
                 _ => Provenance::Internal,
             };
             // A record an earlier release wrote under a non-canonical CID spelling goes to the
@@ -559,7 +561,11 @@ impl ShardActor {
             futures::executor::block_on(self.log.append(forwards)).map_err(|error| {
                 StoreError::Backend(format!("forwarding {count} legacy-keyed records: {error}"))
             })?;
-            tracing::info!(partition = self.partition, count, "forwarded legacy-keyed records to their canonical keys");
+            tracing::info!(
+                partition = self.partition,
+                count,
+                "forwarded legacy-keyed records to their canonical keys"
+            );
         }
         self.store.write_shard_batch(&batch)?;
         self.store

@@ -24,7 +24,10 @@ fn canonical() -> String {
 /// What the previous release persisted for one pin of `key` (its state, row and counters), as
 /// its shard wrote them: the state keyed by the client's spelling.
 fn legacy_pin(store: &dyn Store, key: &str, requestid: &str, owner: &str, node: &str) {
-    let mut state = store.load_cid(key).unwrap().unwrap_or_else(|| CidState::new(key));
+    let mut state = store
+        .load_cid(key)
+        .unwrap()
+        .unwrap_or_else(|| CidState::new(key));
     let request = PinRequested {
         requestid: requestid.into(),
         owner: owner.into(),
@@ -105,16 +108,22 @@ fn by_cid(owner: &str, cid: &str) -> PinQuery {
 
 /// Every counter scope summed over partitions and statuses.
 fn totals(store: &dyn Store) -> Vec<(String, u64)> {
-    ["alice", "bob", SCOPE_ALL_PINS, SCOPE_REPLICAS_DESIRED, SCOPE_REPLICAS_PINNED]
-        .into_iter()
-        .map(|scope| {
-            let sum = PinStatus::ALL
-                .into_iter()
-                .map(|s| total_count(store, scope, s, PARTITIONS).unwrap())
-                .sum();
-            (scope.to_string(), sum)
-        })
-        .collect()
+    [
+        "alice",
+        "bob",
+        SCOPE_ALL_PINS,
+        SCOPE_REPLICAS_DESIRED,
+        SCOPE_REPLICAS_PINNED,
+    ]
+    .into_iter()
+    .map(|scope| {
+        let sum = PinStatus::ALL
+            .into_iter()
+            .map(|s| total_count(store, scope, s, PARTITIONS).unwrap())
+            .sum();
+        (scope.to_string(), sum)
+    })
+    .collect()
 }
 
 /// A store as the previous release left it: alice pinned the content as `Qm…` (CIDv0) and as
@@ -133,7 +142,10 @@ fn legacy_store(dir: &std::path::Path) -> EmbeddedStore {
 
 fn check_migrated(store: &dyn Store) {
     let canonical = canonical();
-    let state = store.load_cid(&canonical).unwrap().expect("canonical state");
+    let state = store
+        .load_cid(&canonical)
+        .unwrap()
+        .expect("canonical state");
     let pins: Vec<&String> = state.pins.keys().collect();
     assert_eq!(pins, ["r-b32", "r-b58", "r-v0"]);
     assert_eq!(
@@ -141,7 +153,11 @@ fn check_migrated(store: &dyn Store) {
         vec![canonical.clone()],
         "no legacy keys remain"
     );
-    assert_eq!(state.replicas["n1"].status, ReplicaStatus::Pinned, "bob's stays");
+    assert_eq!(
+        state.replicas["n1"].status,
+        ReplicaStatus::Pinned,
+        "bob's stays"
+    );
     assert_eq!(
         state.replicas["n2"].status,
         ReplicaStatus::Allocated,
@@ -162,7 +178,9 @@ fn check_migrated(store: &dyn Store) {
     ];
     assert_eq!(totals(store), expected);
     // The CID filter (canonical) finds alice's old pins; rows keep their spelling.
-    let page = store.list_pins(&by_cid("alice", &canonical), PARTITIONS).unwrap();
+    let page = store
+        .list_pins(&by_cid("alice", &canonical), PARTITIONS)
+        .unwrap();
     let mut spellings: Vec<String> = page.results.iter().map(|p| p.cid.clone()).collect();
     spellings.sort();
     assert_eq!(page.results.len(), 2, "{page:?}");

@@ -329,7 +329,10 @@ async fn legacy_keyed_records_are_forwarded_to_the_canonical_key() {
             && store.get_pin("legacy-2").unwrap().is_none()
     })
     .await;
-    assert!(store.load_cid(V0).unwrap().is_none(), "no state under the old spelling");
+    assert!(
+        store.load_cid(V0).unwrap().is_none(),
+        "no state under the old spelling"
+    );
     let row = store.get_pin("legacy-1").unwrap().unwrap();
     assert_eq!(row.cid, V0, "the row keeps the client's spelling");
     assert!(store.dead_letters(None, 10).unwrap().is_empty());

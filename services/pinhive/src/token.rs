@@ -29,7 +29,9 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
             data_dir,
         } => {
             if !pinhive_store::valid_owner(&name) {
-                anyhow::bail!("--name must be 1..128 bytes, not start with '#', without control characters");
+                anyhow::bail!(
+                    "--name must be 1..128 bytes, not start with '#', without control characters"
+                );
             }
             crate::config::prepare_data_dir(&data_dir)?;
             let store = match EmbeddedStore::open(&data_dir.join("store")) {

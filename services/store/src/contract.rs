@@ -11,7 +11,6 @@ use crate::{
     ShardBatch, Store, TokenRecord,
 };
 
-
 pub fn s3_objects(store: &dyn Store) {
     let object = |key: &str, cid: &str| crate::S3Object {
         bucket: "photos".into(),
