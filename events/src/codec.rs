@@ -69,8 +69,10 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 pub fn decode(content_type: u8, record_key: &[u8], value: &[u8]) -> Result<Envelope, DecodeError> {
     let envelope = match ContentType::from_byte(content_type) {
         Some(ContentType::Bincode) => {
+            // The limit bounds what a length prefix may make bincode allocate before it reads
+            // (without it, 10 bytes of a damaged record abort the process).
             let (envelope, read): (Envelope, usize) =
-                bincode::serde::decode_from_slice(value, config())
+                bincode::serde::decode_from_slice(value, config().with_limit::<{ 16 << 20 }>())
                     .map_err(|e| DecodeError::Bincode(e.to_string()))?;
             if read != value.len() {
                 return Err(DecodeError::TrailingBytes(value.len() - read));
