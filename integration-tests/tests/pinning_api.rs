@@ -54,8 +54,10 @@ async fn service() -> (Pinhive, Client, Client, tempfile::TempDir) {
     let pinhive = Pinhive::start(&data, &["--ipfs-node", &closed])
         .await
         .unwrap();
-    let a = Client::new(&pinhive.url, &alice);
-    let b = Client::new(&pinhive.url, &bob);
+    // No reachable IPFS node (pins stay queued, so listings are stable): `delegates` may be
+    // empty, every other rule of the spec is checked.
+    let a = Client::new(&pinhive.url, &alice).without_reachable_node();
+    let b = Client::new(&pinhive.url, &bob).without_reachable_node();
     (pinhive, a, b, dir)
 }
 
@@ -184,8 +186,12 @@ async fn every_error_path_answers_with_a_failure_body() {
         .body("{\"cid\": ");
     let (s, b) = alice.send(not_json).await;
     assert_failure(s, &b, 400, "BAD_REQUEST");
+    // A body over the 64 KiB limit is a 413; a meta value over 4 KiB inside the limit a 400.
     let huge = json!({"cid": CIDS[0], "meta": {"blob": "x".repeat(200_000)}});
     let (s, b) = alice.pin(huge).await;
+    assert_failure(s, &b, 413, "PAYLOAD_TOO_LARGE");
+    let long_value = json!({"cid": CIDS[0], "meta": {"blob": "x".repeat(5_000)}});
+    let (s, b) = alice.pin(long_value).await;
     assert_failure(s, &b, 400, "BAD_REQUEST");
 
     // Bad query parameters.

@@ -186,7 +186,8 @@ impl Handler<CheckHealth> for NodeDriver {
                         Err(error) => {
                             health.reachable = false;
                             if was_reachable
-                                || health.last_error.as_deref() == Some("not checked yet")
+                                || health.last_error.as_deref()
+                                    == Some(crate::registry::NOT_CHECKED_YET)
                             {
                                 tracing::warn!(node = %id, error = %error, "ipfs node unreachable");
                             }

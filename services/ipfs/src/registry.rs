@@ -14,6 +14,9 @@ use crate::breaker::BreakerState;
 use crate::driver::NodeDriver;
 use crate::NodeIdentity;
 
+/// `last_error` of a node whose health has not been checked yet.
+pub const NOT_CHECKED_YET: &str = "not checked yet";
+
 /// Last observed health of a node.
 #[derive(Clone, Debug)]
 pub struct NodeHealth {
@@ -31,7 +34,7 @@ impl Default for NodeHealth {
             reachable: false,
             identity: None,
             free_bytes: None,
-            last_error: Some("not checked yet".into()),
+            last_error: Some(NOT_CHECKED_YET.into()),
             breaker: BreakerState::Closed,
             in_flight: 0,
         }
@@ -91,9 +94,18 @@ impl NodeRegistry {
         let Some(entry) = nodes.get_mut(id) else {
             return;
         };
-        let before = (entry.health.reachable, entry.health.breaker);
+        let unchecked = |h: &NodeHealth| h.last_error.as_deref() == Some(NOT_CHECKED_YET);
+        let before = (
+            entry.health.reachable,
+            entry.health.breaker,
+            unchecked(&entry.health),
+        );
         update(&mut entry.health);
-        let after = (entry.health.reachable, entry.health.breaker);
+        let after = (
+            entry.health.reachable,
+            entry.health.breaker,
+            unchecked(&entry.health),
+        );
         drop(nodes);
         if before != after {
             self.bump();
@@ -137,6 +149,26 @@ impl NodeRegistry {
                 Some((entry.descriptor.id.clone(), identity.addresses.clone()))
             })
             .collect()
+    }
+
+    /// Waits (at most `timeout`) until every node has had its first health check, so the API
+    /// knows the nodes' addresses (the pins' `delegates`) before it serves its first request.
+    pub async fn wait_first_checks(&self, timeout: std::time::Duration) -> bool {
+        let checked = |registry: &Self| {
+            registry.nodes.read().values().all(|entry| {
+                entry.health.reachable
+                    || entry.health.last_error.as_deref() != Some(NOT_CHECKED_YET)
+            })
+        };
+        let mut changes = self.changes();
+        let wait = async {
+            while !checked(self) {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok() && checked(self)
     }
 
     pub fn reachable_count(&self) -> usize {

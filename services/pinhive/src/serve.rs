@@ -206,6 +206,11 @@ pub async fn start(
         tracing::info!(node = %node.id, rpc_url = %node.rpc_url, "adding ipfs node");
         manager.add(node).map_err(anyhow::Error::msg)?;
     }
+    // The first responses name the nodes' addresses (`delegates`): give every node its first
+    // health check before serving (bounded: an unreachable node answers fast or times out).
+    if !registry.wait_first_checks(Duration::from_secs(5)).await {
+        tracing::info!("serving before every IPFS node answered its first health check");
+    }
     let state = actix_web::web::Data::new(AppState::new(
         log.clone(),
         store.clone(),
