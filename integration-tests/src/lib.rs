@@ -47,6 +47,84 @@ where
     }
 }
 
+/// How long a write through the API waits for its shard: the 202 comes once the shard applied
+/// the event, or once this bound expired (read-your-writes is best effort under load). Keep in
+/// step with `ApiConfig::apply_wait`.
+pub const APPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// Read-your-writes on this instance: writes all answered within [`APPLY_WAIT`] (`slowest` is
+/// the longest any took) had been applied, so `probe` must succeed at once; otherwise some may
+/// not be applied yet, so wait for it.
+pub async fn sees_own_writes<T, F, Fut>(slowest: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    if slowest < APPLY_WAIT {
+        let seen = probe().await;
+        seen.unwrap_or_else(|| {
+            panic!("{what} at once (the writes were answered within {slowest:?})")
+        })
+    } else {
+        eventually(Duration::from_secs(60), what, probe).await
+    }
+}
+
+/// Every pin of the client's owner and `count`, once the listing has settled: `count` (the
+/// shards' counters) equals the rows listed and every one of them is pinned.
+///
+/// Waited for, not read once: requests the log made durable but whose 202 a kill or stop cut
+/// off are not among those a test waited for, and the shards apply them afterwards,
+/// asynchronously (a listing, its `count` and the pinned count are separate reads). A
+/// consistent observation is a snapshot of the final state; one that never comes fails.
+pub async fn settled_listing(client: &Client) -> (Vec<String>, u64) {
+    eventually(
+        Duration::from_secs(120),
+        "the listing to settle: count equal to the rows listed, all of them pinned",
+        || async {
+            let (listed, count) = list_every_pin(client).await;
+            let (status, pinned) = client.get("/pins?limit=1").await;
+            assert_eq!(status, 200, "{pinned}");
+            let pinned = pinned["count"].as_u64();
+            if count == listed.len() as u64 && pinned == Some(count) {
+                return Some((listed, count));
+            }
+            // Shown only if the test fails.
+            eprintln!(
+                "not settled: {} listed, count {count}, pinned {pinned:?}",
+                listed.len()
+            );
+            None
+        },
+    )
+    .await
+}
+
+/// The partitions an instance's orchestrator runs (`/admin/shards`, admin client).
+pub async fn owned_partitions(admin: &Client) -> std::collections::BTreeSet<u64> {
+    let (_, body) = admin.get("/admin/shards").await;
+    body["owned_partitions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// Sum of the samples of the Prometheus metric `name` on `base`/metrics whose label set
+/// contains `label` (e.g. `call="pin/add"`; empty for every sample).
+pub async fn metric_sum(base: &str, name: &str, label: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.contains(label))
+        .filter(|line| line[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A js-ipfs daemon serving the Kubo RPC API on a free port.
 pub struct IpfsDaemon {
     child: Child,

@@ -7,27 +7,12 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use cid::multibase::Base;
-use pinhive_integration_tests::{create_token, eventually, Client, IpfsDaemon, Pinhive};
+use pinhive_integration_tests::{
+    create_token, eventually, metric_sum, Client, IpfsDaemon, Pinhive, APPLY_WAIT,
+};
 use serde_json::json;
 
 const CONVERGE: Duration = Duration::from_secs(60);
-/// The API's wait for its shard: a write answered sooner had been applied (see end_to_end.rs).
-const APPLY_WAIT: Duration = Duration::from_secs(2);
-
-/// Sum of the samples of `name` whose label set contains `label` (e.g. `call="pin/add"`).
-async fn metric_sum(base: &str, name: &str, label: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(name) && line.contains(label))
-        .filter(|line| line[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn spellings(canonical: &str) -> [String; 4] {
     let cid = cid::Cid::from_str(canonical).unwrap();

@@ -5,39 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pinhive_integration_tests::{
-    create_token, eventually, list_every_pin, pin_requested_counts, Burst, Client, IpfsDaemon,
-    Pinhive,
+    create_token, pin_requested_counts, settled_listing, Burst, Client, IpfsDaemon, Pinhive,
 };
-
-/// Every pin of the client's owner and `count`, once the listing has settled: `count` (the
-/// shards' counters) equals the rows listed and every one of them is pinned.
-///
-/// Waited for, not read once: requests the log made durable but whose 202 the kill cut off are
-/// not among those the test waited for, and the shards apply them after the restart
-/// asynchronously (a listing, its `count` and the pinned count are separate reads). A
-/// consistent observation is a snapshot of the final state; one that never comes fails.
-async fn settled_listing(client: &Client) -> (Vec<String>, u64) {
-    eventually(
-        Duration::from_secs(120),
-        "the listing to settle: count equal to the rows listed, all of them pinned",
-        || async {
-            let (listed, count) = list_every_pin(client).await;
-            let (status, pinned) = client.get("/pins?limit=1").await;
-            assert_eq!(status, 200, "{pinned}");
-            let pinned = pinned["count"].as_u64();
-            if count == listed.len() as u64 && pinned == Some(count) {
-                return Some((listed, count));
-            }
-            // Shown only if the test fails.
-            eprintln!(
-                "not settled: {} listed, count {count}, pinned {pinned:?}",
-                listed.len()
-            );
-            None
-        },
-    )
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_burst_loses_no_acknowledged_request() {

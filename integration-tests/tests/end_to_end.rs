@@ -4,29 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use pinhive_integration_tests::{create_token, eventually, Client, IpfsDaemon, Pinhive};
+use pinhive_integration_tests::{
+    create_token, eventually, sees_own_writes, Client, IpfsDaemon, Pinhive,
+};
 use serde_json::json;
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// How long a write through the API waits for its shard: the 202 comes once the shard applied
-/// the event, or once this bound expired (read-your-writes is best effort under load).
-const APPLY_WAIT: Duration = Duration::from_secs(2);
-
-/// Read-your-writes on this instance: a write answered within `APPLY_WAIT` had been applied, so
-/// `probe` must succeed at once; a slower one may not be applied yet, so wait for it.
-async fn sees_own_write<T, F, Fut>(answered_in: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    if answered_in < APPLY_WAIT {
-        let seen = probe().await;
-        seen.unwrap_or_else(|| panic!("{what} at once (the write was answered in {answered_in:?})"))
-    } else {
-        eventually(CONVERGE, what, probe).await
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pin_replace_delete_and_fail_against_a_real_daemon() {
@@ -135,7 +118,7 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
     let started = Instant::now();
     let (status, _) = client.delete(&format!("/pins/{new_id}")).await;
     assert_eq!(status, 202);
-    sees_own_write(started.elapsed(), "the deleted pin gone", || async {
+    sees_own_writes(started.elapsed(), "the deleted pin gone", || async {
         (client.get(&format!("/pins/{new_id}")).await.0 == 404).then_some(())
     })
     .await;
@@ -242,7 +225,7 @@ async fn queued_until_a_node_is_added_through_the_admin_api() {
         "{ready}"
     );
     let requestid = body["requestid"].as_str().unwrap().to_string();
-    let again = sees_own_write(answered_in, "the new pin readable", || async {
+    let again = sees_own_writes(answered_in, "the new pin readable", || async {
         let (status, again) = no_node.get(&format!("/pins/{requestid}")).await;
         (status == 200).then_some(again)
     })

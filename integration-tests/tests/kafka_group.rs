@@ -12,48 +12,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use pinhive_integration_tests::{
-    create_token, eventually, list_every_pin, pin_requested_counts, Burst, Client, IpfsDaemon,
-    Pinhive, Tansu,
+    create_token, eventually, owned_partitions, pin_requested_counts, settled_listing, Burst,
+    Client, IpfsDaemon, Pinhive, Tansu,
 };
-use serde_json::Value;
-
-/// Every pin of the client's owner and `count`, once the listing has settled: `count` (the
-/// shards' counters) equals the rows listed and every one of them is pinned.
-///
-/// Waited for, not read once: requests the log made durable but whose 202 the stop cut off are
-/// not among those the test waited for, and B applies them while it replays A's partitions,
-/// asynchronously (a listing, its `count` and the pinned count are separate reads). A
-/// consistent observation is a snapshot of the final state; one that never comes fails.
-async fn settled_listing(client: &Client) -> (Vec<String>, u64) {
-    eventually(
-        Duration::from_secs(120),
-        "the listing to settle: count equal to the rows listed, all of them pinned",
-        || async {
-            let (listed, count) = list_every_pin(client).await;
-            let (status, pinned) = client.get("/pins?limit=1").await;
-            assert_eq!(status, 200, "{pinned}");
-            let pinned = pinned["count"].as_u64();
-            if count == listed.len() as u64 && pinned == Some(count) {
-                return Some((listed, count));
-            }
-            // Shown only if the test fails.
-            eprintln!(
-                "not settled: {} listed, count {count}, pinned {pinned:?}",
-                listed.len()
-            );
-            None
-        },
-    )
-    .await
-}
-
-async fn owned(admin: &Client) -> BTreeSet<u64> {
-    let (_, body) = admin.get("/admin/shards").await;
-    body["owned_partitions"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_instance_hands_its_partitions_over_without_loss() {
@@ -98,7 +59,10 @@ async fn a_stopped_instance_hands_its_partitions_over_without_loss() {
         Duration::from_secs(60),
         "the group to split the partitions",
         || async {
-            let (pa, pb) = (owned(&admin_a).await, owned(&admin_b).await);
+            let (pa, pb) = (
+                owned_partitions(&admin_a).await,
+                owned_partitions(&admin_b).await,
+            );
             let all: BTreeSet<u64> = pa.union(&pb).copied().collect();
             (!pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && all.len() == 8)
                 .then_some(())
@@ -121,11 +85,11 @@ async fn a_stopped_instance_hands_its_partitions_over_without_loss() {
 
     // B takes over every partition once A's session expires.
     let deadline = Instant::now() + Duration::from_secs(90);
-    while owned(&admin_b).await.len() != 8 {
+    while owned_partitions(&admin_b).await.len() != 8 {
         assert!(
             Instant::now() < deadline,
             "B never took over all partitions (owns {:?}):\n{}",
-            owned(&admin_b).await,
+            owned_partitions(&admin_b).await,
             b.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

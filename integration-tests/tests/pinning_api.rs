@@ -6,31 +6,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use pinhive_integration_tests::{create_token, eventually, free_port, Client, Pinhive};
+use pinhive_integration_tests::{
+    create_token, eventually, free_port, sees_own_writes, Client, Pinhive,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-/// How long a write through the API waits for its shard: the 202 comes once the shard applied
-/// the event, or once this bound expired (read-your-writes is best effort under load).
-const APPLY_WAIT: Duration = Duration::from_secs(2);
-
-/// Read-your-writes on this instance: writes all answered within `APPLY_WAIT` (`slowest` is
-/// the longest any took) had been applied, so `probe` must succeed at once; otherwise some may
-/// not be applied yet, so wait for it.
-async fn sees_own_writes<T, F, Fut>(slowest: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    if slowest < APPLY_WAIT {
-        let seen = probe().await;
-        seen.unwrap_or_else(|| {
-            panic!("{what} at once (the writes were answered within {slowest:?})")
-        })
-    } else {
-        eventually(Duration::from_secs(60), what, probe).await
-    }
-}
 
 /// A write, and how long it took to be answered.
 async fn timed<T>(write: impl std::future::Future<Output = T>) -> (T, Duration) {

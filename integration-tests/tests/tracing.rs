@@ -13,8 +13,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
-use pinhive_integration_tests::{create_token, eventually, free_port, Client, IpfsDaemon, Pinhive};
-use serde_json::{json, Value};
+use pinhive_integration_tests::{
+    create_token, eventually, free_port, owned_partitions, Client, IpfsDaemon, Pinhive,
+};
+use serde_json::json;
 use tonic::transport::server::TcpIncoming;
 
 #[derive(Clone, Default)]
@@ -235,15 +237,6 @@ fn start_receiver() -> (Receiver, String, tokio::sync::oneshot::Sender<()>) {
     (receiver, format!("http://{addr}"), stop)
 }
 
-/// The partitions an instance's orchestrator runs (`/admin/shards`).
-async fn owned(admin: &Client) -> BTreeSet<u64> {
-    let (_, body) = admin.get("/admin/shards").await;
-    body["owned_partitions"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
-
 /// With Kafka as the log, a request answered by one instance and applied by another is still
 /// one trace: the context crosses the process boundary in the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +279,10 @@ async fn the_trace_crosses_instances_through_kafka() {
         Duration::from_secs(60),
         "the group to split the partitions between A and B",
         || async {
-            let (pa, pb) = (owned(&admin_a).await, owned(&admin_b).await);
+            let (pa, pb) = (
+                owned_partitions(&admin_a).await,
+                owned_partitions(&admin_b).await,
+            );
             let all: BTreeSet<u64> = pa.union(&pb).copied().collect();
             (!pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && all.len() == 4)
                 .then_some(pb)
