@@ -147,6 +147,13 @@ fn parse(payload: &[u8]) -> Result<Vec<Parsed>, S3Error> {
     Ok(parsed)
 }
 
+/// How many records of notification `payload` [`S3Ingest::ingest`] would apply (objects
+/// created with a valid CID in their metadata, objects removed), or why it would dead-letter
+/// the notification. Reads nothing else; public so the parser can be fuzzed from outside.
+pub fn parse_notification(payload: &[u8]) -> Result<usize, S3Error> {
+    parse(payload).map(|parsed| parsed.len())
+}
+
 /// True if `candidate` is older than `current` (S3 sequencers are hex strings that compare
 /// lexicographically at equal length).
 fn is_stale(candidate: &str, current: &str) -> bool {
