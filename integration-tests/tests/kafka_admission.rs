@@ -83,6 +83,8 @@ async fn bad_external_records_are_dead_lettered_and_the_shard_goes_on() {
         .pin_and_wait_pinned(serde_json::json!({"cid": cid, "name": "kept"}))
         .await;
     let kept = pinned["requestid"].as_str().unwrap().to_string();
+    // Another CID, on which a forger tries to reuse alice's request id (taking over her row).
+    let other = ipfs.add(b"admission, other content", 1).await.unwrap();
     let base58 = cid::Cid::from_str(&cid)
         .unwrap()
         .to_string_of_base(Base::Base58Btc)
@@ -154,6 +156,11 @@ async fn bad_external_records_are_dead_lettered_and_the_shard_goes_on() {
             },
             "belongs to another owner",
         ),
+        (
+            other.clone(),
+            Event::PinRequested(request(&kept, "mallory", &other)),
+            "is already in use",
+        ),
     ];
     for (key, event, _) in &bad {
         produce(&producer, key, event.clone()).await;
@@ -185,9 +192,17 @@ async fn bad_external_records_are_dead_lettered_and_the_shard_goes_on() {
     // the refused request ids exists, and the counters (the listing's count) are exact.
     let (_, kept_now) = alice.get(&format!("/pins/{kept}")).await;
     assert_eq!(kept_now["status"], "pinned", "{kept_now}");
+    assert_eq!(
+        kept_now["pin"]["cid"],
+        cid.as_str(),
+        "the row was not taken over"
+    );
     for (_, event, _) in bad.drain(..) {
-        if let Event::PinRequested(r) = event {
-            assert_eq!(alice.get(&format!("/pins/{}", r.requestid)).await.0, 404);
+        match event {
+            Event::PinRequested(r) if r.requestid != kept => {
+                assert_eq!(alice.get(&format!("/pins/{}", r.requestid)).await.0, 404);
+            }
+            _ => {}
         }
     }
     let (_, page) = alice.get("/pins?status=queued,pinning,pinned,failed").await;

@@ -140,7 +140,9 @@ async fn pin_history(
             Some(legacy) => store.journal(&legacy, None, limit)?,
             None => Vec::new(),
         };
-        entries.extend(store.journal(&cid, after, limit)?);
+        let room = limit.saturating_sub(entries.len());
+        entries.extend(store.journal(&cid, after, room.max(1))?);
+        entries.truncate(limit);
         Ok::<_, pinhive_store::StoreError>(entries)
     })
     .await??;
@@ -352,10 +354,20 @@ async fn s3_by_cid(
     _admin: AdminCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    // Any spelling of the CID finds the objects (the mapping is kept by the canonical form).
-    let cid = pinhive_domain::canonical_cid(&path.into_inner())?;
+    // Any spelling of the CID finds the objects: the mapping is kept by the canonical form, and
+    // objects an earlier release mapped by the spelling in their metadata by that spelling.
+    let given = path.into_inner();
+    let cid = pinhive_domain::canonical_cid(&given)?;
     let store = state.store.clone();
-    let objects = web::block(move || store.s3_objects_by_cid(&cid, 1000)).await??;
+    let objects = web::block(move || {
+        let mut objects = store.s3_objects_by_cid(&cid, 1000)?;
+        if given.trim() != cid {
+            let room = 1000usize.saturating_sub(objects.len());
+            objects.extend(store.s3_objects_by_cid(given.trim(), room)?);
+        }
+        Ok::<_, pinhive_store::StoreError>(objects)
+    })
+    .await??;
     Ok(HttpResponse::Ok().json(json!({"objects": objects})))
 }
 

@@ -83,7 +83,7 @@ pub async fn failure_bodies(
     let mut failure = ApiError::new(code, details).error_response();
     for (name, value) in original.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            failure.headers_mut().insert(name.clone(), value.clone());
+            failure.headers_mut().append(name.clone(), value.clone());
         }
     }
     Ok(ServiceResponse::new(request, failure))

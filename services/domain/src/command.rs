@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 
 use pinhive_events::{Envelope, Event, PinRequested, Replaces};
 
-use crate::values::{check_meta, check_requestid, sanitize_origins, Cid, Origins, Owner, PinName};
+use crate::values::{
+    check_meta, check_requestid, check_requestid_reference, sanitize_origins, Cid, Origins, Owner,
+    PinName,
+};
 
 /// Most replicas a pin or a target may ask for.
 pub const MAX_REPLICAS: u8 = 64;
@@ -217,7 +220,7 @@ pub fn decide(command: Command) -> Result<Vec<Decided>, Rejection> {
             old_requestid,
             old_cid,
         } => {
-            check_requestid(&old_requestid)?;
+            check_requestid_reference(&old_requestid)?;
             let replaces = Replaces {
                 requestid: old_requestid.clone(),
                 cid: old_cid.canonical().to_string(),
@@ -245,7 +248,7 @@ pub fn decide(command: Command) -> Result<Vec<Decided>, Rejection> {
             owner,
             cid,
         } => {
-            check_requestid(&requestid)?;
+            check_requestid_reference(&requestid)?;
             Ok(vec![Decided {
                 key: cid.canonical().to_string(),
                 event: Event::UnpinRequested {
@@ -268,15 +271,33 @@ fn check_key(key: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// A record pinhive itself wrote before CID keys were canonical (key = the client's spelling),
-/// re-keyed by the canonical CID, or `None` when the key is canonical or not a CID. The shard
-/// forwards such records to the canonical key's partition instead of applying them under a
-/// second key (see `migrate.rs` in the orchestrator). Only internal records qualify: an
-/// external producer must key by the canonical CID.
-pub fn rekey_legacy(envelope: &Envelope) -> Option<Envelope> {
-    let canonical = crate::values::canonical_cid(&envelope.key).ok()?;
+/// What to do with a record pinhive itself wrote before CID keys were canonical (its key is
+/// the client's spelling). Only internal records qualify: an external producer must key by the
+/// canonical CID.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Legacy {
+    /// Not a legacy record: the key is canonical (or not a CID at all).
+    No,
+    /// Re-keyed by the canonical CID: the shard forwards it to that key's partition instead of
+    /// applying it under a second key (see `migrate.rs` in the orchestrator).
+    Forward(Box<Envelope>),
+    /// A node outcome for the old spelling: dropped. The migrated state re-pins the canonical
+    /// form on those nodes (`CidState::absorb`), whose own outcome will follow.
+    Drop,
+}
+
+pub fn legacy(envelope: &Envelope) -> Legacy {
+    let Ok(canonical) = crate::values::canonical_cid(&envelope.key) else {
+        return Legacy::No;
+    };
     if canonical == envelope.key {
-        return None;
+        return Legacy::No;
+    }
+    if matches!(
+        envelope.event,
+        Event::ReplicaPinned { .. } | Event::ReplicaFailed { .. } | Event::ReplicaUnpinned { .. }
+    ) {
+        return Legacy::Drop;
     }
     let mut forwarded = envelope.clone();
     forwarded.key = canonical;
@@ -287,7 +308,7 @@ pub fn rekey_legacy(envelope: &Envelope) -> Option<Envelope> {
             }
         }
     }
-    Some(forwarded)
+    Legacy::Forward(Box::new(forwarded))
 }
 
 /// Admission of a log record into its shard: returns the event to fold in (a pin request's
@@ -295,8 +316,25 @@ pub fn rekey_legacy(envelope: &Envelope) -> Option<Envelope> {
 pub fn admit(envelope: &Envelope, provenance: Provenance) -> Result<Event, Rejection> {
     let external = provenance == Provenance::External;
     match &envelope.event {
+        Event::PinRequested(request) if !external => {
+            // pinhive's own record: its edge ran every value check when it was written (perhaps
+            // by an earlier release with other limits, which must not lose it now). What must
+            // hold here is the key: the CID's canonical form, and a canonical `replaces`.
+            let cid = Cid::parse(&request.cid)?;
+            if cid.canonical() != envelope.key {
+                return Err(Rejection::KeyNotCanonical {
+                    key: envelope.key.chars().take(128).collect(),
+                    canonical: cid.canonical().to_string(),
+                });
+            }
+            let mut admitted = request.clone();
+            if let Some(replaces) = &mut admitted.replaces {
+                replaces.cid = Cid::parse(&replaces.cid)?.canonical().to_string();
+            }
+            Ok(Event::PinRequested(admitted))
+        }
         Event::PinRequested(request) => {
-            if external && request.replaces.is_some() {
+            if request.replaces.is_some() {
                 return Err(Rejection::ReplaceFromOutside);
             }
             let bounds = ReplicaBounds::new(request.replicas_min, request.replicas_max)?;
@@ -313,20 +351,13 @@ pub fn admit(envelope: &Envelope, provenance: Provenance) -> Result<Event, Rejec
                     canonical: pin.cid.canonical().to_string(),
                 });
             }
-            if let Some(replaces) = &request.replaces {
-                check_requestid(&replaces.requestid)?;
-                check_key(&replaces.cid)?;
-            }
-            let (_, admitted) = pin.into_request(
-                request.requestid.clone(),
-                request.created_ns,
-                request.replaces.clone(),
-            )?;
+            let (_, admitted) =
+                pin.into_request(request.requestid.clone(), request.created_ns, None)?;
             Ok(Event::PinRequested(admitted))
         }
         Event::UnpinRequested { requestid, owner } => {
             check_key(&envelope.key)?;
-            check_requestid(requestid)?;
+            check_requestid_reference(requestid)?;
             Owner::parse(owner)?;
             Ok(envelope.event.clone())
         }
@@ -588,6 +619,66 @@ mod tests {
                 _ => panic!("{key} {event:?} {provenance:?}: expected {expected:?}, got {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn records_of_earlier_releases_are_forwarded_or_dropped() {
+        let v0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+        let canonical = crate::values::canonical_cid(v0).unwrap();
+        let mut old = request();
+        old.cid = v0.into();
+        old.replaces = Some(Replaces {
+            requestid: "older".into(),
+            cid: BASE58.into(),
+        });
+        let Legacy::Forward(forwarded) = legacy(&envelope(v0, Event::PinRequested(old))) else {
+            panic!("a legacy pin request is forwarded");
+        };
+        assert_eq!(forwarded.key, canonical);
+        let Event::PinRequested(forwarded) = forwarded.event else {
+            panic!("same event");
+        };
+        assert_eq!(forwarded.cid, v0, "the spelling stays for the echo");
+        assert_eq!(forwarded.replaces.unwrap().cid, CANONICAL);
+        let outcome = Event::ReplicaPinned {
+            node: "n".into(),
+            delegates: vec![],
+            attempts: 1,
+            duration_ms: 1,
+        };
+        assert_eq!(legacy(&envelope(v0, outcome.clone())), Legacy::Drop);
+        assert_eq!(legacy(&envelope(CANONICAL, outcome.clone())), Legacy::No);
+        assert_eq!(legacy(&envelope("node-1", outcome)), Legacy::No);
+    }
+
+    #[test]
+    fn internal_records_are_held_to_their_key_not_to_new_limits() {
+        // What an earlier release may have accepted at its edge: a meta value over today's
+        // limit, replica bounds above 64, a non-canonical `replaces`.
+        let mut old = request();
+        old.cid = CANONICAL.into();
+        old.meta = [("k".to_string(), "v".repeat(10_000))].into();
+        old.replicas_max = 200;
+        old.replaces = Some(Replaces {
+            requestid: "order/1".into(),
+            cid: BASE58.into(),
+        });
+        let admitted = check(
+            CANONICAL,
+            Event::PinRequested(old.clone()),
+            Provenance::Internal,
+        );
+        let Ok(Event::PinRequested(admitted)) = admitted else {
+            panic!("{admitted:?}");
+        };
+        assert_eq!(admitted.replaces.unwrap().cid, CANONICAL);
+        assert!(check(CANONICAL, Event::PinRequested(old), Provenance::External).is_err());
+        // A pin an earlier release made with another id alphabet can still be deleted.
+        let unpin = Event::UnpinRequested {
+            requestid: "order/1".into(),
+            owner: "alice".into(),
+        };
+        assert!(check(CANONICAL, unpin, Provenance::External).is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod values;
 
 pub use allocator::{allocate, NodeView};
 pub use command::{
-    admit, decide, rekey_legacy, Command, Decided, PinCommand, Provenance, RawPin, Rejection,
+    admit, decide, legacy, Command, Decided, Legacy, PinCommand, Provenance, RawPin, Rejection,
 };
 pub use pin::{PinRecord, PinStatus};
 pub use plan::{needs_work, plan, Action, PlanContext};

@@ -275,8 +275,8 @@ impl CidState {
     }
 
     /// Folds in the state a previous release kept under another spelling of this CID (the
-    /// one-time CID-key migration). Union of pins and holds; a node in both keeps the more
-    /// advanced status. The legacy replicas were pinned under the old spelling, so they come in
+    /// one-time CID-key migration). Union of pins and holds; a node in both keeps this
+    /// (canonical) state's replica. The legacy replicas were pinned under the old spelling, so they come in
     /// as `Allocated`: the planner pins the canonical form there again (instant, the node holds
     /// the blocks) and the pin row shows the truth once the node confirms. Idempotent: absorbing
     /// the same legacy state twice changes nothing more.

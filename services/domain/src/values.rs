@@ -55,6 +55,21 @@ impl Cid {
             return Err(invalid("a bare CID is expected, not a path".into()));
         }
         let parsed = cid::Cid::from_str(spelling).map_err(|e| invalid(e.to_string()))?;
+        // The parser stops after the multihash; bytes after it would make two texts one CID.
+        // A bare CIDv0 is base58btc without a multibase prefix; every other form has one.
+        let multibase_text = if spelling.len() == 46 && spelling.starts_with("Qm") {
+            format!("z{spelling}")
+        } else {
+            spelling.to_string()
+        };
+        let (_, bytes) =
+            cid::multibase::decode(&multibase_text).map_err(|e| invalid(e.to_string()))?;
+        if bytes != parsed.to_bytes() {
+            return Err(invalid(format!(
+                "{} bytes after the CID",
+                bytes.len().saturating_sub(parsed.to_bytes().len())
+            )));
+        }
         let v1 = parsed.into_v1().map_err(|e| invalid(e.to_string()))?;
         let canonical = v1
             .to_string_of_base(Base::Base32Lower)
@@ -99,8 +114,8 @@ impl Owner {
         if text.starts_with('#') {
             return Err(bad("owner names starting with '#' are reserved"));
         }
-        if text.chars().any(char::is_control) {
-            return Err(bad("owner must not contain control characters"));
+        if text.contains('\0') {
+            return Err(bad("owner must not contain NUL"));
         }
         Ok(Owner(text.to_string()))
     }
@@ -145,6 +160,15 @@ pub fn check_requestid(text: &str) -> Result<(), Rejection> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
     {
+        return Err(Rejection::InvalidRequestId(short(text)));
+    }
+    Ok(())
+}
+
+/// A request id that names an existing pin (unpin, replace): it was accepted when the pin was
+/// made, perhaps under other rules, so only what keeps keys sound is checked.
+pub fn check_requestid_reference(text: &str) -> Result<(), Rejection> {
+    if text.is_empty() || text.len() > 1024 || text.contains('\0') {
         return Err(Rejection::InvalidRequestId(short(text)));
     }
     Ok(())
@@ -221,14 +245,33 @@ pub fn is_public_multiaddr(text: &str) -> bool {
         match protocol {
             multiaddr::Protocol::Ip4(ip) => return is_public_v4(ip),
             multiaddr::Protocol::Ip6(ip) => return is_public_v6(ip),
-            multiaddr::Protocol::Dns(_)
-            | multiaddr::Protocol::Dns4(_)
-            | multiaddr::Protocol::Dns6(_)
-            | multiaddr::Protocol::Dnsaddr(_) => return true,
+            multiaddr::Protocol::Dns(name)
+            | multiaddr::Protocol::Dns4(name)
+            | multiaddr::Protocol::Dns6(name)
+            | multiaddr::Protocol::Dnsaddr(name) => return is_public_name(&name),
             _ => {}
         }
     }
     false
+}
+
+/// A DNS name counts as public unless it names this host or a private zone. (What a name
+/// resolves to is not known here; an operator who must be sure keeps `dial_private_origins`
+/// off and firewalls the nodes' egress.)
+fn is_public_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let private_zones = [
+        ".localhost",
+        ".local",
+        ".internal",
+        ".lan",
+        ".home.arpa",
+        ".test",
+    ];
+    !(name.is_empty()
+        || name == "localhost"
+        || !name.contains('.')
+        || private_zones.iter().any(|zone| name.ends_with(zone)))
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
@@ -239,12 +282,25 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || ip.is_unspecified()
         || ip.is_broadcast()
         || ip.is_documentation()
+        || ip.is_multicast()
+        || ip.octets()[0] == 0
+        || ip.octets()[0] >= 240
         || shared)
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_public_v4(v4);
+    }
+    let segments = ip.segments();
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // NAT64: the embedded IPv4 address decides.
+        let [a, b] = segments[6].to_be_bytes();
+        let [c, d] = segments[7].to_be_bytes();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    if ip.is_multicast() {
+        return false;
     }
     let first = ip.segments()[0];
     let unique_local = (first & 0xfe00) == 0xfc00;
@@ -319,6 +375,11 @@ mod tests {
         );
         assert!(v0.canonical().starts_with("bafybei"));
         assert_eq!(v0.spelling(), V0);
+        // A CIDv0 in multibase (base58btc with its `z` prefix) is the same CID.
+        assert_eq!(
+            Cid::parse(&format!("z{V0}")).unwrap().canonical(),
+            v0.canonical()
+        );
         assert_eq!(
             Cid::parse(v0.canonical()).unwrap().canonical(),
             v0.canonical()
@@ -335,6 +396,7 @@ mod tests {
             "zzzz",
             &"b".repeat(600),
             "Qm\0x",
+            &format!("{B32}aaaaaaaa"),
         ] {
             assert!(
                 matches!(Cid::parse(bad), Err(Rejection::InvalidCid { .. })),
@@ -346,7 +408,7 @@ mod tests {
     #[test]
     fn owners() {
         assert!(Owner::parse("alice").is_ok());
-        for bad in ["", "#all", "a\0b", "tab\there", &"x".repeat(129)] {
+        for bad in ["", "#all", "a\0b", &"x".repeat(129)] {
             assert!(Owner::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -421,6 +483,19 @@ mod tests {
         assert!(!is_public_multiaddr("/ip6/fd00::1/tcp/1"));
         assert!(!is_public_multiaddr("/ip6/::ffff:127.0.0.1/tcp/1"));
         assert!(is_public_multiaddr("/ip6/2606:4700::1/tcp/1"));
+        assert!(
+            !is_public_multiaddr("/ip6/64:ff9b::a00:1/tcp/1"),
+            "NAT64 of 10.0.0.1"
+        );
+        assert!(!is_public_multiaddr("/ip4/224.0.0.1/udp/1"));
+        assert!(!is_public_multiaddr("/ip4/0.1.2.3/tcp/1"));
+        for private in ["localhost", "node.local", "db.internal", "intranet"] {
+            assert!(
+                !is_public_multiaddr(&format!("/dns4/{private}/tcp/1")),
+                "{private}"
+            );
+        }
+        assert!(is_public_multiaddr("/dnsaddr/bootstrap.libp2p.io"));
         assert_eq!(dialable_first(ordered.clone(), 2).len(), 2);
     }
 }

@@ -563,9 +563,6 @@ proptest! {
     /// An accepted text has no bytes after its CID: otherwise many texts that are not CIDs
     /// pass for the CID they start with.
     #[test]
-    #[ignore = "bug: cid::Cid::from_str ignores bytes after the multihash, so Cid::parse \
-                accepts e.g. `bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zyaaaaaaaa` \
-                as bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"]
     fn an_accepted_cid_text_has_no_bytes_after_its_cid(text in cid_text()) {
         let Ok(cid) = Cid::parse(&text) else {
             return Ok(());
@@ -593,7 +590,7 @@ proptest! {
         let valid = !text.is_empty()
             && text.len() <= 128
             && !text.starts_with('#')
-            && !text.chars().any(char::is_control);
+            && !text.contains('\0');
         match values::Owner::parse(&text) {
             Ok(owner) => {
                 prop_assert!(valid, "{text:?}");
@@ -764,8 +761,15 @@ proptest! {
             return Ok(());
         };
         prop_assert_eq!(values::canonical_cid(&admitted.cid), Ok(envelope.key.clone()));
-        prop_assert_eq!(admitted.cid.as_str(), sent.cid.trim());
-        prop_assert_eq!(admitted.origins, values::sanitize_origins(&sent.origins).kept);
+        if provenance == Provenance::External {
+            // External requests pass every value check; pinhive's own records were checked at
+            // their edge (perhaps by an earlier release) and keep their fields.
+            prop_assert_eq!(admitted.cid.as_str(), sent.cid.trim());
+            prop_assert_eq!(admitted.origins, values::sanitize_origins(&sent.origins).kept);
+        } else {
+            prop_assert_eq!(&admitted.cid, &sent.cid);
+            prop_assert_eq!(&admitted.origins, &sent.origins);
+        }
         if let Some(replaces) = &admitted.replaces {
             prop_assert_eq!(values::canonical_cid(&replaces.cid), Ok(replaces.cid.clone()));
         }

@@ -153,11 +153,15 @@ impl NodeRegistry {
 
     /// Waits (at most `timeout`) until every node has had its first health check, so the API
     /// knows the nodes' addresses (the pins' `delegates`) before it serves its first request.
-    pub async fn wait_first_checks(&self, timeout: std::time::Duration) -> bool {
+    /// `ids` are the nodes to wait for (their drivers may not have registered yet).
+    pub async fn wait_first_checks(&self, ids: &[NodeId], timeout: std::time::Duration) -> bool {
         let checked = |registry: &Self| {
-            registry.nodes.read().values().all(|entry| {
-                entry.health.reachable
-                    || entry.health.last_error.as_deref() != Some(NOT_CHECKED_YET)
+            let nodes = registry.nodes.read();
+            ids.iter().all(|id| {
+                nodes.get(id).is_some_and(|entry| {
+                    entry.health.reachable
+                        || entry.health.last_error.as_deref() != Some(NOT_CHECKED_YET)
+                })
             })
         };
         let mut changes = self.changes();

@@ -26,6 +26,15 @@ use pinhive_store::{
 
 /// Checkpoint row marking the pass done (consumer name; partition 0; value 1).
 pub const MARKER: &str = "#migration/canonical-cid-keys";
+/// Checkpoint row (per partition): legacy-keyed records below this offset were forwarded.
+pub const FORWARD_MARK: &str = "#migration/forwarded";
+
+/// Checkpoint row (consumer name; partition = the legacy key's) recording the offset below
+/// which the legacy state had applied its records when it was folded in: the shard does not
+/// forward those again.
+pub fn applied_row(legacy_key: &str) -> String {
+    format!("#migration/applied/{legacy_key}")
+}
 const PAGE: usize = 1024;
 
 /// What the pass did.
@@ -136,7 +145,11 @@ pub fn migrate_key(
         return Ok(true);
     }
 
-    // (2) The legacy side.
+    // (2) The legacy side. First remember how far the legacy state had applied its partition,
+    // so records at or below that offset still in the log are not forwarded and applied again.
+    if let Some(applied) = legacy.applied_offset {
+        store.set_checkpoint(&applied_row(key), legacy_partition, applied + 1)?;
+    }
     let negated = contributions(&legacy)
         .into_iter()
         .map(|(scope, value)| (scope, -value))

@@ -14,7 +14,7 @@ use actix::prelude::*;
 use lru::LruCache;
 use pinhive_domain::state::PinChange;
 use pinhive_domain::{
-    admit, needs_work, plan, rekey_legacy, Action, CidState, PinRecord, PinStatus, PlanContext,
+    admit, legacy, needs_work, plan, Action, CidState, Legacy, PinRecord, PinStatus, PlanContext,
     Provenance, ReplicaStatus,
 };
 use pinhive_events::codec::{self, ContentType};
@@ -234,6 +234,48 @@ impl ShardActor {
         })
     }
 
+    /// Whether the legacy-keyed record at `offset` still has to be forwarded: not if the
+    /// migration found it already applied to the state it folded in (`migrate::applied_row`),
+    /// nor if this partition forwarded it already (a batch retried after its forwards were
+    /// appended: the forward mark).
+    fn forward_needed(&mut self, legacy_key: &str, offset: u64) -> Result<bool, StoreError> {
+        let migrated = self
+            .store
+            .checkpoint(&crate::migrate::applied_row(legacy_key), self.partition)?;
+        if migrated.is_some_and(|applied_below| offset < applied_below) {
+            return Ok(false);
+        }
+        let forwarded = self
+            .store
+            .checkpoint(crate::migrate::FORWARD_MARK, self.partition)?;
+        Ok(forwarded.is_none_or(|below| offset >= below))
+    }
+
+    /// Appends the re-keyed records to their canonical partitions, then records how far this
+    /// partition has forwarded — both before the batch and its checkpoint are persisted, so a
+    /// crash forwards again rather than losing a record. Only a crash between the append and
+    /// the mark can forward a record twice (a repeat is harmless for these request and decision
+    /// events: pins and replicas are keyed by request id and node).
+    fn forward_legacy(&mut self, forwards: Vec<(u64, Record)>) -> Result<(), StoreError> {
+        let Some(last) = forwards.last().map(|(offset, _)| *offset) else {
+            return Ok(());
+        };
+        let count = forwards.len();
+        let records = forwards.into_iter().map(|(_, record)| record).collect();
+        // The log adapters' appends need no async runtime; this thread is the shard's own.
+        futures::executor::block_on(self.log.append(records)).map_err(|error| {
+            StoreError::Backend(format!("forwarding {count} legacy-keyed records: {error}"))
+        })?;
+        self.store
+            .set_checkpoint(crate::migrate::FORWARD_MARK, self.partition, last + 1)?;
+        tracing::info!(
+            partition = self.partition,
+            count,
+            "forwarded legacy-keyed records to their canonical keys"
+        );
+        Ok(())
+    }
+
     /// Dead-letters a record the shard cannot apply: in the store, and (Kafka) on the
     /// dead-letter topic once the batch is persisted. The shard goes on with the next record.
     fn reject(
@@ -270,7 +312,8 @@ impl ShardActor {
         let mut spans: HashMap<String, tracing::Span> = HashMap::new();
         let mut apply_spans: Vec<tracing::Span> = Vec::new();
         let mut journal = Vec::new();
-        let mut forwards: Vec<Record> = Vec::new();
+        let mut forwards: Vec<(u64, Record)> = Vec::new();
+        let mut new_external_ids: std::collections::HashSet<String> = Default::default();
         let mut outcome = BatchOutcome {
             next_offset,
             ..BatchOutcome::default()
@@ -302,12 +345,17 @@ impl ShardActor {
                 _ => Provenance::Internal,
             };
             // A record an earlier release wrote under a non-canonical CID spelling goes to the
-            // canonical key's partition, appended before this batch is persisted (a crash
-            // forwards it again; every event kind tolerates a repeat).
+            // canonical key's partition (see `forward_legacy`), never applied under a second key.
             if let (Ok(envelope), Provenance::Internal) = (&envelope, provenance) {
-                if let Some(forwarded) = rekey_legacy(envelope) {
-                    forwards.push(Record::from_envelope(&forwarded));
-                    continue;
+                match legacy(envelope) {
+                    Legacy::No => {}
+                    Legacy::Drop => continue,
+                    Legacy::Forward(forwarded) => {
+                        if self.forward_needed(&envelope.key, record.offset)? {
+                            forwards.push((record.offset, Record::from_envelope(&forwarded)));
+                        }
+                        continue;
+                    }
                 }
             }
             let envelope = envelope.and_then(|mut envelope| {
@@ -353,6 +401,21 @@ impl ShardActor {
             if let Err(rejection) = state.check(&envelope.event) {
                 self.reject(record, format!("rejected: {rejection}"), &mut outcome)?;
                 continue;
+            }
+            // Pin rows are keyed by request id across every CID and owner: an external producer
+            // must not take over (overwrite) another pin's row by reusing its id.
+            if let (Provenance::External, pinhive_events::Event::PinRequested(request)) =
+                (provenance, &envelope.event)
+            {
+                let requestid = &request.requestid;
+                if !state.pins.contains_key(requestid)
+                    && (!new_external_ids.insert(requestid.clone())
+                        || self.store.get_pin(requestid)?.is_some())
+                {
+                    let reason = format!("rejected: requestid {requestid} is already in use");
+                    self.reject(record, reason, &mut outcome)?;
+                    continue;
+                }
             }
             let span = sampled.map(|traceparent| {
                 let kind = envelope.event.kind();
@@ -425,10 +488,7 @@ impl ShardActor {
                     .get(&requestid)
                     .and_then(|p| p.replaces.clone())
                 {
-                    releases.push(Action::ReleaseHold {
-                        requestid: replaces.requestid,
-                        cid: replaces.cid,
-                    });
+                    releases.push(release_hold(replaces));
                 }
                 if let Some(old) = self.store.get_pin(&requestid)? {
                     *counter_deltas
@@ -444,10 +504,7 @@ impl ShardActor {
                 let settles_now =
                     settled && !(was_settled && original.pins.contains_key(requestid));
                 if let (Some(replaces), true) = (&pin_ref.replaces, settles_now) {
-                    releases.push(Action::ReleaseHold {
-                        requestid: replaces.requestid.clone(),
-                        cid: replaces.cid.clone(),
-                    });
+                    releases.push(release_hold(replaces.clone()));
                 }
                 if let Some(mut pin) = new_pins.iter().find(|p| &p.requestid == requestid).cloned()
                 {
@@ -555,18 +612,7 @@ impl ShardActor {
             .iter()
             .map(|parent| tracing::info_span!(parent: parent, "store.write", pins = batch.pins.len()))
             .collect();
-        if !forwards.is_empty() {
-            // The log adapters' appends need no async runtime; this thread is the shard's own.
-            let count = forwards.len();
-            futures::executor::block_on(self.log.append(forwards)).map_err(|error| {
-                StoreError::Backend(format!("forwarding {count} legacy-keyed records: {error}"))
-            })?;
-            tracing::info!(
-                partition = self.partition,
-                count,
-                "forwarded legacy-keyed records to their canonical keys"
-            );
-        }
+        self.forward_legacy(forwards)?;
         self.store.write_shard_batch(&batch)?;
         self.store
             .set_checkpoint(SHARD_CONSUMER, self.partition, next_offset)?;
@@ -634,6 +680,16 @@ impl ShardActor {
             })?;
         }
         Ok(actions)
+    }
+}
+
+/// Releases the hold of a replaced pin, on its CID's canonical key (a pin an earlier release
+/// recorded may name the replaced pin's CID as the client spelled it).
+fn release_hold(replaces: pinhive_events::Replaces) -> Action {
+    let cid = pinhive_domain::canonical_cid(&replaces.cid).unwrap_or(replaces.cid);
+    Action::ReleaseHold {
+        requestid: replaces.requestid,
+        cid,
     }
 }
 

@@ -342,3 +342,86 @@ async fn legacy_keyed_records_are_forwarded_to_the_canonical_key() {
     );
     orchestrator.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A record the old release had already applied to its legacy state (a crash before its
+/// checkpoint) is not forwarded again after the migration folded that state in: a pin deleted
+/// since then stays deleted.
+#[actix_rt::test]
+async fn records_the_legacy_state_had_applied_are_not_forwarded_again() {
+    const V0: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+    let canonical = pinhive_domain::canonical_cid(V0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, store) = open_log_and_store(dir.path());
+    let request = PinRequested {
+        requestid: "old-1".into(),
+        owner: "alice".into(),
+        cid: V0.into(),
+        name: None,
+        origins: vec![],
+        meta: Default::default(),
+        created_ns: 7,
+        replicas_min: 1,
+        replicas_max: 1,
+        replaces: None,
+    };
+    // The old release: the request is in the log and applied to the state keyed `Qm…`, but the
+    // checkpoint was not written before the process died.
+    let positions = log
+        .append(vec![Record::from_envelope(&Envelope::new(
+            V0,
+            Event::PinRequested(request.clone()),
+        ))])
+        .await
+        .unwrap();
+    let mut legacy = pinhive_domain::CidState::new(V0);
+    legacy.apply(positions[0].offset, &Event::PinRequested(request.clone()));
+    let mut row = pinhive_domain::PinRecord::queued(&request);
+    row.info = legacy.pin_info();
+    store
+        .write_shard_batch(&pinhive_store::ShardBatch {
+            partition: positions[0].partition,
+            pins: vec![pinhive_store::PinWrite::Put {
+                old: None,
+                new: row,
+            }],
+            cids: vec![pinhive_store::CidWrite::Put(legacy)],
+            ..Default::default()
+        })
+        .unwrap();
+    // The upgrade: migration, then the owner deletes the pin (keyed canonically), then the
+    // shards run and meet the old record in the log.
+    pinhive_orchestrator::migrate::canonical_cid_keys(store.as_ref(), PARTITIONS).unwrap();
+    assert!(store
+        .load_cid(&canonical)
+        .unwrap()
+        .unwrap()
+        .pins
+        .contains_key("old-1"));
+    log.append(vec![Record::from_envelope(&Envelope::new(
+        canonical.clone(),
+        Event::UnpinRequested {
+            requestid: "old-1".into(),
+            owner: "alice".into(),
+        },
+    ))])
+    .await
+    .unwrap();
+    let orchestrator = Orchestrator::start(
+        log.clone(),
+        store.clone(),
+        NodeRegistry::default(),
+        OrchestratorConfig::default(),
+    )
+    .unwrap();
+    let caught_up = || (0..PARTITIONS).all(|p| orchestrator.applied_offset(p) >= log.end_offset(p));
+    until("every partition applied", caught_up).await;
+    assert!(
+        store.get_pin("old-1").unwrap().is_none(),
+        "the deleted pin stays deleted"
+    );
+    assert!(store
+        .load_cid(&canonical)
+        .unwrap()
+        .is_none_or(|s| s.pins.is_empty()));
+    orchestrator.shutdown(Duration::from_secs(5)).await;
+}

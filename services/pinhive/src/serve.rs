@@ -202,13 +202,17 @@ pub async fn start(
             "no IPFS node configured; using the local Kubo RPC at http://127.0.0.1:5001"
         );
     }
+    let node_ids: Vec<String> = nodes.iter().map(|node| node.id.clone()).collect();
     for node in nodes {
         tracing::info!(node = %node.id, rpc_url = %node.rpc_url, "adding ipfs node");
         manager.add(node).map_err(anyhow::Error::msg)?;
     }
     // The first responses name the nodes' addresses (`delegates`): give every node its first
     // health check before serving (bounded: an unreachable node answers fast or times out).
-    if !registry.wait_first_checks(Duration::from_secs(5)).await {
+    if !registry
+        .wait_first_checks(&node_ids, Duration::from_secs(5))
+        .await
+    {
         tracing::info!("serving before every IPFS node answered its first health check");
     }
     let state = actix_web::web::Data::new(AppState::new(
