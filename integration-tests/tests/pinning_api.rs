@@ -95,8 +95,7 @@ async fn every_error_path_answers_with_a_failure_body() {
                 request = request.header("Authorization", auth);
             }
             let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
+            let (status, body) = pinhive_integration_tests::read_checked(method, response).await;
             assert_failure(status, &body, 401, "UNAUTHORIZED");
         }
     }
