@@ -211,8 +211,9 @@ impl CidState {
     }
 
     /// Multiaddrs a client should connect to (the spec's `delegates`): the nodes that hold the
-    /// content (as they reported when pinning), then the nodes allocated to pin it
-    /// (`node_addresses` gives a node's current addresses), each group in placement order;
+    /// content (as they reported when pinning), then, until the pin is `pinned`, the nodes
+    /// allocated to pin it (`node_addresses` gives a node's current addresses), each group in
+    /// placement order;
     /// public addresses before private ones, at most 20. Empty while nothing is allocated: the
     /// API then names the best candidate node.
     pub fn delegates(&self, node_addresses: &dyn Fn(&str) -> Vec<String>) -> Vec<String> {
@@ -225,7 +226,12 @@ impl CidState {
         };
         let pinned = of_status(ReplicaStatus::Pinned)
             .flat_map(|node| self.replicas[node].delegates.iter().cloned());
-        let allocated = of_status(ReplicaStatus::Allocated).flat_map(|node| node_addresses(node));
+        // Nodes still fetching need the client's data; once the pin is `pinned`, a node still
+        // allocated (an extra replica on its way in or out) is not one the client needs.
+        let fetching = self.pin_status() != PinStatus::Pinned;
+        let allocated = of_status(ReplicaStatus::Allocated)
+            .filter(|_| fetching)
+            .flat_map(|node| node_addresses(node));
         crate::values::dialable_first(pinned.chain(allocated), crate::values::MAX_ORIGINS)
     }
 
