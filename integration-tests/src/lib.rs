@@ -125,6 +125,17 @@ pub async fn metric_sum(base: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// A Kafka producer configured the way docs/kafka.md tells external producers to be: the Java
+/// client's partitioner (murmur2), `acks=all`. A separate rdkafka client, not pinhive's code.
+pub fn external_producer(bootstrap: &str) -> rdkafka::producer::FutureProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("acks", "all")
+        .create()
+        .expect("producer")
+}
+
 /// A js-ipfs daemon serving the Kubo RPC API on a free port.
 pub struct IpfsDaemon {
     child: Child,

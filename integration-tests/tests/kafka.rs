@@ -6,24 +6,16 @@
 use std::time::{Duration, Instant};
 
 use pinhive_events::{codec, Envelope, Event, PinRequested};
-use pinhive_integration_tests::{create_token, Client, IpfsDaemon, Pinhive, Tansu};
+use pinhive_integration_tests::{
+    create_token, external_producer, Client, IpfsDaemon, Pinhive, Tansu,
+};
 use pinhive_log::{KafkaLog, KafkaLogConfig, Log, Record};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
-
-fn external_producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        // What docs/kafka.md tells external producers to use: the Java client's partitioner.
-        .set("partitioner", "murmur2_random")
-        .set("acks", "all")
-        .create()
-        .expect("producer")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_log_round_trips_and_partitions_like_the_java_client() {

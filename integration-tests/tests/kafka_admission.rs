@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use cid::multibase::Base;
 use pinhive_events::{codec, Envelope, Event, PinRequested, Replaces};
-use pinhive_integration_tests::{create_token, eventually, Client, IpfsDaemon, Pinhive, Tansu};
+use pinhive_integration_tests::{
+    create_token, eventually, external_producer, Client, IpfsDaemon, Pinhive, Tansu,
+};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -70,12 +71,7 @@ async fn bad_external_records_are_dead_lettered_and_the_shard_goes_on() {
         Client::new(&pinhive.url, &alice),
         Client::new(&pinhive.url, &admin),
     );
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &tansu.bootstrap)
-        .set("partitioner", "murmur2_random")
-        .set("acks", "all")
-        .create()
-        .unwrap();
+    let producer = external_producer(&tansu.bootstrap);
 
     // Alice's pin through the API, which a forger will try to unpin.
     let cid = ipfs.add(b"admission", 1).await.unwrap();

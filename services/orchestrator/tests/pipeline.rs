@@ -280,30 +280,45 @@ async fn lost_outcomes_are_recovered_by_the_repair_loop() {
     orchestrator.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A CIDv0 and the pin request an earlier release logged for it, keyed by that spelling.
+const V0: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+
+fn v0_request(requestid: &str) -> PinRequested {
+    PinRequested {
+        requestid: requestid.into(),
+        owner: "alice".into(),
+        cid: V0.into(),
+        name: None,
+        origins: vec![],
+        meta: Default::default(),
+        created_ns: 7,
+        replicas_min: 1,
+        replicas_max: 1,
+        replaces: None,
+    }
+}
+
+/// An orchestrator without IPFS nodes (the legacy tests look at state only).
+fn start_without_nodes(log: &Arc<dyn Log>, store: &Arc<dyn Store>) -> Arc<Orchestrator> {
+    Orchestrator::start(
+        log.clone(),
+        store.clone(),
+        NodeRegistry::default(),
+        OrchestratorConfig::default(),
+    )
+    .unwrap()
+}
+
 /// Records an earlier release wrote under a non-canonical CID spelling (still in the log at
 /// the upgrade) are forwarded to the canonical key and applied there: the pin and a later
 /// unpin of it both land on the one canonical state.
 #[actix_rt::test]
 async fn legacy_keyed_records_are_forwarded_to_the_canonical_key() {
-    const V0: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
     let canonical = pinhive_domain::canonical_cid(V0).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (log, store) = open_log_and_store(dir.path());
     let legacy = |event: Event| Record::from_envelope(&Envelope::new(V0, event));
-    let pin = |requestid: &str| {
-        legacy(Event::PinRequested(PinRequested {
-            requestid: requestid.into(),
-            owner: "alice".into(),
-            cid: V0.into(),
-            name: None,
-            origins: vec![],
-            meta: Default::default(),
-            created_ns: 7,
-            replicas_min: 1,
-            replicas_max: 1,
-            replaces: None,
-        }))
-    };
+    let pin = |requestid: &str| legacy(Event::PinRequested(v0_request(requestid)));
     log.append(vec![
         pin("legacy-1"),
         pin("legacy-2"),
@@ -314,13 +329,7 @@ async fn legacy_keyed_records_are_forwarded_to_the_canonical_key() {
     ])
     .await
     .unwrap();
-    let orchestrator = Orchestrator::start(
-        log.clone(),
-        store.clone(),
-        NodeRegistry::default(),
-        OrchestratorConfig::default(),
-    )
-    .unwrap();
+    let orchestrator = start_without_nodes(&log, &store);
     until("forwarded records applied", || {
         store
             .load_cid(&canonical)
@@ -348,22 +357,10 @@ async fn legacy_keyed_records_are_forwarded_to_the_canonical_key() {
 /// since then stays deleted.
 #[actix_rt::test]
 async fn records_the_legacy_state_had_applied_are_not_forwarded_again() {
-    const V0: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
     let canonical = pinhive_domain::canonical_cid(V0).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (log, store) = open_log_and_store(dir.path());
-    let request = PinRequested {
-        requestid: "old-1".into(),
-        owner: "alice".into(),
-        cid: V0.into(),
-        name: None,
-        origins: vec![],
-        meta: Default::default(),
-        created_ns: 7,
-        replicas_min: 1,
-        replicas_max: 1,
-        replaces: None,
-    };
+    let request = v0_request("old-1");
     // The old release: the request is in the log and applied to the state keyed `Qm…`, but the
     // checkpoint was not written before the process died.
     let positions = log
@@ -406,13 +403,7 @@ async fn records_the_legacy_state_had_applied_are_not_forwarded_again() {
     ))])
     .await
     .unwrap();
-    let orchestrator = Orchestrator::start(
-        log.clone(),
-        store.clone(),
-        NodeRegistry::default(),
-        OrchestratorConfig::default(),
-    )
-    .unwrap();
+    let orchestrator = start_without_nodes(&log, &store);
     let caught_up = || (0..PARTITIONS).all(|p| orchestrator.applied_offset(p) >= log.end_offset(p));
     until("every partition applied", caught_up).await;
     assert!(
