@@ -472,6 +472,19 @@ mod tests {
             edit(&mut r);
             Event::PinRequested(r)
         };
+        // One request that replaces a pin and one node outcome, each checked from both sides.
+        let replacing = with(|r| {
+            r.replaces = Some(Replaces {
+                requestid: "old".into(),
+                cid: CANONICAL.into(),
+            })
+        });
+        let forged_outcome = Event::ReplicaPinned {
+            node: "n".into(),
+            delegates: vec![],
+            attempts: u32::MAX,
+            duration_ms: 1,
+        };
         // (key, event, provenance, Ok or the start of the reason)
         let cases: Vec<(&str, Event, Provenance, Result<(), &str>)> = vec![
             (CANONICAL, with(|_| {}), External, Ok(())),
@@ -528,48 +541,18 @@ mod tests {
             ),
             (
                 CANONICAL,
-                with(|r| {
-                    r.replaces = Some(Replaces {
-                        requestid: "old".into(),
-                        cid: CANONICAL.into(),
-                    })
-                }),
+                replacing.clone(),
                 External,
                 Err("an external pin request cannot replace"),
             ),
+            (CANONICAL, replacing.clone(), Internal, Ok(())),
             (
                 CANONICAL,
-                with(|r| {
-                    r.replaces = Some(Replaces {
-                        requestid: "old".into(),
-                        cid: CANONICAL.into(),
-                    })
-                }),
-                Internal,
-                Ok(()),
-            ),
-            (
-                CANONICAL,
-                Event::ReplicaPinned {
-                    node: "n".into(),
-                    delegates: vec![],
-                    attempts: u32::MAX,
-                    duration_ms: 1,
-                },
+                forged_outcome.clone(),
                 External,
                 Err("replica_pinned events are produced by pinhive only"),
             ),
-            (
-                CANONICAL,
-                Event::ReplicaPinned {
-                    node: "n".into(),
-                    delegates: vec![],
-                    attempts: u32::MAX,
-                    duration_ms: 1,
-                },
-                Internal,
-                Ok(()),
-            ),
+            (CANONICAL, forged_outcome.clone(), Internal, Ok(())),
             (
                 "node-1",
                 Event::NodeStatusChanged {
