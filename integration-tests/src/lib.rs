@@ -136,6 +136,32 @@ pub fn external_producer(bootstrap: &str) -> rdkafka::producer::FutureProducer {
         .expect("producer")
 }
 
+/// Appends `records` to the embedded log of a stopped service's `data_dir` (the default 16
+/// partitions), the way a buggy or hostile producer with access to it could.
+pub async fn append_offline(data_dir: &Path, records: Vec<pinhive_log::Record>) {
+    use pinhive_log::Log;
+    let log = pinhive_log::EmbeddedLog::open(
+        &data_dir.join("log"),
+        pinhive_log::EmbeddedLogConfig {
+            partitions: 16,
+            ..pinhive_log::EmbeddedLogConfig::default()
+        },
+    )
+    .expect("open the stopped service's log");
+    log.append(records).await.expect("append offline");
+}
+
+/// A log record with an arbitrary value and content type (no envelope behind it).
+pub fn raw_record(content_type: u8, key: &str, value: &[u8]) -> pinhive_log::Record {
+    pinhive_log::Record {
+        key: key.as_bytes().to_vec(),
+        value: value.to_vec(),
+        content_type,
+        timestamp_ns: 0,
+        traceparent: None,
+    }
+}
+
 /// A js-ipfs daemon serving the Kubo RPC API on a free port.
 pub struct IpfsDaemon {
     child: Child,

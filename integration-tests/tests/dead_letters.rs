@@ -2,8 +2,10 @@
 //! goes on with the records after them. Also: SIGTERM shuts down cleanly.
 
 use pinhive_events::{codec, Envelope, Event, PinRequested};
-use pinhive_integration_tests::{create_token, free_port, Client, Pinhive};
-use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
+use pinhive_integration_tests::{
+    append_offline, create_token, free_port, raw_record, Client, Pinhive,
+};
+use pinhive_log::Record;
 
 const CID: &str = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
 
@@ -28,21 +30,6 @@ async fn malformed_records_are_dead_lettered_and_the_shard_goes_on() {
     // valid pin request on the same partition.
     let requestid = "dead-letter-survivor";
     {
-        let log = EmbeddedLog::open(
-            &data.join("log"),
-            EmbeddedLogConfig {
-                partitions: 16,
-                ..EmbeddedLogConfig::default()
-            },
-        )
-        .unwrap();
-        let raw = |content_type: u8, key: &str, value: &[u8]| Record {
-            key: key.as_bytes().to_vec(),
-            value: value.to_vec(),
-            content_type,
-            timestamp_ns: 0,
-            traceparent: None,
-        };
         let valid = Envelope::new(
             CID,
             Event::PinRequested(PinRequested {
@@ -60,15 +47,14 @@ async fn malformed_records_are_dead_lettered_and_the_shard_goes_on() {
         );
         let mut mismatched = valid.clone();
         mismatched.key = "another-key".into();
-        log.append(vec![
-            raw(1, CID, b"\xff\xfe\xfd not bincode"),
-            raw(2, CID, b"{\"schema_version\": 1, \"event\": "),
-            raw(9, CID, b"whatever"),
-            raw(1, CID, &codec::encode(&mismatched)),
+        let records = vec![
+            raw_record(1, CID, b"\xff\xfe\xfd not bincode"),
+            raw_record(2, CID, b"{\"schema_version\": 1, \"event\": "),
+            raw_record(9, CID, b"whatever"),
+            raw_record(1, CID, &codec::encode(&mismatched)),
             Record::from_envelope(&valid),
-        ])
-        .await
-        .unwrap();
+        ];
+        append_offline(&data, records).await;
     }
 
     pinhive.restart().await.unwrap();

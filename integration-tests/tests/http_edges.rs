@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use pinhive_integration_tests::{create_token, eventually, free_port, Pinhive};
-use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
+use pinhive_integration_tests::{
+    append_offline, create_token, eventually, free_port, raw_record, Pinhive,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -303,26 +304,10 @@ async fn dead_letters_page_with_the_after_cursor() {
     // While it is down, append records no decoder accepts, under keys that spread over
     // several partitions (so the cursor has to move across partitions, not only offsets).
     const GARBAGE: usize = 7;
-    {
-        let log = EmbeddedLog::open(
-            &data.join("log"),
-            EmbeddedLogConfig {
-                partitions: 16,
-                ..EmbeddedLogConfig::default()
-            },
-        )
-        .unwrap();
-        let records = (0..GARBAGE)
-            .map(|i| Record {
-                key: format!("garbage-{i}").into_bytes(),
-                value: b"\xff\xfe\xfd not an event".to_vec(),
-                content_type: 1,
-                timestamp_ns: 0,
-                traceparent: None,
-            })
-            .collect();
-        log.append(records).await.unwrap();
-    }
+    let garbage = (0..GARBAGE)
+        .map(|i| raw_record(1, &format!("garbage-{i}"), b"\xff\xfe\xfd not an event"))
+        .collect();
+    append_offline(&data, garbage).await;
     pinhive.restart().await.unwrap();
     let admin = Raw::new(&pinhive.url, &ops);
 
