@@ -164,8 +164,16 @@ async fn pin_history(
             event: entry.event,
         })
         .collect();
-    Ok(HttpResponse::Ok()
-        .json(json!({"requestid": pin.requestid, "cid": pin.cid, "events": events})))
+    // History is kept for the journal retention only: say from when it is complete.
+    let retention = state.orchestrator.journal_retention();
+    let retained_since = pinhive_events::now_ns()
+        .saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+    Ok(HttpResponse::Ok().json(json!({
+        "requestid": pin.requestid,
+        "cid": pin.cid,
+        "events": events,
+        "retained_since": format_created(retained_since.max(0)),
+    })))
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,7 @@
 //!   the same value checks again (an external Kafka producer skips the HTTP edge), the record
 //!   key must be the canonical CID, and external producers (JSON records) may send requests
 //!   only, never outcomes.
-//! * [`CidState::check`](crate::CidState::check) is the state-dependent part (the owner of a
+//! * [`crate::state::check`] is the state-dependent part (the owner of a
 //!   pin is the only one who may unpin it).
 //!
 //! A rejection is a value: the HTTP edge answers 400 with it, the shard dead-letters the record
@@ -279,10 +279,10 @@ pub enum Legacy {
     /// Not a legacy record: the key is canonical (or not a CID at all).
     No,
     /// Re-keyed by the canonical CID: the shard forwards it to that key's partition instead of
-    /// applying it under a second key (see `migrate.rs` in the orchestrator).
+    /// applying it under a second key (see `ShardActor::forward_legacy` in the orchestrator).
     Forward(Box<Envelope>),
-    /// A node outcome for the old spelling: dropped. The migrated state re-pins the canonical
-    /// form on those nodes (`CidState::absorb`), whose own outcome will follow.
+    /// A node outcome for the old spelling: dropped. The forwarded request is planned under
+    /// the canonical form, whose own outcomes follow.
     Drop,
 }
 

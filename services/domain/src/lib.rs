@@ -1,6 +1,10 @@
 //! Pure domain logic of pinhive: no I/O, no async, no clocks.
 //!
-//! * [`state`]: the per-CID state ([`CidState`]) and its fold over events (`apply`).
+//! * [`state`]: the per-CID state ([`CidState`]) and its fold over events (`apply`); bounded
+//!   whatever the number of pins referencing the CID.
+//! * [`rows`]: pin rows and the versioned rows that make any prefix of a batch replayable;
+//!   [`writes`]: what a batch writes for one CID (`derive_writes`), incl. the bounded
+//!   propagation of a CID's view to its pins.
 //! * [`plan`]: what must happen next for a CID (allocate, pin, unpin), level-triggered, so the
 //!   same call repairs whatever a crash left undone.
 //! * [`allocator`]: weighted rendezvous placement across healthy nodes and regions.
@@ -13,8 +17,10 @@ pub mod allocator;
 pub mod command;
 pub mod pin;
 pub mod plan;
+pub mod rows;
 pub mod state;
 pub mod values;
+pub mod writes;
 
 pub use allocator::{allocate, NodeView};
 pub use command::{
@@ -22,7 +28,9 @@ pub use command::{
 };
 pub use pin::{PinRecord, PinStatus};
 pub use plan::{needs_work, plan, Action, PlanContext};
-pub use state::{CidState, PinRef, ReplicaState, ReplicaStatus};
+pub use rows::{PinRow, PinView, Versioned, PIN_BUCKET};
+pub use state::{CidState, Cursor, PinRef, Release, ReplicaState, ReplicaStatus};
+pub use writes::{derive_writes, walk_start, CidInput, CidWrites, PinRowWrite, PROPAGATE_STEP};
 pub use values::{canonical_cid, Cid};
 
 #[cfg(test)]

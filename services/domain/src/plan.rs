@@ -32,9 +32,10 @@ pub enum Action {
     Pin { node: NodeId, origins: Vec<String> },
     /// Ask `node`'s driver to unpin the CID.
     Unpin { node: NodeId },
-    /// Append `ReplaceSettled { requestid }` to `cid`'s partition: the pin that replaced
-    /// `requestid` settled, so the old content may be released. Issued by the shard when a
-    /// replacing pin reaches pinned or failed, or is deleted.
+    /// Append `ReplaceSettled { requestid }` to `cid`'s partition (the pin that replaced
+    /// `requestid` settled, so the old content may be released) and to the replacing pin's
+    /// CID (which then stops planning it). Planned while a replacing pin is pinned or failed,
+    /// or gone.
     ReleaseHold { requestid: String, cid: String },
 }
 
@@ -99,6 +100,17 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
             actions.push(Action::Pin {
                 node: node.clone(),
                 origins: origins.clone(),
+            });
+        }
+    }
+    // A replacing pin releases the replaced pin's hold once it settles or is gone; planned
+    // again until `ReplaceSettled` comes back, so a lost append only delays it.
+    let settled = state.settled();
+    for (requestid, release) in &state.releases {
+        if release.now || settled {
+            actions.push(Action::ReleaseHold {
+                requestid: requestid.clone(),
+                cid: release.cid.clone(),
             });
         }
     }

@@ -7,18 +7,19 @@
 
 use std::collections::BTreeMap;
 
-use pinhive_events::{Event, NodeId, PinRequested, Replaces};
+use pinhive_events::{Event, NodeId, Replaces};
 use serde::{Deserialize, Serialize};
 
-use crate::pin::{PinRecord, PinStatus};
+use crate::pin::PinStatus;
+use crate::rows::{PinRow, PinView, PIN_BUCKET};
 
-/// What the CID state remembers about each pin that references it.
+/// What a hold (a replaced pin whose replacement has not settled) remembers.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct PinRef {
     pub owner: String,
     pub replicas_min: u8,
     pub replicas_max: u8,
-    /// The pin this one replaces, until the replacement settles.
+    /// The pin this one replaced, until that replacement settles.
     pub replaces: Option<Replaces>,
 }
 
@@ -39,31 +40,75 @@ pub struct ReplicaState {
     pub delegates: Vec<String>,
 }
 
-/// State of one CID. `applied_offset` is the log offset of the last event folded in (per
-/// partition, since a CID lives on exactly one partition): an event at or below it is skipped,
-/// which makes replay after a crash idempotent.
+/// How many live pins of the CID ask for `replicas_min..=replicas_max`. The CID keeps these
+/// counts instead of its pins: its row stays bounded (at most 64 × 64 entries, in practice a
+/// handful) whatever the number of pins referencing it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundCount {
+    pub min: u8,
+    pub max: u8,
+    pub pins: u64,
+}
+
+/// A hold this CID's pin `by` must release once it settles (or is gone): the pin it replaced,
+/// `requestid` on `cid`. Kept until `ReplaceSettled` comes back, so the release is planned
+/// from state (level-triggered) and survives a crash or a failed append.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub cid: String,
+    pub by: String,
+    /// The replacing pin is gone (replaced or deleted itself): release whatever the status.
+    pub now: bool,
+}
+
+/// Where the propagation of the current view to the CID's pin rows stands: the walk goes on
+/// after pin `after` of pin bucket `bucket` (see [`crate::rows`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Cursor {
+    pub bucket: u64,
+    pub after: Option<String>,
+}
+
+/// State of one CID: shared by all its pins, bounded in size. `applied_offset` is the log
+/// offset of the last event folded in (per partition, since a CID lives on exactly one
+/// partition): an event at or below it is skipped, which makes replay idempotent.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct CidState {
     pub cid: String,
     pub applied_offset: Option<u64>,
-    /// Pins referencing this CID, by request id.
-    pub pins: BTreeMap<String, PinRef>,
+    /// Live pins referencing this CID, counted by replica bounds (the pins themselves are
+    /// rows of their own).
+    pub bounds: Vec<BoundCount>,
     /// Replaced pins whose replacement has not settled yet: gone from the API, but they
-    /// still hold the content on the nodes (by old request id).
+    /// still hold the content on the nodes (by old request id). Bounded by the replaces in
+    /// flight on this CID.
     pub holds: BTreeMap<String, PinRef>,
+    /// Holds elsewhere that pins of this CID must release (by the replaced request id).
+    pub releases: BTreeMap<String, Release>,
     pub replicas: BTreeMap<NodeId, ReplicaState>,
     /// Replica count set by analytics/operators; `None` = the pins' minimum.
     pub target_override: Option<u8>,
     pub preferred_regions: Vec<String>,
     /// Origins of the most recent pin request, for `swarm/connect`.
     pub origins: Vec<String>,
+    /// Sequence number the next pin of this CID gets (its bucket is `seq / PIN_BUCKET`).
+    pub next_seq: u64,
+    /// The view (status, info, delegates) propagated to the pin rows, or being propagated.
+    pub view: Option<PinView>,
+    /// `Some` while pin rows remain that do not show `view` yet.
+    pub propagation: Option<Cursor>,
+    /// Whether the CID is in its partition's pending set (the repair loop's work list): the
+    /// shard writes the set only when this changes, so settled CIDs cost no pending-set write.
+    pub pending: bool,
 }
 
-/// The effect of one event on the pin rows of this CID, for the shard to persist.
+/// The effect of one event on the pins of this CID, for the shard to persist.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PinChange {
-    Created(PinRecord),
-    Removed { requestid: String },
+    /// A new pin; its status, info and delegates are filled in from the CID's view.
+    Created(PinRow),
+    /// The pin left the API (deleted or replaced).
+    Removed(PinRow),
 }
 
 impl CidState {
@@ -79,42 +124,93 @@ impl CidState {
         self.applied_offset.is_some_and(|applied| offset <= applied)
     }
 
-    /// Folds one event in. Returns the pin rows it creates or removes; status changes of
-    /// existing pins are derived afterwards with [`CidState::pin_status`].
-    pub fn apply(&mut self, offset: u64, event: &Event) -> Vec<PinChange> {
+    /// Number of live pins referencing the CID.
+    pub fn pins(&self) -> u64 {
+        self.bounds.iter().map(|b| b.pins).sum()
+    }
+
+    fn add_bound(&mut self, min: u8, max: u8) {
+        match self.bounds.iter_mut().find(|b| b.min == min && b.max == max) {
+            Some(bound) => bound.pins += 1,
+            None => {
+                self.bounds.push(BoundCount { min, max, pins: 1 });
+                self.bounds.sort_by_key(|b| (b.min, b.max));
+            }
+        }
+    }
+
+    fn remove_bound(&mut self, min: u8, max: u8) {
+        if let Some(bound) = self.bounds.iter_mut().find(|b| b.min == min && b.max == max) {
+            bound.pins = bound.pins.saturating_sub(1);
+        }
+        self.bounds.retain(|b| b.pins > 0);
+    }
+
+    /// A pin of this CID left the API: a release it owes no longer waits for it to settle.
+    fn pin_gone(&mut self, pin: &PinRow) {
+        self.remove_bound(pin.replicas_min, pin.replicas_max);
+        for release in self.releases.values_mut() {
+            if release.by == pin.record.requestid {
+                release.now = true;
+            }
+        }
+    }
+
+    /// Folds one event in. `pin` is the stored row of the pin the event names (request,
+    /// replace, unpin), if it exists on this CID. Returns the pin row it creates or removes;
+    /// the view every pin shows is derived afterwards with [`CidState::view`].
+    pub fn apply(&mut self, offset: u64, event: &Event, pin: Option<&PinRow>) -> Option<PinChange> {
         if self.already_applied(offset) {
-            return Vec::new();
+            return None;
         }
         self.applied_offset = Some(offset);
-        let mut changes = Vec::new();
         match event {
             Event::PinRequested(request) => {
-                if !self.pins.contains_key(&request.requestid) {
-                    self.pins
-                        .insert(request.requestid.clone(), pin_ref(request));
-                    if !request.origins.is_empty() {
-                        self.origins = request.origins.clone();
-                    }
-                    changes.push(PinChange::Created(self.new_pin_record(request)));
+                if pin.is_some() {
+                    return None;
                 }
+                self.add_bound(request.replicas_min, request.replicas_max);
+                if !request.origins.is_empty() {
+                    self.origins = request.origins.clone();
+                }
+                if let Some(replaces) = &request.replaces {
+                    let cid = crate::values::canonical_cid(&replaces.cid)
+                        .unwrap_or_else(|_| replaces.cid.clone());
+                    self.releases.insert(
+                        replaces.requestid.clone(),
+                        Release {
+                            cid,
+                            by: request.requestid.clone(),
+                            now: false,
+                        },
+                    );
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                return Some(PinChange::Created(PinRow::new(request, seq / PIN_BUCKET)));
             }
             Event::PinReplaced { requestid, .. } => {
-                if let Some(pin) = self.pins.remove(requestid) {
-                    self.holds.insert(requestid.clone(), pin);
-                    changes.push(PinChange::Removed {
-                        requestid: requestid.clone(),
-                    });
-                }
+                let pin = pin?;
+                self.pin_gone(pin);
+                self.holds.insert(
+                    requestid.clone(),
+                    PinRef {
+                        owner: pin.record.owner.clone(),
+                        replicas_min: pin.replicas_min,
+                        replicas_max: pin.replicas_max,
+                        replaces: pin.replaces.clone(),
+                    },
+                );
+                return Some(PinChange::Removed(pin.clone()));
             }
             Event::ReplaceSettled { requestid } => {
                 self.holds.remove(requestid);
+                self.releases.remove(requestid);
             }
-            Event::UnpinRequested { requestid, .. } => {
-                if self.pins.remove(requestid).is_some() {
-                    changes.push(PinChange::Removed {
-                        requestid: requestid.clone(),
-                    });
-                }
+            Event::UnpinRequested { .. } => {
+                let pin = pin?;
+                self.pin_gone(pin);
+                return Some(PinChange::Removed(pin.clone()));
             }
             Event::ReplicasAllocated { nodes, .. } => {
                 for node in nodes {
@@ -171,16 +267,21 @@ impl CidState {
             }
             Event::NodeRegistered(_) | Event::NodeStatusChanged { .. } => {}
         }
-        changes
+        None
     }
 
     /// Replica count this CID should have: the analytics target if any, clamped to the pins'
     /// bounds; otherwise the largest `replicas_min` among its pins.
     pub fn desired_replicas(&self) -> usize {
         // Holds (replaced pins awaiting their replacement) keep their bounds meanwhile.
-        let refs = || self.pins.values().chain(self.holds.values());
-        let min = refs().map(|p| p.replicas_min).max().unwrap_or(0);
-        let max = refs().map(|p| p.replicas_max).max().unwrap_or(0).max(min);
+        let bounds = || {
+            self.bounds
+                .iter()
+                .map(|b| (b.min, b.max))
+                .chain(self.holds.values().map(|p| (p.replicas_min, p.replicas_max)))
+        };
+        let min = bounds().map(|(min, _)| min).max().unwrap_or(0);
+        let max = bounds().map(|(_, max)| max).max().unwrap_or(0).max(min);
         let wanted = self.target_override.unwrap_or(min).clamp(min, max);
         usize::from(wanted)
     }
@@ -210,6 +311,20 @@ impl CidState {
         PinStatus::Queued
     }
 
+    /// True once the pins of this CID show a final status (pinned or failed).
+    pub fn settled(&self) -> bool {
+        matches!(self.pin_status(), PinStatus::Pinned | PinStatus::Failed)
+    }
+
+    /// What every pin of this CID shows: status, `info` and `delegates`.
+    pub fn view(&self, node_addresses: &dyn Fn(&str) -> Vec<String>) -> PinView {
+        PinView {
+            status: self.pin_status(),
+            info: self.pin_info(),
+            delegates: self.delegates(node_addresses),
+        }
+    }
+
     /// Multiaddrs a client should connect to (the spec's `delegates`): the nodes that hold the
     /// content (as they reported when pinning), then, until the pin is `pinned`, the nodes
     /// allocated to pin it (`node_addresses` gives a node's current addresses), each group in
@@ -235,21 +350,6 @@ impl CidState {
         crate::values::dialable_first(pinned.chain(allocated), crate::values::MAX_ORIGINS)
     }
 
-    /// The state-dependent admission rule: only a pin's owner may unpin it. (An unpin of a
-    /// pin that is already gone is a harmless no-op, not a rejection.)
-    pub fn check(&self, event: &Event) -> Result<(), crate::command::Rejection> {
-        if let Event::UnpinRequested { requestid, owner } = event {
-            if let Some(pin) = self.pins.get(requestid) {
-                if &pin.owner != owner {
-                    return Err(crate::command::Rejection::NotOwner {
-                        requestid: requestid.clone(),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The `info` map every pin of this CID shows.
     pub fn pin_info(&self) -> BTreeMap<String, String> {
         let mut info = BTreeMap::new();
@@ -273,60 +373,40 @@ impl CidState {
         info
     }
 
-    fn new_pin_record(&self, request: &PinRequested) -> PinRecord {
-        let mut pin = PinRecord::queued(request);
-        pin.status = self.pin_status();
-        pin.info = self.pin_info();
-        pin
-    }
-
-    /// Folds in the state a previous release kept under another spelling of this CID (the
-    /// one-time CID-key migration). Union of pins and holds; a node in both keeps this
-    /// (canonical) state's replica. The legacy replicas were pinned under the old spelling, so they come in
-    /// as `Allocated`: the planner pins the canonical form there again (instant, the node holds
-    /// the blocks) and the pin row shows the truth once the node confirms. Idempotent: absorbing
-    /// the same legacy state twice changes nothing more.
-    pub fn absorb(&mut self, legacy: CidState) {
-        for (requestid, pin) in legacy.pins {
-            self.pins.entry(requestid).or_insert(pin);
-        }
-        for (requestid, hold) in legacy.holds {
-            self.holds.entry(requestid).or_insert(hold);
-        }
-        for (node, mut replica) in legacy.replicas {
-            if replica.status == ReplicaStatus::Pinned {
-                replica.status = ReplicaStatus::Allocated;
-            }
-            self.replicas.entry(node).or_insert(replica);
-        }
-        self.target_override = match (self.target_override, legacy.target_override) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        if self.preferred_regions.is_empty() {
-            self.preferred_regions = legacy.preferred_regions;
-        }
-        if self.origins.is_empty() {
-            self.origins = legacy.origins;
-        }
-    }
-
-    /// True when nothing references the CID and no replica remains: the row can be deleted.
+    /// True when nothing references the CID, no replica remains and no release is owed: the
+    /// row can be deleted.
     pub fn is_garbage(&self) -> bool {
-        self.pins.is_empty() && self.holds.is_empty() && self.replicas.is_empty()
+        !self.is_referenced() && self.replicas.is_empty() && self.releases.is_empty()
     }
 
     /// True while anything (a pin or a hold) needs the content.
     pub fn is_referenced(&self) -> bool {
-        !self.pins.is_empty() || !self.holds.is_empty()
+        !self.bounds.is_empty() || !self.holds.is_empty()
     }
 }
 
-fn pin_ref(request: &PinRequested) -> PinRef {
-    PinRef {
-        owner: request.owner.clone(),
-        replicas_min: request.replicas_min,
-        replicas_max: request.replicas_max,
-        replaces: request.replaces.clone(),
+/// The pin an event names (request, replace, unpin): the shard looks its row up before
+/// folding the event in.
+pub fn named_pin(event: &Event) -> Option<&str> {
+    match event {
+        Event::PinRequested(request) => Some(&request.requestid),
+        Event::PinReplaced { requestid, .. } | Event::UnpinRequested { requestid, .. } => {
+            Some(requestid)
+        }
+        _ => None,
     }
+}
+
+/// The state-dependent admission rule: only a pin's owner may unpin it (`pin` is the stored
+/// row of the named pin). An unpin of a pin that is already gone is a harmless no-op, not a
+/// rejection.
+pub fn check(event: &Event, pin: Option<&PinRow>) -> Result<(), crate::command::Rejection> {
+    if let (Event::UnpinRequested { requestid, owner }, Some(pin)) = (event, pin) {
+        if &pin.record.owner != owner {
+            return Err(crate::command::Rejection::NotOwner {
+                requestid: requestid.clone(),
+            });
+        }
+    }
+    Ok(())
 }

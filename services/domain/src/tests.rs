@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use pinhive_events::{Event, PinRequested};
 use proptest::prelude::*;
 
-use crate::{plan, Action, CidState, NodeView, PinStatus, PlanContext};
+use crate::state::{check as check_unpin, named_pin, PinChange};
+use crate::{plan, Action, CidState, NodeView, PinRow, PinStatus, PlanContext};
 
 const PEER: &str = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf";
 const CID: &str = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
@@ -68,12 +69,45 @@ fn nodes(n: usize) -> PlanContext {
     }
 }
 
-fn fold(events: &[Event]) -> CidState {
-    let mut state = CidState::new(CID);
-    for (offset, event) in events.iter().enumerate() {
-        state.apply(offset as u64, event);
+/// A CID state and its pin rows, as the shard keeps them.
+#[derive(Clone, Debug, PartialEq)]
+struct Folded {
+    state: CidState,
+    rows: BTreeMap<String, PinRow>,
+}
+
+impl Folded {
+    fn new() -> Self {
+        Folded {
+            state: CidState::new(CID),
+            rows: BTreeMap::new(),
+        }
     }
-    state
+
+    fn apply(&mut self, offset: u64, event: &Event) {
+        let pin = named_pin(event).and_then(|id| self.rows.get(id)).cloned();
+        match self.state.apply(offset, event, pin.as_ref()) {
+            Some(PinChange::Created(row)) => {
+                self.rows.insert(row.record.requestid.clone(), row);
+            }
+            Some(PinChange::Removed(row)) => {
+                self.rows.remove(&row.record.requestid);
+            }
+            None => {}
+        }
+    }
+}
+
+fn fold_rows(events: &[Event]) -> Folded {
+    let mut folded = Folded::new();
+    for (offset, event) in events.iter().enumerate() {
+        folded.apply(offset as u64, event);
+    }
+    folded
+}
+
+fn fold(events: &[Event]) -> CidState {
+    fold_rows(events).state
 }
 
 /// One row of the lifecycle table: events so far, expected status, expected action kinds.
@@ -199,7 +233,7 @@ fn a_replaced_pin_holds_its_content_until_the_replacement_settles() {
     ];
     // The pin row is gone, the replica stays.
     let state = fold(&events);
-    assert!(state.pins.is_empty());
+    assert_eq!(state.pins(), 0);
     check(&events, 2, PinStatus::Pinned, &[]);
     events.push(Event::ReplaceSettled {
         requestid: "r1".into(),
@@ -258,14 +292,15 @@ fn private_origins_are_dialled_only_when_allowed() {
 
 #[test]
 fn only_the_owner_may_unpin() {
-    let state = fold(&[request("r1", 1, 1)]);
+    let folded = fold_rows(&[request("r1", 1, 1)]);
+    let row = folded.rows.get("r1");
     let by = |owner: &str| Event::UnpinRequested {
         requestid: "r1".into(),
         owner: owner.into(),
     };
-    assert!(state.check(&by("alice")).is_ok());
+    assert!(check_unpin(&by("alice"), row).is_ok());
     assert_eq!(
-        state.check(&by("mallory")),
+        check_unpin(&by("mallory"), row),
         Err(crate::Rejection::NotOwner {
             requestid: "r1".into()
         })
@@ -274,7 +309,7 @@ fn only_the_owner_may_unpin() {
         requestid: "r9".into(),
         owner: "mallory".into(),
     };
-    assert!(state.check(&gone).is_ok(), "unpin of a gone pin is a no-op");
+    assert!(check_unpin(&gone, None).is_ok(), "unpin of a gone pin is a no-op");
 }
 
 #[test]
@@ -316,7 +351,7 @@ proptest! {
     /// Crash + replay: re-applying any prefix of already-applied events changes nothing.
     #[test]
     fn replay_is_idempotent(events in prop::collection::vec(arbitrary_event(), 0..40), cut in 0usize..40) {
-        let full = fold(&events);
+        let full = fold_rows(&events);
         let mut replayed = full.clone();
         for (offset, event) in events.iter().enumerate().take(cut) {
             replayed.apply(offset as u64, event);
@@ -324,7 +359,7 @@ proptest! {
         prop_assert_eq!(&replayed, &full);
         // Resuming from a checkpoint gives the same state as one uninterrupted fold.
         let cut = cut.min(events.len());
-        let mut resumed = fold(&events[..cut]);
+        let mut resumed = fold_rows(&events[..cut]);
         for (offset, event) in events.iter().enumerate().skip(cut) {
             resumed.apply(offset as u64, event);
         }

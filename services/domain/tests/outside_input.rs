@@ -10,6 +10,7 @@ use cid::multihash::Multihash;
 use multiaddr::{Multiaddr, PeerId, Protocol};
 use pinhive_domain::values::{self, Cid, MAX_ORIGINS, MAX_ORIGINS_EXAMINED};
 use pinhive_domain::{admit, plan, CidState, NodeView, PlanContext, Provenance, Rejection};
+use pinhive_domain::state::{check, named_pin, PinChange};
 use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested, Replaces};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -790,15 +791,26 @@ proptest! {
     ) {
         let (canonical, records) = records;
         let mut state = CidState::new(canonical);
+        let mut rows = BTreeMap::new();
         let context = fleet();
         for (offset, (envelope, provenance)) in records.iter().enumerate() {
             let Ok(event) = admit(envelope, *provenance) else {
                 continue;
             };
-            if state.check(&event).is_err() {
+            let pin = named_pin(&event).and_then(|id| rows.get(id)).cloned();
+            if check(&event, pin.as_ref()).is_err() {
                 continue;
             }
-            state.apply(offset as u64, &event);
+            match state.apply(offset as u64, &event, pin.as_ref()) {
+                Some(PinChange::Created(row)) => {
+                    rows.insert(row.record.requestid.clone(), row);
+                }
+                Some(PinChange::Removed(row)) => {
+                    rows.remove(&row.record.requestid);
+                }
+                None => {}
+            }
+            let _ = state.view(&node_addresses);
             let _ = state.pin_status();
             let _ = state.pin_info();
             let actions = plan(&state, &context);

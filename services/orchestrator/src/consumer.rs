@@ -15,7 +15,7 @@ use pinhive_ipfs::{NodeCommand, NodeOp, NodeRegistry, OutcomeSink};
 use pinhive_log::kafka_group::AssignmentChange;
 use pinhive_log::{Log, LogError, Position, Record};
 use pinhive_store::Store;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::metrics::METRICS;
@@ -23,12 +23,12 @@ use crate::shard::{
     ApplyBatch, ClearCache, GetSnapshot, PlannedAction, Replan, ShardActor, ShardParts,
     ShardSnapshot,
 };
-use crate::SHARD_CONSUMER;
+use crate::cache::StateCache;
 
 #[derive(Clone, Debug)]
 pub struct OrchestratorConfig {
-    /// CID states cached per shard.
-    pub cache_capacity: usize,
+    /// Bytes of CID states cached, shared by every shard of the process.
+    pub cache_bytes: u64,
     /// Bytes read from the log per batch.
     pub read_bytes: usize,
     /// Nodes with less free space get no new replicas.
@@ -36,41 +36,93 @@ pub struct OrchestratorConfig {
     /// Let nodes dial loopback/private origins of pin requests (see `PlanContext`).
     pub dial_private_origins: bool,
     pub repair_interval: Duration,
-    /// CIDs re-planned per repair step; `repair_pages` steps per tick at most.
+    /// CIDs re-planned per repair step.
     pub repair_page: usize,
-    pub repair_pages: usize,
+    /// Time one repair pass may take at most (it goes on where it stopped next time).
+    pub repair_budget: Duration,
     /// Log segments wholly below every checkpoint are dropped once older than this.
     pub retention: Duration,
     pub retention_interval: Duration,
+    /// Journal entries (pin history) and dead letters are kept this long.
+    pub journal_retention: Duration,
+    pub dead_letter_retention: Duration,
 }
 
 impl Default for OrchestratorConfig {
     fn default() -> Self {
         OrchestratorConfig {
-            cache_capacity: 100_000,
+            cache_bytes: 256 << 20,
             read_bytes: 1024 * 1024,
             min_free_bytes: 0,
             dial_private_origins: false,
             repair_interval: Duration::from_secs(10),
             repair_page: 256,
-            repair_pages: 16,
+            repair_budget: Duration::from_secs(2),
             retention: Duration::from_secs(24 * 3600),
             retention_interval: Duration::from_secs(60),
+            journal_retention: Duration::from_secs(7 * 24 * 3600),
+            dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
 
-/// Node drivers publish outcomes into the log through this.
-pub struct LogSink(pub Arc<dyn Log>);
+/// Node drivers publish outcomes into the log through this. Outcomes that arrive while an
+/// append is in flight go out together in the next one: one durable append (one fsync, one
+/// produce request) for many outcomes under load, no added wait when idle.
+pub struct LogSink {
+    queue: mpsc::Sender<(Envelope, oneshot::Sender<Result<(), String>>)>,
+}
+
+/// Most outcomes one grouped append carries.
+const OUTCOMES_PER_APPEND: usize = 1024;
+
+impl LogSink {
+    /// Starts the appending task (inside a Tokio runtime).
+    pub fn new(log: Arc<dyn Log>) -> Self {
+        let (queue, mut pending) =
+            mpsc::channel::<(Envelope, oneshot::Sender<Result<(), String>>)>(OUTCOMES_PER_APPEND);
+        tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut group = vec![first];
+                while group.len() < OUTCOMES_PER_APPEND {
+                    match pending.try_recv() {
+                        Ok(next) => group.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let records = group
+                    .iter()
+                    .map(|(envelope, _)| Record::from_envelope(envelope))
+                    .collect();
+                let result = log
+                    .append(records)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                METRICS
+                    .outcome_group
+                    .with_label_values::<&str>(&[])
+                    .observe(group.len() as f64);
+                for (_, done) in group {
+                    done.send(result.clone()).ok();
+                }
+            }
+        });
+        LogSink { queue }
+    }
+}
 
 #[async_trait]
 impl OutcomeSink for LogSink {
     async fn publish(&self, envelope: Envelope) -> Result<(), String> {
-        self.0
-            .append(vec![Record::from_envelope(&envelope)])
+        let (done, appended) = oneshot::channel();
+        self.queue
+            .send((envelope, done))
             .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|_| "the outcome appender stopped".to_string())?;
+        appended
+            .await
+            .map_err(|_| "the outcome appender stopped".to_string())?
     }
 }
 
@@ -103,7 +155,13 @@ pub struct Orchestrator {
     runners: Mutex<HashMap<u32, Runner>>,
     committer: Option<OffsetCommitter>,
     config: OrchestratorConfig,
+    /// Per partition: batches whose actions are still being carried out.
+    executing: Vec<Arc<Semaphore>>,
 }
+
+/// Batches of one partition whose actions may be carried out while the consumer goes on
+/// reading and applying the next ones.
+const EXECUTING_BATCHES: usize = 2;
 
 impl Orchestrator {
     /// Starts every shard and runs every partition. Must run inside an actix `System`.
@@ -128,9 +186,11 @@ impl Orchestrator {
         let partitions = log.partition_count();
         let mut shards = Vec::with_capacity(partitions as usize);
         let mut applied = Vec::with_capacity(partitions as usize);
+        let cache = StateCache::new(config.cache_bytes);
         for partition in 0..partitions {
             let start = store
-                .checkpoint(SHARD_CONSUMER, partition)?
+                .committed(partition)?
+                .next_offset
                 .unwrap_or(0)
                 .max(log.start_offset(partition));
             applied.push(watch::channel(start).0);
@@ -139,7 +199,7 @@ impl Orchestrator {
                 store: store.clone(),
                 log: log.clone(),
                 registry: registry.clone(),
-                cache_capacity: config.cache_capacity,
+                cache: cache.clone(),
                 min_free_bytes: config.min_free_bytes,
                 dial_private_origins: config.dial_private_origins,
             };
@@ -158,6 +218,9 @@ impl Orchestrator {
             runners: Mutex::new(HashMap::new()),
             committer,
             config,
+            executing: (0..partitions)
+                .map(|_| Arc::new(Semaphore::new(EXECUTING_BATCHES)))
+                .collect(),
         });
         let mut tasks = Vec::new();
         match membership {
@@ -303,11 +366,11 @@ impl Orchestrator {
         // it owned the partition, when the store is shared).
         let store = self.store.clone();
         let checkpoint =
-            tokio::task::spawn_blocking(move || store.checkpoint(SHARD_CONSUMER, partition))
+            tokio::task::spawn_blocking(move || store.committed(partition))
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .flatten();
+                .and_then(|commit| commit.next_offset);
         let mut next = checkpoint
             .unwrap_or(0)
             .max(self.log.start_offset(partition));
@@ -368,7 +431,17 @@ impl Orchestrator {
                         .consumer_lag_bytes
                         .with_label_values(&[&label])
                         .set(self.log.end_offset(partition).saturating_sub(next) as i64);
-                    self.execute(outcome.actions).await;
+                    // The actions (allocation appends, node commands) run while the next batch
+                    // is read and applied; at most `EXECUTING_BATCHES` at a time per partition.
+                    let semaphore = self.executing[partition as usize].clone();
+                    if let Ok(permit) = semaphore.acquire_owned().await {
+                        let this = self.clone();
+                        let actions = outcome.actions;
+                        actix::spawn(async move {
+                            this.execute(actions).await;
+                            drop(permit);
+                        });
+                    }
                 }
                 Ok(Err(error)) => {
                     tracing::error!(partition, error = %error, "shard could not persist a batch; retrying");
@@ -382,13 +455,19 @@ impl Orchestrator {
         }
     }
 
+    /// Walks the partition's pending set and re-plans each CID, in passes of at most
+    /// `repair_budget`, then sleeps `repair_interval` (a change of the node registry wakes it
+    /// early). The cursor survives between passes and wakes: every pending CID is reached within
+    /// a bounded number of passes however often node health flaps, and a pass restarts from the
+    /// start of the set only when it reached its end.
     async fn repair(self: Arc<Self>, partition: u32, mut stop: watch::Receiver<bool>) {
         let shard = self.shards[partition as usize].clone();
         let mut changes = self.registry.changes();
         let mut shutdown = self.shutdown.subscribe();
         let mut cursor: Option<String> = None;
         loop {
-            for _ in 0..self.config.repair_pages {
+            let deadline = tokio::time::Instant::now() + self.config.repair_budget;
+            while tokio::time::Instant::now() < deadline {
                 let store = self.store.clone();
                 let (after, page) = (cursor.clone(), self.config.repair_page);
                 let cids = tokio::task::spawn_blocking(move || {
@@ -404,7 +483,7 @@ impl Orchestrator {
                     Err(_) => break,
                 };
                 let Some(last) = cids.last().cloned() else {
-                    cursor = None;
+                    cursor = None; // reached the end: the next pass starts over
                     break;
                 };
                 cursor = Some(last);
@@ -420,7 +499,6 @@ impl Orchestrator {
                 _ = tokio::time::sleep(self.config.repair_interval) => {}
                 changed = changes.changed() => {
                     if changed.is_err() { return; }
-                    cursor = None;
                 }
                 _ = shutdown.changed() => return,
                 _ = stop.changed() => return,
@@ -429,6 +507,11 @@ impl Orchestrator {
                 return;
             }
         }
+    }
+
+    /// How long journal entries (pin history) are kept.
+    pub fn journal_retention(&self) -> Duration {
+        self.config.journal_retention
     }
 
     async fn retain(self: Arc<Self>) {
@@ -452,6 +535,37 @@ impl Orchestrator {
                     Err(error) => tracing::warn!(partition, error = %error, "log retention failed"),
                 }
             }
+            self.prune().await;
+        }
+    }
+
+    /// Deletes journal entries and dead letters past their retention, a bounded number per
+    /// partition per pass (a backlog is worked off over the following passes).
+    async fn prune(&self) {
+        const PER_PASS: usize = 10_000;
+        let cutoff = |keep: Duration| {
+            pinhive_events::now_ns().saturating_sub(i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX))
+        };
+        let journal_before = cutoff(self.config.journal_retention);
+        let letters_before = cutoff(self.config.dead_letter_retention);
+        let store = self.store.clone();
+        let partitions = self.log.partition_count();
+        let pruned = tokio::task::spawn_blocking(move || {
+            let mut journal = 0;
+            for partition in 0..partitions {
+                journal += store.prune_journal(partition, journal_before, PER_PASS)?;
+            }
+            let letters = store.prune_dead_letters(letters_before, PER_PASS)?;
+            Ok::<_, pinhive_store::StoreError>((journal, letters))
+        })
+        .await;
+        match pruned {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((journal, letters))) => {
+                tracing::info!(journal, dead_letters = letters, "pruned expired history")
+            }
+            Ok(Err(error)) => tracing::warn!(error = %error, "history retention failed"),
+            Err(_) => {}
         }
     }
 
@@ -477,9 +591,20 @@ impl Orchestrator {
                     self.command(&node, planned.cid, NodeOp::Unpin, planned.traceparent)
                 }
                 Action::ReleaseHold { requestid, cid } => {
-                    let mut envelope = Envelope::new(cid, Event::ReplaceSettled { requestid });
-                    envelope.traceparent = planned.traceparent;
-                    records.push(Record::from_envelope(&envelope));
+                    // To the held pin's CID (releases the hold) and to the replacing pin's
+                    // (which stops planning the release).
+                    let mut targets = vec![cid];
+                    if !targets.contains(&planned.cid) {
+                        targets.push(planned.cid.clone());
+                    }
+                    for key in targets {
+                        let event = Event::ReplaceSettled {
+                            requestid: requestid.clone(),
+                        };
+                        let mut envelope = Envelope::new(key, event);
+                        envelope.traceparent = planned.traceparent.clone();
+                        records.push(Record::from_envelope(&envelope));
+                    }
                 }
             }
         }

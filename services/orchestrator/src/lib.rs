@@ -3,19 +3,19 @@
 //!
 //! Invariants:
 //! * a shard is the only writer of the CIDs of its partition;
-//! * a checkpoint is persisted only after the state it covers;
+//! * a checkpoint is committed only with the state it covers (the commit protocol of the
+//!   store crate: attempt, rows, commit; an uncommitted attempt is rolled back first);
 //! * side effects (allocation events, node commands) are issued only after the state that
 //!   planned them is persisted, and are re-planned from state by the repair loop, so a crash
 //!   between the two loses nothing.
 
+pub mod cache;
 pub mod consumer;
 pub mod metrics;
-pub mod migrate;
 pub mod s3;
 pub mod shard;
 
 pub use consumer::{Orchestrator, OrchestratorConfig};
+pub use cache::StateCache;
 pub use shard::{ShardActor, ShardSnapshot};
 
-/// Consumer name under which shard checkpoints are stored.
-pub const SHARD_CONSUMER: &str = "shard";

@@ -11,6 +11,8 @@ pub struct ShardMetrics {
     pub dead_letters: IntCounterVec,
     pub batch_seconds: HistogramVec,
     pub batch_events: HistogramVec,
+    pub outcome_group: HistogramVec,
+    pub cache_bytes: IntGaugeVec,
     pub consumer_lag_bytes: IntGaugeVec,
     pub applied_offset: IntGaugeVec,
     pub mailbox_depth: IntGaugeVec,
@@ -48,6 +50,17 @@ pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
         "Records per applied batch",
         &[],
         pinhive_telemetry::size_buckets(),
+    ),
+    outcome_group: pinhive_telemetry::histogram_vec(
+        "pinhive_outcome_append_records",
+        "Replica outcomes per grouped log append",
+        &[],
+        pinhive_telemetry::size_buckets(),
+    ),
+    cache_bytes: pinhive_telemetry::gauge_vec(
+        "pinhive_state_cache_bytes",
+        "Estimated bytes of CID states in the shared cache",
+        &[],
     ),
     consumer_lag_bytes: pinhive_telemetry::gauge_vec(
         "pinhive_consumer_lag_bytes",

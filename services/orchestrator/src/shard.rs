@@ -1,10 +1,13 @@
 //! The shard actor: owns the CIDs of one log partition.
 //!
 //! Runs on its own thread (`SyncArbiter`), because applying a batch does blocking store I/O.
-//! It keeps a bounded LRU of CID states (a trillion live actors cannot exist; a bounded cache
-//! of states in one actor per partition can), folds each event into its CID's state, derives
-//! the pin rows, counters, journal and pending set, writes them as one [`ShardBatch`], then the
-//! checkpoint, and only then hands the planned actions back to the consumer.
+//! It is a thin shell around the domain: it folds each event into its CID's state
+//! (`CidState::apply`), asks `derive_writes` what the batch writes for each CID and `plan`
+//! what must happen next, and persists it all in the commit protocol of the store crate:
+//! the attempt (the rows it will write), the rows, then the commit (batch number, checkpoint,
+//! counters) — only then are the planned actions handed back to the consumer. A batch that
+//! failed part-way is rolled back to the committed state before the next one starts.
+//! CID states come from the process-wide byte-bounded [`StateCache`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
@@ -12,21 +15,22 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use lru::LruCache;
-use pinhive_domain::state::PinChange;
+use pinhive_domain::state::{check, named_pin, PinChange};
 use pinhive_domain::{
-    admit, legacy, needs_work, plan, Action, CidState, Legacy, PinRecord, PinStatus, PlanContext,
-    Provenance, ReplicaStatus,
+    admit, derive_writes, legacy, needs_work, plan, walk_start, Action, CidInput, CidState,
+    Legacy, PinRow, PinStatus, PlanContext, Provenance, Versioned, PROPAGATE_STEP,
 };
 use pinhive_events::codec::{self, ContentType};
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::{Log, Record, StoredRecord};
 use pinhive_store::{
-    CidWrite, CounterRow, DeadLetter, JournalEntry, PinWrite, ShardBatch, Store, StoreError,
-    SCOPE_ALL_PINS, SCOPE_REPLICAS_DESIRED, SCOPE_REPLICAS_PINNED,
+    Attempt, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry, PinWrite,
+    RowKey, ShardBatch, Store, StoreError, SCOPE_ALL_PINS, SCOPE_REPLICAS_DESIRED,
+    SCOPE_REPLICAS_PINNED,
 };
 
+use crate::cache::StateCache;
 use crate::metrics::METRICS;
-use crate::SHARD_CONSUMER;
 
 /// An action planned for one CID, for the consumer to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,8 +76,7 @@ impl Handler<ClearCache> for ShardActor {
     type Result = ();
 
     fn handle(&mut self, _: ClearCache, _: &mut Self::Context) {
-        self.cache.clear();
-        self.counters.clear();
+        self.forget();
     }
 }
 
@@ -86,12 +89,16 @@ pub struct GetSnapshot;
 pub struct ShardSnapshot {
     pub partition: u32,
     pub next_offset: u64,
+    /// CID states cached by the whole process (the cache is shared by every shard).
     pub cached_states: usize,
     pub events_applied: u64,
     pub events_skipped: u64,
     pub dead_lettered: u64,
     pub batches: u64,
 }
+
+/// Checkpoint row (per partition) of how far legacy-keyed records were forwarded.
+pub const FORWARD_MARK: &str = "#migration/forwarded";
 
 pub struct ShardActor {
     partition: u32,
@@ -102,8 +109,12 @@ pub struct ShardActor {
     registry: NodeRegistry,
     min_free_bytes: u64,
     dial_private_origins: bool,
-    cache: LruCache<String, CidState>,
+    cache: StateCache,
+    /// Committed counter values of this partition.
     counters: LruCache<(String, PinStatus), i64>,
+    /// The partition's commit row as last written (`None`: read it, and roll back an
+    /// uncommitted attempt, before the next batch).
+    commit: Option<CommitState>,
     snapshot: ShardSnapshot,
 }
 
@@ -115,14 +126,38 @@ pub struct ShardParts {
     /// For forwarding legacy-keyed records only.
     pub log: Arc<dyn Log>,
     pub registry: NodeRegistry,
-    pub cache_capacity: usize,
+    /// Shared by every shard of the process.
+    pub cache: StateCache,
     pub min_free_bytes: u64,
     pub dial_private_origins: bool,
 }
 
+/// Counter rows a shard keeps in memory (per partition; owners × statuses touched).
+const COUNTER_CACHE: usize = 4_096;
+
+/// One CID touched by a batch.
+struct Touched {
+    /// Committed state before the batch.
+    before: CidState,
+    after: CidState,
+    /// Whether a row exists for it in the store.
+    stored: bool,
+    /// Pins created by this batch (request ids; the rows are in the batch's pin slots).
+    created: Vec<String>,
+    /// Committed pins this batch removed.
+    removed: Vec<PinRow>,
+}
+
+/// The working set of one batch.
+#[derive(Default)]
+struct Work {
+    touched: BTreeMap<String, Touched>,
+    /// Pin rows the batch looked up or changed, by request id: their value within the batch.
+    pins: HashMap<String, Option<PinRow>>,
+}
+
 impl ShardActor {
     pub fn new(partition: u32, parts: ShardParts) -> Self {
-        let capacity = NonZeroUsize::new(parts.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         ShardActor {
             partition,
             partitions: parts.partitions,
@@ -131,13 +166,21 @@ impl ShardActor {
             registry: parts.registry,
             min_free_bytes: parts.min_free_bytes,
             dial_private_origins: parts.dial_private_origins,
-            cache: LruCache::new(capacity),
-            counters: LruCache::new(capacity),
+            cache: parts.cache,
+            counters: LruCache::new(NonZeroUsize::new(COUNTER_CACHE).unwrap_or(NonZeroUsize::MIN)),
+            commit: None,
             snapshot: ShardSnapshot {
                 partition,
                 ..ShardSnapshot::default()
             },
         }
+    }
+
+    /// Drops everything cached about this partition: the next batch reads the store again.
+    fn forget(&mut self) {
+        self.cache.clear_partition(self.partition);
+        self.counters.clear();
+        self.commit = None;
     }
 
     fn context(&self) -> PlanContext {
@@ -148,16 +191,110 @@ impl ShardActor {
         }
     }
 
-    fn load(&mut self, cid: &str) -> Result<CidState, StoreError> {
+    /// The partition's commit row, after rolling back an attempt that never committed.
+    fn committed(&mut self) -> Result<CommitState, StoreError> {
+        if let Some(commit) = &self.commit {
+            return Ok(commit.clone());
+        }
+        let mut commit = self.store.committed(self.partition)?;
+        if let Some(attempt) = commit.attempt.take() {
+            self.roll_back(&attempt, commit.batch)?;
+            self.store.commit(&Commit {
+                partition: self.partition,
+                state: commit.clone(),
+                counters: Vec::new(),
+            })?;
+        }
+        self.commit = Some(commit.clone());
+        Ok(commit)
+    }
+
+    /// Puts every row an interrupted batch wrote back to its committed value (its undo), and
+    /// removes the listing entries of the values it wrote.
+    fn roll_back(&mut self, attempt: &Attempt, committed: u64) -> Result<(), StoreError> {
+        let mut batch = ShardBatch {
+            partition: self.partition,
+            ..ShardBatch::default()
+        };
+        for key in &attempt.rows {
+            match key {
+                RowKey::Pin(requestid) => {
+                    let Some(row) = self.store.load_pin(requestid)? else {
+                        continue;
+                    };
+                    if row.batch <= committed {
+                        continue;
+                    }
+                    batch.pins.push(PinWrite {
+                        requestid: requestid.clone(),
+                        row: Versioned {
+                            batch: committed,
+                            value: row.undo.clone(),
+                            undo: row.undo.clone(),
+                        },
+                        stale: row.value,
+                    });
+                }
+                RowKey::Cid(cid) => {
+                    let Some(row) = self.store.load_cid(cid)? else {
+                        continue;
+                    };
+                    if row.batch <= committed {
+                        continue;
+                    }
+                    // The pending set follows the state's flag (a batch writes the set only
+                    // with a state row that changes the flag).
+                    let pending = row.undo.as_ref().is_some_and(|state| state.pending);
+                    batch.pending.push((cid.clone(), pending));
+                    batch.cids.push(CidWrite {
+                        cid: cid.clone(),
+                        row: Versioned {
+                            batch: committed,
+                            value: row.undo.clone(),
+                            undo: row.undo,
+                        },
+                    });
+                }
+            }
+        }
+        tracing::warn!(
+            partition = self.partition,
+            batch = attempt.batch,
+            rows = batch.len(),
+            "rolling back a batch that did not commit"
+        );
+        self.store.write_shard_batch(&batch)
+    }
+
+    /// The committed state of `cid` (new if it has none), and whether a row exists.
+    fn load(&mut self, cid: &str) -> Result<(CidState, bool), StoreError> {
         if let Some(state) = self.cache.get(cid) {
             METRICS.cache.with_label_values(&["hit"]).inc();
-            return Ok(state.clone());
+            return Ok((state, true));
         }
         METRICS.cache.with_label_values(&["miss"]).inc();
-        Ok(self
-            .store
-            .load_cid(cid)?
-            .unwrap_or_else(|| CidState::new(cid)))
+        Ok(match self.store.load_cid(cid)?.and_then(|row| row.value) {
+            Some(state) => (state, true),
+            None => (CidState::new(cid), false),
+        })
+    }
+
+    /// The current value (within this batch) of pin `requestid`, if it is a pin of `cid`.
+    fn pin_of(
+        &self,
+        work: &mut Work,
+        requestid: &str,
+        cid: &str,
+    ) -> Result<Option<PinRow>, StoreError> {
+        if !work.pins.contains_key(requestid) {
+            let committed = self.store.load_pin(requestid)?.and_then(|row| row.value);
+            work.pins.insert(requestid.to_string(), committed);
+        }
+        Ok(work
+            .pins
+            .get(requestid)
+            .and_then(Option::clone)
+            .filter(|row| row.record.canonical_cid() == cid))
     }
 
     fn counter(&mut self, owner: &str, status: PinStatus) -> Result<i64, StoreError> {
@@ -168,8 +305,8 @@ impl ShardActor {
         let value = self
             .store
             .counter(owner, status, self.partition)?
-            .map(|row| row.value)
             .unwrap_or(0);
+        self.counters.put(key, value);
         Ok(value)
     }
 
@@ -234,20 +371,11 @@ impl ShardActor {
         })
     }
 
-    /// Whether the legacy-keyed record at `offset` still has to be forwarded: not if the
-    /// migration found it already applied to the state it folded in (`migrate::applied_row`),
-    /// nor if this partition forwarded it already (a batch retried after its forwards were
-    /// appended: the forward mark).
-    fn forward_needed(&mut self, legacy_key: &str, offset: u64) -> Result<bool, StoreError> {
-        let migrated = self
-            .store
-            .checkpoint(&crate::migrate::applied_row(legacy_key), self.partition)?;
-        if migrated.is_some_and(|applied_below| offset < applied_below) {
-            return Ok(false);
-        }
-        let forwarded = self
-            .store
-            .checkpoint(crate::migrate::FORWARD_MARK, self.partition)?;
+    /// Whether the legacy-keyed record at `offset` still has to be forwarded: not if this
+    /// partition forwarded it already (a batch retried after its forwards were appended: the
+    /// forward mark).
+    fn forward_needed(&mut self, offset: u64) -> Result<bool, StoreError> {
+        let forwarded = self.store.checkpoint(FORWARD_MARK, self.partition)?;
         Ok(forwarded.is_none_or(|below| offset >= below))
     }
 
@@ -267,7 +395,7 @@ impl ShardActor {
             StoreError::Backend(format!("forwarding {count} legacy-keyed records: {error}"))
         })?;
         self.store
-            .set_checkpoint(crate::migrate::FORWARD_MARK, self.partition, last + 1)?;
+            .set_checkpoint(FORWARD_MARK, self.partition, last + 1)?;
         tracing::info!(
             partition = self.partition,
             count,
@@ -303,17 +431,14 @@ impl ShardActor {
         let Some(next_offset) = records.last().map(|r| r.next_offset) else {
             return Ok(BatchOutcome::default());
         };
-        // Original state of every CID touched, and its state after the batch.
-        let mut touched: BTreeMap<String, (CidState, CidState)> = BTreeMap::new();
-        let mut created: BTreeMap<String, Vec<PinRecord>> = BTreeMap::new();
-        let mut removed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        self.committed()?;
+        let mut work = Work::default();
         // Spans of traced events (those carrying a traceparent): the last one per CID parents
         // the planning of that CID; all of them parent the store write.
         let mut spans: HashMap<String, tracing::Span> = HashMap::new();
         let mut apply_spans: Vec<tracing::Span> = Vec::new();
         let mut journal = Vec::new();
         let mut forwards: Vec<(u64, Record)> = Vec::new();
-        let mut new_external_ids: std::collections::HashSet<String> = Default::default();
         let mut outcome = BatchOutcome {
             next_offset,
             ..BatchOutcome::default()
@@ -351,7 +476,7 @@ impl ShardActor {
                     Legacy::No => {}
                     Legacy::Drop => continue,
                     Legacy::Forward(forwarded) => {
-                        if self.forward_needed(&envelope.key, record.offset)? {
+                        if self.forward_needed(record.offset)? {
                             forwards.push((record.offset, Record::from_envelope(&forwarded)));
                         }
                         continue;
@@ -379,14 +504,8 @@ impl ShardActor {
                 continue;
             }
             let cid = envelope.key.clone();
-            if !touched.contains_key(&cid) {
-                let state = self.load(&cid)?;
-                touched.insert(cid.clone(), (state.clone(), state));
-            }
-            let Some((_, state)) = touched.get_mut(&cid) else {
-                continue;
-            };
-            if state.already_applied(record.offset) {
+            self.touch(&mut work, &cid)?;
+            if work.touched[&cid].after.already_applied(record.offset) {
                 self.snapshot.events_skipped += 1;
                 METRICS
                     .events_skipped
@@ -398,21 +517,27 @@ impl ShardActor {
                 .traceparent
                 .as_deref()
                 .filter(|traceparent| pinhive_telemetry::is_sampled(traceparent));
-            if let Err(rejection) = state.check(&envelope.event) {
+            let pin = match named_pin(&envelope.event) {
+                Some(requestid) => self.pin_of(&mut work, requestid, &cid)?,
+                None => None,
+            };
+            if let Err(rejection) = check(&envelope.event, pin.as_ref()) {
                 self.reject(record, format!("rejected: {rejection}"), &mut outcome)?;
                 continue;
             }
             // Pin rows are keyed by request id across every CID and owner: an external producer
-            // must not take over (overwrite) another pin's row by reusing its id.
+            // must not take over (overwrite) another CID's pin by reusing its id.
             if let (Provenance::External, pinhive_events::Event::PinRequested(request)) =
                 (provenance, &envelope.event)
             {
-                let requestid = &request.requestid;
-                if !state.pins.contains_key(requestid)
-                    && (!new_external_ids.insert(requestid.clone())
-                        || self.store.get_pin(requestid)?.is_some())
-                {
-                    let reason = format!("rejected: requestid {requestid} is already in use");
+                let elsewhere = work
+                    .pins
+                    .get(&request.requestid)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|row| row.record.canonical_cid() != cid);
+                if elsewhere {
+                    let reason =
+                        format!("rejected: requestid {} is already in use", request.requestid);
                     self.reject(record, reason, &mut outcome)?;
                     continue;
                 }
@@ -433,18 +558,25 @@ impl ShardActor {
                 pinhive_telemetry::record_trace_id(&span);
                 span
             });
-            for change in state.apply(record.offset, &envelope.event) {
-                match change {
-                    PinChange::Created(pin) => created.entry(cid.clone()).or_default().push(pin),
-                    PinChange::Removed { requestid } => {
-                        let list = created.entry(cid.clone()).or_default();
-                        if let Some(i) = list.iter().position(|p| p.requestid == requestid) {
-                            list.remove(i); // created and removed within one batch
-                        } else {
-                            removed.entry(cid.clone()).or_default().push(requestid);
-                        }
-                    }
+            let Some(touched) = work.touched.get_mut(&cid) else {
+                continue;
+            };
+            match touched.after.apply(record.offset, &envelope.event, pin.as_ref()) {
+                Some(PinChange::Created(row)) => {
+                    let requestid = row.record.requestid.clone();
+                    touched.created.push(requestid.clone());
+                    work.pins.insert(requestid, Some(row));
                 }
+                Some(PinChange::Removed(row)) => {
+                    let requestid = row.record.requestid.clone();
+                    if let Some(i) = touched.created.iter().position(|id| *id == requestid) {
+                        touched.created.remove(i); // created and removed within one batch
+                    } else {
+                        touched.removed.push(row);
+                    }
+                    work.pins.insert(requestid, None);
+                }
+                None => {}
             }
             if let Some(span) = span {
                 spans.insert(cid.clone(), span.clone());
@@ -460,176 +592,8 @@ impl ShardActor {
             });
             outcome.applied += 1;
         }
-
-        let context = self.context();
-        let addresses = self.registry.addresses();
-        let node_addresses = |node: &str| addresses.get(node).cloned().unwrap_or_default();
-        let mut batch = ShardBatch {
-            partition: self.partition,
-            journal,
-            ..ShardBatch::default()
-        };
-        let mut counter_deltas: BTreeMap<(String, PinStatus), i64> = BTreeMap::new();
-        let mut planned: Vec<PlannedAction> = Vec::new();
-        for (cid, (original, state)) in &touched {
-            if original == state {
-                continue;
-            }
-            let status = state.pin_status();
-            let info = state.pin_info();
-            let delegates = state.delegates(&node_addresses);
-            let new_pins = created.remove(cid).unwrap_or_default();
-            let settled = matches!(status, PinStatus::Pinned | PinStatus::Failed);
-            let mut releases: Vec<Action> = Vec::new();
-            for requestid in removed.remove(cid).unwrap_or_default() {
-                // A replacing pin deleted before it settled releases its hold too.
-                if let Some(replaces) = original
-                    .pins
-                    .get(&requestid)
-                    .and_then(|p| p.replaces.clone())
-                {
-                    releases.push(release_hold(replaces));
-                }
-                if let Some(old) = self.store.get_pin(&requestid)? {
-                    *counter_deltas
-                        .entry((old.owner.clone(), old.status))
-                        .or_default() -= 1;
-                    batch.pins.push(PinWrite::Delete { old });
-                }
-            }
-            // Whether this CID's pins showed a settled status before the batch.
-            let was_settled =
-                matches!(original.pin_status(), PinStatus::Pinned | PinStatus::Failed);
-            for (requestid, pin_ref) in &state.pins {
-                let settles_now =
-                    settled && !(was_settled && original.pins.contains_key(requestid));
-                if let (Some(replaces), true) = (&pin_ref.replaces, settles_now) {
-                    releases.push(release_hold(replaces.clone()));
-                }
-                if let Some(mut pin) = new_pins.iter().find(|p| &p.requestid == requestid).cloned()
-                {
-                    pin.status = status;
-                    pin.info = info.clone();
-                    pin.delegates = delegates.clone();
-                    *counter_deltas
-                        .entry((pin.owner.clone(), status))
-                        .or_default() += 1;
-                    batch.pins.push(PinWrite::Put {
-                        old: None,
-                        new: pin,
-                    });
-                    continue;
-                }
-                let Some(old) = self.store.get_pin(requestid)? else {
-                    continue;
-                };
-                if old.status == status && old.info == info && old.delegates == delegates {
-                    continue;
-                }
-                let mut new = old.clone();
-                new.status = status;
-                new.info = info.clone();
-                new.delegates = delegates.clone();
-                if old.status != status {
-                    *counter_deltas
-                        .entry((old.owner.clone(), old.status))
-                        .or_default() -= 1;
-                    *counter_deltas
-                        .entry((old.owner.clone(), status))
-                        .or_default() += 1;
-                }
-                batch.pins.push(PinWrite::Put {
-                    old: Some(old),
-                    new,
-                });
-            }
-            let parent = spans.get(cid);
-            let plan_span = match parent {
-                Some(parent) => {
-                    parent.record("pin.status", status.as_str());
-                    tracing::info_span!(parent: parent, "allocator.plan", actions = tracing::field::Empty)
-                }
-                None => tracing::Span::none(),
-            };
-            let mut actions = plan_span.in_scope(|| plan(state, &context));
-            actions.extend(releases);
-            plan_span.record("actions", actions.len());
-            let action_traceparent =
-                parent.and_then(|_| pinhive_telemetry::traceparent_of(&plan_span));
-            let replicas_desired =
-                state.desired_replicas() as i64 - original.desired_replicas() as i64;
-            let replicas_pinned = state.count(ReplicaStatus::Pinned) as i64
-                - original.count(ReplicaStatus::Pinned) as i64;
-            *counter_deltas
-                .entry((SCOPE_REPLICAS_DESIRED.to_string(), PinStatus::Pinned))
-                .or_default() += replicas_desired;
-            *counter_deltas
-                .entry((SCOPE_REPLICAS_PINNED.to_string(), PinStatus::Pinned))
-                .or_default() += replicas_pinned;
-            batch
-                .pending
-                .push((cid.clone(), needs_work(state, &context, &actions)));
-            if state.is_garbage() {
-                batch.cids.push(CidWrite::Delete { cid: cid.clone() });
-            } else {
-                batch.cids.push(CidWrite::Put(state.clone()));
-            }
-            planned.extend(actions.into_iter().map(|action| PlannedAction {
-                cid: cid.clone(),
-                action,
-                traceparent: action_traceparent.clone(),
-            }));
-        }
-        // Owner counters also roll up into the all-owners scope.
-        let per_owner: Vec<((String, PinStatus), i64)> = counter_deltas
-            .iter()
-            .filter(|((owner, _), _)| !owner.starts_with('#'))
-            .map(|(key, delta)| (key.clone(), *delta))
-            .collect();
-        for ((_, status), delta) in per_owner {
-            *counter_deltas
-                .entry((SCOPE_ALL_PINS.to_string(), status))
-                .or_default() += delta;
-        }
-        let last_offset = records.last().map(|r| r.offset).unwrap_or(0);
-        let mut new_counters = Vec::new();
-        for ((owner, status), delta) in counter_deltas {
-            if delta == 0 {
-                continue;
-            }
-            let value = self.counter(&owner, status)? + delta;
-            new_counters.push(((owner.clone(), status), value));
-            batch.counters.push(CounterRow {
-                owner,
-                status,
-                partition: self.partition,
-                value,
-                offset: last_offset,
-            });
-        }
-
-        let write_spans: Vec<tracing::Span> = apply_spans
-            .iter()
-            .map(|parent| tracing::info_span!(parent: parent, "store.write", pins = batch.pins.len()))
-            .collect();
         self.forward_legacy(forwards)?;
-        self.store.write_shard_batch(&batch)?;
-        self.store
-            .set_checkpoint(SHARD_CONSUMER, self.partition, next_offset)?;
-        drop(write_spans);
-
-        // Only now, with state persisted, update the caches and release the actions.
-        for (cid, (_, state)) in touched {
-            if state.is_garbage() {
-                self.cache.pop(&cid);
-            } else {
-                self.cache.put(cid, state);
-            }
-        }
-        for (key, value) in new_counters {
-            self.publish_gauge(&key.0, key.1, value);
-            self.counters.put(key, value);
-        }
+        outcome.actions = self.settle(work, journal, Some(next_offset), &spans, &apply_spans)?;
         let partition = self.partition.to_string();
         METRICS
             .events_applied
@@ -639,6 +603,264 @@ impl ShardActor {
             .batch_events
             .with_label_values::<&str>(&[])
             .observe(records.len() as f64);
+        self.snapshot.next_offset = next_offset;
+        self.snapshot.events_applied += outcome.applied as u64;
+        self.snapshot.batches += 1;
+        Ok(outcome)
+    }
+
+    /// Adds `cid` to the batch's working set (its committed state, loaded once).
+    fn touch(&mut self, work: &mut Work, cid: &str) -> Result<(), StoreError> {
+        if !work.touched.contains_key(cid) {
+            let (state, stored) = self.load(cid)?;
+            work.touched.insert(
+                cid.to_string(),
+                Touched {
+                    before: state.clone(),
+                    after: state,
+                    stored,
+                    created: Vec::new(),
+                    removed: Vec::new(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The committed rows of the next step of the walk over `cid`'s pins from `cursor`
+    /// (pins this batch created or removed are left out: they are written anyway), and where
+    /// the walk goes on (`None`: it reached the end).
+    fn walk_step(
+        &self,
+        cid: &str,
+        cursor: &pinhive_domain::Cursor,
+        touched: &Touched,
+    ) -> Result<(Vec<PinRow>, Option<pinhive_domain::Cursor>), StoreError> {
+        let listed = self.store.cid_pins(cid, cursor, PROPAGATE_STEP)?;
+        let end = (listed.len() == PROPAGATE_STEP)
+            .then(|| listed.last())
+            .flatten()
+            .map(|(bucket, requestid)| pinhive_domain::Cursor {
+                bucket: *bucket,
+                after: Some(requestid.clone()),
+            });
+        let mut step = Vec::with_capacity(listed.len());
+        for (_, requestid) in listed {
+            if touched.created.contains(&requestid)
+                || touched.removed.iter().any(|row| row.record.requestid == requestid)
+            {
+                continue;
+            }
+            if let Some(row) = self.store.load_pin(&requestid)?.and_then(|row| row.value) {
+                if row.record.canonical_cid() == cid {
+                    step.push(row);
+                }
+            }
+        }
+        Ok((step, end))
+    }
+
+    /// Derives, persists (attempt, rows, commit) and plans a batch's CIDs; returns the actions.
+    fn settle(
+        &mut self,
+        work: Work,
+        journal: Vec<JournalEntry>,
+        next_offset: Option<u64>,
+        spans: &HashMap<String, tracing::Span>,
+        apply_spans: &[tracing::Span],
+    ) -> Result<Vec<PlannedAction>, StoreError> {
+        let commit = self.committed()?;
+        let batch_no = commit.batch + 1;
+        let context = self.context();
+        let addresses = self.registry.addresses();
+        let node_addresses = |node: &str| addresses.get(node).cloned().unwrap_or_default();
+        let mut rows = ShardBatch {
+            partition: self.partition,
+            journal,
+            ..ShardBatch::default()
+        };
+        let mut attempt: Vec<RowKey> = Vec::new();
+        let mut tombstones: Vec<RowKey> = Vec::new();
+        let mut deltas: BTreeMap<(String, PinStatus), i64> = BTreeMap::new();
+        let mut planned: Vec<PlannedAction> = Vec::new();
+        let mut settled: Vec<CidState> = Vec::new();
+        let Work {
+            touched, mut pins, ..
+        } = work;
+        for (cid, mut touched) in touched {
+            let created: Vec<PinRow> = std::mem::take(&mut touched.created)
+                .iter()
+                .filter_map(|id| pins.get_mut(id).and_then(Option::take))
+                .collect();
+            let view = touched.after.view(&node_addresses);
+            let (step, step_end) = match walk_start(&touched.before, &touched.after, &view) {
+                Some(cursor) => self.walk_step(&cid, &cursor, &touched)?,
+                None => (Vec::new(), None),
+            };
+            let writes = derive_writes(CidInput {
+                before: &touched.before,
+                after: touched.after,
+                view,
+                created,
+                removed: touched.removed,
+                step,
+                step_end,
+            });
+            for write in writes.pins {
+                let requestid = match (&write.new, &write.committed) {
+                    (Some(row), _) | (None, Some(row)) => row.record.requestid.clone(),
+                    (None, None) => continue,
+                };
+                attempt.push(RowKey::Pin(requestid.clone()));
+                if write.new.is_none() {
+                    tombstones.push(RowKey::Pin(requestid.clone()));
+                }
+                rows.pins.push(PinWrite {
+                    requestid,
+                    row: Versioned {
+                        batch: batch_no,
+                        value: write.new,
+                        undo: write.committed,
+                    },
+                    stale: None,
+                });
+            }
+            for (owner, status, delta) in writes.owner_deltas {
+                *deltas.entry((owner, status)).or_default() += delta;
+            }
+            *deltas
+                .entry((SCOPE_REPLICAS_DESIRED.to_string(), PinStatus::Pinned))
+                .or_default() += writes.replicas_desired_delta;
+            *deltas
+                .entry((SCOPE_REPLICAS_PINNED.to_string(), PinStatus::Pinned))
+                .or_default() += writes.replicas_pinned_delta;
+            let mut state = writes.state;
+            let parent = spans.get(&cid);
+            let plan_span = match parent {
+                Some(parent) => {
+                    parent.record("pin.status", state.pin_status().as_str());
+                    tracing::info_span!(parent: parent, "allocator.plan", actions = tracing::field::Empty)
+                }
+                None => tracing::Span::none(),
+            };
+            let actions = plan_span.in_scope(|| plan(&state, &context));
+            plan_span.record("actions", actions.len());
+            let action_traceparent =
+                parent.and_then(|_| pinhive_telemetry::traceparent_of(&plan_span));
+            let garbage = state.is_garbage();
+            let needed = !garbage
+                && (needs_work(&state, &context, &actions) || state.propagation.is_some());
+            if needed != state.pending {
+                rows.pending.push((cid.clone(), needed));
+                state.pending = needed;
+            }
+            if state != touched.before || (garbage && touched.stored) {
+                if touched.stored || !garbage {
+                    attempt.push(RowKey::Cid(cid.clone()));
+                    if garbage {
+                        tombstones.push(RowKey::Cid(cid.clone()));
+                    }
+                    rows.cids.push(CidWrite {
+                        cid: cid.clone(),
+                        row: Versioned {
+                            batch: batch_no,
+                            value: (!garbage).then(|| state.clone()),
+                            undo: touched.stored.then_some(touched.before),
+                        },
+                    });
+                }
+            }
+            planned.extend(actions.into_iter().map(|action| PlannedAction {
+                cid: cid.clone(),
+                action,
+                traceparent: action_traceparent.clone(),
+            }));
+            settled.push(state);
+        }
+        // Owner counters also roll up into the all-owners scope.
+        let per_owner: Vec<((String, PinStatus), i64)> = deltas
+            .iter()
+            .filter(|((owner, _), _)| !owner.starts_with('#'))
+            .map(|(key, delta)| (key.clone(), *delta))
+            .collect();
+        for ((_, status), delta) in per_owner {
+            *deltas
+                .entry((SCOPE_ALL_PINS.to_string(), status))
+                .or_default() += delta;
+        }
+        let mut counters = Vec::new();
+        for ((owner, status), delta) in deltas {
+            if delta == 0 {
+                continue;
+            }
+            let value = self.counter(&owner, status)? + delta;
+            counters.push(CounterRow {
+                owner,
+                status,
+                partition: self.partition,
+                value,
+            });
+        }
+        let writes_rows = !attempt.is_empty();
+        if !writes_rows && counters.is_empty() && next_offset.is_none() {
+            // Nothing changed (a repair pass over settled CIDs): only the pending set moves.
+            self.store.write_shard_batch(&rows)?;
+            return Ok(planned);
+        }
+        rows.purge = commit
+            .purge
+            .iter()
+            .filter(|key| !attempt.contains(key))
+            .cloned()
+            .collect();
+        let write_spans: Vec<tracing::Span> = apply_spans
+            .iter()
+            .map(|parent| tracing::info_span!(parent: parent, "store.write", rows = rows.len()))
+            .collect();
+        // Any failure from here leaves `self.commit` unset: the next batch re-reads the commit
+        // row and rolls back what this one wrote.
+        self.commit = None;
+        if writes_rows {
+            self.store.commit(&Commit {
+                partition: self.partition,
+                state: CommitState {
+                    attempt: Some(Attempt {
+                        batch: batch_no,
+                        rows: attempt,
+                    }),
+                    ..commit.clone()
+                },
+                counters: Vec::new(),
+            })?;
+        }
+        self.store.write_shard_batch(&rows)?;
+        let committed = CommitState {
+            batch: if writes_rows { batch_no } else { commit.batch },
+            next_offset: next_offset.or(commit.next_offset),
+            purge: tombstones,
+            attempt: None,
+        };
+        self.store.commit(&Commit {
+            partition: self.partition,
+            state: committed.clone(),
+            counters: counters.clone(),
+        })?;
+        drop(write_spans);
+        self.commit = Some(committed);
+
+        // Only now, with the batch committed, update the caches and release the actions.
+        for state in settled {
+            if state.is_garbage() {
+                self.cache.remove(&state.cid);
+            } else {
+                self.cache.put(self.partition, state);
+            }
+        }
+        for counter in counters {
+            self.publish_gauge(&counter.owner, counter.status, counter.value);
+            self.counters
+                .put((counter.owner, counter.status), counter.value);
+        }
         for planned in &planned {
             let kind = match planned.action {
                 Action::Allocate { .. } => "allocate",
@@ -648,48 +870,28 @@ impl ShardActor {
             };
             METRICS.actions.with_label_values(&[kind]).inc();
         }
-        self.snapshot.next_offset = next_offset;
-        self.snapshot.events_applied += outcome.applied as u64;
-        self.snapshot.batches += 1;
         self.snapshot.cached_states = self.cache.len();
-        outcome.actions = planned;
-        Ok(outcome)
+        METRICS
+            .cache_bytes
+            .with_label_values::<&str>(&[])
+            .set(i64::try_from(self.cache.weight()).unwrap_or(i64::MAX));
+        Ok(planned)
     }
 
+    /// Plans these CIDs again from their committed state (the repair loop), going on with
+    /// any propagation of their view that is still under way.
     fn replan(&mut self, cids: Vec<String>) -> Result<Vec<PlannedAction>, StoreError> {
-        let context = self.context();
-        let mut actions = Vec::new();
-        let mut settled = Vec::new();
+        self.committed()?;
+        let mut work = Work::default();
         for cid in cids {
-            let state = self.load(&cid)?;
-            let planned = plan(&state, &context);
-            if !needs_work(&state, &context, &planned) {
-                settled.push((cid.clone(), false));
+            self.touch(&mut work, &cid)?;
+            // It came from the pending set: if it needs nothing, the entry goes, whatever
+            // its state's flag says.
+            if let Some(touched) = work.touched.get_mut(&cid) {
+                touched.after.pending = true;
             }
-            actions.extend(planned.into_iter().map(|action| PlannedAction {
-                cid: cid.clone(),
-                action,
-                traceparent: None,
-            }));
         }
-        if !settled.is_empty() {
-            self.store.write_shard_batch(&ShardBatch {
-                partition: self.partition,
-                pending: settled,
-                ..ShardBatch::default()
-            })?;
-        }
-        Ok(actions)
-    }
-}
-
-/// Releases the hold of a replaced pin, on its CID's canonical key (a pin an earlier release
-/// recorded may name the replaced pin's CID as the client spelled it).
-fn release_hold(replaces: pinhive_events::Replaces) -> Action {
-    let cid = pinhive_domain::canonical_cid(&replaces.cid).unwrap_or(replaces.cid);
-    Action::ReleaseHold {
-        requestid: replaces.requestid,
-        cid,
+        self.settle(work, Vec::new(), None, &HashMap::new(), &[])
     }
 }
 
@@ -730,10 +932,9 @@ impl Handler<ApplyBatch> for ShardActor {
         timer.observe_duration();
         if result.is_err() {
             METRICS.store_errors.with_label_values(&[&partition]).inc();
-            // The batch may be half-written (the store promises nothing across keys): drop
-            // cached states so the retry reloads what was persisted.
-            self.cache.clear();
-            self.counters.clear();
+            // The batch may be half-written (the store promises nothing across keys): forget
+            // what is cached, so the retry rolls it back and starts from the committed state.
+            self.forget();
         }
         result
     }
@@ -747,7 +948,11 @@ impl Handler<Replan> for ShardActor {
             .mailbox_depth
             .with_label_values(&[&self.partition.to_string()])
             .dec();
-        self.replan(message.cids)
+        let result = self.replan(message.cids);
+        if result.is_err() {
+            self.forget();
+        }
+        result
     }
 }
 

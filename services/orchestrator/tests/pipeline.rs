@@ -12,7 +12,7 @@ use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested};
 use pinhive_ipfs::{IpfsApi, NodeDriver, NodeDriverConfig, NodeRegistry, SimulatedIpfs};
 use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
 use pinhive_orchestrator::consumer::LogSink;
-use pinhive_orchestrator::{Orchestrator, OrchestratorConfig, SHARD_CONSUMER};
+use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{total_count, EmbeddedStore, Store};
 
 const PARTITIONS: u32 = 4;
@@ -89,7 +89,7 @@ async fn pins_reach_simulated_nodes_and_replay_redoes_nothing() {
                 weight: 1,
             },
             api,
-            Arc::new(LogSink(log.clone())),
+            Arc::new(LogSink::new(log.clone())),
             registry.clone(),
             config.clone(),
         )
@@ -142,7 +142,7 @@ async fn pins_reach_simulated_nodes_and_replay_redoes_nothing() {
     .await;
     until("counters follow", || pinned(&store) == (pins / 2) as u64).await;
     until("cid rows of unpinned content deleted", || {
-        (0..pins / 2).all(|i| store.load_cid(&cid(i)).unwrap().is_none())
+        (0..pins / 2).all(|i| store.load_cid(&cid(i)).unwrap().and_then(|row| row.value).is_none())
     })
     .await;
 
@@ -153,7 +153,15 @@ async fn pins_reach_simulated_nodes_and_replay_redoes_nothing() {
         .map(|n| n.pin_calls.load(Ordering::SeqCst))
         .sum();
     for partition in 0..PARTITIONS {
-        store.set_checkpoint(SHARD_CONSUMER, partition, 0).unwrap();
+        let mut state = store.committed(partition).unwrap();
+        state.next_offset = Some(0);
+        store
+            .commit(&pinhive_store::Commit {
+                partition,
+                state,
+                counters: Vec::new(),
+            })
+            .unwrap();
     }
     let replayed = Orchestrator::start(
         log.clone(),
@@ -220,7 +228,7 @@ async fn lost_outcomes_are_recovered_by_the_repair_loop() {
     let registry = NodeRegistry::default();
     let node = Arc::new(SimulatedIpfs::new("peer-0", Duration::ZERO));
     let sink = Arc::new(LosingSink {
-        inner: LogSink(log.clone()),
+        inner: LogSink::new(log.clone()),
         to_lose: AtomicU32::new(10),
     });
     let api: Arc<dyn IpfsApi> = node.clone();
@@ -334,7 +342,9 @@ async fn legacy_keyed_records_are_forwarded_to_the_canonical_key() {
         store
             .load_cid(&canonical)
             .unwrap()
-            .is_some_and(|s| s.pins.len() == 1 && s.pins.contains_key("legacy-1"))
+            .and_then(|row| row.value)
+            .is_some_and(|s| s.pins() == 1)
+            && store.get_pin("legacy-1").unwrap().is_some()
             && store.get_pin("legacy-2").unwrap().is_none()
     })
     .await;
@@ -349,70 +359,5 @@ async fn legacy_keyed_records_are_forwarded_to_the_canonical_key() {
         total_count(store.as_ref(), "alice", PinStatus::Queued, PARTITIONS).unwrap(),
         1
     );
-    orchestrator.shutdown(Duration::from_secs(5)).await;
-}
-
-/// A record the old release had already applied to its legacy state (a crash before its
-/// checkpoint) is not forwarded again after the migration folded that state in: a pin deleted
-/// since then stays deleted.
-#[actix_rt::test]
-async fn records_the_legacy_state_had_applied_are_not_forwarded_again() {
-    let canonical = pinhive_domain::canonical_cid(V0).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (log, store) = open_log_and_store(dir.path());
-    let request = v0_request("old-1");
-    // The old release: the request is in the log and applied to the state keyed `Qm…`, but the
-    // checkpoint was not written before the process died.
-    let positions = log
-        .append(vec![Record::from_envelope(&Envelope::new(
-            V0,
-            Event::PinRequested(request.clone()),
-        ))])
-        .await
-        .unwrap();
-    let mut legacy = pinhive_domain::CidState::new(V0);
-    legacy.apply(positions[0].offset, &Event::PinRequested(request.clone()));
-    let mut row = pinhive_domain::PinRecord::queued(&request);
-    row.info = legacy.pin_info();
-    store
-        .write_shard_batch(&pinhive_store::ShardBatch {
-            partition: positions[0].partition,
-            pins: vec![pinhive_store::PinWrite::Put {
-                old: None,
-                new: row,
-            }],
-            cids: vec![pinhive_store::CidWrite::Put(legacy)],
-            ..Default::default()
-        })
-        .unwrap();
-    // The upgrade: migration, then the owner deletes the pin (keyed canonically), then the
-    // shards run and meet the old record in the log.
-    pinhive_orchestrator::migrate::canonical_cid_keys(store.as_ref(), PARTITIONS).unwrap();
-    assert!(store
-        .load_cid(&canonical)
-        .unwrap()
-        .unwrap()
-        .pins
-        .contains_key("old-1"));
-    log.append(vec![Record::from_envelope(&Envelope::new(
-        canonical.clone(),
-        Event::UnpinRequested {
-            requestid: "old-1".into(),
-            owner: "alice".into(),
-        },
-    ))])
-    .await
-    .unwrap();
-    let orchestrator = start_without_nodes(&log, &store);
-    let caught_up = || (0..PARTITIONS).all(|p| orchestrator.applied_offset(p) >= log.end_offset(p));
-    until("every partition applied", caught_up).await;
-    assert!(
-        store.get_pin("old-1").unwrap().is_none(),
-        "the deleted pin stays deleted"
-    );
-    assert!(store
-        .load_cid(&canonical)
-        .unwrap()
-        .is_none_or(|s| s.pins.is_empty()));
     orchestrator.shutdown(Duration::from_secs(5)).await;
 }

@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// Seconds consumed log segments are kept before deletion.
     #[arg(long, env = "PINHIVE_LOG_RETENTION_SECS")]
     pub log_retention_secs: Option<u64>,
+    /// Seconds pin history (the journal) and dead letters are kept.
+    #[arg(long, env = "PINHIVE_HISTORY_RETENTION_SECS")]
+    pub history_retention_secs: Option<u64>,
     /// `text` or `json`.
     #[arg(long, env = "PINHIVE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -77,6 +80,15 @@ pub struct ServeArgs {
     /// cluster whose content providers share its network). Default: public origins only.
     #[arg(long, env = "PINHIVE_DIAL_PRIVATE_ORIGINS")]
     pub dial_private_origins: Option<bool>,
+    /// Bytes of CID states cached in memory, shared by every shard.
+    #[arg(long, env = "PINHIVE_CACHE_BYTES")]
+    pub cache_bytes: Option<u64>,
+    /// Bytes of the embedded store's block cache.
+    #[arg(long, env = "PINHIVE_STORE_CACHE_BYTES")]
+    pub store_cache_bytes: Option<u64>,
+    /// Bytes of each embedded store table's write buffer (memtable).
+    #[arg(long, env = "PINHIVE_STORE_MEMTABLE_BYTES")]
+    pub store_memtable_bytes: Option<u64>,
     /// Benchmarks only: replace every IPFS node by N in-process simulated nodes.
     #[arg(long, hide = true, default_value_t = 0)]
     pub ipfs_simulated: usize,
@@ -102,10 +114,14 @@ pub struct Config {
     pub pin_attempts: usize,
     pub repair_interval_secs: u64,
     pub log_retention_secs: u64,
+    pub history_retention_secs: u64,
     pub log_format: String,
     pub otlp_endpoint: Option<String>,
     pub trace_sample_ratio: f64,
     pub dial_private_origins: bool,
+    pub cache_bytes: u64,
+    pub store_cache_bytes: u64,
+    pub store_memtable_bytes: u64,
 }
 
 impl Default for Config {
@@ -127,15 +143,28 @@ impl Default for Config {
             pin_attempts: 4,
             repair_interval_secs: 10,
             log_retention_secs: 24 * 3600,
+            history_retention_secs: 7 * 24 * 3600,
             log_format: "text".into(),
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
             dial_private_origins: false,
+            cache_bytes: 256 << 20,
+            store_cache_bytes: 128 << 20,
+            store_memtable_bytes: 16 << 20,
         }
     }
 }
 
 impl Config {
+    /// The embedded store's memory budget.
+    pub fn store_memory(&self) -> pinhive_store::embedded::StoreMemory {
+        pinhive_store::embedded::StoreMemory {
+            cache_bytes: self.store_cache_bytes,
+            memtable_bytes: self.store_memtable_bytes,
+            ..Default::default()
+        }
+    }
+
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
         let mut config = match &args.config {
             Some(path) => {
@@ -168,9 +197,13 @@ impl Config {
         flag!(pin_attempts);
         flag!(repair_interval_secs);
         flag!(log_retention_secs);
+        flag!(history_retention_secs);
         flag!(log_format);
         flag!(trace_sample_ratio);
         flag!(dial_private_origins);
+        flag!(cache_bytes);
+        flag!(store_cache_bytes);
+        flag!(store_memtable_bytes);
         if args.otlp_endpoint.is_some() {
             config.otlp_endpoint = args.otlp_endpoint.clone();
         }
@@ -195,6 +228,12 @@ impl Config {
         }
         if self.pin_attempts == 0 {
             bail!("pin_attempts must be at least 1");
+        }
+        if self.cache_bytes < 1 << 20 || self.store_cache_bytes < 1 << 20 {
+            bail!("cache_bytes and store_cache_bytes must be at least 1 MiB (1048576)");
+        }
+        if self.store_memtable_bytes < 1 << 20 {
+            bail!("store_memtable_bytes must be at least 1 MiB (1048576)");
         }
         if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
             bail!(

@@ -30,7 +30,7 @@ pub fn kubo_factory(request_timeout: Duration) -> IpfsFactory {
     })
 }
 
-/// Starts and stops node drivers on the arbiter the service started on.
+/// Starts and stops node drivers on their own arbiter (thread).
 struct DriverManager {
     arbiter: ArbiterHandle,
     registry: NodeRegistry,
@@ -124,22 +124,13 @@ pub async fn start(
 ) -> anyhow::Result<Service> {
     prepare_data_dir(&config.data_dir)?;
     let log = open_log(config).await?;
-    let store: Arc<dyn Store> = match EmbeddedStore::open(&config.store_dir()) {
-        Err(StoreError::Locked { path }) => {
-            anyhow::bail!("{path} is in use by another pinhive process")
-        }
-        other => Arc::new(other.context("opening the store")?),
-    };
-    // States an earlier release kept under non-canonical CID spellings fold into their canonical
-    // state before any shard starts (once; a marker skips it afterwards).
-    let migrating = store.clone();
-    let partitions = log.partition_count();
-    tokio::task::spawn_blocking(move || {
-        pinhive_orchestrator::migrate::canonical_cid_keys(migrating.as_ref(), partitions)
-    })
-    .await
-    .context("CID-key migration task")?
-    .context("migrating CID states to canonical keys")?;
+    let store: Arc<dyn Store> =
+        match EmbeddedStore::open_with(&config.store_dir(), config.store_memory()) {
+            Err(StoreError::Locked { path }) => {
+                anyhow::bail!("{path} is in use by another pinhive process")
+            }
+            other => Arc::new(other.context("opening the store")?),
+        };
     let registry = NodeRegistry::default();
     // With Kafka and a group, this instance runs only the partitions the group assigns it.
     let (membership, committer, group) = match (
@@ -171,16 +162,21 @@ pub async fn start(
         OrchestratorConfig {
             repair_interval: Duration::from_secs(config.repair_interval_secs.max(1)),
             retention: Duration::from_secs(config.log_retention_secs),
+            journal_retention: Duration::from_secs(config.history_retention_secs),
+            dead_letter_retention: Duration::from_secs(config.history_retention_secs),
             dial_private_origins: config.dial_private_origins,
+            cache_bytes: config.cache_bytes,
             ..OrchestratorConfig::default()
         },
         membership,
         committer,
     )?;
+    // Node drivers get a thread of their own: IPFS calls, retries and health checks do not
+    // queue behind the consumers and repair loops of the main arbiter.
     let manager = Arc::new(DriverManager {
-        arbiter: Arbiter::current(),
+        arbiter: Arbiter::new().handle(),
         registry: registry.clone(),
-        sink: Arc::new(LogSink(log.clone())),
+        sink: Arc::new(LogSink::new(log.clone())),
         config: drivers,
         factory,
     });
@@ -364,7 +360,7 @@ pub fn check(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => println!("log: embedded in {}", config.log_dir().display()),
     }
-    match EmbeddedStore::open(&config.store_dir()) {
+    match EmbeddedStore::open_with(&config.store_dir(), config.store_memory()) {
         Ok(_) => println!("store {}: ok", config.store_dir().display()),
         Err(StoreError::Locked { .. }) => println!(
             "store {}: ok (held by a running pinhive)",

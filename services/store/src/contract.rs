@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use pinhive_domain::{CidState, PinRecord, PinStatus};
+use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus, Versioned};
 use pinhive_events::{Event, NodeDescriptor};
 
 use crate::{
-    total_count, CidWrite, CounterRow, DeadLetter, JournalEntry, NameMatch, PinQuery, PinWrite,
-    ShardBatch, Store, TokenRecord,
+    total_count, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry, NameMatch,
+    PinQuery, PinWrite, RowKey, ShardBatch, Store, TokenRecord,
 };
 
 pub fn s3_objects(store: &dyn Store) {
@@ -89,7 +89,12 @@ macro_rules! store_contract_tests {
             journal_in_order,
             tokens_nodes_dead_letters,
             dead_letters_page_after,
-            cid_keys_walk_in_order
+            cid_pin_list_walks_by_cursor,
+            stale_entries_of_an_interrupted_batch_are_removed,
+            any_prefix_then_the_batch_equals_the_batch,
+            commit_row_and_counters,
+            purge_deletes_tombstones,
+            journal_and_dead_letters_are_pruned_by_age
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
@@ -103,31 +108,29 @@ macro_rules! store_contract_tests {
     };
 }
 
-/// The maintenance walk of the CID state table visits every key once, in key order.
-pub fn cid_keys_walk_in_order(store: &dyn Store) {
-    let keys: Vec<String> = (0..25).map(|i| format!("cid-{i:02}")).collect();
-    let batch = ShardBatch {
-        partition: 0,
-        cids: keys
-            .iter()
-            .rev()
-            .map(|k| CidWrite::Put(CidState::new(k.clone())))
-            .collect(),
-        ..ShardBatch::default()
-    };
-    store.write_shard_batch(&batch).unwrap();
+/// A CID's pin list is walked in (bucket, request id) order from a cursor, in bounded steps.
+pub fn cid_pin_list_walks_by_cursor(store: &dyn Store) {
+    let rows: Vec<PinRow> = (0..25)
+        .map(|i| row(pin(&format!("r{i:02}"), "alice", "cidA", i, PinStatus::Queued), i as u64 / 10))
+        .chain([row(pin("other", "alice", "cidB", 1, PinStatus::Queued), 0)])
+        .collect();
+    put_rows(store, rows);
     let mut seen = Vec::new();
-    let mut after: Option<String> = None;
+    let mut cursor = Cursor::default();
     loop {
-        let page = store.cid_keys(after.as_deref(), 10).unwrap();
-        assert!(page.len() <= 10);
-        let Some(last) = page.last().cloned() else {
+        let step = store.cid_pins("cidA", &cursor, 7).unwrap();
+        assert!(step.len() <= 7);
+        let Some((bucket, last)) = step.last().cloned() else {
             break;
         };
-        seen.extend(page);
-        after = Some(last);
+        seen.extend(step);
+        cursor = Cursor {
+            bucket,
+            after: Some(last),
+        };
     }
-    assert_eq!(seen, keys);
+    let expected: Vec<(u64, String)> = (0..25).map(|i| (i / 10, format!("r{i:02}"))).collect();
+    assert_eq!(seen, expected);
 }
 
 fn pin(requestid: &str, owner: &str, cid: &str, created_ns: i64, status: PinStatus) -> PinRecord {
@@ -145,16 +148,38 @@ fn pin(requestid: &str, owner: &str, cid: &str, created_ns: i64, status: PinStat
     }
 }
 
-fn put(store: &dyn Store, pins: Vec<PinRecord>) {
+fn row(record: PinRecord, bucket: u64) -> PinRow {
+    PinRow {
+        record,
+        replicas_min: 1,
+        replicas_max: 1,
+        replaces: None,
+        bucket,
+    }
+}
+
+fn write(requestid: &str, batch: u64, value: Option<PinRow>, undo: Option<PinRow>) -> PinWrite {
+    PinWrite {
+        requestid: requestid.into(),
+        row: Versioned { batch, value, undo },
+        stale: None,
+    }
+}
+
+fn put_rows(store: &dyn Store, rows: Vec<PinRow>) {
     let batch = ShardBatch {
         partition: 0,
-        pins: pins
+        pins: rows
             .into_iter()
-            .map(|new| PinWrite::Put { old: None, new })
+            .map(|row| write(&row.record.requestid.clone(), 1, Some(row), None))
             .collect(),
         ..ShardBatch::default()
     };
     store.write_shard_batch(&batch).unwrap();
+}
+
+fn put(store: &dyn Store, pins: Vec<PinRecord>) {
+    put_rows(store, pins.into_iter().map(|p| row(p, 0)).collect());
 }
 
 fn query(owner: &str, statuses: &[PinStatus]) -> PinQuery {
@@ -181,34 +206,47 @@ fn ids(store: &dyn Store, q: &PinQuery) -> Vec<String> {
 }
 
 pub fn rows_round_trip(store: &dyn Store) {
-    let record = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
+    let record = row(pin("r1", "alice", "cidA", 10, PinStatus::Queued), 0);
     let mut state = CidState::new("cidA");
     state.applied_offset = Some(42);
+    let cid_row = |batch, value: Option<CidState>, undo| CidWrite {
+        cid: "cidA".into(),
+        row: Versioned { batch, value, undo },
+    };
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
-            pins: vec![PinWrite::Put {
-                old: None,
-                new: record.clone(),
-            }],
-            cids: vec![CidWrite::Put(state.clone())],
+            pins: vec![write("r1", 1, Some(record.clone()), None)],
+            cids: vec![cid_row(1, Some(state.clone()), None)],
             ..ShardBatch::default()
         })
         .unwrap();
-    assert_eq!(store.get_pin("r1").unwrap(), Some(record.clone()));
-    assert_eq!(store.load_cid("cidA").unwrap(), Some(state));
+    assert_eq!(store.get_pin("r1").unwrap(), Some(record.record.clone()));
+    assert_eq!(
+        store.load_pin("r1").unwrap().unwrap().committed(1),
+        Some(&record)
+    );
+    assert_eq!(
+        store.load_cid("cidA").unwrap().unwrap().committed(1),
+        Some(&state)
+    );
     assert_eq!(store.get_pin("nope").unwrap(), None);
+    // Deleted in batch 2: gone for the API, the committed value stays until batch 2 commits.
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
-            pins: vec![PinWrite::Delete { old: record }],
-            cids: vec![CidWrite::Delete { cid: "cidA".into() }],
+            pins: vec![write("r1", 2, None, Some(record.clone()))],
+            cids: vec![cid_row(2, None, Some(state.clone()))],
             ..ShardBatch::default()
         })
         .unwrap();
     assert_eq!(store.get_pin("r1").unwrap(), None);
-    assert_eq!(store.load_cid("cidA").unwrap(), None);
+    let stored = store.load_pin("r1").unwrap().unwrap();
+    assert_eq!(stored.committed(1), Some(&record));
+    assert_eq!(stored.committed(2), None);
+    assert_eq!(store.load_cid("cidA").unwrap().unwrap().committed(2), None);
     assert!(ids(store, &query("alice", &PinStatus::ALL)).is_empty());
+    assert!(store.cid_pins("cidA", &Cursor::default(), 10).unwrap().is_empty());
 }
 
 pub fn status_change_moves_index(store: &dyn Store) {
@@ -223,10 +261,7 @@ pub fn status_change_moves_index(store: &dyn Store) {
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
-            pins: vec![PinWrite::Put {
-                old: Some(queued),
-                new: pinned,
-            }],
+            pins: vec![write("r1", 2, Some(row(pinned, 0)), Some(row(queued, 0)))],
             ..ShardBatch::default()
         })
         .unwrap();
@@ -327,27 +362,195 @@ pub fn batch_is_repeatable(store: &dyn Store) {
     put(store, vec![old.clone()]);
     let batch = ShardBatch {
         partition: 3,
-        counters: vec![CounterRow {
-            owner: "alice".into(),
-            status: PinStatus::Pinning,
-            partition: 3,
-            value: 1,
-            offset: 9,
-        }],
-        pins: vec![PinWrite::Put {
-            old: Some(old),
-            new: new.clone(),
-        }],
+        pins: vec![write("r1", 2, Some(row(new.clone(), 0)), Some(row(old, 0)))],
         ..ShardBatch::default()
     };
     store.write_shard_batch(&batch).unwrap();
     store.write_shard_batch(&batch).unwrap();
     assert_eq!(ids(store, &query("alice", &PinStatus::ALL)), vec!["r1"]);
-    assert_eq!(
-        total_count(store, "alice", PinStatus::Pinning, 4).unwrap(),
-        1
-    );
     assert_eq!(store.get_pin("r1").unwrap(), Some(new));
+}
+
+/// A batch interrupted after any prefix of its writes, then written whole, leaves exactly what
+/// writing it whole once does.
+pub fn any_prefix_then_the_batch_equals_the_batch(store: &dyn Store) {
+    let queued = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
+    let mut pinned = queued.clone();
+    pinned.status = PinStatus::Pinned;
+    put(store, vec![queued.clone()]);
+    let state = |offset| {
+        let mut state = CidState::new("cidA");
+        state.applied_offset = Some(offset);
+        state
+    };
+    let batch = ShardBatch {
+        partition: 0,
+        purge: vec![RowKey::Pin("gone".into())],
+        pins: vec![
+            write("r1", 2, Some(row(pinned.clone(), 0)), Some(row(queued, 0))),
+            write("r2", 2, Some(row(pin("r2", "alice", "cidA", 11, PinStatus::Pinned), 0)), None),
+        ],
+        journal: vec![JournalEntry {
+            cid: "cidA".into(),
+            partition: 0,
+            offset: 5,
+            timestamp_ns: 5,
+            event_id: "e5".into(),
+            event: Event::ReplicaUnpinned { node: "n".into() },
+        }],
+        pending: vec![("cidA".into(), true)],
+        cids: vec![CidWrite {
+            cid: "cidA".into(),
+            row: Versioned {
+                batch: 2,
+                value: Some(state(5)),
+                undo: Some(state(1)),
+            },
+        }],
+    };
+    for n in 0..=batch.len() {
+        store.write_shard_batch(&batch.prefix(n)).unwrap();
+        store.write_shard_batch(&batch).unwrap();
+        assert_eq!(ids(store, &query("alice", &[PinStatus::Pinned])), vec!["r2", "r1"], "prefix {n}");
+        assert!(ids(store, &query("alice", &[PinStatus::Queued])).is_empty(), "prefix {n}");
+        assert_eq!(store.get_pin("r1").unwrap(), Some(pinned.clone()), "prefix {n}");
+        assert_eq!(store.journal("cidA", None, 10).unwrap().len(), 1, "prefix {n}");
+        assert_eq!(store.pending_cids(0, None, 10).unwrap(), vec!["cidA"], "prefix {n}");
+        assert_eq!(
+            store.load_cid("cidA").unwrap().unwrap().committed(2),
+            Some(&state(5)),
+            "prefix {n}"
+        );
+    }
+}
+
+/// A retry that decides differently from the interrupted batch (here: the pin goes to
+/// `failed`, not `pinned`) leaves no entry of the interrupted batch's value behind.
+pub fn stale_entries_of_an_interrupted_batch_are_removed(store: &dyn Store) {
+    let queued = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
+    put(store, vec![queued.clone()]);
+    let mut pinned = queued.clone();
+    pinned.status = PinStatus::Pinned;
+    let mut failed = queued.clone();
+    failed.status = PinStatus::Failed;
+    failed.name = Some("renamed".into());
+    // Interrupted batch 2: wrote `pinned` over the committed `queued`.
+    store
+        .write_shard_batch(&ShardBatch {
+            partition: 0,
+            pins: vec![write("r1", 2, Some(row(pinned.clone(), 0)), Some(row(queued.clone(), 0)))],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    // Its retry resolves the committed value and names what the interrupted one left.
+    let stored = store.load_pin("r1").unwrap().unwrap();
+    assert_eq!(stored.committed(1).map(|r| &r.record), Some(&queued));
+    assert_eq!(stored.uncommitted(1).map(|r| &r.record), Some(&pinned));
+    store
+        .write_shard_batch(&ShardBatch {
+            partition: 0,
+            pins: vec![PinWrite {
+                requestid: "r1".into(),
+                row: Versioned {
+                    batch: 2,
+                    value: Some(row(failed.clone(), 0)),
+                    undo: stored.committed(1).cloned(),
+                },
+                stale: stored.uncommitted(1).cloned(),
+            }],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    for status in [PinStatus::Queued, PinStatus::Pinned] {
+        assert!(ids(store, &query("alice", &[status])).is_empty(), "{status:?}");
+    }
+    assert_eq!(ids(store, &query("alice", &[PinStatus::Failed])), vec!["r1"]);
+    let mut by_name = query("alice", &PinStatus::ALL);
+    by_name.name = Some(("Name-r1".into(), NameMatch::Exact));
+    assert!(ids(store, &by_name).is_empty());
+    by_name.name = Some(("renamed".into(), NameMatch::Exact));
+    assert_eq!(ids(store, &by_name), vec!["r1"]);
+}
+
+/// The commit row and the counters written with it are read back as written; counters of
+/// other partitions and owners are separate.
+pub fn commit_row_and_counters(store: &dyn Store) {
+    assert_eq!(store.committed(3).unwrap(), CommitState::default());
+    let counter = |owner: &str, status, value| CounterRow {
+        owner: owner.into(),
+        status,
+        partition: 3,
+        value,
+    };
+    let state = CommitState {
+        batch: 7,
+        next_offset: Some(120),
+        purge: vec![RowKey::Pin("r9".into()), RowKey::Cid("cidZ".into())],
+        attempt: Some(crate::Attempt {
+            batch: 8,
+            rows: vec![RowKey::Pin("r1".into())],
+        }),
+    };
+    store
+        .commit(&Commit {
+            partition: 3,
+            state: state.clone(),
+            counters: vec![
+                counter("alice", PinStatus::Pinned, 5),
+                counter("bob", PinStatus::Queued, 2),
+            ],
+        })
+        .unwrap();
+    assert_eq!(store.committed(3).unwrap(), state);
+    assert_eq!(store.committed(4).unwrap(), CommitState::default());
+    assert_eq!(store.counter("alice", PinStatus::Pinned, 3).unwrap(), Some(5));
+    assert_eq!(store.counter("alice", PinStatus::Pinned, 4).unwrap(), None);
+    assert_eq!(store.counter("bob", PinStatus::Pinned, 3).unwrap(), None);
+    assert_eq!(total_count(store, "bob", PinStatus::Queued, 8).unwrap(), 2);
+    // A later commit overwrites only the counters it names.
+    store
+        .commit(&Commit {
+            partition: 3,
+            state: CommitState {
+                batch: 8,
+                ..state
+            },
+            counters: vec![counter("alice", PinStatus::Pinned, 4)],
+        })
+        .unwrap();
+    assert_eq!(store.counter("alice", PinStatus::Pinned, 3).unwrap(), Some(4));
+    assert_eq!(store.counter("bob", PinStatus::Queued, 3).unwrap(), Some(2));
+    assert_eq!(store.committed(3).unwrap().batch, 8);
+}
+
+/// Tombstones (rows deleted by a batch, kept with their undo) disappear once purged.
+pub fn purge_deletes_tombstones(store: &dyn Store) {
+    let record = row(pin("r1", "alice", "cidA", 10, PinStatus::Queued), 0);
+    store
+        .write_shard_batch(&ShardBatch {
+            partition: 0,
+            pins: vec![write("r1", 2, None, Some(record))],
+            cids: vec![CidWrite {
+                cid: "cidA".into(),
+                row: Versioned {
+                    batch: 2,
+                    value: None,
+                    undo: Some(CidState::new("cidA")),
+                },
+            }],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    assert!(store.load_pin("r1").unwrap().is_some());
+    store
+        .write_shard_batch(&ShardBatch {
+            partition: 0,
+            purge: vec![RowKey::Pin("r1".into()), RowKey::Cid("cidA".into())],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    assert!(store.load_pin("r1").unwrap().is_none());
+    assert!(store.load_cid("cidA").unwrap().is_none());
 }
 
 pub fn checkpoints_and_pending(store: &dyn Store) {
@@ -499,4 +702,58 @@ pub fn dead_letters_page_after(store: &dyn Store) {
         .dead_letters(Some((u32::MAX, u64::MAX)), 10)
         .unwrap()
         .is_empty());
+}
+
+/// Retention: journal entries and dead letters older than the cutoff go, oldest first, within
+/// the per-call limit; newer ones stay.
+pub fn journal_and_dead_letters_are_pruned_by_age(store: &dyn Store) {
+    let entry = |cid: &str, partition: u32, offset: u64, timestamp_ns: i64| JournalEntry {
+        cid: cid.into(),
+        partition,
+        offset,
+        timestamp_ns,
+        event_id: format!("e{offset}"),
+        event: Event::ReplicaUnpinned { node: "n".into() },
+    };
+    store
+        .write_shard_batch(&ShardBatch {
+            journal: vec![
+                entry("cidA", 0, 1, 100),
+                entry("cidB", 0, 2, 200),
+                entry("cidA", 0, 3, 300),
+                entry("cidC", 1, 1, 100),
+            ],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    assert_eq!(store.prune_journal(0, 250, 1).unwrap(), 1);
+    assert_eq!(store.prune_journal(0, 250, 10).unwrap(), 1);
+    assert_eq!(store.prune_journal(0, 250, 10).unwrap(), 0);
+    let offsets = |cid: &str| -> Vec<u64> {
+        store.journal(cid, None, 10).unwrap().iter().map(|e| e.offset).collect()
+    };
+    assert_eq!(offsets("cidA"), vec![3]);
+    assert!(offsets("cidB").is_empty());
+    assert_eq!(offsets("cidC"), vec![1], "other partitions are left alone");
+
+    let letter = |partition: u32, offset: u64, at: i64| DeadLetter {
+        partition,
+        offset,
+        reason: "bad".into(),
+        key: "k".into(),
+        value_prefix_hex: String::new(),
+        dead_lettered_ns: at,
+    };
+    for l in [letter(0, 1, 10), letter(0, 2, 500), letter(2, 7, 20), letter(2, 8, 30)] {
+        store.put_dead_letter(&l).unwrap();
+    }
+    assert_eq!(store.prune_dead_letters(100, 2).unwrap(), 2);
+    assert_eq!(store.prune_dead_letters(100, 10).unwrap(), 1);
+    let left: Vec<(u32, u64)> = store
+        .dead_letters(None, 10)
+        .unwrap()
+        .iter()
+        .map(|l| (l.partition, l.offset))
+        .collect();
+    assert_eq!(left, vec![(0, 2)]);
 }

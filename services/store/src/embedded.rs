@@ -1,14 +1,16 @@
 //! The embedded store: fjall (an LSM tree) on local disk, one keyspace per table.
 //!
-//! A shard batch is committed as one fjall write batch (atomic here, although nothing relies on
-//! that: see the crate docs). Batches are not fsynced: the log is the ground truth, the
-//! checkpoint is written in the same journal after the state it covers, so a power loss loses
-//! state and checkpoint together and the shard replays. Tokens and nodes are fsynced.
+//! The tables are those of docs/data-model.md, each a keyspace. A shard batch's rows are
+//! written as one fjall write batch and its commit as another (the first being atomic here is
+//! never relied on: see the crate docs). Neither is fsynced: the log is the ground truth, the
+//! commit is written in the same journal after the rows it covers, so a power loss loses rows
+//! and commit together and the shard replays. Tokens and nodes are fsynced. The block cache,
+//! memtables and journal are sized by [`StoreMemory`].
 
 use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use pinhive_domain::{CidState, PinRecord, PinStatus};
+use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus, Versioned};
 use pinhive_events::NodeDescriptor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,7 +18,7 @@ use serde::Serialize;
 use crate::keys;
 use crate::query::{NameMatch, PinPage, PinQuery, COUNT_BUDGET, SCAN_BUDGET};
 use crate::{
-    CidWrite, CounterRow, DeadLetter, JournalEntry, PinWrite, S3Object, ShardBatch, Store,
+    Commit, CommitState, DeadLetter, JournalEntry, RowKey, S3Object, ShardBatch, Store,
     StoreError, TokenRecord,
 };
 
@@ -24,9 +26,11 @@ pub struct EmbeddedStore {
     db: Database,
     cids: Keyspace,
     pins: Keyspace,
-    index: Keyspace,
-    counters: Keyspace,
+    cid_pins: Keyspace,
+    listing: Keyspace,
+    commits: Keyspace,
     journal: Keyspace,
+    journal_by_time: Keyspace,
     pending: Keyspace,
     checkpoints: Keyspace,
     tokens: Keyspace,
@@ -35,6 +39,32 @@ pub struct EmbeddedStore {
     s3_objects: Keyspace,
     s3_by_cid: Keyspace,
 }
+
+/// Memory the embedded store may use, set explicitly (fjall's defaults have no overall cap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Block cache shared by every table.
+    pub cache_bytes: u64,
+    /// Memtable size per table before it is flushed to disk.
+    pub memtable_bytes: u64,
+    /// Journal (write-ahead) size across tables before memtables are flushed (≥ 64 MiB).
+    pub journal_bytes: u64,
+}
+
+impl Default for StoreMemory {
+    fn default() -> Self {
+        StoreMemory {
+            cache_bytes: 128 << 20,
+            memtable_bytes: 16 << 20,
+            journal_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Layout of the tables this release writes (docs/data-model.md). A data directory written by
+/// an earlier layout is refused at open rather than misread.
+const LAYOUT: &[u8] = b"2";
+const LAYOUT_KEY: &[u8] = b"#layout";
 
 fn s3_key(bucket: &str, key: &str) -> Vec<u8> {
     let mut out = bucket.as_bytes().to_vec();
@@ -68,32 +98,66 @@ fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, St
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the store in `dir`. Fails with [`StoreError::Locked`] if
-    /// another process has it open.
+    /// Opens (creating if needed) the store in `dir` with the default memory budget.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, StoreMemory::default())
+    }
+
+    /// Opens (creating if needed) the store in `dir`. Fails with [`StoreError::Locked`] if
+    /// another process has it open, and with [`StoreError::Layout`] if an earlier release's
+    /// layout is found.
+    pub fn open_with(dir: &Path, memory: StoreMemory) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(backend)?;
-        let db = Database::builder(dir).open().map_err(|e| {
-            let text = e.to_string();
-            if text.contains("lock") || text.contains("Locked") || text.contains("WouldBlock") {
-                StoreError::Locked {
-                    path: dir.display().to_string(),
+        let db = Database::builder(dir)
+            .cache_size(memory.cache_bytes)
+            .max_journaling_size(memory.journal_bytes.max(64 << 20))
+            .open()
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("lock") || text.contains("Locked") || text.contains("WouldBlock") {
+                    StoreError::Locked {
+                        path: dir.display().to_string(),
+                    }
+                } else {
+                    backend(e)
                 }
-            } else {
-                backend(e)
-            }
-        })?;
+            })?;
+        let memtable = memory.memtable_bytes.max(1 << 20);
         let open = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(backend)
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+            .map_err(backend)
         };
+        let checkpoints = open("checkpoints")?;
+        match checkpoints.get(LAYOUT_KEY).map_err(backend)? {
+            Some(layout) if layout.as_ref() == LAYOUT => {}
+            Some(layout) => {
+                return Err(StoreError::Layout {
+                    path: dir.display().to_string(),
+                    found: String::from_utf8_lossy(&layout).into_owned(),
+                })
+            }
+            None if db.keyspace_exists("pin_index") => {
+                return Err(StoreError::Layout {
+                    path: dir.display().to_string(),
+                    found: "1".into(),
+                })
+            }
+            None => {
+                checkpoints.insert(LAYOUT_KEY, LAYOUT).map_err(backend)?;
+            }
+        }
         Ok(EmbeddedStore {
             cids: open("cids")?,
             pins: open("pins")?,
-            index: open("pin_index")?,
-            counters: open("counters")?,
+            cid_pins: open("cid_pins")?,
+            listing: open("listing")?,
+            commits: open("commits")?,
             journal: open("journal")?,
+            journal_by_time: open("journal_by_time")?,
             pending: open("pending")?,
-            checkpoints: open("checkpoints")?,
+            checkpoints,
             tokens: open("tokens")?,
             nodes: open("nodes")?,
             dead_letters: open("dead_letters")?,
@@ -158,13 +222,13 @@ impl EmbeddedStore {
             .collect()
     }
 
-    /// Iterator over one prefix, newest first, honouring `before`/`after`, yielding
-    /// (inverted time, requestid).
+    /// Iterator over one prefix of the listing table, newest first, honouring
+    /// `before`/`after`, yielding ((inverted time, requestid), encoded record).
     fn source_iter<'a>(
         &'a self,
         prefix: Vec<u8>,
         query: &PinQuery,
-    ) -> Box<dyn Iterator<Item = Result<(u64, String), StoreError>> + 'a> {
+    ) -> Box<dyn Iterator<Item = Result<ListingEntry, StoreError>> + 'a> {
         let mut start = prefix.clone();
         if let Some(before) = query.before_ns {
             // created < before  <=>  inverted >= MAX - before + 1
@@ -181,70 +245,113 @@ impl EmbeddedStore {
             None => end.extend_from_slice(&[0xff; 9]),
         }
         let prefix_len = prefix.len();
-        Box::new(self.index.range(start..end).map(move |guard| {
-            let key = guard.key().map_err(backend)?;
-            keys::split(&key, prefix_len).ok_or(StoreError::Corrupt {
-                what: "index key",
+        Box::new(self.listing.range(start..end).map(move |guard| {
+            let (key, value) = guard.into_inner().map_err(backend)?;
+            let position = keys::split(&key, prefix_len).ok_or(StoreError::Corrupt {
+                what: "listing key",
                 reason: "short key".into(),
-            })
+            })?;
+            Ok((position, value))
         }))
+    }
+
+    /// The listing entries and CID pin-list entry of a pin row value, with their values.
+    fn pin_entries(row: &PinRow) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let record = &row.record;
+        let encoded = encode(record);
+        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys::index_keys(record)
+            .into_iter()
+            .map(|key| (key, Some(encoded.clone())))
+            .collect();
+        entries.push((
+            keys::cid_pin_key(&record.canonical_cid(), row.bucket, &record.requestid),
+            None,
+        ));
+        entries
     }
 }
 
+/// (inverted creation time, request id) of a listing entry, and the encoded record.
+type ListingEntry = ((u64, String), fjall::Slice);
+
 impl Store for EmbeddedStore {
-    fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError> {
+    fn load_cid(&self, cid: &str) -> Result<Option<Versioned<CidState>>, StoreError> {
         self.get_decoded(&self.cids, "cid state", cid.as_bytes())
+    }
+
+    fn load_pin(&self, requestid: &str) -> Result<Option<Versioned<PinRow>>, StoreError> {
+        self.get_decoded(&self.pins, "pin", requestid.as_bytes())
+    }
+
+    fn cid_pins(
+        &self,
+        cid: &str,
+        from: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        use std::ops::Bound;
+        let prefix = keys::cid_pin_prefix(cid);
+        let start = match &from.after {
+            Some(after) => Bound::Excluded(keys::cid_pin_key(cid, from.bucket, after)),
+            None => Bound::Included(keys::cid_pin_key(cid, from.bucket, "")),
+        };
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xff; 9]);
+        let mut out = Vec::new();
+        for guard in self
+            .cid_pins
+            .range::<Vec<u8>, _>((start, Bound::Excluded(end)))
+            .take(limit)
+        {
+            let key = guard.key().map_err(backend)?;
+            let rest = key.get(prefix.len()..).unwrap_or_default();
+            let (bucket, requestid) = rest.split_at(8.min(rest.len()));
+            let bucket = u64::from_be_bytes(bucket.try_into().map_err(|_| StoreError::Corrupt {
+                what: "cid pin key",
+                reason: "short key".into(),
+            })?);
+            out.push((bucket, String::from_utf8_lossy(requestid).into_owned()));
+        }
+        Ok(out)
     }
 
     fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError> {
         let mut write = self.db.batch();
-        for counter in &batch.counters {
-            write.insert(
-                &self.counters,
-                keys::counter_key(&counter.owner, counter.status, counter.partition),
-                encode(counter),
-            );
-        }
-        for pin in &batch.pins {
-            let (old_keys, new_keys) = match pin {
-                PinWrite::Put { old, new } => (
-                    old.as_ref().map(keys::index_keys).unwrap_or_default(),
-                    keys::index_keys(new),
-                ),
-                PinWrite::Delete { old } => (keys::index_keys(old), Vec::new()),
-            };
-            for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
-                write.remove(&self.index, key.as_slice());
-            }
-            for key in &new_keys {
-                let status = match pin {
-                    PinWrite::Put { new, .. } => new.status.code(),
-                    PinWrite::Delete { .. } => 0,
-                };
-                write.insert(&self.index, key.as_slice(), [status]);
+        for key in &batch.purge {
+            match key {
+                RowKey::Pin(requestid) => write.remove(&self.pins, requestid.as_bytes()),
+                RowKey::Cid(cid) => write.remove(&self.cids, cid.as_bytes()),
             }
         }
         for pin in &batch.pins {
-            match pin {
-                PinWrite::Put { new, .. } => {
-                    write.insert(&self.pins, new.requestid.as_bytes(), encode(new))
+            let new_entries = pin.row.value.as_ref().map(Self::pin_entries).unwrap_or_default();
+            for old in pin.row.undo.iter().chain(pin.stale.iter()) {
+                for (key, value) in Self::pin_entries(old) {
+                    if !new_entries.iter().any(|(new, _)| *new == key) {
+                        // A listing entry has a value (the record); a pin-list entry has none.
+                        let keyspace = if value.is_some() { &self.listing } else { &self.cid_pins };
+                        write.remove(keyspace, key);
+                    }
                 }
-                PinWrite::Delete { old } => write.remove(&self.pins, old.requestid.as_bytes()),
             }
-        }
-        for cid in &batch.cids {
-            match cid {
-                CidWrite::Put(state) => {
-                    write.insert(&self.cids, state.cid.as_bytes(), encode(state))
+            for (key, value) in new_entries {
+                match value {
+                    Some(value) => write.insert(&self.listing, key, value),
+                    None => write.insert(&self.cid_pins, key, []),
                 }
-                CidWrite::Delete { cid } => write.remove(&self.cids, cid.as_bytes()),
             }
+            write.insert(&self.pins, pin.requestid.as_bytes(), encode(&pin.row));
         }
         for entry in &batch.journal {
             write.insert(
                 &self.journal,
                 keys::journal_key(&entry.cid, entry.offset),
                 encode(entry),
+            );
+            write.insert(
+                &self.journal_by_time,
+                keys::journal_time_key(entry.partition, entry.timestamp_ns, entry.offset),
+                entry.cid.as_bytes(),
             );
         }
         for (cid, needed) in &batch.pending {
@@ -254,6 +361,32 @@ impl Store for EmbeddedStore {
             } else {
                 write.remove(&self.pending, key);
             }
+        }
+        for cid in &batch.cids {
+            write.insert(&self.cids, cid.cid.as_bytes(), encode(&cid.row));
+        }
+        write.commit().map_err(backend)
+    }
+
+    fn committed(&self, partition: u32) -> Result<CommitState, StoreError> {
+        Ok(self
+            .get_decoded(&self.commits, "commit row", &keys::commit_key(partition))?
+            .unwrap_or_default())
+    }
+
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let mut write = self.db.batch();
+        write.insert(
+            &self.commits,
+            keys::commit_key(commit.partition),
+            encode(&commit.state),
+        );
+        for counter in &commit.counters {
+            write.insert(
+                &self.commits,
+                keys::counter_key(&counter.owner, counter.status, counter.partition),
+                counter.value.to_be_bytes(),
+            );
         }
         write.commit().map_err(backend)
     }
@@ -294,29 +427,21 @@ impl Store for EmbeddedStore {
         owner: &str,
         status: PinStatus,
         partition: u32,
-    ) -> Result<Option<CounterRow>, StoreError> {
-        self.get_decoded(
-            &self.counters,
-            "counter",
-            &keys::counter_key(owner, status, partition),
-        )
-    }
-
-    fn cid_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        let range = match after {
-            Some(after) => {
-                let mut start = after.as_bytes().to_vec();
-                start.push(0);
-                self.cids.range(start..)
+    ) -> Result<Option<i64>, StoreError> {
+        match self
+            .commits
+            .get(keys::counter_key(owner, status, partition))
+            .map_err(backend)?
+        {
+            Some(bytes) => {
+                let raw: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    what: "counter",
+                    reason: "not 8 bytes".into(),
+                })?;
+                Ok(Some(i64::from_be_bytes(raw)))
             }
-            None => self.cids.range::<Vec<u8>, _>(..),
-        };
-        for guard in range.take(limit) {
-            let key = guard.key().map_err(backend)?;
-            out.push(String::from_utf8_lossy(&key).into_owned());
+            None => Ok(None),
         }
-        Ok(out)
     }
 
     fn pending_cids(
@@ -342,32 +467,33 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
-    fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError> {
-        self.get_decoded(&self.pins, "pin", requestid.as_bytes())
-    }
-
     fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError> {
         let mut sources: Vec<_> = self
             .sources(query)
             .into_iter()
             .map(|prefix| self.source_iter(prefix, query).peekable())
             .collect();
+        // Entries of the status index match a query with no other filter by their key alone:
+        // counting them past the page needs no decoding.
+        let key_decides = query.cids.is_empty() && query.name.is_none() && query.meta.is_empty();
+        let budget = if key_decides || query.is_indexed() {
+            query.limit + COUNT_BUDGET
+        } else {
+            SCAN_BUDGET
+        };
+        let status_only = query.is_status_only();
         let mut results = Vec::new();
         let mut matched: u64 = 0;
         let mut examined = 0usize;
         let mut last: Option<(u64, String)> = None;
-        let status_only = query.is_status_only();
         loop {
-            if results.len() >= query.limit
-                && (status_only || examined >= SCAN_BUDGET.min(results.len() + COUNT_BUDGET))
-            {
+            if results.len() >= query.limit && status_only {
                 break;
             }
-            if examined >= SCAN_BUDGET {
+            if examined >= budget {
                 break;
             }
             // k-way merge: take the smallest (inverted time, requestid) head.
-            let mut best: Option<usize> = None;
             for source in sources.iter_mut() {
                 if matches!(source.peek(), Some(Err(_))) {
                     if let Some(Err(e)) = source.next() {
@@ -375,16 +501,16 @@ impl Store for EmbeddedStore {
                     }
                 }
             }
-            // Compare heads explicitly (peek borrows each source mutably in turn).
+            let mut best: Option<usize> = None;
             for i in 0..sources.len() {
                 let head = match sources[i].peek() {
-                    Some(Ok(head)) => head.clone(),
+                    Some(Ok((head, _))) => head.clone(),
                     _ => continue,
                 };
                 let replace = match best {
                     None => true,
                     Some(b) => match sources[b].peek() {
-                        Some(Ok(current)) => head < *current,
+                        Some(Ok((current, _))) => head < *current,
                         _ => true,
                     },
                 };
@@ -393,18 +519,20 @@ impl Store for EmbeddedStore {
                 }
             }
             let Some(best) = best else { break };
-            let Some(Ok(entry)) = sources[best].next() else {
+            let Some(Ok((position, value))) = sources[best].next() else {
                 break;
             };
             examined += 1;
-            if last.as_ref() == Some(&entry) {
+            if last.as_ref() == Some(&position) {
                 continue; // the same pin seen through two sources
             }
-            last = Some(entry.clone());
-            let Some(pin) = self.get_pin(&entry.1)? else {
-                continue; // stale index entry
-            };
-            if keys::inverted(pin.created_ns) != entry.0.to_be_bytes() || !query.matches(&pin) {
+            last = Some(position);
+            if results.len() >= query.limit && key_decides {
+                matched += 1;
+                continue;
+            }
+            let pin: PinRecord = decode("listing entry", &value)?;
+            if !query.matches(&pin) {
                 continue;
             }
             matched += 1;
@@ -419,9 +547,72 @@ impl Store for EmbeddedStore {
             }
             total.max(results.len() as u64)
         } else {
+            // Exact when the walk reached the end of the range within its budget; a lower
+            // bound otherwise (docs/api.md).
             matched
         };
         Ok(PinPage { count, results })
+    }
+
+    fn prune_journal(
+        &self,
+        partition: u32,
+        before_ns: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let start = keys::journal_time_key(partition, 0, 0);
+        let end = keys::journal_time_key(partition, before_ns, 0);
+        let mut write = self.db.batch();
+        let mut pruned = 0;
+        for guard in self.journal_by_time.range(start..end).take(limit) {
+            let (key, cid) = guard.into_inner().map_err(backend)?;
+            let offset = key
+                .get(12..20)
+                .and_then(|raw| raw.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or(StoreError::Corrupt {
+                    what: "journal time key",
+                    reason: "short key".into(),
+                })?;
+            write.remove(
+                &self.journal,
+                keys::journal_key(&String::from_utf8_lossy(&cid), offset),
+            );
+            write.remove(&self.journal_by_time, key);
+            pruned += 1;
+        }
+        write.commit().map_err(backend)?;
+        Ok(pruned)
+    }
+
+    fn prune_dead_letters(&self, before_ns: i64, limit: usize) -> Result<usize, StoreError> {
+        // Dead letters are keyed by (partition, offset): per partition, oldest first.
+        let mut write = self.db.batch();
+        let mut pruned = 0;
+        let mut partition_start: Option<Vec<u8>> = Some(Vec::new());
+        while let Some(start) = partition_start.take() {
+            let mut next_partition = None;
+            for guard in self.dead_letters.range(start..) {
+                let (key, value) = guard.into_inner().map_err(backend)?;
+                let letter: DeadLetter = decode("dead letter", &value)?;
+                if letter.dead_lettered_ns < before_ns && pruned < limit {
+                    write.remove(&self.dead_letters, key);
+                    pruned += 1;
+                    continue;
+                }
+                // The rest of this partition is newer: go on with the next partition.
+                if pruned < limit {
+                    next_partition = letter
+                        .partition
+                        .checked_add(1)
+                        .map(|p| p.to_be_bytes().to_vec());
+                }
+                break;
+            }
+            partition_start = next_partition;
+        }
+        write.commit().map_err(backend)?;
+        Ok(pruned)
     }
 
     fn journal(

@@ -1,4 +1,4 @@
-//! Key layouts of the embedded store's listing indexes.
+//! Key layouts of the embedded store's tables (docs/data-model.md maps each onto ScyllaDB).
 //!
 //! Timestamps are stored inverted (`u64::MAX - created`) big-endian, so ascending key order is
 //! newest first and a `before` bound is a start key. Owner, CID and lowercase name are
@@ -69,11 +69,34 @@ pub fn split(key: &[u8], prefix_len: usize) -> Option<(u64, String)> {
     ))
 }
 
+/// Commit table: a partition's commit row and counters share the partition's prefix (one
+/// ScyllaDB partition: commit as the static row, counters clustered by owner and status).
+pub fn commit_key(partition: u32) -> Vec<u8> {
+    let mut key = partition.to_be_bytes().to_vec();
+    key.push(0);
+    key
+}
+
 pub fn counter_key(owner: &str, status: PinStatus, partition: u32) -> Vec<u8> {
-    let mut key = owner.as_bytes().to_vec();
+    let mut key = partition.to_be_bytes().to_vec();
+    key.push(1);
+    key.extend_from_slice(owner.as_bytes());
     key.push(0);
     key.push(status.code());
-    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// A CID's pin list: `cid NUL bucket(8, big-endian) requestid`.
+pub fn cid_pin_prefix(cid: &str) -> Vec<u8> {
+    let mut key = cid.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+pub fn cid_pin_key(cid: &str, bucket: u64, requestid: &str) -> Vec<u8> {
+    let mut key = cid_pin_prefix(cid);
+    key.extend_from_slice(&bucket.to_be_bytes());
+    key.extend_from_slice(requestid.as_bytes());
     key
 }
 
@@ -104,6 +127,14 @@ pub fn checkpoint_key(consumer: &str, partition: u32) -> Vec<u8> {
 
 pub fn dead_letter_key(partition: u32, offset: u64) -> Vec<u8> {
     let mut key = partition.to_be_bytes().to_vec();
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+/// Time order of the journal, for retention: `partition, timestamp, offset` → CID.
+pub fn journal_time_key(partition: u32, timestamp_ns: i64, offset: u64) -> Vec<u8> {
+    let mut key = partition.to_be_bytes().to_vec();
+    key.extend_from_slice(&(timestamp_ns.max(0) as u64).to_be_bytes());
     key.extend_from_slice(&offset.to_be_bytes());
     key
 }

@@ -2,11 +2,12 @@
 //! backs pin history, consumer checkpoints, tokens and nodes.
 //!
 //! [`Store`] promises only what ScyllaDB can keep: each write is atomic per partition key, never
-//! across keys. A shard writes one [`ShardBatch`] in the order counters → indexes → rows →
-//! journal/pending, then the checkpoint in a separate call. Every state row carries the last
-//! applied log offset, so a batch interrupted at any point is simply applied again on replay:
-//! derived rows (indexes, counters) are idempotent upserts/deletes, and readers verify index
-//! hits against the pin row (a stale index entry is skipped, never shown).
+//! across keys. A shard writes one [`ShardBatch`] of rows (pins with their listing entries,
+//! journal, pending set, CID states last), then one [`Commit`] (checkpoint, batch number and
+//! counters: one partition, atomic). Rows are [`Versioned`]: a row an interrupted batch wrote
+//! keeps the committed value as its undo, so the retry starts from the committed state
+//! whatever prefix reached the store (see `pinhive_domain::rows`). The table design, and its
+//! mapping onto ScyllaDB, is in docs/data-model.md.
 //!
 //! Implementations: [`embedded::EmbeddedStore`] (fjall LSM on local disk). The ScyllaDB adapter
 //! implements the same trait and must pass [`contract`].
@@ -19,7 +20,7 @@ pub mod query;
 
 use std::collections::BTreeMap;
 
-use pinhive_domain::{CidState, PinRecord, PinStatus};
+use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus, Versioned};
 use pinhive_events::{Event, NodeDescriptor};
 use serde::{Deserialize, Serialize};
 
@@ -34,27 +35,66 @@ pub enum StoreError {
     Corrupt { what: &'static str, reason: String },
     #[error("data directory {path} is in use by another pinhive process (stop it, or use the admin API)")]
     Locked { path: String },
+    #[error("data directory {path} holds store layout {found}, written by an earlier pinhive release; this release writes layout 2 (docs/data-model.md) and cannot read it: serve it with the release that wrote it, or start from an empty data directory")]
+    Layout { path: String, found: String },
 }
 
-/// A pin row write, with the row as it was before (so the store can maintain its indexes
-/// without reading it back).
+/// A pin row write. The store keeps the row as given (new value, batch, committed value as
+/// undo) and maintains the listing indexes and the CID's pin list from it: entries of the
+/// committed value and of `stale` (the value an interrupted batch left, when rolling it back)
+/// that the new value does not have are removed.
 #[derive(Clone, Debug, PartialEq)]
-#[allow(clippy::large_enum_variant)] // built and consumed once per write; boxing buys nothing
-pub enum PinWrite {
-    Put {
-        old: Option<PinRecord>,
-        new: PinRecord,
-    },
-    Delete {
-        old: PinRecord,
-    },
+pub struct PinWrite {
+    pub requestid: String,
+    pub row: Versioned<PinRow>,
+    pub stale: Option<PinRow>,
 }
 
-/// Per-CID state row write.
+/// A CID state row write (`row.value: None` deletes the state).
 #[derive(Clone, Debug, PartialEq)]
-pub enum CidWrite {
-    Put(CidState),
-    Delete { cid: String },
+pub struct CidWrite {
+    pub cid: String,
+    pub row: Versioned<CidState>,
+}
+
+/// A row a batch deleted (kept as a tombstone with its undo until the batch is committed,
+/// then purged by the partition's next batch).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RowKey {
+    Pin(String),
+    Cid(String),
+}
+
+/// The commit row of one log partition, written atomically (one partition of the commit
+/// table, with the partition's counters): before a batch's rows, to name them (`attempt`),
+/// and after them, to commit the batch (new batch number, checkpoint, counters). A shard that
+/// finds an attempt it did not commit rolls those rows back to their committed values (their
+/// undo) before anything else, so every batch starts from exactly the committed state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct CommitState {
+    /// Number of the last committed batch; rows carry the number of the batch that wrote them.
+    pub batch: u64,
+    /// Offset the partition's shard reads next.
+    pub next_offset: Option<u64>,
+    /// Rows the last committed batch deleted: tombstones the next batch purges.
+    pub purge: Vec<RowKey>,
+    /// The batch being written, and every row it writes.
+    pub attempt: Option<Attempt>,
+}
+
+/// A batch in flight: its number and the rows it writes (bounded by the batch size).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Attempt {
+    pub batch: u64,
+    pub rows: Vec<RowKey>,
+}
+
+/// One atomic commit: the new commit state and the counters whose values changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    pub partition: u32,
+    pub state: CommitState,
+    pub counters: Vec<CounterRow>,
 }
 
 /// Counter scope of the pins of every owner (per status).
@@ -69,16 +109,15 @@ pub fn valid_owner(name: &str) -> bool {
     pinhive_domain::values::Owner::parse(name).is_ok()
 }
 
-/// Number of pins of `owner` in `status` that partition `partition` holds, as of log offset
-/// `offset` (absolute value, so rewriting it on replay is harmless). `owner` may also be one
-/// of the reserved aggregate scopes (`SCOPE_*`).
+/// Number of pin rows of `owner` in `status` that partition `partition` holds, as of its last
+/// committed batch (absolute value, written only in the partition's atomic commit). `owner`
+/// may also be one of the reserved aggregate scopes (`SCOPE_*`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CounterRow {
     pub owner: String,
     pub status: PinStatus,
     pub partition: u32,
     pub value: i64,
-    pub offset: u64,
 }
 
 /// One applied event, kept per CID for the pin history admin endpoint.
@@ -92,17 +131,51 @@ pub struct JournalEntry {
     pub event: Event,
 }
 
-/// Everything one shard persists for one batch of applied events.
+/// The rows one shard batch writes before its commit. No write here is atomic with another;
+/// [`ShardBatch::len`] writes in [`ShardBatch::prefix`] order, and any prefix of them followed
+/// by a retry of the batch ends in the same state as one clean write (the contract checks it).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ShardBatch {
     pub partition: u32,
-    pub counters: Vec<CounterRow>,
+    /// Tombstones of the last committed batch, deleted for good now.
+    pub purge: Vec<RowKey>,
     pub pins: Vec<PinWrite>,
-    pub cids: Vec<CidWrite>,
     pub journal: Vec<JournalEntry>,
     /// CIDs that still need work (`true`) or are settled (`false`); the repair loop walks the
     /// pending set of its partition.
     pub pending: Vec<(String, bool)>,
+    /// Written last: a CID row carries `applied_offset`, the last thing written per CID.
+    pub cids: Vec<CidWrite>,
+}
+
+impl ShardBatch {
+    /// Number of separately written rows.
+    pub fn len(&self) -> usize {
+        self.purge.len() + self.pins.len() + self.journal.len() + self.pending.len() + self.cids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `n` writes of this batch, in write order (fault injection: what a crash
+    /// after `n` writes leaves in the store).
+    pub fn prefix(&self, n: usize) -> ShardBatch {
+        let mut left = n;
+        let mut take = |len: usize| {
+            let k = len.min(left);
+            left -= k;
+            k
+        };
+        ShardBatch {
+            partition: self.partition,
+            purge: self.purge[..take(self.purge.len())].to_vec(),
+            pins: self.pins[..take(self.pins.len())].to_vec(),
+            journal: self.journal[..take(self.journal.len())].to_vec(),
+            pending: self.pending[..take(self.pending.len())].to_vec(),
+            cids: self.cids[..take(self.cids.len())].to_vec(),
+        }
+    }
 }
 
 /// An API access token, stored by the SHA-256 of its secret.
@@ -140,21 +213,35 @@ pub struct S3Object {
 /// The store adapter. All methods are blocking; async callers use `spawn_blocking` or a
 /// `SyncArbiter` actor.
 pub trait Store: Send + Sync + 'static {
-    fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError>;
+    /// The CID state row as stored (resolve with [`Versioned::committed`]).
+    fn load_cid(&self, cid: &str) -> Result<Option<Versioned<CidState>>, StoreError>;
+    /// The pin row as stored, tombstones included (resolve with [`Versioned::committed`]).
+    fn load_pin(&self, requestid: &str) -> Result<Option<Versioned<PinRow>>, StoreError>;
+    /// Pins listed for `cid` at or after `from` (bucket, then request id after `from.after`),
+    /// in order, at most `limit`, as (bucket, request id). One bounded range read.
+    fn cid_pins(
+        &self,
+        cid: &str,
+        from: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+    /// Writes a batch's rows (see [`ShardBatch`]); not atomic.
     fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError>;
+    /// The partition's commit row (default: nothing committed yet).
+    fn committed(&self, partition: u32) -> Result<CommitState, StoreError>;
+    /// Writes a commit row and its counters atomically (one partition of the commit table).
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
     fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError>;
-    /// Persists a consumer checkpoint. Callers only do this after the batch it covers.
+    /// Persists a consumer checkpoint (consumers other than the shards: S3 ingest, markers).
     fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64)
         -> Result<(), StoreError>;
+    /// A counter's committed value.
     fn counter(
         &self,
         owner: &str,
         status: PinStatus,
         partition: u32,
-    ) -> Result<Option<CounterRow>, StoreError>;
-    /// Keys of the CID state table in key order after `after`, at most `limit`. Maintenance
-    /// only (the one-time CID-key migration walks it in pages); never on a request path.
-    fn cid_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Option<i64>, StoreError>;
     /// CIDs of `partition` with outstanding work, in key order after `after`.
     fn pending_cids(
         &self,
@@ -163,9 +250,19 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 
-    fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError>;
+    /// The pin as the API shows it (the latest row written; `None` for a deleted pin).
+    fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError> {
+        Ok(self.load_pin(requestid)?.and_then(|row| row.value).map(|row| row.record))
+    }
     /// A bounded key-range read of the listing indexes (see [`query`]).
     fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError>;
+    /// Deletes journal entries of `partition` recorded before `before_ns`, oldest first, at most
+    /// `limit` per call; returns how many. (ScyllaDB: a TTL on the journal table does it.)
+    fn prune_journal(&self, partition: u32, before_ns: i64, limit: usize)
+        -> Result<usize, StoreError>;
+    /// Deletes dead letters recorded before `before_ns`, oldest first per partition, at most
+    /// `limit` per call; returns how many.
+    fn prune_dead_letters(&self, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
     /// Journal of `cid`, oldest first, starting after log offset `after`.
     fn journal(
         &self,
@@ -233,9 +330,7 @@ pub fn total_count(
 ) -> Result<u64, StoreError> {
     let mut total: i64 = 0;
     for partition in 0..partitions {
-        if let Some(row) = store.counter(owner, status, partition)? {
-            total += row.value;
-        }
+        total += store.counter(owner, status, partition)?.unwrap_or(0);
     }
     Ok(total.max(0) as u64)
 }

@@ -4,11 +4,13 @@ use pinhive_domain::{PinRecord, PinStatus};
 
 use crate::Meta;
 
-/// Most index entries one listing request may examine. Filters without an index of their own
-/// (partial name match, meta) are evaluated over the owner's status index within this budget;
-/// a page may then hold fewer than `limit` results and `count` becomes a lower bound.
-pub const SCAN_BUDGET: usize = 100_000;
-/// Extra entries examined past a full page to compute `count` for filtered queries.
+/// Most listing entries one request filtering without an index of its own (partial name
+/// match, meta) may examine: such filters are evaluated over the owner's status index within
+/// this budget; a page may then hold fewer than `limit` results and `count` is a lower bound.
+pub const SCAN_BUDGET: usize = 10_000;
+/// Extra entries examined past a full page to compute `count` for queries the counters cannot
+/// answer (`cid`, `name`, `before`/`after`): `count` is exact up to this many past the page,
+/// a lower bound beyond.
 pub const COUNT_BUDGET: usize = 10_000;
 
 /// The spec's four name match strategies.
@@ -68,6 +70,15 @@ impl PinQuery {
             && self.before_ns.is_none()
             && self.after_ns.is_none()
             && self.meta.is_empty()
+    }
+
+    /// True when an index of its own serves the query (CID or exact name).
+    pub fn is_indexed(&self) -> bool {
+        !self.cids.is_empty()
+            || matches!(
+                self.name,
+                Some((_, NameMatch::Exact | NameMatch::IExact))
+            )
     }
 
     /// Full check of a pin row against the query (index hits are re-checked with this, which

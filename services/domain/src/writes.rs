@@ -1,0 +1,127 @@
+//! What one CID's part of a shard batch writes: the pure rules the shard's I/O shell follows.
+//!
+//! After a batch's events are folded into a CID's state, the CID's pins must show its new
+//! view (status, `info`, `delegates`) and the partition's counters must follow the pin rows.
+//! A CID may be referenced by any number of pins, so the view is not written to all of them
+//! at once: new pins get it as they are created, and the existing ones are walked in steps of
+//! at most [`PROPAGATE_STEP`] pins per batch (the cursor lives in the CID state, so the walk
+//! goes on in later batches and from the repair loop, and restarts when the view changes
+//! again). Every event therefore costs a bounded number of store operations, and a listing
+//! may show a CID's old status on some of its pins for as long as the walk takes (a CID with
+//! at most [`PROPAGATE_STEP`] pins, the common case, is updated in the same batch).
+//!
+//! Counters move with the rows they count, by the same rule: +1 for a created row, −1 for a
+//! removed one, −1/+1 for a row whose status the walk changes, all relative to the
+//! *committed* rows (see [`crate::rows`]), so a retried batch produces the same deltas.
+
+use crate::pin::PinStatus;
+use crate::rows::{PinRow, PinView};
+use crate::state::{CidState, Cursor, ReplicaStatus};
+
+/// Most existing pin rows of one CID a batch rewrites to show the CID's new view.
+pub const PROPAGATE_STEP: usize = 64;
+
+/// Where this batch's walk over the CID's existing pins starts, if there is one: from the
+/// start when the view changed and pins already exist, else where the last walk stopped.
+pub fn walk_start(before: &CidState, after: &CidState, view: &PinView) -> Option<Cursor> {
+    if after.view.as_ref() != Some(view) {
+        (before.pins() > 0).then(Cursor::default)
+    } else {
+        after.propagation.clone()
+    }
+}
+
+/// Everything [`derive_writes`] needs for one CID.
+pub struct CidInput<'a> {
+    /// The committed state before the batch.
+    pub before: &'a CidState,
+    /// The state after folding the batch's events in.
+    pub after: CidState,
+    /// The view `after` shows (`CidState::view`).
+    pub view: PinView,
+    /// Pins created by this batch and still live at its end.
+    pub created: Vec<PinRow>,
+    /// Committed pins this batch removed (deleted or replaced).
+    pub removed: Vec<PinRow>,
+    /// The committed rows of the walk's next step (from [`walk_start`]; at most
+    /// [`PROPAGATE_STEP`], none of them created or removed by this batch).
+    pub step: Vec<PinRow>,
+    /// Where the walk goes on after `step`; `None` when it reached the end.
+    pub step_end: Option<Cursor>,
+}
+
+/// A pin row write: the committed row (if any) and the new value (`None`: delete).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PinRowWrite {
+    pub committed: Option<PinRow>,
+    pub new: Option<PinRow>,
+}
+
+/// What one CID's part of a batch writes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CidWrites {
+    /// The state to store (delete the row when `is_garbage()`).
+    pub state: CidState,
+    pub pins: Vec<PinRowWrite>,
+    /// Per-owner pin count changes by status.
+    pub owner_deltas: Vec<(String, PinStatus, i64)>,
+    pub replicas_desired_delta: i64,
+    pub replicas_pinned_delta: i64,
+}
+
+/// The rows and counter changes of one CID's part of a batch (see the module docs).
+pub fn derive_writes(input: CidInput<'_>) -> CidWrites {
+    let CidInput {
+        before,
+        mut after,
+        view,
+        created,
+        removed,
+        step,
+        step_end,
+    } = input;
+    let mut pins = Vec::with_capacity(created.len() + removed.len() + step.len());
+    let mut owner_deltas = Vec::new();
+    for row in created {
+        let row = row.with_view(&view);
+        owner_deltas.push((row.record.owner.clone(), view.status, 1));
+        pins.push(PinRowWrite {
+            committed: None,
+            new: Some(row),
+        });
+    }
+    for row in removed {
+        owner_deltas.push((row.record.owner.clone(), row.record.status, -1));
+        pins.push(PinRowWrite {
+            committed: Some(row),
+            new: None,
+        });
+    }
+    let walking = walk_start(before, &after, &view).is_some();
+    for row in step {
+        if row.shows(&view) {
+            continue;
+        }
+        if row.record.status != view.status {
+            owner_deltas.push((row.record.owner.clone(), row.record.status, -1));
+            owner_deltas.push((row.record.owner.clone(), view.status, 1));
+        }
+        pins.push(PinRowWrite {
+            new: Some(row.clone().with_view(&view)),
+            committed: Some(row),
+        });
+    }
+    after.propagation = if walking { step_end } else { None };
+    after.view = Some(view);
+    let replicas_desired_delta =
+        after.desired_replicas() as i64 - before.desired_replicas() as i64;
+    let replicas_pinned_delta = after.count(ReplicaStatus::Pinned) as i64
+        - before.count(ReplicaStatus::Pinned) as i64;
+    CidWrites {
+        state: after,
+        pins,
+        owner_deltas,
+        replicas_desired_delta,
+        replicas_pinned_delta,
+    }
+}
