@@ -5,12 +5,15 @@
 //! * `pipeline` (the default, so `pinhive bench --pins N` runs it): the service in process;
 //!   raw store and log baselines, `POST /pins`, pins end to end. Its `--tracing-overhead` and
 //!   `--kafka` flags select the tracing-overhead and Kafka comparisons instead.
+//! * `scale`: a real `pinhive serve` child process loaded with N pins, then listing walks,
+//!   memory, disk and crash-recovery figures.
 //!
 //! Invariant: a benchmark never changes what it measures; it drives the service through its
 //! public surfaces (HTTP, the log, the store before start) and the wiring in `pinhive-server`.
 
 pub mod kafka;
 pub mod pipeline;
+pub mod scale;
 pub mod tracing_overhead;
 
 use clap::{Args, Subcommand};
@@ -29,11 +32,15 @@ pub struct BenchArgs {
 pub enum BenchMode {
     /// The service in process: raw store/log baselines, POST /pins, pins end to end (default).
     Pipeline(pipeline::PipelineArgs),
+    /// A real `pinhive serve` process loaded with N pins (HTTP, then the log): listing walks,
+    /// RSS, disk per pin, crash recovery.
+    Scale(scale::ScaleArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.mode {
         None => pipeline::run(args.pipeline),
         Some(BenchMode::Pipeline(pipeline)) => pipeline::run(pipeline),
+        Some(BenchMode::Scale(scale)) => scale::run(scale),
     }
 }
