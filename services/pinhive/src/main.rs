@@ -1,15 +1,11 @@
-//! The pinhive binary: CLI, configuration and wiring. Thin by design: behaviour lives in the
-//! service crates.
+//! The pinhive binary: parses the CLI and dispatches. Thin by design: the wiring lives in
+//! `pinhive-server`, the benchmarks in `pinhive-bench`, behaviour in the service crates.
 
-mod bench;
-mod bench_kafka;
-mod bench_tracing;
-mod config;
-mod serve;
 mod token;
 mod topics;
 
 use clap::{Parser, Subcommand};
+use pinhive_server::{config, serve};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,7 +35,7 @@ enum Command {
         command: topics::TopicsCommand,
     },
     /// Measure throughput against baselines taken in the same run.
-    Bench(bench::BenchArgs),
+    Bench(pinhive_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,7 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Token { command } => token::run(command),
         Command::Check(args) => serve::check(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => pinhive_bench::run(args),
         Command::Topics { command } => topics::run(command),
     };
     match result {

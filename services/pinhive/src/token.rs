@@ -33,7 +33,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                     "--name must be 1..128 bytes, not start with '#', without control characters"
                 );
             }
-            crate::config::prepare_data_dir(&data_dir)?;
+            pinhive_server::config::prepare_data_dir(&data_dir)?;
             let store = match EmbeddedStore::open(&data_dir.join("store")) {
                 Err(StoreError::Locked { path }) => anyhow::bail!(
                     "{path} is in use by a running pinhive; create the token through the \

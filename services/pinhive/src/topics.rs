@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::config::{Config, ServeArgs};
+use pinhive_server::config::{Config, ServeArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum TopicsCommand {

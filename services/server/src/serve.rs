@@ -302,14 +302,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let simulated = args.ipfs_simulated;
     let mut config = config;
     if simulated > 0 {
-        config.ipfs_nodes = (0..simulated)
-            .map(|i| format!("sim-{i}=http://simulated-{i}.invalid"))
-            .collect();
+        config.ipfs_nodes = crate::simulated::simulated_node_specs(simulated);
     }
     system.block_on(async move {
         let (factory, drivers) = if simulated > 0 {
             tracing::warn!(nodes = simulated, "benchmark mode: IPFS nodes are simulated in process");
-            (crate::bench::simulated_factory(), crate::bench::simulated_drivers())
+            (crate::simulated::simulated_factory(), crate::simulated::simulated_drivers())
         } else {
             (kubo_factory(Duration::from_secs(30)), driver_config(&config))
         };

@@ -1,4 +1,4 @@
-//! `pinhive bench`: throughput of the embedded deployment, each figure reported beside
+//! `pinhive bench` (mode `pipeline`, the default): throughput of the embedded deployment, each figure reported beside
 //! baselines measured in the same run on the same disk (these machines are noisy, so ratios
 //! are what compare across runs).
 //!
@@ -18,16 +18,16 @@ use clap::Args;
 use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use pinhive_domain::PinStatus;
-use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested};
-use pinhive_ipfs::{IpfsApi, NodeDriverConfig, SimulatedIpfs};
+use pinhive_events::{Envelope, Event, PinRequested};
 use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
 use pinhive_store::{EmbeddedStore, TokenRecord};
 
-use crate::config::Config;
-use crate::serve::{start, IpfsFactory};
+use pinhive_server::config::Config;
+use pinhive_server::serve::start;
+use pinhive_server::simulated::{simulated_drivers, simulated_factory, simulated_node_specs};
 
 #[derive(Args, Debug)]
-pub struct BenchArgs {
+pub struct PipelineArgs {
     /// Pins created through HTTP, and again through the log for the pipeline figure.
     #[arg(long, default_value_t = 20_000)]
     pub pins: usize,
@@ -104,23 +104,6 @@ async fn events_applied(orchestrator: &pinhive_orchestrator::Orchestrator) -> u6
         .sum()
 }
 
-/// IPFS clients for benchmarks: in-process simulated nodes that answer at once.
-pub fn simulated_factory() -> IpfsFactory {
-    Arc::new(|node: &NodeDescriptor| {
-        Ok(Arc::new(SimulatedIpfs::new(&node.id, Duration::ZERO)) as Arc<dyn IpfsApi>)
-    })
-}
-
-/// Node driver settings for simulated nodes (no network: wide concurrency, quick health).
-pub fn simulated_drivers() -> NodeDriverConfig {
-    NodeDriverConfig {
-        concurrency: 256,
-        max_queued: 1 << 16,
-        health_interval: Duration::from_millis(200),
-        ..NodeDriverConfig::default()
-    }
-}
-
 /// A `PinRequested` record for bench item `i` (owner `bench`, one replica).
 pub fn pin_request_record(tag: &str, i: usize) -> Record {
     let cid = bench_cid(tag, i);
@@ -153,7 +136,7 @@ fn rate(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     if let Ok(style) = ProgressStyle::with_template("{msg:>28} {bar:40} {pos}/{len} {per_sec}") {
         bar.set_style(style);
@@ -162,12 +145,12 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     if let Some(brokers) = &args.kafka {
-        return crate::bench_kafka::run(brokers, args.pins);
+        return crate::kafka::run(brokers, args.pins);
     }
     if args.tracing_overhead {
-        return crate::bench_tracing::run(args.pins, args.concurrency, args.rounds);
+        return crate::tracing_overhead::run(args.pins, args.concurrency, args.rounds);
     }
     let dir = tempfile::tempdir().context("temp dir")?;
     println!(
@@ -219,9 +202,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         data_dir: dir.path().join("service"),
         listen: "127.0.0.1:0".parse()?,
         partitions: args.partitions,
-        ipfs_nodes: (0..args.nodes)
-            .map(|i| format!("sim-{i}=http://simulated-{i}.invalid"))
-            .collect(),
+        ipfs_nodes: simulated_node_specs(args.nodes),
         ..Config::default()
     };
     let factory = simulated_factory();

@@ -11,7 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::config::Config;
+use pinhive_server::config::Config;
+use pinhive_server::simulated::{simulated_drivers, simulated_factory, simulated_node_specs};
 
 const PARTITIONS: i32 = 8;
 
@@ -41,7 +42,7 @@ async fn raw_rates(brokers: &str, topic: &str, records: usize) -> anyhow::Result
         .map(|i| {
             let (producer, value) = (&producer, &value);
             async move {
-                let key = crate::bench::bench_cid("raw", i);
+                let key = crate::pipeline::bench_cid("raw", i);
                 producer
                     .send(
                         FutureRecord::to(topic).key(&key).payload(value),
@@ -98,9 +99,7 @@ pub fn run(brokers: &str, pins: usize) -> anyhow::Result<()> {
         data_dir: dir.path().join("service"),
         listen: "127.0.0.1:0".parse()?,
         partitions: PARTITIONS as u32,
-        ipfs_nodes: (0..16)
-            .map(|i| format!("sim-{i}=http://simulated-{i}.invalid"))
-            .collect(),
+        ipfs_nodes: simulated_node_specs(16),
         ..Config::default()
     };
     println!("pinhive bench --kafka {brokers}: {pins} records/pins, {PARTITIONS} partitions, 16 simulated nodes");
@@ -110,12 +109,8 @@ pub fn run(brokers: &str, pins: usize) -> anyhow::Result<()> {
             .await
             .context("raw rdkafka baseline")?;
         let raw = 1.0 / (1.0 / produce + 1.0 / consume);
-        let service = crate::serve::start(
-            &config,
-            crate::bench::simulated_factory(),
-            crate::bench::simulated_drivers(),
-        )
-        .await?;
+        let service =
+            pinhive_server::serve::start(&config, simulated_factory(), simulated_drivers()).await?;
         let server = service.server.handle();
         actix_rt::spawn(service.server);
         while service.orchestrator.owned_partitions().len() < PARTITIONS as usize
@@ -124,13 +119,13 @@ pub fn run(brokers: &str, pins: usize) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let records: Vec<Record> = (0..pins)
-            .map(|i| crate::bench::pin_request_record(&tag, i))
+            .map(|i| crate::pipeline::pin_request_record(&tag, i))
             .collect();
         let started = Instant::now();
         for chunk in records.chunks(1000) {
             service.log.append(chunk.to_vec()).await?;
         }
-        crate::bench::wait_pinned(
+        crate::pipeline::wait_pinned(
             &service.store,
             PARTITIONS as u32,
             pins as u64,

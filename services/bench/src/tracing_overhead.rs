@@ -115,7 +115,7 @@ async fn run_mode(
     }
     let started = Instant::now();
     let accepted =
-        crate::bench::post_pins(&url, &secret, "trace", pins, concurrency, || {}).await?;
+        crate::pipeline::post_pins(&url, &secret, "trace", pins, concurrency, || {}).await?;
     loop {
         let body: serde_json::Value = client
             .get(format!("{url}/pins?status=pinned&limit=1"))

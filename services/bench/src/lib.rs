@@ -1,0 +1,46 @@
+//! `pinhive bench`: measurements of pinhive, each reported beside baselines taken in the same
+//! run on the same machine (these machines are noisy, so ratios are what compare across runs).
+//!
+//! Modes:
+//! * `pipeline` (the default, so `pinhive bench --pins N` runs it): the service in process;
+//!   raw store and log baselines, `POST /pins`, pins end to end. Its `--tracing-overhead` and
+//!   `--kafka` flags select the tracing-overhead and Kafka comparisons instead.
+//! * `scale`: a real `pinhive serve` child process loaded with N pins, then listing walks,
+//!   memory, disk and crash-recovery figures.
+//!
+//! Invariant: a benchmark never changes what it measures; it drives the service through its
+//! public surfaces (HTTP, the log, the store before start) and the wiring in `pinhive-server`.
+
+pub mod kafka;
+pub mod pipeline;
+pub mod scale;
+pub mod tracing_overhead;
+
+use clap::{Args, Subcommand};
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
+    /// Flags of the default mode: `pinhive bench --pins N` is `pinhive bench pipeline --pins N`.
+    #[command(flatten)]
+    pub pipeline: pipeline::PipelineArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchMode {
+    /// The service in process: raw store/log baselines, POST /pins, pins end to end (default).
+    Pipeline(pipeline::PipelineArgs),
+    /// A real `pinhive serve` process loaded with N pins (HTTP, then the log): listing walks,
+    /// RSS, disk per pin, crash recovery.
+    Scale(scale::ScaleArgs),
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.mode {
+        None => pipeline::run(args.pipeline),
+        Some(BenchMode::Pipeline(pipeline)) => pipeline::run(pipeline),
+        Some(BenchMode::Scale(scale)) => scale::run(scale),
+    }
+}
