@@ -115,7 +115,10 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
             .iter()
             .filter_map(|e| e["kind"].as_str())
             .collect();
-        assert!(expected.starts_with(&kinds[..kinds.len().min(4)]), "{history}");
+        assert!(
+            expected.starts_with(&kinds[..kinds.len().min(4)]),
+            "{history}"
+        );
         (kinds == expected).then_some(())
     })
     .await;

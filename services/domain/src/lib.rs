@@ -2,8 +2,7 @@
 //!
 //! * [`state`]: the per-CID state ([`CidState`]) and its fold over events (`apply`); bounded
 //!   whatever the number of pins referencing the CID.
-//! * [`rows`]: pin rows and the versioned rows that make any prefix of a batch replayable;
-//!   [`writes`]: what a batch writes for one CID (`derive_writes`), incl. the bounded
+//! * [`rows`]: pin rows and the view they show; [`writes`]: what a batch writes for one CID (`derive_writes`), incl. the bounded
 //!   propagation of a CID's view to its pins.
 //! * [`plan`]: what must happen next for a CID (allocate, pin, unpin), level-triggered, so the
 //!   same call repairs whatever a crash left undone.
@@ -28,10 +27,10 @@ pub use command::{
 };
 pub use pin::{PinRecord, PinStatus};
 pub use plan::{needs_work, plan, Action, PlanContext};
-pub use rows::{PinRow, PinView, Versioned, PIN_BUCKET};
+pub use rows::{PinRow, PinView, PIN_BUCKET};
 pub use state::{CidState, Cursor, PinRef, Release, ReplicaState, ReplicaStatus};
-pub use writes::{derive_writes, walk_start, CidInput, CidWrites, PinRowWrite, PROPAGATE_STEP};
 pub use values::{canonical_cid, Cid};
+pub use writes::{derive_writes, walk_start, CidInput, CidWrites, PinRowWrite, PROPAGATE_STEP};
 
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,9 @@
-//! The rows a shard writes, and the versioning that makes any prefix of a batch replayable.
+//! The pin rows a shard writes, and the view every pin of a CID shows.
 //!
 //! A shard batch writes many rows (pins, CID states) that no store can write atomically
-//! across keys (ScyllaDB cannot either), then one *commit row* per log partition, atomically:
-//! checkpoint, batch number and the partition's counters. Every row a batch writes is a
-//! [`Versioned`] row: its new value, the batch number that wrote it, and the value as of the
-//! last *committed* batch (`undo`). A reader that knows the partition's committed batch number
-//! sees through rows an interrupted batch left behind ([`Versioned::committed`]), so the retry
-//! starts from exactly the state the counters in the commit row describe, whatever prefix of
-//! the interrupted batch reached the store.
+//! across keys (ScyllaDB cannot either). The store crate's commit protocol records the
+//! committed value of each before the batch writes it, so an interrupted batch is rolled back
+//! and retried from exactly the committed state (docs/data-model.md).
 
 use std::collections::BTreeMap;
 
@@ -70,45 +66,5 @@ impl PinRow {
         self.record.info = view.info.clone();
         self.record.delegates = view.delegates.clone();
         self
-    }
-}
-
-/// A row written by a shard batch (see the module docs). `value: None` is a deletion
-/// (tombstone) that still remembers its committed value until the store purges it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Versioned<T> {
-    pub batch: u64,
-    pub value: Option<T>,
-    pub undo: Option<T>,
-}
-
-impl<T: Clone> Versioned<T> {
-    /// The value as of the partition's last committed batch.
-    pub fn committed(&self, committed_batch: u64) -> Option<&T> {
-        if self.batch > committed_batch {
-            self.undo.as_ref()
-        } else {
-            self.value.as_ref()
-        }
-    }
-
-    /// The value an uncommitted batch left here, if one did and it differs from the
-    /// committed one (what a retry must clean up after).
-    pub fn uncommitted(&self, committed_batch: u64) -> Option<&T> {
-        if self.batch > committed_batch {
-            self.value.as_ref()
-        } else {
-            None
-        }
-    }
-
-    /// The row batch `batch` writes to make this key hold `value`, keeping the committed
-    /// value as its undo.
-    pub fn next(stored: Option<&Versioned<T>>, committed_batch: u64, batch: u64, value: Option<T>) -> Self {
-        Versioned {
-            batch,
-            value,
-            undo: stored.and_then(|row| row.committed(committed_batch).cloned()),
-        }
     }
 }

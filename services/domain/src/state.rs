@@ -130,7 +130,11 @@ impl CidState {
     }
 
     fn add_bound(&mut self, min: u8, max: u8) {
-        match self.bounds.iter_mut().find(|b| b.min == min && b.max == max) {
+        match self
+            .bounds
+            .iter_mut()
+            .find(|b| b.min == min && b.max == max)
+        {
             Some(bound) => bound.pins += 1,
             None => {
                 self.bounds.push(BoundCount { min, max, pins: 1 });
@@ -140,7 +144,11 @@ impl CidState {
     }
 
     fn remove_bound(&mut self, min: u8, max: u8) {
-        if let Some(bound) = self.bounds.iter_mut().find(|b| b.min == min && b.max == max) {
+        if let Some(bound) = self
+            .bounds
+            .iter_mut()
+            .find(|b| b.min == min && b.max == max)
+        {
             bound.pins = bound.pins.saturating_sub(1);
         }
         self.bounds.retain(|b| b.pins > 0);
@@ -275,10 +283,11 @@ impl CidState {
     pub fn desired_replicas(&self) -> usize {
         // Holds (replaced pins awaiting their replacement) keep their bounds meanwhile.
         let bounds = || {
-            self.bounds
-                .iter()
-                .map(|b| (b.min, b.max))
-                .chain(self.holds.values().map(|p| (p.replicas_min, p.replicas_max)))
+            self.bounds.iter().map(|b| (b.min, b.max)).chain(
+                self.holds
+                    .values()
+                    .map(|p| (p.replicas_min, p.replicas_max)),
+            )
         };
         let min = bounds().map(|(min, _)| min).max().unwrap_or(0);
         let max = bounds().map(|(_, max)| max).max().unwrap_or(0).max(min);

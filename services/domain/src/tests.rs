@@ -309,7 +309,10 @@ fn only_the_owner_may_unpin() {
         requestid: "r9".into(),
         owner: "mallory".into(),
     };
-    assert!(check_unpin(&gone, None).is_ok(), "unpin of a gone pin is a no-op");
+    assert!(
+        check_unpin(&gone, None).is_ok(),
+        "unpin of a gone pin is a no-op"
+    );
 }
 
 #[test]

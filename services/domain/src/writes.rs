@@ -82,11 +82,20 @@ pub fn derive_writes(input: CidInput<'_>) -> CidWrites {
     } = input;
     let mut pins = Vec::with_capacity(created.len() + removed.len() + step.len());
     let mut owner_deltas = Vec::new();
+    let mut removed = removed;
     for row in created {
         let row = row.with_view(&view);
         owner_deltas.push((row.record.owner.clone(), view.status, 1));
+        // A request id removed and requested again within the batch: one row replaced.
+        let committed = removed
+            .iter()
+            .position(|old| old.record.requestid == row.record.requestid)
+            .map(|i| removed.swap_remove(i));
+        if let Some(old) = &committed {
+            owner_deltas.push((old.record.owner.clone(), old.record.status, -1));
+        }
         pins.push(PinRowWrite {
-            committed: None,
+            committed,
             new: Some(row),
         });
     }
@@ -113,10 +122,9 @@ pub fn derive_writes(input: CidInput<'_>) -> CidWrites {
     }
     after.propagation = if walking { step_end } else { None };
     after.view = Some(view);
-    let replicas_desired_delta =
-        after.desired_replicas() as i64 - before.desired_replicas() as i64;
-    let replicas_pinned_delta = after.count(ReplicaStatus::Pinned) as i64
-        - before.count(ReplicaStatus::Pinned) as i64;
+    let replicas_desired_delta = after.desired_replicas() as i64 - before.desired_replicas() as i64;
+    let replicas_pinned_delta =
+        after.count(ReplicaStatus::Pinned) as i64 - before.count(ReplicaStatus::Pinned) as i64;
     CidWrites {
         state: after,
         pins,

@@ -18,12 +18,12 @@ use pinhive_store::Store;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::cache::StateCache;
 use crate::metrics::METRICS;
 use crate::shard::{
     ApplyBatch, ClearCache, GetSnapshot, PlannedAction, Replan, ShardActor, ShardParts,
     ShardSnapshot,
 };
-use crate::cache::StateCache;
 
 #[derive(Clone, Debug)]
 pub struct OrchestratorConfig {
@@ -365,12 +365,11 @@ impl Orchestrator {
         // Resume from the persisted checkpoint (which another instance may have advanced while
         // it owned the partition, when the store is shared).
         let store = self.store.clone();
-        let checkpoint =
-            tokio::task::spawn_blocking(move || store.committed(partition))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .and_then(|commit| commit.next_offset);
+        let checkpoint = tokio::task::spawn_blocking(move || store.committed(partition))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|commit| commit.next_offset);
         let mut next = checkpoint
             .unwrap_or(0)
             .max(self.log.start_offset(partition));
@@ -544,7 +543,8 @@ impl Orchestrator {
     async fn prune(&self) {
         const PER_PASS: usize = 10_000;
         let cutoff = |keep: Duration| {
-            pinhive_events::now_ns().saturating_sub(i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX))
+            pinhive_events::now_ns()
+                .saturating_sub(i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX))
         };
         let journal_before = cutoff(self.config.journal_retention);
         let letters_before = cutoff(self.config.dead_letter_retention);

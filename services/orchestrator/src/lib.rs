@@ -15,7 +15,6 @@ pub mod metrics;
 pub mod s3;
 pub mod shard;
 
-pub use consumer::{Orchestrator, OrchestratorConfig};
 pub use cache::StateCache;
+pub use consumer::{Orchestrator, OrchestratorConfig};
 pub use shard::{ShardActor, ShardSnapshot};
-

@@ -17,15 +17,15 @@ use actix::prelude::*;
 use lru::LruCache;
 use pinhive_domain::state::{check, named_pin, PinChange};
 use pinhive_domain::{
-    admit, derive_writes, legacy, needs_work, plan, walk_start, Action, CidInput, CidState,
-    Legacy, PinRow, PinStatus, PlanContext, Provenance, Versioned, PROPAGATE_STEP,
+    admit, derive_writes, legacy, needs_work, plan, walk_start, Action, CidInput, CidState, Legacy,
+    PinRow, PinStatus, PlanContext, Provenance, PROPAGATE_STEP,
 };
 use pinhive_events::codec::{self, ContentType};
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::{Log, Record, StoredRecord};
 use pinhive_store::{
     Attempt, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry, PinWrite,
-    RowKey, ShardBatch, Store, StoreError, SCOPE_ALL_PINS, SCOPE_REPLICAS_DESIRED,
+    ShardBatch, Store, StoreError, Undo, SCOPE_ALL_PINS, SCOPE_REPLICAS_DESIRED,
     SCOPE_REPLICAS_PINNED,
 };
 
@@ -198,7 +198,7 @@ impl ShardActor {
         }
         let mut commit = self.store.committed(self.partition)?;
         if let Some(attempt) = commit.attempt.take() {
-            self.roll_back(&attempt, commit.batch)?;
+            self.roll_back(&attempt)?;
             self.store.commit(&Commit {
                 partition: self.partition,
                 state: commit.clone(),
@@ -209,50 +209,35 @@ impl ShardActor {
         Ok(commit)
     }
 
-    /// Puts every row an interrupted batch wrote back to its committed value (its undo), and
-    /// removes the listing entries of the values it wrote.
-    fn roll_back(&mut self, attempt: &Attempt, committed: u64) -> Result<(), StoreError> {
+    /// Puts every row an interrupted batch wrote back to its committed value, and removes
+    /// the listing entries of the values it wrote.
+    fn roll_back(&mut self, attempt: &Attempt) -> Result<(), StoreError> {
         let mut batch = ShardBatch {
             partition: self.partition,
             ..ShardBatch::default()
         };
-        for key in &attempt.rows {
-            match key {
-                RowKey::Pin(requestid) => {
-                    let Some(row) = self.store.load_pin(requestid)? else {
-                        continue;
-                    };
-                    if row.batch <= committed {
+        for undo in &attempt.undo {
+            match undo {
+                Undo::Pin { requestid, row } => {
+                    let stale = self.store.load_pin(requestid)?;
+                    if stale == *row {
                         continue;
                     }
                     batch.pins.push(PinWrite {
                         requestid: requestid.clone(),
-                        row: Versioned {
-                            batch: committed,
-                            value: row.undo.clone(),
-                            undo: row.undo.clone(),
-                        },
-                        stale: row.value,
+                        old: None,
+                        stale,
+                        new: row.clone(),
                     });
                 }
-                RowKey::Cid(cid) => {
-                    let Some(row) = self.store.load_cid(cid)? else {
-                        continue;
-                    };
-                    if row.batch <= committed {
-                        continue;
-                    }
+                Undo::Cid { cid, state } => {
                     // The pending set follows the state's flag (a batch writes the set only
                     // with a state row that changes the flag).
-                    let pending = row.undo.as_ref().is_some_and(|state| state.pending);
+                    let pending = state.as_ref().is_some_and(|state| state.pending);
                     batch.pending.push((cid.clone(), pending));
                     batch.cids.push(CidWrite {
                         cid: cid.clone(),
-                        row: Versioned {
-                            batch: committed,
-                            value: row.undo.clone(),
-                            undo: row.undo,
-                        },
+                        state: state.clone(),
                     });
                 }
             }
@@ -273,7 +258,7 @@ impl ShardActor {
             return Ok((state, true));
         }
         METRICS.cache.with_label_values(&["miss"]).inc();
-        Ok(match self.store.load_cid(cid)?.and_then(|row| row.value) {
+        Ok(match self.store.load_cid(cid)? {
             Some(state) => (state, true),
             None => (CidState::new(cid), false),
         })
@@ -287,7 +272,7 @@ impl ShardActor {
         cid: &str,
     ) -> Result<Option<PinRow>, StoreError> {
         if !work.pins.contains_key(requestid) {
-            let committed = self.store.load_pin(requestid)?.and_then(|row| row.value);
+            let committed = self.store.load_pin(requestid)?;
             work.pins.insert(requestid.to_string(), committed);
         }
         Ok(work
@@ -536,8 +521,10 @@ impl ShardActor {
                     .and_then(Option::as_ref)
                     .is_some_and(|row| row.record.canonical_cid() != cid);
                 if elsewhere {
-                    let reason =
-                        format!("rejected: requestid {} is already in use", request.requestid);
+                    let reason = format!(
+                        "rejected: requestid {} is already in use",
+                        request.requestid
+                    );
                     self.reject(record, reason, &mut outcome)?;
                     continue;
                 }
@@ -561,7 +548,10 @@ impl ShardActor {
             let Some(touched) = work.touched.get_mut(&cid) else {
                 continue;
             };
-            match touched.after.apply(record.offset, &envelope.event, pin.as_ref()) {
+            match touched
+                .after
+                .apply(record.offset, &envelope.event, pin.as_ref())
+            {
                 Some(PinChange::Created(row)) => {
                     let requestid = row.record.requestid.clone();
                     touched.created.push(requestid.clone());
@@ -647,11 +637,14 @@ impl ShardActor {
         let mut step = Vec::with_capacity(listed.len());
         for (_, requestid) in listed {
             if touched.created.contains(&requestid)
-                || touched.removed.iter().any(|row| row.record.requestid == requestid)
+                || touched
+                    .removed
+                    .iter()
+                    .any(|row| row.record.requestid == requestid)
             {
                 continue;
             }
-            if let Some(row) = self.store.load_pin(&requestid)?.and_then(|row| row.value) {
+            if let Some(row) = self.store.load_pin(&requestid)? {
                 if row.record.canonical_cid() == cid {
                     step.push(row);
                 }
@@ -679,8 +672,7 @@ impl ShardActor {
             journal,
             ..ShardBatch::default()
         };
-        let mut attempt: Vec<RowKey> = Vec::new();
-        let mut tombstones: Vec<RowKey> = Vec::new();
+        let mut undo: Vec<Undo> = Vec::new();
         let mut deltas: BTreeMap<(String, PinStatus), i64> = BTreeMap::new();
         let mut planned: Vec<PlannedAction> = Vec::new();
         let mut settled: Vec<CidState> = Vec::new();
@@ -711,18 +703,15 @@ impl ShardActor {
                     (Some(row), _) | (None, Some(row)) => row.record.requestid.clone(),
                     (None, None) => continue,
                 };
-                attempt.push(RowKey::Pin(requestid.clone()));
-                if write.new.is_none() {
-                    tombstones.push(RowKey::Pin(requestid.clone()));
-                }
+                undo.push(Undo::Pin {
+                    requestid: requestid.clone(),
+                    row: write.committed.clone(),
+                });
                 rows.pins.push(PinWrite {
                     requestid,
-                    row: Versioned {
-                        batch: batch_no,
-                        value: write.new,
-                        undo: write.committed,
-                    },
+                    old: write.committed,
                     stale: None,
+                    new: write.new,
                 });
             }
             for (owner, status, delta) in writes.owner_deltas {
@@ -748,27 +737,21 @@ impl ShardActor {
             let action_traceparent =
                 parent.and_then(|_| pinhive_telemetry::traceparent_of(&plan_span));
             let garbage = state.is_garbage();
-            let needed = !garbage
-                && (needs_work(&state, &context, &actions) || state.propagation.is_some());
+            let needed =
+                !garbage && (needs_work(&state, &context, &actions) || state.propagation.is_some());
             if needed != state.pending {
                 rows.pending.push((cid.clone(), needed));
                 state.pending = needed;
             }
-            if state != touched.before || (garbage && touched.stored) {
-                if touched.stored || !garbage {
-                    attempt.push(RowKey::Cid(cid.clone()));
-                    if garbage {
-                        tombstones.push(RowKey::Cid(cid.clone()));
-                    }
-                    rows.cids.push(CidWrite {
-                        cid: cid.clone(),
-                        row: Versioned {
-                            batch: batch_no,
-                            value: (!garbage).then(|| state.clone()),
-                            undo: touched.stored.then_some(touched.before),
-                        },
-                    });
-                }
+            if (state != touched.before || garbage) && (touched.stored || !garbage) {
+                undo.push(Undo::Cid {
+                    cid: cid.clone(),
+                    state: touched.stored.then_some(touched.before),
+                });
+                rows.cids.push(CidWrite {
+                    cid: cid.clone(),
+                    state: (!garbage).then(|| state.clone()),
+                });
             }
             planned.extend(actions.into_iter().map(|action| PlannedAction {
                 cid: cid.clone(),
@@ -801,18 +784,12 @@ impl ShardActor {
                 value,
             });
         }
-        let writes_rows = !attempt.is_empty();
+        let writes_rows = !undo.is_empty();
         if !writes_rows && counters.is_empty() && next_offset.is_none() {
             // Nothing changed (a repair pass over settled CIDs): only the pending set moves.
             self.store.write_shard_batch(&rows)?;
             return Ok(planned);
         }
-        rows.purge = commit
-            .purge
-            .iter()
-            .filter(|key| !attempt.contains(key))
-            .cloned()
-            .collect();
         let write_spans: Vec<tracing::Span> = apply_spans
             .iter()
             .map(|parent| tracing::info_span!(parent: parent, "store.write", rows = rows.len()))
@@ -826,7 +803,7 @@ impl ShardActor {
                 state: CommitState {
                     attempt: Some(Attempt {
                         batch: batch_no,
-                        rows: attempt,
+                        undo,
                     }),
                     ..commit.clone()
                 },
@@ -837,7 +814,6 @@ impl ShardActor {
         let committed = CommitState {
             batch: if writes_rows { batch_no } else { commit.batch },
             next_offset: next_offset.or(commit.next_offset),
-            purge: tombstones,
             attempt: None,
         };
         self.store.commit(&Commit {

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus, Versioned};
+use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
 use pinhive_events::{Event, NodeDescriptor};
 
 use crate::{
-    total_count, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry, NameMatch,
-    PinQuery, PinWrite, RowKey, ShardBatch, Store, TokenRecord,
+    total_count, Attempt, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry,
+    NameMatch, PinQuery, PinWrite, ShardBatch, Store, TokenRecord, Undo,
 };
 
 pub fn s3_objects(store: &dyn Store) {
@@ -93,7 +93,6 @@ macro_rules! store_contract_tests {
             stale_entries_of_an_interrupted_batch_are_removed,
             any_prefix_then_the_batch_equals_the_batch,
             commit_row_and_counters,
-            purge_deletes_tombstones,
             journal_and_dead_letters_are_pruned_by_age
         );
     };
@@ -111,7 +110,12 @@ macro_rules! store_contract_tests {
 /// A CID's pin list is walked in (bucket, request id) order from a cursor, in bounded steps.
 pub fn cid_pin_list_walks_by_cursor(store: &dyn Store) {
     let rows: Vec<PinRow> = (0..25)
-        .map(|i| row(pin(&format!("r{i:02}"), "alice", "cidA", i, PinStatus::Queued), i as u64 / 10))
+        .map(|i| {
+            row(
+                pin(&format!("r{i:02}"), "alice", "cidA", i, PinStatus::Queued),
+                i as u64 / 10,
+            )
+        })
         .chain([row(pin("other", "alice", "cidB", 1, PinStatus::Queued), 0)])
         .collect();
     put_rows(store, rows);
@@ -158,11 +162,12 @@ fn row(record: PinRecord, bucket: u64) -> PinRow {
     }
 }
 
-fn write(requestid: &str, batch: u64, value: Option<PinRow>, undo: Option<PinRow>) -> PinWrite {
+fn write(requestid: &str, new: Option<PinRow>, old: Option<PinRow>) -> PinWrite {
     PinWrite {
         requestid: requestid.into(),
-        row: Versioned { batch, value, undo },
+        old,
         stale: None,
+        new,
     }
 }
 
@@ -171,7 +176,7 @@ fn put_rows(store: &dyn Store, rows: Vec<PinRow>) {
         partition: 0,
         pins: rows
             .into_iter()
-            .map(|row| write(&row.record.requestid.clone(), 1, Some(row), None))
+            .map(|row| write(&row.record.requestid.clone(), Some(row), None))
             .collect(),
         ..ShardBatch::default()
     };
@@ -209,44 +214,42 @@ pub fn rows_round_trip(store: &dyn Store) {
     let record = row(pin("r1", "alice", "cidA", 10, PinStatus::Queued), 0);
     let mut state = CidState::new("cidA");
     state.applied_offset = Some(42);
-    let cid_row = |batch, value: Option<CidState>, undo| CidWrite {
+    let cid_row = |state: Option<CidState>| CidWrite {
         cid: "cidA".into(),
-        row: Versioned { batch, value, undo },
+        state,
     };
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
-            pins: vec![write("r1", 1, Some(record.clone()), None)],
-            cids: vec![cid_row(1, Some(state.clone()), None)],
+            pins: vec![write("r1", Some(record.clone()), None)],
+            cids: vec![cid_row(Some(state.clone()))],
             ..ShardBatch::default()
         })
         .unwrap();
     assert_eq!(store.get_pin("r1").unwrap(), Some(record.record.clone()));
-    assert_eq!(
-        store.load_pin("r1").unwrap().unwrap().committed(1),
-        Some(&record)
-    );
-    assert_eq!(
-        store.load_cid("cidA").unwrap().unwrap().committed(1),
-        Some(&state)
-    );
+    assert_eq!(store.load_pin("r1").unwrap(), Some(record.clone()));
+    assert_eq!(store.load_cid("cidA").unwrap(), Some(state));
     assert_eq!(store.get_pin("nope").unwrap(), None);
-    // Deleted in batch 2: gone for the API, the committed value stays until batch 2 commits.
+    assert_eq!(
+        store.cid_pins("cidA", &Cursor::default(), 10).unwrap(),
+        vec![(0, "r1".to_string())]
+    );
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
-            pins: vec![write("r1", 2, None, Some(record.clone()))],
-            cids: vec![cid_row(2, None, Some(state.clone()))],
+            pins: vec![write("r1", None, Some(record))],
+            cids: vec![cid_row(None)],
             ..ShardBatch::default()
         })
         .unwrap();
     assert_eq!(store.get_pin("r1").unwrap(), None);
-    let stored = store.load_pin("r1").unwrap().unwrap();
-    assert_eq!(stored.committed(1), Some(&record));
-    assert_eq!(stored.committed(2), None);
-    assert_eq!(store.load_cid("cidA").unwrap().unwrap().committed(2), None);
+    assert_eq!(store.load_pin("r1").unwrap(), None);
+    assert_eq!(store.load_cid("cidA").unwrap(), None);
     assert!(ids(store, &query("alice", &PinStatus::ALL)).is_empty());
-    assert!(store.cid_pins("cidA", &Cursor::default(), 10).unwrap().is_empty());
+    assert!(store
+        .cid_pins("cidA", &Cursor::default(), 10)
+        .unwrap()
+        .is_empty());
 }
 
 pub fn status_change_moves_index(store: &dyn Store) {
@@ -261,7 +264,7 @@ pub fn status_change_moves_index(store: &dyn Store) {
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
-            pins: vec![write("r1", 2, Some(row(pinned, 0)), Some(row(queued, 0)))],
+            pins: vec![write("r1", Some(row(pinned, 0)), Some(row(queued, 0)))],
             ..ShardBatch::default()
         })
         .unwrap();
@@ -362,7 +365,7 @@ pub fn batch_is_repeatable(store: &dyn Store) {
     put(store, vec![old.clone()]);
     let batch = ShardBatch {
         partition: 3,
-        pins: vec![write("r1", 2, Some(row(new.clone(), 0)), Some(row(old, 0)))],
+        pins: vec![write("r1", Some(row(new.clone(), 0)), Some(row(old, 0)))],
         ..ShardBatch::default()
     };
     store.write_shard_batch(&batch).unwrap();
@@ -385,10 +388,13 @@ pub fn any_prefix_then_the_batch_equals_the_batch(store: &dyn Store) {
     };
     let batch = ShardBatch {
         partition: 0,
-        purge: vec![RowKey::Pin("gone".into())],
         pins: vec![
-            write("r1", 2, Some(row(pinned.clone(), 0)), Some(row(queued, 0))),
-            write("r2", 2, Some(row(pin("r2", "alice", "cidA", 11, PinStatus::Pinned), 0)), None),
+            write("r1", Some(row(pinned.clone(), 0)), Some(row(queued, 0))),
+            write(
+                "r2",
+                Some(row(pin("r2", "alice", "cidA", 11, PinStatus::Pinned), 0)),
+                None,
+            ),
         ],
         journal: vec![JournalEntry {
             cid: "cidA".into(),
@@ -401,75 +407,88 @@ pub fn any_prefix_then_the_batch_equals_the_batch(store: &dyn Store) {
         pending: vec![("cidA".into(), true)],
         cids: vec![CidWrite {
             cid: "cidA".into(),
-            row: Versioned {
-                batch: 2,
-                value: Some(state(5)),
-                undo: Some(state(1)),
-            },
+            state: Some(state(5)),
         }],
     };
     for n in 0..=batch.len() {
         store.write_shard_batch(&batch.prefix(n)).unwrap();
         store.write_shard_batch(&batch).unwrap();
-        assert_eq!(ids(store, &query("alice", &[PinStatus::Pinned])), vec!["r2", "r1"], "prefix {n}");
-        assert!(ids(store, &query("alice", &[PinStatus::Queued])).is_empty(), "prefix {n}");
-        assert_eq!(store.get_pin("r1").unwrap(), Some(pinned.clone()), "prefix {n}");
-        assert_eq!(store.journal("cidA", None, 10).unwrap().len(), 1, "prefix {n}");
-        assert_eq!(store.pending_cids(0, None, 10).unwrap(), vec!["cidA"], "prefix {n}");
         assert_eq!(
-            store.load_cid("cidA").unwrap().unwrap().committed(2),
-            Some(&state(5)),
+            ids(store, &query("alice", &[PinStatus::Pinned])),
+            vec!["r2", "r1"],
+            "prefix {n}"
+        );
+        assert!(
+            ids(store, &query("alice", &[PinStatus::Queued])).is_empty(),
+            "prefix {n}"
+        );
+        assert_eq!(
+            store.get_pin("r1").unwrap(),
+            Some(pinned.clone()),
+            "prefix {n}"
+        );
+        assert_eq!(
+            store.journal("cidA", None, 10).unwrap().len(),
+            1,
+            "prefix {n}"
+        );
+        assert_eq!(
+            store.pending_cids(0, None, 10).unwrap(),
+            vec!["cidA"],
+            "prefix {n}"
+        );
+        assert_eq!(
+            store.load_cid("cidA").unwrap(),
+            Some(state(5)),
             "prefix {n}"
         );
     }
 }
 
-/// A retry that decides differently from the interrupted batch (here: the pin goes to
-/// `failed`, not `pinned`) leaves no entry of the interrupted batch's value behind.
+/// A rollback (or a retry that decides differently from the interrupted batch) names the
+/// value the interrupted batch left (`stale`): none of its listing entries stays behind.
 pub fn stale_entries_of_an_interrupted_batch_are_removed(store: &dyn Store) {
     let queued = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
     put(store, vec![queued.clone()]);
     let mut pinned = queued.clone();
     pinned.status = PinStatus::Pinned;
-    let mut failed = queued.clone();
-    failed.status = PinStatus::Failed;
-    failed.name = Some("renamed".into());
-    // Interrupted batch 2: wrote `pinned` over the committed `queued`.
+    pinned.name = Some("renamed".into());
+    // Interrupted batch: wrote `pinned` over `queued`.
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
-            pins: vec![write("r1", 2, Some(row(pinned.clone(), 0)), Some(row(queued.clone(), 0)))],
+            pins: vec![write(
+                "r1",
+                Some(row(pinned.clone(), 0)),
+                Some(row(queued.clone(), 0)),
+            )],
             ..ShardBatch::default()
         })
         .unwrap();
-    // Its retry resolves the committed value and names what the interrupted one left.
-    let stored = store.load_pin("r1").unwrap().unwrap();
-    assert_eq!(stored.committed(1).map(|r| &r.record), Some(&queued));
-    assert_eq!(stored.uncommitted(1).map(|r| &r.record), Some(&pinned));
+    // Rolled back to `queued`, naming what the interrupted batch left.
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
             pins: vec![PinWrite {
                 requestid: "r1".into(),
-                row: Versioned {
-                    batch: 2,
-                    value: Some(row(failed.clone(), 0)),
-                    undo: stored.committed(1).cloned(),
-                },
-                stale: stored.uncommitted(1).cloned(),
+                old: None,
+                stale: store.load_pin("r1").unwrap(),
+                new: Some(row(queued.clone(), 0)),
             }],
             ..ShardBatch::default()
         })
         .unwrap();
-    for status in [PinStatus::Queued, PinStatus::Pinned] {
-        assert!(ids(store, &query("alice", &[status])).is_empty(), "{status:?}");
-    }
-    assert_eq!(ids(store, &query("alice", &[PinStatus::Failed])), vec!["r1"]);
+    assert!(ids(store, &query("alice", &[PinStatus::Pinned])).is_empty());
+    assert_eq!(
+        ids(store, &query("alice", &[PinStatus::Queued])),
+        vec!["r1"]
+    );
     let mut by_name = query("alice", &PinStatus::ALL);
-    by_name.name = Some(("Name-r1".into(), NameMatch::Exact));
-    assert!(ids(store, &by_name).is_empty());
     by_name.name = Some(("renamed".into(), NameMatch::Exact));
+    assert!(ids(store, &by_name).is_empty());
+    by_name.name = Some(("Name-r1".into(), NameMatch::Exact));
     assert_eq!(ids(store, &by_name), vec!["r1"]);
+    assert_eq!(store.get_pin("r1").unwrap(), Some(queued));
 }
 
 /// The commit row and the counters written with it are read back as written; counters of
@@ -485,10 +504,18 @@ pub fn commit_row_and_counters(store: &dyn Store) {
     let state = CommitState {
         batch: 7,
         next_offset: Some(120),
-        purge: vec![RowKey::Pin("r9".into()), RowKey::Cid("cidZ".into())],
-        attempt: Some(crate::Attempt {
+        attempt: Some(Attempt {
             batch: 8,
-            rows: vec![RowKey::Pin("r1".into())],
+            undo: vec![
+                Undo::Pin {
+                    requestid: "r1".into(),
+                    row: Some(row(pin("r1", "alice", "cidA", 1, PinStatus::Queued), 0)),
+                },
+                Undo::Cid {
+                    cid: "cidA".into(),
+                    state: None,
+                },
+            ],
         }),
     };
     store
@@ -503,7 +530,10 @@ pub fn commit_row_and_counters(store: &dyn Store) {
         .unwrap();
     assert_eq!(store.committed(3).unwrap(), state);
     assert_eq!(store.committed(4).unwrap(), CommitState::default());
-    assert_eq!(store.counter("alice", PinStatus::Pinned, 3).unwrap(), Some(5));
+    assert_eq!(
+        store.counter("alice", PinStatus::Pinned, 3).unwrap(),
+        Some(5)
+    );
     assert_eq!(store.counter("alice", PinStatus::Pinned, 4).unwrap(), None);
     assert_eq!(store.counter("bob", PinStatus::Pinned, 3).unwrap(), None);
     assert_eq!(total_count(store, "bob", PinStatus::Queued, 8).unwrap(), 2);
@@ -511,46 +541,16 @@ pub fn commit_row_and_counters(store: &dyn Store) {
     store
         .commit(&Commit {
             partition: 3,
-            state: CommitState {
-                batch: 8,
-                ..state
-            },
+            state: CommitState { batch: 8, ..state },
             counters: vec![counter("alice", PinStatus::Pinned, 4)],
         })
         .unwrap();
-    assert_eq!(store.counter("alice", PinStatus::Pinned, 3).unwrap(), Some(4));
+    assert_eq!(
+        store.counter("alice", PinStatus::Pinned, 3).unwrap(),
+        Some(4)
+    );
     assert_eq!(store.counter("bob", PinStatus::Queued, 3).unwrap(), Some(2));
     assert_eq!(store.committed(3).unwrap().batch, 8);
-}
-
-/// Tombstones (rows deleted by a batch, kept with their undo) disappear once purged.
-pub fn purge_deletes_tombstones(store: &dyn Store) {
-    let record = row(pin("r1", "alice", "cidA", 10, PinStatus::Queued), 0);
-    store
-        .write_shard_batch(&ShardBatch {
-            partition: 0,
-            pins: vec![write("r1", 2, None, Some(record))],
-            cids: vec![CidWrite {
-                cid: "cidA".into(),
-                row: Versioned {
-                    batch: 2,
-                    value: None,
-                    undo: Some(CidState::new("cidA")),
-                },
-            }],
-            ..ShardBatch::default()
-        })
-        .unwrap();
-    assert!(store.load_pin("r1").unwrap().is_some());
-    store
-        .write_shard_batch(&ShardBatch {
-            partition: 0,
-            purge: vec![RowKey::Pin("r1".into()), RowKey::Cid("cidA".into())],
-            ..ShardBatch::default()
-        })
-        .unwrap();
-    assert!(store.load_pin("r1").unwrap().is_none());
-    assert!(store.load_cid("cidA").unwrap().is_none());
 }
 
 pub fn checkpoints_and_pending(store: &dyn Store) {
@@ -730,7 +730,12 @@ pub fn journal_and_dead_letters_are_pruned_by_age(store: &dyn Store) {
     assert_eq!(store.prune_journal(0, 250, 10).unwrap(), 1);
     assert_eq!(store.prune_journal(0, 250, 10).unwrap(), 0);
     let offsets = |cid: &str| -> Vec<u64> {
-        store.journal(cid, None, 10).unwrap().iter().map(|e| e.offset).collect()
+        store
+            .journal(cid, None, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.offset)
+            .collect()
     };
     assert_eq!(offsets("cidA"), vec![3]);
     assert!(offsets("cidB").is_empty());
@@ -744,7 +749,12 @@ pub fn journal_and_dead_letters_are_pruned_by_age(store: &dyn Store) {
         value_prefix_hex: String::new(),
         dead_lettered_ns: at,
     };
-    for l in [letter(0, 1, 10), letter(0, 2, 500), letter(2, 7, 20), letter(2, 8, 30)] {
+    for l in [
+        letter(0, 1, 10),
+        letter(0, 2, 500),
+        letter(2, 7, 20),
+        letter(2, 8, 30),
+    ] {
         store.put_dead_letter(&l).unwrap();
     }
     assert_eq!(store.prune_dead_letters(100, 2).unwrap(), 2);

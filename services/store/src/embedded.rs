@@ -9,8 +9,9 @@
 
 use std::path::Path;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus, Versioned};
+use fjall::config::CompressionPolicy;
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
 use pinhive_events::NodeDescriptor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,8 +19,8 @@ use serde::Serialize;
 use crate::keys;
 use crate::query::{NameMatch, PinPage, PinQuery, COUNT_BUDGET, SCAN_BUDGET};
 use crate::{
-    Commit, CommitState, DeadLetter, JournalEntry, RowKey, S3Object, ShardBatch, Store,
-    StoreError, TokenRecord,
+    Commit, CommitState, DeadLetter, JournalEntry, S3Object, ShardBatch, Store, StoreError,
+    TokenRecord,
 };
 
 pub struct EmbeddedStore {
@@ -123,9 +124,13 @@ impl EmbeddedStore {
                 }
             })?;
         let memtable = memory.memtable_bytes.max(1 << 20);
+        // Every level compressed: rows of one table repeat most of their bytes (field
+        // layout, node addresses in delegates, owner names), so LZ4 halves the disk per pin.
         let open = |name: &str| {
             db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable)
+                    .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
             })
             .map_err(backend)
         };
@@ -275,11 +280,11 @@ impl EmbeddedStore {
 type ListingEntry = ((u64, String), fjall::Slice);
 
 impl Store for EmbeddedStore {
-    fn load_cid(&self, cid: &str) -> Result<Option<Versioned<CidState>>, StoreError> {
+    fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError> {
         self.get_decoded(&self.cids, "cid state", cid.as_bytes())
     }
 
-    fn load_pin(&self, requestid: &str) -> Result<Option<Versioned<PinRow>>, StoreError> {
+    fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError> {
         self.get_decoded(&self.pins, "pin", requestid.as_bytes())
     }
 
@@ -306,10 +311,11 @@ impl Store for EmbeddedStore {
             let key = guard.key().map_err(backend)?;
             let rest = key.get(prefix.len()..).unwrap_or_default();
             let (bucket, requestid) = rest.split_at(8.min(rest.len()));
-            let bucket = u64::from_be_bytes(bucket.try_into().map_err(|_| StoreError::Corrupt {
-                what: "cid pin key",
-                reason: "short key".into(),
-            })?);
+            let bucket =
+                u64::from_be_bytes(bucket.try_into().map_err(|_| StoreError::Corrupt {
+                    what: "cid pin key",
+                    reason: "short key".into(),
+                })?);
             out.push((bucket, String::from_utf8_lossy(requestid).into_owned()));
         }
         Ok(out)
@@ -317,19 +323,17 @@ impl Store for EmbeddedStore {
 
     fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError> {
         let mut write = self.db.batch();
-        for key in &batch.purge {
-            match key {
-                RowKey::Pin(requestid) => write.remove(&self.pins, requestid.as_bytes()),
-                RowKey::Cid(cid) => write.remove(&self.cids, cid.as_bytes()),
-            }
-        }
         for pin in &batch.pins {
-            let new_entries = pin.row.value.as_ref().map(Self::pin_entries).unwrap_or_default();
-            for old in pin.row.undo.iter().chain(pin.stale.iter()) {
+            let new_entries = pin.new.as_ref().map(Self::pin_entries).unwrap_or_default();
+            for old in pin.old.iter().chain(pin.stale.iter()) {
                 for (key, value) in Self::pin_entries(old) {
                     if !new_entries.iter().any(|(new, _)| *new == key) {
                         // A listing entry has a value (the record); a pin-list entry has none.
-                        let keyspace = if value.is_some() { &self.listing } else { &self.cid_pins };
+                        let keyspace = if value.is_some() {
+                            &self.listing
+                        } else {
+                            &self.cid_pins
+                        };
                         write.remove(keyspace, key);
                     }
                 }
@@ -340,7 +344,10 @@ impl Store for EmbeddedStore {
                     None => write.insert(&self.cid_pins, key, []),
                 }
             }
-            write.insert(&self.pins, pin.requestid.as_bytes(), encode(&pin.row));
+            match &pin.new {
+                Some(row) => write.insert(&self.pins, pin.requestid.as_bytes(), encode(row)),
+                None => write.remove(&self.pins, pin.requestid.as_bytes()),
+            }
         }
         for entry in &batch.journal {
             write.insert(
@@ -363,7 +370,10 @@ impl Store for EmbeddedStore {
             }
         }
         for cid in &batch.cids {
-            write.insert(&self.cids, cid.cid.as_bytes(), encode(&cid.row));
+            match &cid.state {
+                Some(state) => write.insert(&self.cids, cid.cid.as_bytes(), encode(state)),
+                None => write.remove(&self.cids, cid.cid.as_bytes()),
+            }
         }
         write.commit().map_err(backend)
     }

@@ -4,10 +4,10 @@
 //! [`Store`] promises only what ScyllaDB can keep: each write is atomic per partition key, never
 //! across keys. A shard writes one [`ShardBatch`] of rows (pins with their listing entries,
 //! journal, pending set, CID states last), then one [`Commit`] (checkpoint, batch number and
-//! counters: one partition, atomic). Rows are [`Versioned`]: a row an interrupted batch wrote
-//! keeps the committed value as its undo, so the retry starts from the committed state
-//! whatever prefix reached the store (see `pinhive_domain::rows`). The table design, and its
-//! mapping onto ScyllaDB, is in docs/data-model.md.
+//! counters: one partition, atomic). The attempt, written to the commit row before the rows,
+//! holds the committed value of every row the batch writes, so an interrupted batch is rolled
+//! back to the committed state whatever prefix of it reached the store. The table design, and
+//! its mapping onto ScyllaDB, is in docs/data-model.md.
 //!
 //! Implementations: [`embedded::EmbeddedStore`] (fjall LSM on local disk). The ScyllaDB adapter
 //! implements the same trait and must pass [`contract`].
@@ -20,7 +20,7 @@ pub mod query;
 
 use std::collections::BTreeMap;
 
-use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus, Versioned};
+use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
 use pinhive_events::{Event, NodeDescriptor};
 use serde::{Deserialize, Serialize};
 
@@ -39,54 +39,59 @@ pub enum StoreError {
     Layout { path: String, found: String },
 }
 
-/// A pin row write. The store keeps the row as given (new value, batch, committed value as
-/// undo) and maintains the listing indexes and the CID's pin list from it: entries of the
-/// committed value and of `stale` (the value an interrupted batch left, when rolling it back)
-/// that the new value does not have are removed.
+/// A pin row write. The store writes (or, for `new: None`, deletes) the row and maintains the
+/// listing entries and the CID's pin list from it: entries of `old` (the committed value) and
+/// of `stale` (the value an interrupted batch left, when rolling it back) that `new` does not
+/// have are removed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PinWrite {
     pub requestid: String,
-    pub row: Versioned<PinRow>,
+    pub old: Option<PinRow>,
     pub stale: Option<PinRow>,
+    pub new: Option<PinRow>,
 }
 
-/// A CID state row write (`row.value: None` deletes the state).
+/// A CID state row write (`None` deletes the row).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CidWrite {
     pub cid: String,
-    pub row: Versioned<CidState>,
+    pub state: Option<CidState>,
 }
 
-/// A row a batch deleted (kept as a tombstone with its undo until the batch is committed,
-/// then purged by the partition's next batch).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum RowKey {
-    Pin(String),
-    Cid(String),
+/// The committed value of a row a batch is about to write: what a rollback puts back.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one per row of a batch, serialized at once
+pub enum Undo {
+    Pin {
+        requestid: String,
+        row: Option<PinRow>,
+    },
+    Cid {
+        cid: String,
+        state: Option<CidState>,
+    },
 }
 
 /// The commit row of one log partition, written atomically (one partition of the commit
-/// table, with the partition's counters): before a batch's rows, to name them (`attempt`),
-/// and after them, to commit the batch (new batch number, checkpoint, counters). A shard that
-/// finds an attempt it did not commit rolls those rows back to their committed values (their
-/// undo) before anything else, so every batch starts from exactly the committed state.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+/// table, with the partition's counters): before a batch's rows, to record what they hold
+/// now (`attempt`), and after them, to commit the batch (checkpoint, counters). A shard that
+/// finds an attempt it did not commit puts those rows back (their undo) before anything else,
+/// so every batch starts from exactly the committed state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct CommitState {
-    /// Number of the last committed batch; rows carry the number of the batch that wrote them.
+    /// Number of committed batches (diagnostics).
     pub batch: u64,
     /// Offset the partition's shard reads next.
     pub next_offset: Option<u64>,
-    /// Rows the last committed batch deleted: tombstones the next batch purges.
-    pub purge: Vec<RowKey>,
-    /// The batch being written, and every row it writes.
+    /// The batch being written: the committed value of every row it writes.
     pub attempt: Option<Attempt>,
 }
 
-/// A batch in flight: its number and the rows it writes (bounded by the batch size).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+/// A batch in flight (bounded by the batch size).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct Attempt {
     pub batch: u64,
-    pub rows: Vec<RowKey>,
+    pub undo: Vec<Undo>,
 }
 
 /// One atomic commit: the new commit state and the counters whose values changed.
@@ -131,14 +136,13 @@ pub struct JournalEntry {
     pub event: Event,
 }
 
-/// The rows one shard batch writes before its commit. No write here is atomic with another;
-/// [`ShardBatch::len`] writes in [`ShardBatch::prefix`] order, and any prefix of them followed
-/// by a retry of the batch ends in the same state as one clean write (the contract checks it).
+/// The rows one shard batch writes before its commit. No write here is atomic with another:
+/// they reach the store in [`ShardBatch::prefix`] order, any prefix of them may be all a crash
+/// leaves, and the rollback of the attempt plus a retry of the batch ends in the same state as
+/// one clean write (the orchestrator's crash-point tests check it).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ShardBatch {
     pub partition: u32,
-    /// Tombstones of the last committed batch, deleted for good now.
-    pub purge: Vec<RowKey>,
     pub pins: Vec<PinWrite>,
     pub journal: Vec<JournalEntry>,
     /// CIDs that still need work (`true`) or are settled (`false`); the repair loop walks the
@@ -151,7 +155,7 @@ pub struct ShardBatch {
 impl ShardBatch {
     /// Number of separately written rows.
     pub fn len(&self) -> usize {
-        self.purge.len() + self.pins.len() + self.journal.len() + self.pending.len() + self.cids.len()
+        self.pins.len() + self.journal.len() + self.pending.len() + self.cids.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,7 +173,6 @@ impl ShardBatch {
         };
         ShardBatch {
             partition: self.partition,
-            purge: self.purge[..take(self.purge.len())].to_vec(),
             pins: self.pins[..take(self.pins.len())].to_vec(),
             journal: self.journal[..take(self.journal.len())].to_vec(),
             pending: self.pending[..take(self.pending.len())].to_vec(),
@@ -213,10 +216,8 @@ pub struct S3Object {
 /// The store adapter. All methods are blocking; async callers use `spawn_blocking` or a
 /// `SyncArbiter` actor.
 pub trait Store: Send + Sync + 'static {
-    /// The CID state row as stored (resolve with [`Versioned::committed`]).
-    fn load_cid(&self, cid: &str) -> Result<Option<Versioned<CidState>>, StoreError>;
-    /// The pin row as stored, tombstones included (resolve with [`Versioned::committed`]).
-    fn load_pin(&self, requestid: &str) -> Result<Option<Versioned<PinRow>>, StoreError>;
+    fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError>;
+    fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError>;
     /// Pins listed for `cid` at or after `from` (bucket, then request id after `from.after`),
     /// in order, at most `limit`, as (bucket, request id). One bounded range read.
     fn cid_pins(
@@ -250,16 +251,20 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// The pin as the API shows it (the latest row written; `None` for a deleted pin).
+    /// The pin as the API shows it.
     fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError> {
-        Ok(self.load_pin(requestid)?.and_then(|row| row.value).map(|row| row.record))
+        Ok(self.load_pin(requestid)?.map(|row| row.record))
     }
     /// A bounded key-range read of the listing indexes (see [`query`]).
     fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError>;
     /// Deletes journal entries of `partition` recorded before `before_ns`, oldest first, at most
     /// `limit` per call; returns how many. (ScyllaDB: a TTL on the journal table does it.)
-    fn prune_journal(&self, partition: u32, before_ns: i64, limit: usize)
-        -> Result<usize, StoreError>;
+    fn prune_journal(
+        &self,
+        partition: u32,
+        before_ns: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
     /// Deletes dead letters recorded before `before_ns`, oldest first per partition, at most
     /// `limit` per call; returns how many.
     fn prune_dead_letters(&self, before_ns: i64, limit: usize) -> Result<usize, StoreError>;

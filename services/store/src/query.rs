@@ -75,10 +75,7 @@ impl PinQuery {
     /// True when an index of its own serves the query (CID or exact name).
     pub fn is_indexed(&self) -> bool {
         !self.cids.is_empty()
-            || matches!(
-                self.name,
-                Some((_, NameMatch::Exact | NameMatch::IExact))
-            )
+            || matches!(self.name, Some((_, NameMatch::Exact | NameMatch::IExact)))
     }
 
     /// Full check of a pin row against the query (index hits are re-checked with this, which

@@ -1,0 +1,445 @@
+//! What one replica event costs the store does not grow with the number of pins of its CID.
+//!
+//! A CID's state counts its pins instead of holding them, and a change of the view every pin
+//! shows (status, info, delegates) is propagated to the pin rows by a walk of at most
+//! `PROPAGATE_STEP` rows per batch, which the repair loop (`Replan`) carries on. Here one CID
+//! is pinned by N requests (N = 100, and N = `PIN_BUCKET` + 50 = 10,050, so that the walk also
+//! crosses from the first bucket of the CID's pin list into the second), then a batch with one
+//! `ReplicasAllocated` and a batch with one `ReplicaPinned` are applied, and every store call
+//! of each is counted (reads per method, rows written, commits):
+//!
+//! * each such batch, and each repair round of the walk, costs at most
+//!   `4 * PROPAGATE_STEP + 20` store operations, and the cost for N = 10,050 is the cost for
+//!   N = 100 (within a slack of 2 per kind of operation);
+//! * the walk completes in at most `N / PROPAGATE_STEP + 3` repair rounds: then every pin row
+//!   shows the new status — the status listing holds N rows, and the counters say N.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Addr, SyncArbiter};
+use parking_lot::Mutex;
+use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus, PIN_BUCKET, PROPAGATE_STEP};
+use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested};
+use pinhive_ipfs::NodeRegistry;
+use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record, StoredRecord};
+use pinhive_orchestrator::shard::{ApplyBatch, Replan, ShardParts};
+use pinhive_orchestrator::{ShardActor, StateCache};
+use pinhive_store::{
+    Commit, CommitState, DeadLetter, EmbeddedStore, JournalEntry, PinPage, PinQuery, S3Object,
+    ShardBatch, Store, StoreError, TokenRecord, SCOPE_ALL_PINS,
+};
+
+/// Longest a shard may take to answer one message.
+const DEADLINE: Duration = Duration::from_secs(120);
+const OWNERS: [&str; 2] = ["alice", "bob"];
+/// Records per batch while the pins are built.
+const BUILD_BATCH: usize = 1000;
+/// Most store operations one replica event (or one repair round) may cost.
+const BOUND: u64 = 4 * PROPAGATE_STEP as u64 + 20;
+/// Slack per kind of operation between the large and the small CID.
+const SLACK: u64 = 2;
+
+// ---------------------------------------------------------------------------------------------
+// A store that counts what it is asked.
+
+/// Store calls by kind: reads and other calls by method name, `rows` written by row batches,
+/// `commit` calls and the `commit counters` rows they write.
+type Cost = BTreeMap<&'static str, u64>;
+
+/// Store operations: every call, except that a row batch counts as the rows it writes.
+fn total(cost: &Cost) -> u64 {
+    cost.values().sum::<u64>() - cost.get("write_shard_batch").copied().unwrap_or(0)
+}
+
+/// An [`EmbeddedStore`] that counts every call (and every row a row batch writes).
+struct CountingStore {
+    inner: EmbeddedStore,
+    cost: Mutex<Cost>,
+}
+
+impl CountingStore {
+    fn open(dir: &Path) -> Self {
+        CountingStore {
+            inner: EmbeddedStore::open(dir).expect("open the store"),
+            cost: Mutex::new(Cost::new()),
+        }
+    }
+
+    fn count(&self, what: &'static str, n: u64) {
+        *self.cost.lock().entry(what).or_default() += n;
+    }
+
+    /// The calls since the last `take`.
+    fn take(&self) -> Cost {
+        std::mem::take(&mut self.cost.lock())
+    }
+}
+
+/// Implements the listed `Store` methods by counting the call under the method's name, then
+/// calling the same method of `self.inner`.
+macro_rules! count_and_forward {
+    ($(fn $method:ident(&self $(, $arg:ident: $type:ty)*) -> $result:ty;)*) => {
+        $(fn $method(&self $(, $arg: $type)*) -> $result {
+            self.count(stringify!($method), 1);
+            self.inner.$method($($arg),*)
+        })*
+    };
+}
+
+impl Store for CountingStore {
+    fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError> {
+        self.count("write_shard_batch", 1);
+        self.count("rows", batch.len() as u64);
+        self.inner.write_shard_batch(batch)
+    }
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.count("commit", 1);
+        self.count("commit counters", commit.counters.len() as u64);
+        self.inner.commit(commit)
+    }
+    count_and_forward! {
+        fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError>;
+        fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError>;
+        fn cid_pins(&self, cid: &str, from: &Cursor, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
+        fn committed(&self, partition: u32) -> Result<CommitState, StoreError>;
+        fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError>;
+        fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64) -> Result<(), StoreError>;
+        fn counter(&self, owner: &str, status: PinStatus, partition: u32) -> Result<Option<i64>, StoreError>;
+        fn pending_cids(&self, partition: u32, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
+        fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError>;
+        fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError>;
+        fn prune_journal(&self, partition: u32, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
+        fn prune_dead_letters(&self, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
+        fn journal(&self, cid: &str, after: Option<u64>, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
+        fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
+        fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+        fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError>;
+        fn remove_node(&self, id: &str) -> Result<(), StoreError>;
+        fn list_nodes(&self) -> Result<Vec<NodeDescriptor>, StoreError>;
+        fn put_s3_object(&self, bucket: &str, key: &str, object: Option<&S3Object>) -> Result<(), StoreError>;
+        fn get_s3_object(&self, bucket: &str, key: &str) -> Result<Option<S3Object>, StoreError>;
+        fn list_s3_objects(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<S3Object>, StoreError>;
+        fn s3_objects_by_cid(&self, cid: &str, limit: usize) -> Result<Vec<S3Object>, StoreError>;
+        fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+        fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+        fn flush(&self) -> Result<(), StoreError>;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CID, its pins, and the shard.
+
+/// A real CIDv1 (raw, sha2-256-shaped digest), canonical form: the shard admits only those.
+fn cid(i: usize) -> String {
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).expect("32 bytes fit");
+    cid::Cid::new_v1(0x55, hash).to_string()
+}
+
+fn request(on: &str, i: usize) -> Record {
+    Record::from_envelope(&Envelope::new(
+        on,
+        Event::PinRequested(PinRequested {
+            requestid: format!("req-{i:05}"),
+            owner: OWNERS[i % 2].into(),
+            cid: on.into(),
+            name: None,
+            origins: vec![],
+            meta: Default::default(),
+            // Distinct: the listing pages by creation time.
+            created_ns: i as i64 + 1,
+            replicas_min: 1,
+            replicas_max: 1,
+            replaces: None,
+        }),
+    ))
+}
+
+async fn read_all(log: &Arc<dyn Log>, expected: usize) -> Vec<StoredRecord> {
+    let mut stored: Vec<StoredRecord> = Vec::with_capacity(expected);
+    let mut from = 0;
+    // Each read returns at least one record: `expected` reads at most.
+    for _ in 0..=expected {
+        if stored.len() >= expected {
+            break;
+        }
+        let read = log.read(0, from, 4 << 20).await.expect("read");
+        let Some(last) = read.last() else { break };
+        from = last.next_offset;
+        stored.extend(read);
+    }
+    assert_eq!(stored.len(), expected, "every appended record read back");
+    stored
+}
+
+async fn apply(shard: &Addr<ShardActor>, records: Vec<StoredRecord>) {
+    tokio::time::timeout(DEADLINE, shard.send(ApplyBatch { records }))
+        .await
+        .expect("the shard answers within the deadline")
+        .expect("the shard's mailbox is open")
+        .expect("the batch applies");
+}
+
+async fn replan(shard: &Addr<ShardActor>, cid: &str) {
+    let message = Replan {
+        cids: vec![cid.to_string()],
+    };
+    tokio::time::timeout(DEADLINE, shard.send(message))
+        .await
+        .expect("the shard answers within the deadline")
+        .expect("the shard's mailbox is open")
+        .expect("the repair round applies");
+}
+
+/// Every pin of the owners in `status`, counted by paging the status listing (newest first,
+/// by creation time).
+fn listed(store: &dyn Store, status: PinStatus) -> usize {
+    let mut count = 0;
+    for owner in OWNERS {
+        let mut before_ns = None;
+        loop {
+            let query = PinQuery {
+                owner: owner.into(),
+                cids: vec![],
+                name: None,
+                statuses: vec![status],
+                before_ns,
+                after_ns: None,
+                meta: Default::default(),
+                limit: 1000,
+            };
+            let page = store.list_pins(&query, 1).expect("list_pins");
+            assert!(page
+                .results
+                .iter()
+                .all(|pin| pin.status == status && pin.owner == owner));
+            count += page.results.len();
+            match page.results.last() {
+                Some(last) if page.results.len() == query.limit => {
+                    before_ns = Some(last.created_ns)
+                }
+                _ => break,
+            }
+        }
+    }
+    count
+}
+
+fn counted(store: &dyn Store, status: PinStatus) -> i64 {
+    let owners: i64 = OWNERS
+        .iter()
+        .map(|owner| {
+            store
+                .counter(owner, status, 0)
+                .expect("counter")
+                .unwrap_or(0)
+        })
+        .sum();
+    let all = store
+        .counter(SCOPE_ALL_PINS, status, 0)
+        .expect("counter")
+        .unwrap_or(0);
+    assert_eq!(
+        owners, all,
+        "{SCOPE_ALL_PINS}/{status:?} is the owners' sum"
+    );
+    owners
+}
+
+/// What one replica event and the repair rounds cost for a CID of `pins` pins.
+struct FanOut {
+    allocated: Cost,
+    pinned: Cost,
+    /// The most a repair round of the walk cost, per kind of operation.
+    repair: Cost,
+    rounds: usize,
+}
+
+fn assert_bounded(what: &str, pins: usize, cost: &Cost) {
+    assert!(
+        total(cost) <= BOUND,
+        "{what} for {pins} pins costs {} store operations (bound {BOUND}): {cost:?}",
+        total(cost)
+    );
+}
+
+async fn fan_out(pins: usize) -> FanOut {
+    let on = cid(7);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = EmbeddedLogConfig {
+        partitions: 1,
+        ..EmbeddedLogConfig::default()
+    };
+    let log: Arc<dyn Log> =
+        Arc::new(EmbeddedLog::open(&dir.path().join("log"), config).expect("open the log"));
+    let mut records: Vec<Record> = (0..pins).map(|i| request(&on, i)).collect();
+    let allocated = Event::ReplicasAllocated {
+        nodes: vec!["n1".into()],
+        target: 1,
+    };
+    let pinned = Event::ReplicaPinned {
+        node: "n1".into(),
+        delegates: vec!["/ip4/203.0.113.7/tcp/4001".into()],
+        attempts: 1,
+        duration_ms: 5,
+    };
+    records.push(Record::from_envelope(&Envelope::new(on.clone(), allocated)));
+    records.push(Record::from_envelope(&Envelope::new(on.clone(), pinned)));
+    log.append(records).await.expect("append");
+    let mut stored = read_all(&log, pins + 2).await;
+    let pinned_record = stored.pop().expect("ReplicaPinned");
+    let allocated_record = stored.pop().expect("ReplicasAllocated");
+
+    let store = Arc::new(CountingStore::open(&dir.path().join("store")));
+    let parts = ShardParts {
+        partitions: 1,
+        store: store.clone(),
+        log: log.clone(),
+        registry: NodeRegistry::default(),
+        cache: StateCache::new(64 << 20),
+        min_free_bytes: 0,
+        dial_private_origins: false,
+    };
+    let shard = SyncArbiter::start(1, move || ShardActor::new(0, parts.clone()));
+    for batch in stored.chunks(BUILD_BATCH) {
+        apply(&shard, batch.to_vec()).await;
+    }
+    assert_eq!(
+        counted(store.as_ref(), PinStatus::Queued),
+        pins as i64,
+        "every pin queued"
+    );
+    let state = |store: &CountingStore| {
+        store
+            .inner
+            .load_cid(&on)
+            .expect("load_cid")
+            .expect("a state")
+    };
+    assert_eq!(state(&store).pins(), pins as u64);
+
+    store.take();
+    apply(&shard, vec![allocated_record]).await;
+    let allocated = store.take();
+    assert_bounded("ReplicasAllocated", pins, &allocated);
+    assert_eq!(
+        state(&store).view.map(|v| v.status),
+        Some(PinStatus::Pinning)
+    );
+
+    apply(&shard, vec![pinned_record]).await;
+    let pinned = store.take();
+    assert_bounded("ReplicaPinned", pins, &pinned);
+    let view = state(&store).view.expect("a view");
+    assert_eq!(view.status, PinStatus::Pinned);
+
+    // The repair loop carries the walk on, one bounded step per round.
+    let max_rounds = pins / PROPAGATE_STEP + 3;
+    let mut repair = Cost::new();
+    let mut rounds = 0;
+    while state(&store).propagation.is_some() {
+        assert!(
+            rounds < max_rounds,
+            "the walk over {pins} pins ends within {max_rounds} rounds"
+        );
+        replan(&shard, &on).await;
+        let round = store.take();
+        assert_bounded(&format!("repair round {rounds}"), pins, &round);
+        for (what, n) in round {
+            let max = repair.entry(what).or_default();
+            *max = (*max).max(n);
+        }
+        rounds += 1;
+    }
+
+    // Every pin row shows the new view: the listing and the counters agree.
+    assert_eq!(
+        listed(store.as_ref(), PinStatus::Pinned),
+        pins,
+        "pinned rows listed"
+    );
+    assert_eq!(
+        counted(store.as_ref(), PinStatus::Pinned),
+        pins as i64,
+        "pinned counter"
+    );
+    for status in [PinStatus::Queued, PinStatus::Pinning, PinStatus::Failed] {
+        assert_eq!(listed(store.as_ref(), status), 0, "no pin left {status:?}");
+        assert_eq!(counted(store.as_ref(), status), 0, "{status:?} counter");
+    }
+    let mut from = Cursor::default();
+    let mut walked = 0;
+    let mut buckets = std::collections::BTreeSet::new();
+    loop {
+        let step = store.inner.cid_pins(&on, &from, 1000).expect("cid_pins");
+        for (bucket, requestid) in &step {
+            buckets.insert(*bucket);
+            let row = store
+                .inner
+                .get_pin(requestid)
+                .expect("get_pin")
+                .expect("a pin row");
+            assert_eq!(
+                (row.status, &row.info, &row.delegates),
+                (view.status, &view.info, &view.delegates),
+                "{requestid}"
+            );
+        }
+        walked += step.len();
+        match step.last() {
+            Some((bucket, requestid)) if step.len() == 1000 => {
+                from = Cursor {
+                    bucket: *bucket,
+                    after: Some(requestid.clone()),
+                }
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(walked, pins, "the pin list holds every pin");
+    let expected_buckets = (pins as u64).div_ceil(PIN_BUCKET);
+    assert_eq!(
+        buckets.len() as u64,
+        expected_buckets,
+        "pin list buckets: {buckets:?}"
+    );
+    FanOut {
+        allocated,
+        pinned,
+        repair,
+        rounds,
+    }
+}
+
+#[actix_rt::test]
+async fn a_replica_event_costs_the_same_for_a_hundred_pins_as_for_ten_thousand() {
+    let large_pins = PIN_BUCKET as usize + 50;
+    let small = fan_out(100).await;
+    let large = fan_out(large_pins).await;
+    // The small CID's last repair round has fewer than a full step of pins left: a repair
+    // round of the large one is held to the small one's `ReplicaPinned` batch, which walks a
+    // full step too.
+    for (what, small, large) in [
+        ("ReplicasAllocated", &small.allocated, &large.allocated),
+        ("ReplicaPinned", &small.pinned, &large.pinned),
+        ("a repair round", &small.pinned, &large.repair),
+    ] {
+        for (kind, n) in large {
+            let base = small.get(kind).copied().unwrap_or(0);
+            assert!(
+                *n <= base + SLACK,
+                "{what}: {kind} grows with the pins: {base} for 100, {n} for {large_pins}\n  100: {small:?}\n  {large_pins}: {large:?}"
+            );
+        }
+    }
+    assert!(small.rounds >= 1, "100 pins take more than one walk step");
+    assert!(
+        large.rounds > large_pins / PROPAGATE_STEP - 2,
+        "{} rounds",
+        large.rounds
+    );
+}
