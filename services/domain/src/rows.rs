@@ -25,6 +25,27 @@ pub struct PinView {
     pub delegates: Vec<String>,
 }
 
+impl PinView {
+    /// A stable 64-bit digest (xxh3 of the view's fields), kept in the CID state to tell
+    /// whether the pins show the current view.
+    pub fn digest(&self) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&[self.status.code()]);
+        for (key, value) in &self.info {
+            hasher.update(key.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(value.as_bytes());
+            hasher.update(&[0]);
+        }
+        hasher.update(&[1]);
+        for delegate in &self.delegates {
+            hasher.update(delegate.as_bytes());
+            hasher.update(&[0]);
+        }
+        hasher.digest()
+    }
+}
+
 /// A pin as stored: the API's record (carrying the view propagated to it) and what the
 /// shard needs when the pin goes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -32,12 +32,13 @@ pub enum ReplicaStatus {
     Failed,
 }
 
+/// One node's replica. Its addresses (the pin's delegates) are the node's, from the registry:
+/// per node, not per CID.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ReplicaState {
     pub status: ReplicaStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
-    pub delegates: Vec<String>,
 }
 
 /// How many live pins of the CID ask for `replicas_min..=replicas_max`. The CID keeps these
@@ -93,8 +94,9 @@ pub struct CidState {
     pub origins: Vec<String>,
     /// Sequence number the next pin of this CID gets (its bucket is `seq / PIN_BUCKET`).
     pub next_seq: u64,
-    /// The view (status, info, delegates) propagated to the pin rows, or being propagated.
-    pub view: Option<PinView>,
+    /// Hash of the view (status, info, delegates) propagated to the pin rows, or being
+    /// propagated (the view itself is in the pin rows; `PinView::digest`).
+    pub view: Option<u64>,
     /// `Some` while pin rows remain that do not show `view` yet.
     pub propagation: Option<Cursor>,
     /// Whether the CID is in its partition's pending set (the repair loop's work list): the
@@ -226,24 +228,17 @@ impl CidState {
                         status: ReplicaStatus::Allocated,
                         attempts: 0,
                         last_error: None,
-                        delegates: Vec::new(),
                     });
                     if replica.status == ReplicaStatus::Failed {
                         replica.status = ReplicaStatus::Allocated;
                     }
                 }
             }
-            Event::ReplicaPinned {
-                node,
-                delegates,
-                attempts,
-                ..
-            } => {
+            Event::ReplicaPinned { node, attempts, .. } => {
                 if let Some(replica) = self.replicas.get_mut(node) {
                     replica.status = ReplicaStatus::Pinned;
                     replica.attempts = replica.attempts.saturating_add(*attempts);
                     replica.last_error = None;
-                    replica.delegates = delegates.clone();
                 }
             }
             Event::ReplicaFailed {
@@ -335,9 +330,8 @@ impl CidState {
     }
 
     /// Multiaddrs a client should connect to (the spec's `delegates`): the nodes that hold the
-    /// content (as they reported when pinning), then, until the pin is `pinned`, the nodes
-    /// allocated to pin it (`node_addresses` gives a node's current addresses), each group in
-    /// placement order;
+    /// content, then, until the pin is `pinned`, the nodes allocated to pin it
+    /// (`node_addresses` gives a node's current addresses), each group in placement order;
     /// public addresses before private ones, at most 20. Empty while nothing is allocated: the
     /// API then names the best candidate node.
     pub fn delegates(&self, node_addresses: &dyn Fn(&str) -> Vec<String>) -> Vec<String> {
@@ -348,8 +342,7 @@ impl CidState {
                 .iter()
                 .filter(move |node| self.replicas.get(*node).is_some_and(|r| r.status == status))
         };
-        let pinned = of_status(ReplicaStatus::Pinned)
-            .flat_map(|node| self.replicas[node].delegates.iter().cloned());
+        let pinned = of_status(ReplicaStatus::Pinned).flat_map(|node| node_addresses(node));
         // Nodes still fetching need the client's data; once the pin is `pinned`, a node still
         // allocated (an extra replica on its way in or out) is not one the client needs.
         let fetching = self.pin_status() != PinStatus::Pinned;

@@ -248,14 +248,17 @@ fn node_addresses(node: &str) -> Vec<String> {
     ]
 }
 
+/// Delegates are the addresses of the nodes holding the content (the registry's, per node),
+/// public first; a replica still allocated is not listed once the pin is pinned.
 #[test]
 fn delegates_come_from_pinned_replicas_public_first() {
-    let state = fold(&[request("r1", 1, 1), allocated(&["n0"]), pinned("n0")]);
+    let state = fold(&[request("r1", 1, 2), allocated(&["n0", "n1"]), pinned("n0")]);
+    assert_eq!(state.pin_status(), PinStatus::Pinned);
     assert_eq!(
         state.delegates(&node_addresses),
         vec![
-            format!("/dns4/n0.example.org/tcp/4001/p2p/{PEER}"),
-            format!("/ip4/127.0.0.1/tcp/4001/p2p/{PEER}"),
+            format!("/dns4/n0.allocated.example/tcp/4001/p2p/{PEER}"),
+            format!("/ip4/10.0.0.9/tcp/4001/p2p/{PEER}"),
         ]
     );
 }

@@ -24,7 +24,7 @@ pub const PROPAGATE_STEP: usize = 64;
 /// Where this batch's walk over the CID's existing pins starts, if there is one: from the
 /// start when the view changed and pins already exist, else where the last walk stopped.
 pub fn walk_start(before: &CidState, after: &CidState, view: &PinView) -> Option<Cursor> {
-    if after.view.as_ref() != Some(view) {
+    if after.view != Some(view.digest()) {
         (before.pins() > 0).then(Cursor::default)
     } else {
         after.propagation.clone()
@@ -121,7 +121,7 @@ pub fn derive_writes(input: CidInput<'_>) -> CidWrites {
         });
     }
     after.propagation = if walking { step_end } else { None };
-    after.view = Some(view);
+    after.view = Some(view.digest());
     let replicas_desired_delta = after.desired_replicas() as i64 - before.desired_replicas() as i64;
     let replicas_pinned_delta =
         after.count(ReplicaStatus::Pinned) as i64 - before.count(ReplicaStatus::Pinned) as i64;

@@ -23,7 +23,8 @@ struct ByBytes;
 
 impl Weighter<String, Arc<Cached>> for ByBytes {
     fn weight(&self, key: &String, value: &Arc<Cached>) -> u64 {
-        key.len() as u64 + value.bytes
+        // The entry itself: key, Arc, the cached struct.
+        key.len() as u64 + 96 + value.bytes
     }
 }
 
@@ -33,42 +34,42 @@ pub struct StateCache {
     inner: Arc<Cache<String, Arc<Cached>, ByBytes>>,
 }
 
-/// Rough heap size of a state: what its strings and collections hold, plus fixed overheads.
+/// Heap size of a state, estimated the way the allocations are laid out: B-tree maps hold
+/// their entries in nodes of up to 11 (a map of one entry costs a whole leaf), vectors and
+/// strings their capacity, and every allocation a few bytes of allocator overhead.
 fn approx_bytes(state: &CidState) -> u64 {
-    const ENTRY: usize = 64; // a map entry / vector element's own overhead
-    let strings = |list: &[String]| list.iter().map(|s| s.len() + 24).sum::<usize>();
-    let mut bytes = std::mem::size_of::<CidState>() + state.cid.len();
-    bytes += state.bounds.len() * 24;
-    bytes += state
-        .holds
-        .iter()
-        .map(|(id, hold)| ENTRY + id.len() + hold.owner.len() + 64)
-        .sum::<usize>();
-    bytes += state
-        .releases
-        .iter()
-        .map(|(id, release)| ENTRY + id.len() + release.cid.len() + release.by.len())
-        .sum::<usize>();
-    bytes += state
-        .replicas
-        .iter()
-        .map(|(node, replica)| {
-            ENTRY
-                + node.len()
-                + 48
-                + replica.last_error.as_ref().map_or(0, String::len)
-                + strings(&replica.delegates)
-        })
-        .sum::<usize>();
-    bytes += strings(&state.preferred_regions) + strings(&state.origins);
-    if let Some(view) = &state.view {
-        bytes += strings(&view.delegates)
-            + view
-                .info
-                .iter()
-                .map(|(k, v)| ENTRY + k.len() + v.len())
-                .sum::<usize>();
+    use std::mem::size_of;
+    const ALLOCATION: usize = 16;
+    fn map<K, V>(len: usize) -> usize {
+        // Leaf nodes of 11 slots, plus a parent pointer and lengths.
+        len.div_ceil(11) * (11 * (size_of::<K>() + size_of::<V>()) + 16 + ALLOCATION)
     }
+    let text = |s: &str| if s.is_empty() { 0 } else { s.len() + ALLOCATION };
+    let texts = |list: &[String]| {
+        list.iter().map(|s| text(s)).sum::<usize>()
+            + if list.is_empty() { 0 } else { list.len() * size_of::<String>() + ALLOCATION }
+    };
+    let mut bytes = size_of::<CidState>() + text(&state.cid);
+    bytes += state.bounds.len() * size_of::<pinhive_domain::state::BoundCount>() + ALLOCATION;
+    bytes += map::<String, pinhive_domain::PinRef>(state.holds.len())
+        + state
+            .holds
+            .iter()
+            .map(|(id, hold)| text(id) + text(&hold.owner))
+            .sum::<usize>();
+    bytes += map::<String, pinhive_domain::Release>(state.releases.len())
+        + state
+            .releases
+            .iter()
+            .map(|(id, release)| text(id) + text(&release.cid) + text(&release.by))
+            .sum::<usize>();
+    bytes += map::<String, pinhive_domain::ReplicaState>(state.replicas.len())
+        + state
+            .replicas
+            .iter()
+            .map(|(node, replica)| text(node) + replica.last_error.as_deref().map_or(0, text))
+            .sum::<usize>();
+    bytes += texts(&state.preferred_regions) + texts(&state.origins);
     bytes as u64
 }
 

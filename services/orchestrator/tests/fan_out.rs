@@ -326,16 +326,15 @@ async fn fan_out(pins: usize) -> FanOut {
     apply(&shard, vec![allocated_record]).await;
     let allocated = store.take();
     assert_bounded("ReplicasAllocated", pins, &allocated);
-    assert_eq!(
-        state(&store).view.map(|v| v.status),
-        Some(PinStatus::Pinning)
-    );
+    assert_eq!(state(&store).pin_status(), PinStatus::Pinning);
 
     apply(&shard, vec![pinned_record]).await;
     let pinned = store.take();
     assert_bounded("ReplicaPinned", pins, &pinned);
-    let view = state(&store).view.expect("a view");
+    // No node is registered in this test: no addresses.
+    let view = state(&store).view(&|_: &str| Vec::new());
     assert_eq!(view.status, PinStatus::Pinned);
+    assert_eq!(state(&store).view, Some(view.digest()));
 
     // The repair loop carries the walk on, one bounded step per round.
     let max_rounds = pins / PROPAGATE_STEP + 3;

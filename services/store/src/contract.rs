@@ -183,6 +183,27 @@ fn put_rows(store: &dyn Store, rows: Vec<PinRow>) {
     store.write_shard_batch(&batch).unwrap();
 }
 
+/// Commits `owner`'s counters of partition 0 (a status listing reads the statuses the counters
+/// say exist, as many entries as they count when no time bound is given).
+fn counts(store: &dyn Store, owner: &str, counts: &[(PinStatus, i64)]) {
+    let counters = counts
+        .iter()
+        .map(|(status, value)| CounterRow {
+            owner: owner.into(),
+            status: *status,
+            partition: 0,
+            value: *value,
+        })
+        .collect();
+    store
+        .commit(&Commit {
+            partition: 0,
+            state: store.committed(0).unwrap(),
+            counters,
+        })
+        .unwrap();
+}
+
 fn put(store: &dyn Store, pins: Vec<PinRecord>) {
     put_rows(store, pins.into_iter().map(|p| row(p, 0)).collect());
 }
@@ -255,6 +276,7 @@ pub fn rows_round_trip(store: &dyn Store) {
 pub fn status_change_moves_index(store: &dyn Store) {
     let queued = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
     put(store, vec![queued.clone()]);
+    counts(store, "alice", &[(PinStatus::Queued, 1)]);
     assert_eq!(
         ids(store, &query("alice", &[PinStatus::Queued])),
         vec!["r1"]
@@ -268,6 +290,7 @@ pub fn status_change_moves_index(store: &dyn Store) {
             ..ShardBatch::default()
         })
         .unwrap();
+    counts(store, "alice", &[(PinStatus::Queued, 0), (PinStatus::Pinned, 1)]);
     assert!(ids(store, &query("alice", &[PinStatus::Queued])).is_empty());
     assert_eq!(
         ids(store, &query("alice", &[PinStatus::Pinned])),
@@ -290,6 +313,7 @@ pub fn listing_pages_newest_first(store: &dyn Store) {
         })
         .collect();
     put(store, pins);
+    counts(store, "alice", &[(PinStatus::Pinned, 250)]);
     let mut q = query("alice", &[PinStatus::Pinned]);
     q.limit = 100;
     let mut seen = Vec::new();
@@ -316,6 +340,15 @@ pub fn filters(store: &dyn Store) {
             pin("b", "alice", "cidB", 2, PinStatus::Queued),
             pin("c", "alice", "cidA", 3, PinStatus::Failed),
             pin("d", "alice", "cidC", 4, PinStatus::Pinned),
+        ],
+    );
+    counts(
+        store,
+        "alice",
+        &[
+            (PinStatus::Pinned, 2),
+            (PinStatus::Queued, 1),
+            (PinStatus::Failed, 1),
         ],
     );
     let all = PinStatus::ALL;
@@ -370,6 +403,7 @@ pub fn batch_is_repeatable(store: &dyn Store) {
     };
     store.write_shard_batch(&batch).unwrap();
     store.write_shard_batch(&batch).unwrap();
+    counts(store, "alice", &[(PinStatus::Pinning, 1)]);
     assert_eq!(ids(store, &query("alice", &PinStatus::ALL)), vec!["r1"]);
     assert_eq!(store.get_pin("r1").unwrap(), Some(new));
 }
@@ -410,6 +444,7 @@ pub fn any_prefix_then_the_batch_equals_the_batch(store: &dyn Store) {
             state: Some(state(5)),
         }],
     };
+    counts(store, "alice", &[(PinStatus::Pinned, 2)]);
     for n in 0..=batch.len() {
         store.write_shard_batch(&batch.prefix(n)).unwrap();
         store.write_shard_batch(&batch).unwrap();
@@ -478,6 +513,7 @@ pub fn stale_entries_of_an_interrupted_batch_are_removed(store: &dyn Store) {
             ..ShardBatch::default()
         })
         .unwrap();
+    counts(store, "alice", &[(PinStatus::Queued, 1)]);
     assert!(ids(store, &query("alice", &[PinStatus::Pinned])).is_empty());
     assert_eq!(
         ids(store, &query("alice", &[PinStatus::Queued])),

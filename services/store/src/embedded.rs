@@ -279,6 +279,32 @@ impl EmbeddedStore {
 /// (inverted creation time, request id) of a listing entry, and the encoded record.
 type ListingEntry = ((u64, String), fjall::Slice);
 
+/// One range of the listing table in a k-way merge.
+struct Source<'a> {
+    entries: Box<dyn Iterator<Item = Result<ListingEntry, StoreError>> + 'a>,
+    head: Option<ListingEntry>,
+    /// Entries this source may still yield (known from the counters), if bounded.
+    left: Option<u64>,
+}
+
+impl Source<'_> {
+    /// Reads the next entry into `head` unless there is one (or the source is done).
+    fn fill(&mut self) -> Result<(), StoreError> {
+        if self.head.is_none() && self.left != Some(0) {
+            self.head = self.entries.next().transpose()?;
+        }
+        Ok(())
+    }
+
+    fn take(&mut self) -> Option<ListingEntry> {
+        let head = self.head.take()?;
+        if let Some(left) = &mut self.left {
+            *left = left.saturating_sub(1);
+        }
+        Some(head)
+    }
+}
+
 impl Store for EmbeddedStore {
     fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError> {
         self.get_decoded(&self.cids, "cid state", cid.as_bytes())
@@ -478,65 +504,79 @@ impl Store for EmbeddedStore {
     }
 
     fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError> {
-        let mut sources: Vec<_> = self
-            .sources(query)
-            .into_iter()
-            .map(|prefix| self.source_iter(prefix, query).peekable())
-            .collect();
         // Entries of the status index match a query with no other filter by their key alone:
         // counting them past the page needs no decoding.
         let key_decides = query.cids.is_empty() && query.name.is_none() && query.meta.is_empty();
+        let by_status = query.cids.is_empty() && !query.is_indexed();
+        // Per status, how many pins the owner has (the counters): a status with none is not
+        // read at all (its range may hold the deletions of pins that moved on, which an
+        // LSM must step over), and without time bounds a source stops after that many.
+        let mut totals = Vec::with_capacity(query.statuses.len());
+        if by_status {
+            for status in &query.statuses {
+                totals.push(crate::total_count(self, &query.owner, *status, partitions)?);
+            }
+        }
+        let unbounded_in_time = query.before_ns.is_none() && query.after_ns.is_none();
+        let mut sources: Vec<Source<'_>> = if by_status {
+            query
+                .statuses
+                .iter()
+                .zip(&totals)
+                .filter(|(_, total)| **total > 0)
+                .map(|(status, total)| Source {
+                    entries: self.source_iter(keys::status_prefix(&query.owner, *status), query),
+                    head: None,
+                    left: (unbounded_in_time && key_decides).then_some(*total),
+                })
+                .collect()
+        } else {
+            self.sources(query)
+                .into_iter()
+                .map(|prefix| Source {
+                    entries: self.source_iter(prefix, query),
+                    head: None,
+                    left: None,
+                })
+                .collect()
+        };
         let budget = if key_decides || query.is_indexed() {
             query.limit + COUNT_BUDGET
         } else {
             SCAN_BUDGET
         };
         let status_only = query.is_status_only();
-        let mut results = Vec::new();
+        let mut results = Vec::with_capacity(query.limit.min(1000));
         let mut matched: u64 = 0;
         let mut examined = 0usize;
         let mut last: Option<(u64, String)> = None;
         loop {
-            if results.len() >= query.limit && status_only {
+            if (results.len() >= query.limit && status_only) || examined >= budget {
                 break;
             }
-            if examined >= budget {
-                break;
-            }
-            // k-way merge: take the smallest (inverted time, requestid) head.
             for source in sources.iter_mut() {
-                if matches!(source.peek(), Some(Err(_))) {
-                    if let Some(Err(e)) = source.next() {
-                        return Err(e);
-                    }
-                }
+                source.fill()?;
             }
-            let mut best: Option<usize> = None;
-            for i in 0..sources.len() {
-                let head = match sources[i].peek() {
-                    Some(Ok((head, _))) => head.clone(),
-                    _ => continue,
-                };
-                let replace = match best {
-                    None => true,
-                    Some(b) => match sources[b].peek() {
-                        Some(Ok((current, _))) => head < *current,
-                        _ => true,
-                    },
-                };
-                if replace {
-                    best = Some(i);
-                }
-            }
-            let Some(best) = best else { break };
-            let Some(Ok((position, value))) = sources[best].next() else {
+            // k-way merge: the smallest (inverted time, request id) head.
+            let Some(best) = sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, source)| source.head.as_ref().map(|(position, _)| (i, position)))
+                .min_by(|(_, a), (_, b)| a.cmp(b))
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            let Some((position, value)) = sources[best].take() else {
                 break;
             };
             examined += 1;
-            if last.as_ref() == Some(&position) {
-                continue; // the same pin seen through two sources
+            if sources.len() > 1 {
+                if last.as_ref() == Some(&position) {
+                    continue; // the same pin seen through two sources
+                }
+                last = Some(position);
             }
-            last = Some(position);
             if results.len() >= query.limit && key_decides {
                 matched += 1;
                 continue;
@@ -551,11 +591,7 @@ impl Store for EmbeddedStore {
             }
         }
         let count = if status_only {
-            let mut total = 0;
-            for status in &query.statuses {
-                total += crate::total_count(self, &query.owner, *status, partitions)?;
-            }
-            total.max(results.len() as u64)
+            (totals.iter().sum::<u64>()).max(results.len() as u64)
         } else {
             // Exact when the walk reached the end of the range within its budget; a lower
             // bound otherwise (docs/api.md).
