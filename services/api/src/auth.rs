@@ -56,19 +56,19 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let token = token?;
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let hash = pinhive_store::hash_secret(&token);
+            // Cached by the secret itself: a request with a cached token costs no hashing.
             let cached = state
                 .tokens
                 .lock()
-                .get(&hash)
+                .get(&token)
                 .filter(|(_, seen)| seen.elapsed() < crate::TOKEN_CACHE_TTL)
                 .map(|(record, _)| record.clone());
             let record = match cached {
                 Some(record) => record,
                 None => {
                     let store = state.store.clone();
-                    let lookup = hash.clone();
-                    let record = web::block(move || store.get_token(&lookup))
+                    let hash = pinhive_store::hash_secret(&token);
+                    let record = web::block(move || store.get_token(&hash))
                         .await??
                         .ok_or_else(|| {
                             ApiError::new(ErrorCode::Unauthorized, "unknown access token")
@@ -76,7 +76,7 @@ impl FromRequest for Caller {
                     state
                         .tokens
                         .lock()
-                        .put(hash, (record.clone(), std::time::Instant::now()));
+                        .put(token, (record.clone(), std::time::Instant::now()));
                     record
                 }
             };

@@ -65,8 +65,8 @@ pub struct AppState {
     pub nodes: Arc<dyn NodeAdmin>,
     pub config: ApiConfig,
     clock: Mutex<i64>,
-    /// Recently seen token hashes (bounded, short-lived), so a request costs no store read
-    /// for its token.
+    /// Recently seen tokens, by secret (bounded, short-lived), so a request costs no store
+    /// read and no hashing for its token.
     pub(crate) tokens:
         Mutex<lru::LruCache<String, (pinhive_store::TokenRecord, std::time::Instant)>>,
 }

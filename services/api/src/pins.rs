@@ -38,23 +38,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// the allocator ranks first for the CID among those with known addresses (reachable ones
 /// before unreachable), public addresses first.
 pub fn fallback_delegates(state: &AppState, canonical_cid: &str) -> Vec<String> {
-    let entries = state.registry.entries();
-    let mut candidates: Vec<String> = entries
-        .iter()
-        .filter(|e| e.health.identity.is_some())
-        .map(|e| e.descriptor.id.clone())
-        .collect();
-    pinhive_domain::allocator::rank(canonical_cid, &mut candidates);
-    let reachable = |id: &String| {
-        entries
-            .iter()
-            .any(|e| &e.descriptor.id == id && e.health.reachable)
-    };
-    candidates.sort_by_key(|id| !reachable(id)); // stable: keeps the rank within each group
-    let addresses = candidates.first().and_then(|id| {
-        entries
-            .iter()
-            .find(|e| &e.descriptor.id == id)
+    // Read under the registry's lock, without copying its entries: this runs on every POST.
+    let addresses = state.registry.with_entries(|entries| {
+        let known: Vec<&pinhive_ipfs::registry::NodeEntry> =
+            entries.filter(|e| e.health.identity.is_some()).collect();
+        let mut candidates: Vec<String> = known.iter().map(|e| e.descriptor.id.clone()).collect();
+        pinhive_domain::allocator::rank(canonical_cid, &mut candidates);
+        let entry = |id: &String| known.iter().find(|e| &e.descriptor.id == id);
+        let reachable = |id: &String| entry(id).is_some_and(|e| e.health.reachable);
+        candidates.sort_by_key(|id| !reachable(id)); // stable: keeps the rank within each group
+        candidates
+            .first()
+            .and_then(entry)
             .and_then(|e| e.health.identity.as_ref())
             .map(|identity| identity.addresses.clone())
     });

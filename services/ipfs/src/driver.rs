@@ -6,7 +6,7 @@
 //! command it cannot take (queue full, breaker open, duplicate of one in flight) is dropped:
 //! the shard's repair loop plans it again from state, so nothing is lost.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,6 @@ use actix::prelude::*;
 use backon::{ExponentialBuilder, Retryable};
 use parking_lot::Mutex;
 use pinhive_events::{Envelope, Event, NodeDescriptor};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::breaker::{Breaker, BreakerState};
@@ -27,7 +26,7 @@ use crate::{IpfsApi, IpfsError, OutcomeSink};
 pub struct NodeDriverConfig {
     /// RPCs in flight per node.
     pub concurrency: usize,
-    /// Commands accepted (running or waiting for a permit) before new ones are dropped.
+    /// Commands accepted (running or queued) before new ones are dropped.
     pub max_queued: usize,
     /// How long a node searches for content in one `pin/add`.
     pub pin_timeout: Duration,
@@ -81,7 +80,12 @@ pub struct NodeDriver {
     descriptor: NodeDescriptor,
     /// Shared with every command in flight (one `Arc` clone per command).
     work: Arc<Work>,
+    /// Commands accepted (running or queued), for refusing duplicates and bounding the queue.
     in_flight: Arc<Mutex<HashSet<(String, bool)>>>,
+    /// Accepted commands waiting for one of the `concurrency` running slots. A waiting command
+    /// is its data only (a few hundred bytes), not a suspended future.
+    queue: VecDeque<NodeCommand>,
+    running: usize,
 }
 
 impl NodeDriver {
@@ -95,7 +99,6 @@ impl NodeDriver {
         NodeDriver {
             work: Arc::new(Work {
                 node: descriptor.id.clone(),
-                permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
                 breaker: Arc::new(Mutex::new(Breaker::new(
                     config.breaker_threshold,
                     config.breaker_cooldown,
@@ -106,7 +109,33 @@ impl NodeDriver {
                 config,
             }),
             in_flight: Arc::default(),
+            queue: VecDeque::new(),
+            running: 0,
             descriptor,
+        }
+    }
+
+    /// Starts queued commands while fewer than `concurrency` run.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.running < self.work.config.concurrency.max(1) {
+            let Some(command) = self.queue.pop_front() else {
+                return;
+            };
+            self.running += 1;
+            let key = command_key(&command);
+            let work = self.work.clone();
+            let in_flight = self.in_flight.clone();
+            ctx.spawn(
+                async move {
+                    work.run(command).await;
+                    in_flight.lock().remove(&key);
+                }
+                .into_actor(self)
+                .map(|_, driver, ctx| {
+                    driver.running -= 1;
+                    driver.pump(ctx);
+                }),
+            );
         }
     }
 
@@ -235,10 +264,7 @@ impl Handler<NodeCommand> for NodeDriver {
     type Result = ();
 
     fn handle(&mut self, command: NodeCommand, ctx: &mut Self::Context) {
-        let key = (
-            command.cid.clone(),
-            matches!(command.op, NodeOp::Pin { .. }),
-        );
+        let key = command_key(&command);
         {
             let mut in_flight = self.in_flight.lock();
             let refused = if in_flight.contains(&key) {
@@ -257,18 +283,19 @@ impl Handler<NodeCommand> for NodeDriver {
                     .inc();
                 return;
             }
-            in_flight.insert(key.clone());
+            in_flight.insert(key);
         }
-        let work = self.work.clone();
-        let in_flight = self.in_flight.clone();
-        ctx.spawn(
-            async move {
-                work.run(command).await;
-                in_flight.lock().remove(&key);
-            }
-            .into_actor(self),
-        );
+        self.queue.push_back(command);
+        self.pump(ctx);
     }
+}
+
+/// Identity of a command for duplicate detection: the CID and whether it pins.
+fn command_key(command: &NodeCommand) -> (String, bool) {
+    (
+        command.cid.clone(),
+        matches!(command.op, NodeOp::Pin { .. }),
+    )
 }
 
 /// Everything one command needs, detached from the actor so it runs as a plain future.
@@ -278,7 +305,6 @@ struct Work {
     sink: Arc<dyn OutcomeSink>,
     registry: NodeRegistry,
     config: NodeDriverConfig,
-    permits: Arc<Semaphore>,
     breaker: Arc<Mutex<Breaker>>,
 }
 
@@ -311,9 +337,6 @@ impl Work {
     }
 
     async fn run_traced(&self, command: NodeCommand) {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return;
-        };
         let started = Instant::now();
         let attempts = AtomicU32::new(0);
         let backoff = ExponentialBuilder::default()

@@ -120,6 +120,15 @@ impl NodeRegistry {
         self.nodes.read().values().cloned().collect()
     }
 
+    /// Runs `read` over the entries without copying them (hot paths).
+    pub fn with_entries<R>(
+        &self,
+        read: impl FnOnce(&mut dyn Iterator<Item = &NodeEntry>) -> R,
+    ) -> R {
+        let nodes = self.nodes.read();
+        read(&mut nodes.values())
+    }
+
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }

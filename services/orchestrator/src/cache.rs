@@ -44,10 +44,20 @@ fn approx_bytes(state: &CidState) -> u64 {
         // Leaf nodes of 11 slots, plus a parent pointer and lengths.
         len.div_ceil(11) * (11 * (size_of::<K>() + size_of::<V>()) + 16 + ALLOCATION)
     }
-    let text = |s: &str| if s.is_empty() { 0 } else { s.len() + ALLOCATION };
+    let text = |s: &str| {
+        if s.is_empty() {
+            0
+        } else {
+            s.len() + ALLOCATION
+        }
+    };
     let texts = |list: &[String]| {
         list.iter().map(|s| text(s)).sum::<usize>()
-            + if list.is_empty() { 0 } else { list.len() * size_of::<String>() + ALLOCATION }
+            + if list.is_empty() {
+                0
+            } else {
+                std::mem::size_of_val(list) + ALLOCATION
+            }
     };
     let mut bytes = size_of::<CidState>() + text(&state.cid);
     bytes += state.bounds.len() * size_of::<pinhive_domain::state::BoundCount>() + ALLOCATION;

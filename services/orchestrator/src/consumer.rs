@@ -51,7 +51,7 @@ pub struct OrchestratorConfig {
 impl Default for OrchestratorConfig {
     fn default() -> Self {
         OrchestratorConfig {
-            cache_bytes: 256 << 20,
+            cache_bytes: 128 << 20,
             read_bytes: 1024 * 1024,
             min_free_bytes: 0,
             dial_private_origins: false,

@@ -856,7 +856,11 @@ async fn clean_run(scenario: &Scenario) -> Run {
         );
         // No node is registered in these tests: no addresses.
         let view = state.view(&|_: &str| Vec::new());
-        assert_eq!(state.view, Some(view.digest()), "{cid}'s pins show its view");
+        assert_eq!(
+            state.view,
+            Some(view.digest()),
+            "{cid}'s pins show its view"
+        );
         for (_, requestid) in &clean.after_repair.pin_lists[cid] {
             let shown = clean.after_repair.shown_pins[requestid]
                 .as_ref()

@@ -148,9 +148,9 @@ impl Default for Config {
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
             dial_private_origins: false,
-            cache_bytes: 256 << 20,
+            cache_bytes: 128 << 20,
             store_cache_bytes: 128 << 20,
-            store_memtable_bytes: 16 << 20,
+            store_memtable_bytes: 4 << 20,
         }
     }
 }

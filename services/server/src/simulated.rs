@@ -21,7 +21,7 @@ pub fn simulated_factory() -> IpfsFactory {
 pub fn simulated_drivers() -> NodeDriverConfig {
     NodeDriverConfig {
         concurrency: 256,
-        max_queued: 1 << 16,
+        max_queued: 1 << 14,
         health_interval: Duration::from_millis(200),
         ..NodeDriverConfig::default()
     }

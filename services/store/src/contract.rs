@@ -290,7 +290,11 @@ pub fn status_change_moves_index(store: &dyn Store) {
             ..ShardBatch::default()
         })
         .unwrap();
-    counts(store, "alice", &[(PinStatus::Queued, 0), (PinStatus::Pinned, 1)]);
+    counts(
+        store,
+        "alice",
+        &[(PinStatus::Queued, 0), (PinStatus::Pinned, 1)],
+    );
     assert!(ids(store, &query("alice", &[PinStatus::Queued])).is_empty());
     assert_eq!(
         ids(store, &query("alice", &[PinStatus::Pinned])),
