@@ -797,30 +797,31 @@ impl ShardActor {
         // Any failure from here leaves `self.commit` unset: the next batch re-reads the commit
         // row and rolls back what this one wrote.
         self.commit = None;
-        if writes_rows {
-            self.store.commit(&Commit {
-                partition: self.partition,
-                state: CommitState {
-                    attempt: Some(Attempt {
-                        batch: batch_no,
-                        undo,
-                    }),
-                    ..commit.clone()
-                },
-                counters: Vec::new(),
-            })?;
-        }
-        self.store.write_shard_batch(&rows)?;
+        let attempt = writes_rows.then(|| Commit {
+            partition: self.partition,
+            state: CommitState {
+                attempt: Some(Attempt {
+                    batch: batch_no,
+                    undo,
+                }),
+                ..commit.clone()
+            },
+            counters: Vec::new(),
+        });
         let committed = CommitState {
             batch: if writes_rows { batch_no } else { commit.batch },
             next_offset: next_offset.or(commit.next_offset),
             attempt: None,
         };
-        self.store.commit(&Commit {
-            partition: self.partition,
-            state: committed.clone(),
-            counters: counters.clone(),
-        })?;
+        self.store.persist_batch(
+            attempt.as_ref(),
+            &rows,
+            &Commit {
+                partition: self.partition,
+                state: committed.clone(),
+                counters: counters.clone(),
+            },
+        )?;
         drop(write_spans);
         self.commit = Some(committed);
 

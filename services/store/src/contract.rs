@@ -93,6 +93,7 @@ macro_rules! store_contract_tests {
             stale_entries_of_an_interrupted_batch_are_removed,
             any_prefix_then_the_batch_equals_the_batch,
             commit_row_and_counters,
+            persist_batch_writes_rows_and_commit,
             journal_and_dead_letters_are_pruned_by_age
         );
     };
@@ -742,6 +743,51 @@ pub fn dead_letters_page_after(store: &dyn Store) {
         .dead_letters(Some((u32::MAX, u64::MAX)), 10)
         .unwrap()
         .is_empty());
+}
+
+/// `persist_batch` leaves the rows, the commit row and its counters, and no attempt.
+pub fn persist_batch_writes_rows_and_commit(store: &dyn Store) {
+    let record = pin("r1", "alice", "cidA", 10, PinStatus::Pinned);
+    let rows = ShardBatch {
+        partition: 0,
+        pins: vec![write("r1", Some(row(record.clone(), 0)), None)],
+        ..ShardBatch::default()
+    };
+    let attempt = Commit {
+        partition: 0,
+        state: CommitState {
+            attempt: Some(Attempt {
+                batch: 1,
+                undo: vec![Undo::Pin {
+                    requestid: "r1".into(),
+                    row: None,
+                }],
+            }),
+            ..CommitState::default()
+        },
+        counters: Vec::new(),
+    };
+    let commit = Commit {
+        partition: 0,
+        state: CommitState {
+            batch: 1,
+            next_offset: Some(7),
+            attempt: None,
+        },
+        counters: vec![CounterRow {
+            owner: "alice".into(),
+            status: PinStatus::Pinned,
+            partition: 0,
+            value: 1,
+        }],
+    };
+    store.persist_batch(Some(&attempt), &rows, &commit).unwrap();
+    assert_eq!(store.committed(0).unwrap(), commit.state);
+    assert_eq!(store.get_pin("r1").unwrap(), Some(record));
+    assert_eq!(
+        ids(store, &query("alice", &[PinStatus::Pinned])),
+        vec!["r1"]
+    );
 }
 
 /// Retention: journal entries and dead letters older than the cutoff go, oldest first, within

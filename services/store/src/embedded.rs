@@ -192,6 +192,78 @@ impl EmbeddedStore {
         ]
     }
 
+    /// Adds a shard batch's rows to a write batch.
+    fn stage_rows(&self, write: &mut fjall::OwnedWriteBatch, batch: &ShardBatch) {
+        for pin in &batch.pins {
+            let new_entries = pin.new.as_ref().map(Self::pin_entries).unwrap_or_default();
+            for old in pin.old.iter().chain(pin.stale.iter()) {
+                for (key, value) in Self::pin_entries(old) {
+                    if !new_entries.iter().any(|(new, _)| *new == key) {
+                        // A listing entry has a value (the record); a pin-list entry has none.
+                        let keyspace = if value.is_some() {
+                            &self.listing
+                        } else {
+                            &self.cid_pins
+                        };
+                        write.remove(keyspace, key);
+                    }
+                }
+            }
+            for (key, value) in new_entries {
+                match value {
+                    Some(value) => write.insert(&self.listing, key, value),
+                    None => write.insert(&self.cid_pins, key, []),
+                }
+            }
+            match &pin.new {
+                Some(row) => write.insert(&self.pins, pin.requestid.as_bytes(), encode(row)),
+                None => write.remove(&self.pins, pin.requestid.as_bytes()),
+            }
+        }
+        for entry in &batch.journal {
+            write.insert(
+                &self.journal,
+                keys::journal_key(&entry.cid, entry.offset),
+                encode(entry),
+            );
+            write.insert(
+                &self.journal_by_time,
+                keys::journal_time_key(entry.partition, entry.timestamp_ns, entry.offset),
+                entry.cid.as_bytes(),
+            );
+        }
+        for (cid, needed) in &batch.pending {
+            let key = keys::pending_key(batch.partition, cid);
+            if *needed {
+                write.insert(&self.pending, key, []);
+            } else {
+                write.remove(&self.pending, key);
+            }
+        }
+        for cid in &batch.cids {
+            match &cid.state {
+                Some(state) => write.insert(&self.cids, cid.cid.as_bytes(), encode(state)),
+                None => write.remove(&self.cids, cid.cid.as_bytes()),
+            }
+        }
+    }
+
+    /// Adds a commit row and its counters to a write batch.
+    fn stage_commit(&self, write: &mut fjall::OwnedWriteBatch, commit: &Commit) {
+        write.insert(
+            &self.commits,
+            keys::commit_key(commit.partition),
+            encode(&commit.state),
+        );
+        for counter in &commit.counters {
+            write.insert(
+                &self.commits,
+                keys::counter_key(&counter.owner, counter.status, counter.partition),
+                counter.value.to_be_bytes(),
+            );
+        }
+    }
+
     /// Raw batched write rate baseline for benchmarks: `batches` × `per_batch` inserts of
     /// `value_len`-byte values into a scratch keyspace, committed like shard batches.
     pub fn write_baseline(
@@ -369,58 +441,21 @@ impl Store for EmbeddedStore {
 
     fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError> {
         let mut write = self.db.batch();
-        for pin in &batch.pins {
-            let new_entries = pin.new.as_ref().map(Self::pin_entries).unwrap_or_default();
-            for old in pin.old.iter().chain(pin.stale.iter()) {
-                for (key, value) in Self::pin_entries(old) {
-                    if !new_entries.iter().any(|(new, _)| *new == key) {
-                        // A listing entry has a value (the record); a pin-list entry has none.
-                        let keyspace = if value.is_some() {
-                            &self.listing
-                        } else {
-                            &self.cid_pins
-                        };
-                        write.remove(keyspace, key);
-                    }
-                }
-            }
-            for (key, value) in new_entries {
-                match value {
-                    Some(value) => write.insert(&self.listing, key, value),
-                    None => write.insert(&self.cid_pins, key, []),
-                }
-            }
-            match &pin.new {
-                Some(row) => write.insert(&self.pins, pin.requestid.as_bytes(), encode(row)),
-                None => write.remove(&self.pins, pin.requestid.as_bytes()),
-            }
-        }
-        for entry in &batch.journal {
-            write.insert(
-                &self.journal,
-                keys::journal_key(&entry.cid, entry.offset),
-                encode(entry),
-            );
-            write.insert(
-                &self.journal_by_time,
-                keys::journal_time_key(entry.partition, entry.timestamp_ns, entry.offset),
-                entry.cid.as_bytes(),
-            );
-        }
-        for (cid, needed) in &batch.pending {
-            let key = keys::pending_key(batch.partition, cid);
-            if *needed {
-                write.insert(&self.pending, key, []);
-            } else {
-                write.remove(&self.pending, key);
-            }
-        }
-        for cid in &batch.cids {
-            match &cid.state {
-                Some(state) => write.insert(&self.cids, cid.cid.as_bytes(), encode(state)),
-                None => write.remove(&self.cids, cid.cid.as_bytes()),
-            }
-        }
+        self.stage_rows(&mut write, batch);
+        write.commit().map_err(backend)
+    }
+
+    fn persist_batch(
+        &self,
+        _attempt: Option<&Commit>,
+        rows: &ShardBatch,
+        commit: &Commit,
+    ) -> Result<(), StoreError> {
+        // One fjall write batch is atomic: rows and commit land together or not at all, so
+        // there is never an attempt to roll back and it is not written.
+        let mut write = self.db.batch();
+        self.stage_rows(&mut write, rows);
+        self.stage_commit(&mut write, commit);
         write.commit().map_err(backend)
     }
 
@@ -432,18 +467,7 @@ impl Store for EmbeddedStore {
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let mut write = self.db.batch();
-        write.insert(
-            &self.commits,
-            keys::commit_key(commit.partition),
-            encode(&commit.state),
-        );
-        for counter in &commit.counters {
-            write.insert(
-                &self.commits,
-                keys::counter_key(&counter.owner, counter.status, counter.partition),
-                counter.value.to_be_bytes(),
-            );
-        }
+        self.stage_commit(&mut write, commit);
         write.commit().map_err(backend)
     }
 

@@ -228,6 +228,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(u64, String)>, StoreError>;
     /// Writes a batch's rows (see [`ShardBatch`]); not atomic.
     fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError>;
+    /// Persists one shard batch by the commit protocol: the attempt (if the batch writes
+    /// rows), the rows, the commit. A store that can write rows and commit in one atomic write
+    /// may do that instead and skip the attempt (nothing can be left half-written to roll
+    /// back): the embedded store does.
+    fn persist_batch(
+        &self,
+        attempt: Option<&Commit>,
+        rows: &ShardBatch,
+        commit: &Commit,
+    ) -> Result<(), StoreError> {
+        if let Some(attempt) = attempt {
+            self.commit(attempt)?;
+        }
+        self.write_shard_batch(rows)?;
+        self.commit(commit)
+    }
     /// The partition's commit row (default: nothing committed yet).
     fn committed(&self, partition: u32) -> Result<CommitState, StoreError>;
     /// Writes a commit row and its counters atomically (one partition of the commit table).
