@@ -24,6 +24,9 @@
 //!   CID states. A request id unpinned and requested again within one batch is checked on its
 //!   own (the property requests each id once).
 
+#[macro_use]
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::path::Path;
@@ -117,13 +120,8 @@ impl FaultyStore {
     }
 }
 
-/// Implements the listed `Store` methods by calling the same method of `self.inner`.
-macro_rules! forward_to_inner {
-    ($(fn $method:ident(&self $(, $arg:ident: $type:ty)*) -> $result:ty;)*) => {
-        $(fn $method(&self $(, $arg: $type)*) -> $result {
-            self.inner.$method($($arg),*)
-        })*
-    };
+impl FaultyStore {
+    fn on_call(&self, _method: &'static str) {}
 }
 
 impl Store for FaultyStore {
@@ -149,33 +147,7 @@ impl Store for FaultyStore {
             None => self.inner.commit(commit),
         }
     }
-    forward_to_inner! {
-        fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError>;
-        fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError>;
-        fn cid_pins(&self, cid: &str, from: &Cursor, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
-        fn committed(&self, partition: u32) -> Result<CommitState, StoreError>;
-        fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError>;
-        fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64) -> Result<(), StoreError>;
-        fn counter(&self, owner: &str, status: PinStatus, partition: u32) -> Result<Option<i64>, StoreError>;
-        fn pending_cids(&self, partition: u32, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
-        fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError>;
-        fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError>;
-        fn prune_journal(&self, partition: u32, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
-        fn prune_dead_letters(&self, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
-        fn journal(&self, cid: &str, after: Option<u64>, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
-        fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
-        fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
-        fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError>;
-        fn remove_node(&self, id: &str) -> Result<(), StoreError>;
-        fn list_nodes(&self) -> Result<Vec<NodeDescriptor>, StoreError>;
-        fn put_s3_object(&self, bucket: &str, key: &str, object: Option<&S3Object>) -> Result<(), StoreError>;
-        fn get_s3_object(&self, bucket: &str, key: &str) -> Result<Option<S3Object>, StoreError>;
-        fn list_s3_objects(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<S3Object>, StoreError>;
-        fn s3_objects_by_cid(&self, cid: &str, limit: usize) -> Result<Vec<S3Object>, StoreError>;
-        fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
-        fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
-        fn flush(&self) -> Result<(), StoreError>;
-    }
+    delegate_store_reads!();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@
 //! * the walk completes in at most `N / PROPAGATE_STEP + 3` repair rounds: then every pin row
 //!   shows the new status — the status listing holds N rows, and the counters say N.
 
+#[macro_use]
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -72,21 +75,14 @@ impl CountingStore {
         *self.cost.lock().entry(what).or_default() += n;
     }
 
+    fn on_call(&self, method: &'static str) {
+        self.count(method, 1);
+    }
+
     /// The calls since the last `take`.
     fn take(&self) -> Cost {
         std::mem::take(&mut self.cost.lock())
     }
-}
-
-/// Implements the listed `Store` methods by counting the call under the method's name, then
-/// calling the same method of `self.inner`.
-macro_rules! count_and_forward {
-    ($(fn $method:ident(&self $(, $arg:ident: $type:ty)*) -> $result:ty;)*) => {
-        $(fn $method(&self $(, $arg: $type)*) -> $result {
-            self.count(stringify!($method), 1);
-            self.inner.$method($($arg),*)
-        })*
-    };
 }
 
 impl Store for CountingStore {
@@ -100,33 +96,7 @@ impl Store for CountingStore {
         self.count("commit counters", commit.counters.len() as u64);
         self.inner.commit(commit)
     }
-    count_and_forward! {
-        fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError>;
-        fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError>;
-        fn cid_pins(&self, cid: &str, from: &Cursor, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
-        fn committed(&self, partition: u32) -> Result<CommitState, StoreError>;
-        fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError>;
-        fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64) -> Result<(), StoreError>;
-        fn counter(&self, owner: &str, status: PinStatus, partition: u32) -> Result<Option<i64>, StoreError>;
-        fn pending_cids(&self, partition: u32, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
-        fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError>;
-        fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError>;
-        fn prune_journal(&self, partition: u32, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
-        fn prune_dead_letters(&self, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
-        fn journal(&self, cid: &str, after: Option<u64>, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
-        fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
-        fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
-        fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError>;
-        fn remove_node(&self, id: &str) -> Result<(), StoreError>;
-        fn list_nodes(&self) -> Result<Vec<NodeDescriptor>, StoreError>;
-        fn put_s3_object(&self, bucket: &str, key: &str, object: Option<&S3Object>) -> Result<(), StoreError>;
-        fn get_s3_object(&self, bucket: &str, key: &str) -> Result<Option<S3Object>, StoreError>;
-        fn list_s3_objects(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<S3Object>, StoreError>;
-        fn s3_objects_by_cid(&self, cid: &str, limit: usize) -> Result<Vec<S3Object>, StoreError>;
-        fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
-        fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
-        fn flush(&self) -> Result<(), StoreError>;
-    }
+    delegate_store_reads!();
 }
 
 // ---------------------------------------------------------------------------------------------

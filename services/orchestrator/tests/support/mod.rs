@@ -1,0 +1,42 @@
+//! What the orchestrator's store-wrapping tests share.
+
+/// Implements every `Store` method but `write_shard_batch` and `commit` (which each wrapper
+/// writes itself) by calling `self.on_call(name)`, then the same method of `self.inner`.
+#[macro_export]
+macro_rules! delegate_store_reads {
+    () => {
+        $crate::delegate_store_reads! {
+        fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError>;
+        fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError>;
+        fn cid_pins(&self, cid: &str, from: &Cursor, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
+        fn committed(&self, partition: u32) -> Result<CommitState, StoreError>;
+        fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError>;
+        fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64) -> Result<(), StoreError>;
+        fn counter(&self, owner: &str, status: PinStatus, partition: u32) -> Result<Option<i64>, StoreError>;
+        fn pending_cids(&self, partition: u32, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
+        fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError>;
+        fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError>;
+        fn prune_journal(&self, partition: u32, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
+        fn prune_dead_letters(&self, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
+        fn journal(&self, cid: &str, after: Option<u64>, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
+        fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
+        fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+        fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError>;
+        fn remove_node(&self, id: &str) -> Result<(), StoreError>;
+        fn list_nodes(&self) -> Result<Vec<NodeDescriptor>, StoreError>;
+        fn put_s3_object(&self, bucket: &str, key: &str, object: Option<&S3Object>) -> Result<(), StoreError>;
+        fn get_s3_object(&self, bucket: &str, key: &str) -> Result<Option<S3Object>, StoreError>;
+        fn list_s3_objects(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<S3Object>, StoreError>;
+        fn s3_objects_by_cid(&self, cid: &str, limit: usize) -> Result<Vec<S3Object>, StoreError>;
+        fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+        fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+        fn flush(&self) -> Result<(), StoreError>;
+        }
+    };
+    ($(fn $method:ident(&self $(, $arg:ident: $type:ty)*) -> $result:ty;)*) => {
+        $(fn $method(&self $(, $arg: $type)*) -> $result {
+            self.on_call(stringify!($method));
+            self.inner.$method($($arg),*)
+        })*
+    };
+}
