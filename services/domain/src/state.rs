@@ -99,6 +99,8 @@ pub struct CidState {
     pub view: Option<u64>,
     /// `Some` while pin rows remain that do not show `view` yet.
     pub propagation: Option<Cursor>,
+    /// The view changed while a walk was under way: walk again from the start once it ends.
+    pub rewalk: bool,
     /// Whether the CID is in its partition's pending set (the repair loop's work list): the
     /// shard writes the set only when this changes, so settled CIDs cost no pending-set write.
     pub pending: bool,

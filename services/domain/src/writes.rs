@@ -5,8 +5,8 @@
 //! A CID may be referenced by any number of pins, so the view is not written to all of them
 //! at once: new pins get it as they are created, and the existing ones are walked in steps of
 //! at most [`PROPAGATE_STEP`] pins per batch (the cursor lives in the CID state, so the walk
-//! goes on in later batches and from the repair loop, and restarts when the view changes
-//! again). Every event therefore costs a bounded number of store operations, and a listing
+//! goes on in later batches and from the repair loop; a view change during a walk adds one
+//! more pass over the pins it had passed). Every event therefore costs a bounded number of store operations, and a listing
 //! may show a CID's old status on some of its pins for as long as the walk takes (a CID with
 //! at most [`PROPAGATE_STEP`] pins, the common case, is updated in the same batch).
 //!
@@ -21,13 +21,14 @@ use crate::state::{CidState, Cursor, ReplicaStatus};
 /// Most existing pin rows of one CID a batch rewrites to show the CID's new view.
 pub const PROPAGATE_STEP: usize = 64;
 
-/// Where this batch's walk over the CID's existing pins starts, if there is one: from the
-/// start when the view changed and pins already exist, else where the last walk stopped.
+/// Where this batch's walk over the CID's existing pins starts, if there is one: where the
+/// walk under way stopped (a view change does not restart it: the pins behind its cursor get
+/// a second pass, see [`derive_writes`], so a view that keeps changing cannot keep the walk
+/// from reaching the end); from the start when the view changed and pins already exist.
 pub fn walk_start(before: &CidState, after: &CidState, view: &PinView) -> Option<Cursor> {
-    if after.view != Some(view.digest()) {
-        (before.pins() > 0).then(Cursor::default)
-    } else {
-        after.propagation.clone()
+    match &after.propagation {
+        Some(cursor) => Some(cursor.clone()),
+        None => (after.view != Some(view.digest()) && before.pins() > 0).then(Cursor::default),
     }
 }
 
@@ -107,6 +108,12 @@ pub fn derive_writes(input: CidInput<'_>) -> CidWrites {
         });
     }
     let walking = walk_start(before, &after, &view).is_some();
+    // A view change while a walk is under way: the pins it already passed show an older view
+    // and get another pass once it reaches the end.
+    let digest = view.digest();
+    if after.view != Some(digest) && after.propagation.is_some() {
+        after.rewalk = true;
+    }
     for row in step {
         if row.shows(&view) {
             continue;
@@ -121,7 +128,11 @@ pub fn derive_writes(input: CidInput<'_>) -> CidWrites {
         });
     }
     after.propagation = if walking { step_end } else { None };
-    after.view = Some(view.digest());
+    if after.propagation.is_none() && after.rewalk {
+        after.propagation = Some(Cursor::default());
+        after.rewalk = false;
+    }
+    after.view = Some(digest);
     let replicas_desired_delta = after.desired_replicas() as i64 - before.desired_replicas() as i64;
     let replicas_pinned_delta =
         after.count(ReplicaStatus::Pinned) as i64 - before.count(ReplicaStatus::Pinned) as i64;

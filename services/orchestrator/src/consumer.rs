@@ -573,6 +573,10 @@ impl Orchestrator {
     /// commands (dropped if the node's mailbox is full: the repair loop plans them again).
     async fn execute(&self, actions: Vec<PlannedAction>) {
         let mut records = Vec::new();
+        // Acknowledgements of released holds, to the replacing pins' CIDs: appended only once
+        // the releases themselves are durable (a log append to several partitions is not
+        // atomic), so a replacing CID never stops planning a release that was lost.
+        let mut acknowledgements = Vec::new();
         for planned in actions {
             match planned.action {
                 Action::Allocate { nodes, target } => {
@@ -591,26 +595,33 @@ impl Orchestrator {
                     self.command(&node, planned.cid, NodeOp::Unpin, planned.traceparent)
                 }
                 Action::ReleaseHold { requestid, cid } => {
-                    // To the held pin's CID (releases the hold) and to the replacing pin's
-                    // (which stops planning the release).
-                    let mut targets = vec![cid];
-                    if !targets.contains(&planned.cid) {
-                        targets.push(planned.cid.clone());
-                    }
-                    for key in targets {
+                    let settled = |key: String| {
                         let event = Event::ReplaceSettled {
                             requestid: requestid.clone(),
                         };
                         let mut envelope = Envelope::new(key, event);
                         envelope.traceparent = planned.traceparent.clone();
-                        records.push(Record::from_envelope(&envelope));
+                        Record::from_envelope(&envelope)
+                    };
+                    if cid != planned.cid {
+                        acknowledgements.push(settled(planned.cid.clone()));
                     }
+                    // To the held pin's CID: releases the hold (and, on the same CID, the
+                    // release owed).
+                    records.push(settled(cid));
                 }
             }
         }
-        if !records.is_empty() {
-            if let Err(error) = self.log.append(records).await {
-                tracing::warn!(error = %error, "could not append allocation decisions; repair will redo them");
+        if records.is_empty() {
+            return;
+        }
+        if let Err(error) = self.log.append(records).await {
+            tracing::warn!(error = %error, "could not append allocation decisions; repair will redo them");
+            return;
+        }
+        if !acknowledgements.is_empty() {
+            if let Err(error) = self.log.append(acknowledgements).await {
+                tracing::warn!(error = %error, "could not acknowledge released holds; repair will redo them");
             }
         }
     }

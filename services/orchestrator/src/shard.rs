@@ -510,11 +510,10 @@ impl ShardActor {
                 self.reject(record, format!("rejected: {rejection}"), &mut outcome)?;
                 continue;
             }
-            // Pin rows are keyed by request id across every CID and owner: an external producer
-            // must not take over (overwrite) another CID's pin by reusing its id.
-            if let (Provenance::External, pinhive_events::Event::PinRequested(request)) =
-                (provenance, &envelope.event)
-            {
+            // Pin rows are keyed by request id across every CID and owner: no record (an
+            // external producer's, or any other) may take over another CID's pin by reusing
+            // its id.
+            if let pinhive_events::Event::PinRequested(request) = &envelope.event {
                 let elsewhere = work
                     .pins
                     .get(&request.requestid)
@@ -618,7 +617,7 @@ impl ShardActor {
     }
 
     /// The committed rows of the next step of the walk over `cid`'s pins from `cursor`
-    /// (pins this batch created or removed are left out: they are written anyway), and where
+    /// (pins this batch removed are left out: they are written anyway), and where
     /// the walk goes on (`None`: it reached the end).
     fn walk_step(
         &self,
@@ -636,11 +635,11 @@ impl ShardActor {
             });
         let mut step = Vec::with_capacity(listed.len());
         for (_, requestid) in listed {
-            if touched.created.contains(&requestid)
-                || touched
-                    .removed
-                    .iter()
-                    .any(|row| row.record.requestid == requestid)
+            // (Pins created by this batch are not in the store yet.)
+            if touched
+                .removed
+                .iter()
+                .any(|row| row.record.requestid == requestid)
             {
                 continue;
             }

@@ -53,8 +53,9 @@ use proptest::prelude::*;
 /// Longest a shard may take to answer one message.
 const DEADLINE: Duration = Duration::from_secs(120);
 const OWNERS: [&str; 2] = ["alice", "bob"];
-/// Repair rounds run after B (enough to finish every walk B leaves under way).
-const REPLAN_ROUNDS: usize = 3;
+/// Repair rounds run after B (enough to finish every walk B leaves under way, including the
+/// second pass over Z that its view change in the middle of a walk asks for).
+const REPLAN_ROUNDS: usize = 6;
 
 // ---------------------------------------------------------------------------------------------
 // A store that fails where it is told to.

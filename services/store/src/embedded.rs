@@ -690,11 +690,13 @@ impl Store for EmbeddedStore {
                     pruned += 1;
                     continue;
                 }
-                // The rest of this partition is newer: go on with the next partition.
+                // The rest of this partition is newer: go on with the next partition (taken
+                // from the key, which orders the scan).
                 if pruned < limit {
-                    next_partition = letter
-                        .partition
-                        .checked_add(1)
+                    next_partition = key
+                        .get(..4)
+                        .and_then(|raw| <[u8; 4]>::try_from(raw).ok())
+                        .and_then(|raw| u32::from_be_bytes(raw).checked_add(1))
                         .map(|p| p.to_be_bytes().to_vec());
                 }
                 break;

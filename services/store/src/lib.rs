@@ -226,7 +226,9 @@ pub trait Store: Send + Sync + 'static {
         from: &Cursor,
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError>;
-    /// Writes a batch's rows (see [`ShardBatch`]); not atomic.
+    /// Writes a batch's rows (see [`ShardBatch`]); not atomic. A store that writes a pin row
+    /// and its listing and pin-list entries separately writes the row first: a rollback finds
+    /// the entries to remove from the row it reads back.
     fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError>;
     /// Persists one shard batch by the commit protocol: the attempt (if the batch writes
     /// rows), the rows, the commit. A store that can write rows and commit in one atomic write
