@@ -44,3 +44,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchMode::Scale(scale)) => scale::run(scale),
     }
 }
+
+/// Writes a new token for `owner` into `store` and returns its secret.
+pub(crate) fn put_token(
+    store: &dyn pinhive_store::Store,
+    owner: &str,
+    admin: bool,
+) -> anyhow::Result<String> {
+    let secret = pinhive_store::new_secret();
+    store.put_token(
+        &pinhive_store::hash_secret(&secret),
+        &pinhive_store::TokenRecord {
+            owner: owner.into(),
+            created_ns: pinhive_events::now_ns(),
+            admin,
+        },
+    )?;
+    Ok(secret)
+}

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pinhive_domain::PinStatus;
 use pinhive_events::{Envelope, Event, PinRequested};
 use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
-use pinhive_store::{EmbeddedStore, TokenRecord};
+use pinhive_store::EmbeddedStore;
 
 use pinhive_server::config::Config;
 use pinhive_server::serve::start;
@@ -212,15 +212,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     let system = actix_rt::System::new();
     let (http_rate, pipeline_rate, pipeline_events) = system.block_on(async move {
         let service = start(&config, factory, drivers).await?;
-        let secret = pinhive_store::new_secret();
-        service.store.put_token(
-            &pinhive_store::hash_secret(&secret),
-            &TokenRecord {
-                owner: "bench".into(),
-                created_ns: 0,
-                admin: false,
-            },
-        )?;
+        let secret = crate::put_token(service.store.as_ref(), "bench", false)?;
         let url = format!("http://{}", service.addr);
         let server = service.server.handle();
         actix_rt::spawn(service.server);

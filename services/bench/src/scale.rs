@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::ProgressBar;
-use pinhive_store::{EmbeddedStore, Store, TokenRecord};
+use pinhive_store::{EmbeddedStore, Store};
 
 use crate::pipeline::progress;
 use load::{get_json, time_until_ok};
@@ -445,16 +445,8 @@ async fn measure(args: &ScaleArgs, work: &Path) -> anyhow::Result<Report> {
 
 /// An admin token owned by [`OWNER`], written into the store before the server first starts.
 fn create_token(data_dir: &Path) -> anyhow::Result<String> {
-    let secret = pinhive_store::new_secret();
     let store = EmbeddedStore::open(&data_dir.join("store")).context("opening the store")?;
-    store.put_token(
-        &pinhive_store::hash_secret(&secret),
-        &TokenRecord {
-            owner: OWNER.into(),
-            created_ns: pinhive_events::now_ns(),
-            admin: true,
-        },
-    )?;
+    let secret = crate::put_token(&store, OWNER, true)?;
     store.flush()?;
     Ok(secret)
 }

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use pinhive_store::{EmbeddedStore, Store, TokenRecord};
+use pinhive_store::{EmbeddedStore, Store};
 
 #[derive(Clone, Default)]
 struct SpanCounter(Arc<AtomicU64>);
@@ -69,19 +69,12 @@ async fn run_mode(
         None => "off".to_string(),
         Some((_, ratio)) => format!("ratio-{ratio}"),
     });
-    let secret = pinhive_store::new_secret();
-    {
+    let secret = {
         let store = EmbeddedStore::open(&data.join("store"))?;
-        store.put_token(
-            &pinhive_store::hash_secret(&secret),
-            &TokenRecord {
-                owner: "bench".into(),
-                created_ns: 0,
-                admin: false,
-            },
-        )?;
+        let secret = crate::put_token(&store, "bench", false)?;
         store.flush()?;
-    }
+        secret
+    };
     let listen = free_addr()?;
     let mut command = Command::new(std::env::current_exe()?);
     command
