@@ -155,22 +155,6 @@ pub async fn start(
         }
         _ => (Membership::All, None, None),
     };
-    let orchestrator = Orchestrator::start_with(
-        log.clone(),
-        store.clone(),
-        registry.clone(),
-        OrchestratorConfig {
-            repair_interval: Duration::from_secs(config.repair_interval_secs.max(1)),
-            retention: Duration::from_secs(config.log_retention_secs),
-            journal_retention: Duration::from_secs(config.history_retention_secs),
-            dead_letter_retention: Duration::from_secs(config.history_retention_secs),
-            dial_private_origins: config.dial_private_origins,
-            cache_bytes: config.cache_bytes,
-            ..OrchestratorConfig::default()
-        },
-        membership,
-        committer,
-    )?;
     // Node drivers get a thread of their own: IPFS calls, retries and health checks do not
     // queue behind the consumers and repair loops of the main arbiter.
     let manager = Arc::new(DriverManager {
@@ -204,13 +188,32 @@ pub async fn start(
         manager.add(node).map_err(anyhow::Error::msg)?;
     }
     // The first responses name the nodes' addresses (`delegates`): give every node its first
-    // health check before serving (bounded: an unreachable node answers fast or times out).
+    // health check before the shards start and before serving (bounded: an unreachable node
+    // answers fast or times out).
     if !registry
         .wait_first_checks(&node_ids, Duration::from_secs(5))
         .await
     {
         tracing::info!("serving before every IPFS node answered its first health check");
     }
+    // Shards start once the nodes are known (and, within the wait above, their addresses):
+    // the first batches plan placements and compute the delegates pins show from the registry.
+    let orchestrator = Orchestrator::start_with(
+        log.clone(),
+        store.clone(),
+        registry.clone(),
+        OrchestratorConfig {
+            repair_interval: Duration::from_secs(config.repair_interval_secs.max(1)),
+            retention: Duration::from_secs(config.log_retention_secs),
+            journal_retention: Duration::from_secs(config.history_retention_secs),
+            dead_letter_retention: Duration::from_secs(config.history_retention_secs),
+            dial_private_origins: config.dial_private_origins,
+            cache_bytes: config.cache_bytes,
+            ..OrchestratorConfig::default()
+        },
+        membership,
+        committer,
+    )?;
     let state = actix_web::web::Data::new(AppState::new(
         log.clone(),
         store.clone(),
