@@ -904,6 +904,34 @@ mod tests {
         assert_eq!(store.checkpoint("c", 0).unwrap(), Some(9));
     }
 
+    /// A data directory of the earlier layout (pins inside their CID's row, keyspace
+    /// `pin_index`) is refused with an error naming it, never misread.
+    #[test]
+    fn an_earlier_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            db.keyspace("pin_index", KeyspaceCreateOptions::default)
+                .unwrap()
+                .insert("k", "v")
+                .unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let error = EmbeddedStore::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(&error, StoreError::Layout { found, .. } if found == "1"),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("earlier pinhive release"),
+            "{error}"
+        );
+        // A directory this release wrote opens again.
+        let fresh = tempfile::tempdir().unwrap();
+        drop(EmbeddedStore::open(fresh.path()).unwrap());
+        EmbeddedStore::open(fresh.path()).unwrap();
+    }
+
     #[test]
     fn second_open_reports_the_lock() {
         let dir = tempfile::tempdir().unwrap();
