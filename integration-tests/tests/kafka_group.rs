@@ -9,7 +9,7 @@
 //! `session.timeout.ms` (Apache Kafka, Redpanda); the code path after the rebalance is the same.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pinhive_integration_tests::{
     create_token, eventually, owned_partitions, pin_requested_counts, settled_listing, Burst,
@@ -84,16 +84,12 @@ async fn a_stopped_instance_hands_its_partitions_over_without_loss() {
     );
 
     // B takes over every partition once A's session expires.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while owned_partitions(&admin_b).await.len() != 8 {
-        assert!(
-            Instant::now() < deadline,
-            "B never took over all partitions (owns {:?}):\n{}",
-            owned_partitions(&admin_b).await,
-            b.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(90),
+        "B to take over all 8 partitions",
+        || async { (owned_partitions(&admin_b).await.len() == 8).then_some(()) },
+    )
+    .await;
     let client_b = Client::new(&b.url, &token_b);
     for requestid in &acknowledged {
         client_b

@@ -412,7 +412,6 @@ async fn pagination_with_before_across_2500_pins() {
                 seen.push(pin["requestid"].as_str().unwrap().to_string());
             }
             before = last_created.clone();
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let unique: BTreeSet<String> = seen.iter().cloned().collect();
         assert_eq!(

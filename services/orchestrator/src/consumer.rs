@@ -3,6 +3,7 @@
 //! retention task releases log segments every consumer has passed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -157,6 +158,8 @@ pub struct Orchestrator {
     config: OrchestratorConfig,
     /// Per partition: batches whose actions are still being carried out.
     executing: Vec<Arc<Semaphore>>,
+    /// Per partition: repair passes completed.
+    repair_passes: Vec<AtomicU64>,
 }
 
 /// Batches of one partition whose actions may be carried out while the consumer goes on
@@ -221,6 +224,7 @@ impl Orchestrator {
             executing: (0..partitions)
                 .map(|_| Arc::new(Semaphore::new(EXECUTING_BATCHES)))
                 .collect(),
+            repair_passes: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
         });
         let mut tasks = Vec::new();
         match membership {
@@ -309,6 +313,14 @@ impl Orchestrator {
     }
 
     /// The offset up to which `partition` has been applied and persisted.
+    /// Repair passes `partition` has completed (each re-plans what its pending set holds,
+    /// within `repair_budget`).
+    pub fn repair_passes(&self, partition: u32) -> u64 {
+        self.repair_passes
+            .get(partition as usize)
+            .map_or(0, |passes| passes.load(Ordering::Relaxed))
+    }
+
     pub fn applied_offset(&self, partition: u32) -> u64 {
         self.applied
             .get(partition as usize)
@@ -493,6 +505,9 @@ impl Orchestrator {
                 if let Ok(Ok(actions)) = shard.send(Replan { cids }).await {
                     self.execute(actions).await;
                 }
+            }
+            if let Some(passes) = self.repair_passes.get(partition as usize) {
+                passes.fetch_add(1, Ordering::Relaxed);
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.repair_interval) => {}

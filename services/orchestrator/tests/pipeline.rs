@@ -174,8 +174,13 @@ async fn pins_reach_simulated_nodes_and_replay_redoes_nothing() {
         (0..PARTITIONS).all(|p| replayed.applied_offset(p) == log.end_offset(p))
     })
     .await;
-    // Give the repair loop a few passes: it must find nothing to do.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Let the repair loop of every partition complete two more passes: it must find nothing
+    // to do.
+    let passes: Vec<u64> = (0..PARTITIONS).map(|p| replayed.repair_passes(p)).collect();
+    until("two repair passes on every partition", || {
+        (0..PARTITIONS).all(|p| replayed.repair_passes(p) >= passes[p as usize] + 2)
+    })
+    .await;
     assert_eq!(
         pinned(&store),
         (pins / 2) as u64,
