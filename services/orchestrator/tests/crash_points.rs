@@ -273,19 +273,7 @@ async fn append_batches(log: &Arc<dyn Log>, batches: Vec<Vec<Record>>) -> Vec<Ve
     log.append(batches.into_iter().flatten().collect())
         .await
         .expect("append");
-    let mut stored: Vec<StoredRecord> = Vec::with_capacity(total);
-    let mut from = 0;
-    // Each read returns at least one record: `total` reads at most.
-    for _ in 0..=total {
-        if stored.len() >= total {
-            break;
-        }
-        let read = log.read(0, from, 1 << 20).await.expect("read");
-        let Some(last) = read.last() else { break };
-        from = last.next_offset;
-        stored.extend(read);
-    }
-    assert_eq!(stored.len(), total, "every appended record read back");
+    let stored = support::read_all(log, total).await;
     let mut rest = stored.into_iter();
     sizes
         .into_iter()

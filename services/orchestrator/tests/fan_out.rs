@@ -129,23 +129,6 @@ fn request(on: &str, i: usize) -> Record {
     ))
 }
 
-async fn read_all(log: &Arc<dyn Log>, expected: usize) -> Vec<StoredRecord> {
-    let mut stored: Vec<StoredRecord> = Vec::with_capacity(expected);
-    let mut from = 0;
-    // Each read returns at least one record: `expected` reads at most.
-    for _ in 0..=expected {
-        if stored.len() >= expected {
-            break;
-        }
-        let read = log.read(0, from, 4 << 20).await.expect("read");
-        let Some(last) = read.last() else { break };
-        from = last.next_offset;
-        stored.extend(read);
-    }
-    assert_eq!(stored.len(), expected, "every appended record read back");
-    stored
-}
-
 async fn apply(shard: &Addr<ShardActor>, records: Vec<StoredRecord>) {
     tokio::time::timeout(DEADLINE, shard.send(ApplyBatch { records }))
         .await
@@ -260,7 +243,7 @@ async fn fan_out(pins: usize) -> FanOut {
     records.push(Record::from_envelope(&Envelope::new(on.clone(), allocated)));
     records.push(Record::from_envelope(&Envelope::new(on.clone(), pinned)));
     log.append(records).await.expect("append");
-    let mut stored = read_all(&log, pins + 2).await;
+    let mut stored = support::read_all(&log, pins + 2).await;
     let pinned_record = stored.pop().expect("ReplicaPinned");
     let allocated_record = stored.pop().expect("ReplicasAllocated");
 

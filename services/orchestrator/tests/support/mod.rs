@@ -1,5 +1,9 @@
 //! What the orchestrator's store-wrapping tests share.
 
+use std::sync::Arc;
+
+use pinhive_log::{Log, StoredRecord};
+
 /// Implements every `Store` method but `write_shard_batch` and `commit` (which each wrapper
 /// writes itself) by calling `self.on_call(name)`, then the same method of `self.inner`.
 #[macro_export]
@@ -39,4 +43,22 @@ macro_rules! delegate_store_reads {
             self.inner.$method($($arg),*)
         })*
     };
+}
+
+/// Reads partition 0 of `log` from the start until `expected` records came back.
+pub async fn read_all(log: &Arc<dyn Log>, expected: usize) -> Vec<StoredRecord> {
+    let mut stored: Vec<StoredRecord> = Vec::with_capacity(expected);
+    let mut from = 0;
+    // Each read returns at least one record: `expected` reads at most.
+    for _ in 0..=expected {
+        if stored.len() >= expected {
+            break;
+        }
+        let read = log.read(0, from, 4 << 20).await.expect("read");
+        let Some(last) = read.last() else { break };
+        from = last.next_offset;
+        stored.extend(read);
+    }
+    assert_eq!(stored.len(), expected, "every appended record read back");
+    stored
 }
