@@ -300,6 +300,26 @@ impl EmbeddedStore {
         }
     }
 
+    /// An 8-byte value (checkpoints, counters), big-endian.
+    fn get_word(
+        &self,
+        keyspace: &Keyspace,
+        what: &'static str,
+        key: &[u8],
+    ) -> Result<Option<[u8; 8]>, StoreError> {
+        match keyspace.get(key).map_err(backend)? {
+            Some(bytes) => bytes
+                .as_ref()
+                .try_into()
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt {
+                    what,
+                    reason: "not 8 bytes".into(),
+                }),
+            None => Ok(None),
+        }
+    }
+
     /// Index sources for a query, each a key prefix; merged newest first.
     fn sources(&self, query: &PinQuery) -> Vec<Vec<u8>> {
         if !query.cids.is_empty() {
@@ -472,20 +492,13 @@ impl Store for EmbeddedStore {
     }
 
     fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError> {
-        match self
-            .checkpoints
-            .get(keys::checkpoint_key(consumer, partition))
-            .map_err(backend)?
-        {
-            Some(bytes) => {
-                let raw: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    what: "checkpoint",
-                    reason: "not 8 bytes".into(),
-                })?;
-                Ok(Some(u64::from_be_bytes(raw)))
-            }
-            None => Ok(None),
-        }
+        Ok(self
+            .get_word(
+                &self.checkpoints,
+                "checkpoint",
+                &keys::checkpoint_key(consumer, partition),
+            )?
+            .map(u64::from_be_bytes))
     }
 
     fn set_checkpoint(
@@ -508,20 +521,13 @@ impl Store for EmbeddedStore {
         status: PinStatus,
         partition: u32,
     ) -> Result<Option<i64>, StoreError> {
-        match self
-            .commits
-            .get(keys::counter_key(owner, status, partition))
-            .map_err(backend)?
-        {
-            Some(bytes) => {
-                let raw: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    what: "counter",
-                    reason: "not 8 bytes".into(),
-                })?;
-                Ok(Some(i64::from_be_bytes(raw)))
-            }
-            None => Ok(None),
-        }
+        Ok(self
+            .get_word(
+                &self.commits,
+                "counter",
+                &keys::counter_key(owner, status, partition),
+            )?
+            .map(i64::from_be_bytes))
     }
 
     fn pending_cids(
