@@ -671,6 +671,9 @@ impl ShardActor {
             journal,
             ..ShardBatch::default()
         };
+        // The committed value of every row written, for the attempt (a store that persists a
+        // batch in one atomic write needs none).
+        let keep_undo = !self.store.persists_atomically();
         let mut undo: Vec<Undo> = Vec::new();
         let mut deltas: BTreeMap<(String, PinStatus), i64> = BTreeMap::new();
         let mut planned: Vec<PlannedAction> = Vec::new();
@@ -702,10 +705,12 @@ impl ShardActor {
                     (Some(row), _) | (None, Some(row)) => row.record.requestid.clone(),
                     (None, None) => continue,
                 };
-                undo.push(Undo::Pin {
-                    requestid: requestid.clone(),
-                    row: write.committed.clone(),
-                });
+                if keep_undo {
+                    undo.push(Undo::Pin {
+                        requestid: requestid.clone(),
+                        row: write.committed.clone(),
+                    });
+                }
                 rows.pins.push(PinWrite {
                     requestid,
                     old: write.committed,
@@ -743,10 +748,12 @@ impl ShardActor {
                 state.pending = needed;
             }
             if (state != touched.before || garbage) && (touched.stored || !garbage) {
-                undo.push(Undo::Cid {
-                    cid: cid.clone(),
-                    state: touched.stored.then_some(touched.before),
-                });
+                if keep_undo {
+                    undo.push(Undo::Cid {
+                        cid: cid.clone(),
+                        state: touched.stored.then_some(touched.before),
+                    });
+                }
                 rows.cids.push(CidWrite {
                     cid: cid.clone(),
                     state: (!garbage).then(|| state.clone()),
@@ -783,7 +790,7 @@ impl ShardActor {
                 value,
             });
         }
-        let writes_rows = !undo.is_empty();
+        let writes_rows = !rows.pins.is_empty() || !rows.cids.is_empty();
         if !writes_rows && counters.is_empty() && next_offset.is_none() {
             // Nothing changed (a repair pass over settled CIDs): only the pending set moves.
             self.store.write_shard_batch(&rows)?;
@@ -796,7 +803,7 @@ impl ShardActor {
         // Any failure from here leaves `self.commit` unset: the next batch re-reads the commit
         // row and rolls back what this one wrote.
         self.commit = None;
-        let attempt = writes_rows.then(|| Commit {
+        let attempt = (writes_rows && keep_undo).then(|| Commit {
             partition: self.partition,
             state: CommitState {
                 attempt: Some(Attempt {

@@ -465,6 +465,10 @@ impl Store for EmbeddedStore {
         write.commit().map_err(backend)
     }
 
+    fn persists_atomically(&self) -> bool {
+        true
+    }
+
     fn persist_batch(
         &self,
         _attempt: Option<&Commit>,

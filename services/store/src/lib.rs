@@ -230,6 +230,11 @@ pub trait Store: Send + Sync + 'static {
     /// and its listing and pin-list entries separately writes the row first: a rollback finds
     /// the entries to remove from the row it reads back.
     fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError>;
+    /// True if [`Store::persist_batch`] writes rows and commit in one atomic write: the shard
+    /// then records no undo (there is never an attempt to roll back).
+    fn persists_atomically(&self) -> bool {
+        false
+    }
     /// Persists one shard batch by the commit protocol: the attempt (if the batch writes
     /// rows), the rows, the commit. A store that can write rows and commit in one atomic write
     /// may do that instead and skip the attempt (nothing can be left half-written to roll
