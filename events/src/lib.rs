@@ -4,6 +4,7 @@
 //! bincode 2 ([`codec`]); external producers send the JSON form, validated against the JSON
 //! Schema in `schemas/events/` (generated from these types, see [`schema`]).
 
+pub mod access;
 pub mod codec;
 pub mod schema;
 

@@ -17,6 +17,26 @@ pub fn envelope_schema_json() -> String {
 /// Path of the committed schema file relative to the workspace root.
 pub const ENVELOPE_SCHEMA_PATH: &str = "schemas/events/envelope.schema.json";
 
+/// The JSON Schema of [`crate::access::AccessBatch`] (`POST /access`), pretty-printed.
+pub fn access_batch_schema_json() -> String {
+    let schema = schemars::schema_for!(crate::access::AccessBatch);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The JSON Schema of one [`crate::access::AccessEvent`] (a record of the access topic).
+pub fn access_event_schema_json() -> String {
+    let schema = schemars::schema_for!(crate::access::AccessEvent);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Committed schema files of the access contract, relative to the workspace root.
+pub const ACCESS_BATCH_SCHEMA_PATH: &str = "schemas/access/access-batch.schema.json";
+pub const ACCESS_EVENT_SCHEMA_PATH: &str = "schemas/access/access-event.schema.json";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,10 +50,8 @@ mod tests {
             .unwrap_or_default()
     }
 
-    #[test]
-    fn committed_schema_matches_types() {
-        let path = workspace_root().join(ENVELOPE_SCHEMA_PATH);
-        let generated = envelope_schema_json();
+    fn check_committed(relative: &str, generated: String) {
+        let path = workspace_root().join(relative);
         if std::env::var_os("PINHIVE_BLESS").is_some() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &generated).unwrap();
@@ -41,8 +59,23 @@ mod tests {
         let committed = std::fs::read_to_string(&path).expect("schema file is committed");
         assert!(
             committed == generated,
-            "schemas/events/envelope.schema.json is stale: rerun with PINHIVE_BLESS=1"
+            "{relative} is stale: rerun with PINHIVE_BLESS=1"
         );
+    }
+
+    #[test]
+    fn committed_schema_matches_types() {
+        check_committed(ENVELOPE_SCHEMA_PATH, envelope_schema_json());
+    }
+
+    #[test]
+    fn committed_access_batch_schema_matches_types() {
+        check_committed(ACCESS_BATCH_SCHEMA_PATH, access_batch_schema_json());
+    }
+
+    #[test]
+    fn committed_access_event_schema_matches_types() {
+        check_committed(ACCESS_EVENT_SCHEMA_PATH, access_event_schema_json());
     }
 
     fn every_event() -> Vec<Event> {

@@ -13,6 +13,7 @@
 //!   → event or [`command::Rejection`]), shared by every entry path.
 
 pub mod allocator;
+pub mod analytics;
 pub mod command;
 pub mod pin;
 pub mod plan;
