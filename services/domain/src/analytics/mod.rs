@@ -81,6 +81,9 @@ pub struct Candidate {
     pub demand: Vec<f64>,
     /// Bytes per second read from regions without nodes (counts for load, never for geo).
     pub other_demand: f64,
+    /// Distinct region ids of the CID's live replicas now (from the shard's state; regions
+    /// without an id are left out).
+    pub held_regions: Vec<u16>,
     /// Bounds of the CID's pins (the largest `min` and `max` among them).
     pub min: u8,
     pub max: u8,
