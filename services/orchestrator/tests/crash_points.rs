@@ -44,9 +44,9 @@ use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record, StoredRecord};
 use pinhive_orchestrator::shard::{ApplyBatch, BatchOutcome, Replan, ShardParts};
 use pinhive_orchestrator::{ShardActor, StateCache};
 use pinhive_store::{
-    Commit, CommitState, DeadLetter, EmbeddedStore, JournalEntry, PinPage, PinQuery, S3Object,
-    ShardBatch, Store, StoreError, TokenRecord, SCOPE_ALL_PINS, SCOPE_REPLICAS_DESIRED,
-    SCOPE_REPLICAS_PINNED,
+    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, EmbeddedStore, JournalEntry, PinPage,
+    PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord, SCOPE_ALL_PINS,
+    SCOPE_REPLICAS_DESIRED, SCOPE_REPLICAS_PINNED,
 };
 use proptest::prelude::*;
 

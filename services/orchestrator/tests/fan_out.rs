@@ -31,8 +31,8 @@ use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record, StoredRecord};
 use pinhive_orchestrator::shard::{ApplyBatch, Replan, ShardParts};
 use pinhive_orchestrator::{ShardActor, StateCache};
 use pinhive_store::{
-    Commit, CommitState, DeadLetter, EmbeddedStore, JournalEntry, PinPage, PinQuery, S3Object,
-    ShardBatch, Store, StoreError, TokenRecord, SCOPE_ALL_PINS,
+    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, EmbeddedStore, JournalEntry, PinPage,
+    PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord, SCOPE_ALL_PINS,
 };
 
 /// Longest a shard may take to answer one message.

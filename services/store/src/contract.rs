@@ -94,7 +94,8 @@ macro_rules! store_contract_tests {
             any_prefix_then_the_batch_equals_the_batch,
             commit_row_and_counters,
             persist_batch_writes_rows_and_commit,
-            journal_and_dead_letters_are_pruned_by_age
+            journal_and_dead_letters_are_pruned_by_age,
+            analytics_checkpoints_round_trip
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
@@ -852,4 +853,37 @@ pub fn journal_and_dead_letters_are_pruned_by_age(store: &dyn Store) {
         .map(|l| (l.partition, l.offset))
         .collect();
     assert_eq!(left, vec![(0, 2)]);
+}
+
+/// An analytics checkpoint comes back as written, per partition; a newer one replaces it.
+pub fn analytics_checkpoints_round_trip(store: &dyn Store) {
+    assert_eq!(store.analytics_checkpoint(3).unwrap(), None);
+    let first = crate::AnalyticsCheckpoint {
+        next_offset: 10,
+        state: vec![1, 2, 3],
+    };
+    store.put_analytics_checkpoint(3, &first).unwrap();
+    store
+        .put_analytics_checkpoint(
+            4,
+            &crate::AnalyticsCheckpoint {
+                next_offset: 1,
+                state: vec![9; 100_000],
+            },
+        )
+        .unwrap();
+    assert_eq!(store.analytics_checkpoint(3).unwrap(), Some(first));
+    let second = crate::AnalyticsCheckpoint {
+        next_offset: 25,
+        state: Vec::new(),
+    };
+    store.put_analytics_checkpoint(3, &second).unwrap();
+    assert_eq!(store.analytics_checkpoint(3).unwrap(), Some(second));
+    assert_eq!(
+        store
+            .analytics_checkpoint(4)
+            .unwrap()
+            .map(|c| c.state.len()),
+        Some(100_000)
+    );
 }

@@ -19,8 +19,8 @@ use serde::Serialize;
 use crate::keys;
 use crate::query::{NameMatch, PinPage, PinQuery, COUNT_BUDGET, SCAN_BUDGET};
 use crate::{
-    Commit, CommitState, DeadLetter, JournalEntry, S3Object, ShardBatch, Store, StoreError,
-    TokenRecord,
+    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, S3Object, ShardBatch,
+    Store, StoreError, TokenRecord,
 };
 
 pub struct EmbeddedStore {
@@ -39,6 +39,7 @@ pub struct EmbeddedStore {
     dead_letters: Keyspace,
     s3_objects: Keyspace,
     s3_by_cid: Keyspace,
+    analytics: Keyspace,
 }
 
 /// Memory the embedded store may use, set explicitly (fjall's defaults have no overall cap).
@@ -169,11 +170,12 @@ impl EmbeddedStore {
             dead_letters: open("dead_letters")?,
             s3_objects: open("s3_objects")?,
             s3_by_cid: open("s3_by_cid")?,
+            analytics: open("analytics")?,
             db,
         })
     }
 
-    fn keyspaces(&self) -> [&Keyspace; 14] {
+    fn keyspaces(&self) -> [&Keyspace; 15] {
         [
             &self.cids,
             &self.pins,
@@ -189,6 +191,7 @@ impl EmbeddedStore {
             &self.dead_letters,
             &self.s3_objects,
             &self.s3_by_cid,
+            &self.analytics,
         ]
     }
 
@@ -842,6 +845,30 @@ impl Store for EmbeddedStore {
             }
         }
         Ok(out)
+    }
+
+    fn put_analytics_checkpoint(
+        &self,
+        partition: u32,
+        checkpoint: &AnalyticsCheckpoint,
+    ) -> Result<(), StoreError> {
+        self.analytics
+            .insert(partition.to_be_bytes(), encode(checkpoint))
+            .map_err(backend)
+    }
+
+    fn analytics_checkpoint(
+        &self,
+        partition: u32,
+    ) -> Result<Option<AnalyticsCheckpoint>, StoreError> {
+        match self
+            .analytics
+            .get(partition.to_be_bytes())
+            .map_err(backend)?
+        {
+            Some(bytes) => decode("analytics checkpoint", &bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {

@@ -202,6 +202,16 @@ pub struct DeadLetter {
     pub dead_lettered_ns: i64,
 }
 
+/// What an analytics actor persists for its access partition: the encoded demand tracker and
+/// the access-log offset it covers. Written as one value, so state and offset never disagree.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AnalyticsCheckpoint {
+    /// The access-log offset to resume reading at.
+    pub next_offset: u64,
+    /// `pinhive_analytics::tracker::Tracker::encode` output.
+    pub state: Vec<u8>,
+}
+
 /// Where an S3 object's content is pinned: the pin that holds `bucket/key` now.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct S3Object {
@@ -332,6 +342,17 @@ pub trait Store: Send + Sync + 'static {
         after: Option<(u32, u64)>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Replaces the analytics checkpoint of access partition `partition`.
+    fn put_analytics_checkpoint(
+        &self,
+        partition: u32,
+        checkpoint: &AnalyticsCheckpoint,
+    ) -> Result<(), StoreError>;
+    fn analytics_checkpoint(
+        &self,
+        partition: u32,
+    ) -> Result<Option<AnalyticsCheckpoint>, StoreError>;
 
     /// Forces everything written so far to disk (shutdown).
     fn flush(&self) -> Result<(), StoreError>;

@@ -34,6 +34,8 @@ macro_rules! delegate_store_reads {
         fn s3_objects_by_cid(&self, cid: &str, limit: usize) -> Result<Vec<S3Object>, StoreError>;
         fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
         fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+        fn put_analytics_checkpoint(&self, partition: u32, checkpoint: &AnalyticsCheckpoint) -> Result<(), StoreError>;
+        fn analytics_checkpoint(&self, partition: u32) -> Result<Option<AnalyticsCheckpoint>, StoreError>;
         fn flush(&self) -> Result<(), StoreError>;
         }
     };
