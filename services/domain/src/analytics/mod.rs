@@ -7,6 +7,7 @@
 //! decisions) and turns every [`Decision`] whose `changed` is set into a `TargetChanged` event on
 //! the CID's partition. CIDs that are not candidates are at their pins' `min` by construction.
 
+pub mod access;
 mod optimizer;
 
 pub use optimizer::optimize;
