@@ -54,6 +54,18 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
         .map(|(node, _)| node.clone())
         .collect();
     rank(&state.cid, &mut live);
+    // Replicas in the preferred regions (where the demand is) are the last to go when the
+    // target shrinks; the order is otherwise the stable rendezvous order.
+    if !state.preferred_regions.is_empty() {
+        let preferred = |id: &NodeId| {
+            context
+                .nodes
+                .iter()
+                .find(|n| &n.id == id)
+                .is_some_and(|n| state.preferred_regions.contains(&n.region))
+        };
+        live.sort_by_key(|id| !preferred(id));
+    }
 
     let origins: Vec<String> = state
         .origins

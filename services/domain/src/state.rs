@@ -275,9 +275,9 @@ impl CidState {
         None
     }
 
-    /// Replica count this CID should have: the analytics target if any, clamped to the pins'
-    /// bounds; otherwise the largest `replicas_min` among its pins.
-    pub fn desired_replicas(&self) -> usize {
+    /// The replica bounds of this CID: the largest `min` and the largest `max` among its pins
+    /// and holds (`max` never below `min`); `None` when nothing references it.
+    pub fn replica_bounds(&self) -> Option<(u8, u8)> {
         // Holds (replaced pins awaiting their replacement) keep their bounds meanwhile.
         let bounds = || {
             self.bounds.iter().map(|b| (b.min, b.max)).chain(
@@ -286,8 +286,15 @@ impl CidState {
                     .map(|p| (p.replicas_min, p.replicas_max)),
             )
         };
-        let min = bounds().map(|(min, _)| min).max().unwrap_or(0);
-        let max = bounds().map(|(_, max)| max).max().unwrap_or(0).max(min);
+        let min = bounds().map(|(min, _)| min).max()?;
+        let max = bounds().map(|(_, max)| max).max().unwrap_or(min).max(min);
+        Some((min, max))
+    }
+
+    /// Replica count this CID should have: the analytics target if any, clamped to the pins'
+    /// bounds; otherwise the largest `replicas_min` among its pins.
+    pub fn desired_replicas(&self) -> usize {
+        let (min, max) = self.replica_bounds().unwrap_or((0, 0));
         let wanted = self.target_override.unwrap_or(min).clamp(min, max);
         usize::from(wanted)
     }
@@ -365,6 +372,10 @@ impl CidState {
             "replicas_desired".into(),
             self.desired_replicas().to_string(),
         );
+        // The short form of the optimizer's decision (the admin API has the long one).
+        if !self.preferred_regions.is_empty() {
+            info.insert("replicas_regions".into(), self.preferred_regions.join(","));
+        }
         let errors: Vec<String> = self
             .replicas
             .iter()

@@ -220,6 +220,51 @@ fn target_change_adds_and_removes_replicas() {
 }
 
 #[test]
+fn a_shrinking_target_keeps_the_replicas_in_preferred_regions() {
+    let mut context = nodes(3);
+    for (i, node) in context.nodes.iter_mut().enumerate() {
+        node.region = ["eu", "us", "ap"][i].into();
+    }
+    let mut events = vec![
+        request("r1", 1, 3),
+        allocated(&["n0", "n1", "n2"]),
+        pinned("n0"),
+        pinned("n1"),
+        pinned("n2"),
+    ];
+    for region in ["eu", "us", "ap"] {
+        events.push(Event::TargetChanged {
+            replicas: 1,
+            preferred_regions: vec![region.into()],
+            reason: "demand moved".into(),
+        });
+        let kept: Vec<String> = ["n0", "n1", "n2"]
+            .iter()
+            .filter(|n| {
+                !plan(&fold(&events), &context)
+                    .iter()
+                    .any(|a| matches!(a, Action::Unpin { node } if node == *n))
+            })
+            .map(|n| n.to_string())
+            .collect();
+        let expected = context.nodes.iter().find(|n| n.region == region).unwrap();
+        assert_eq!(kept, vec![expected.id.clone()], "preferred {region}");
+    }
+}
+
+#[test]
+fn info_names_the_preferred_regions() {
+    let mut events = vec![request("r1", 1, 3)];
+    assert!(!fold(&events).pin_info().contains_key("replicas_regions"));
+    events.push(Event::TargetChanged {
+        replicas: 2,
+        preferred_regions: vec!["us".into(), "eu".into()],
+        reason: "geo".into(),
+    });
+    assert_eq!(fold(&events).pin_info()["replicas_regions"], "us,eu");
+}
+
+#[test]
 fn a_replaced_pin_holds_its_content_until_the_replacement_settles() {
     let replaced = Event::PinReplaced {
         requestid: "r1".into(),

@@ -45,6 +45,13 @@ pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(gauge)
 }
 
+/// A gauge of real numbers (ratios, rates).
+pub fn float_gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    let gauge = prometheus::GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("invalid metric definition {name}: {e}"));
+    register(gauge)
+}
+
 pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
     let histogram = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .unwrap_or_else(|e| panic!("invalid metric definition {name}: {e}"));
