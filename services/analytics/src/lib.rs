@@ -8,3 +8,9 @@
 //!   the CIDs' partitions of the pin log.
 
 pub mod tracker;
+pub mod config;
+pub mod metrics;
+pub mod service;
+
+pub use config::AnalyticsConfig;
+pub use service::{Analytics, CidAnalytics, IngestError, NodeRegion, PartitionSummary};
