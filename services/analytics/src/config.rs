@@ -75,7 +75,9 @@ impl AnalyticsConfig {
         ];
         for (name, value) in positive {
             if !(value.is_finite() && value > 0.0) {
-                return Err(format!("analytics.{name} must be a positive number, not {value}"));
+                return Err(format!(
+                    "analytics.{name} must be a positive number, not {value}"
+                ));
             }
         }
         if !(0.0 < self.rho_down && self.rho_down < self.rho_up && self.rho_up <= 1.0) {
@@ -97,7 +99,9 @@ impl AnalyticsConfig {
             return Err("analytics.top_k must be 1 to 10000000".into());
         }
         if self.sketch_hashes == 0 || self.sketch_buckets < 64 {
-            return Err("analytics.sketch_hashes must be at least 1 and sketch_buckets at least 64".into());
+            return Err(
+                "analytics.sketch_hashes must be at least 1 and sketch_buckets at least 64".into(),
+            );
         }
         if self.regions.len() > usize::from(u16::MAX) {
             return Err("analytics.regions: too many regions".into());

@@ -204,7 +204,10 @@ impl Analytics {
         for (partition, running) in stopping {
             running.stop.store(true, Ordering::SeqCst);
             if running.actor.send(Stop).await.is_err() {
-                tracing::warn!(partition, "analytics partition stopped without a checkpoint");
+                tracing::warn!(
+                    partition,
+                    "analytics partition stopped without a checkpoint"
+                );
             }
         }
     }
@@ -316,7 +319,12 @@ async fn read_partition(
         let records = match shared.access_log.read(partition, from, 1 << 20).await {
             Ok(records) => records,
             Err(LogError::OffsetOutOfRange { start, .. }) => {
-                tracing::warn!(partition, from, start, "access records expired before they were counted");
+                tracing::warn!(
+                    partition,
+                    from,
+                    start,
+                    "access records expired before they were counted"
+                );
                 from = start;
                 continue;
             }
@@ -415,7 +423,11 @@ impl PartitionActor {
             .inc();
         tracing::warn!(partition = self.partition, offset = stored.offset, reason = %reason, "dead-lettering access record");
         let (key, value, content_type) = match &stored.record {
-            Ok(record) => (record.key.clone(), record.value.clone(), record.content_type),
+            Ok(record) => (
+                record.key.clone(),
+                record.value.clone(),
+                record.content_type,
+            ),
             Err(_) => (Vec::new(), Vec::new(), 0),
         };
         let letter = DeadLetter {
@@ -472,7 +484,9 @@ impl PartitionActor {
             let mut held: Vec<u16> = state
                 .replicas
                 .iter()
-                .filter(|(_, r)| matches!(r.status, ReplicaStatus::Pinned | ReplicaStatus::Allocated))
+                .filter(|(_, r)| {
+                    matches!(r.status, ReplicaStatus::Pinned | ReplicaStatus::Allocated)
+                })
                 .filter_map(|(node, _)| (self.shared.node_region)(node))
                 .filter_map(|region| self.shared.regions.iter().position(|r| *r == region))
                 .filter_map(|index| u16::try_from(index).ok())

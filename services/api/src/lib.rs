@@ -5,6 +5,7 @@
 //! before answering it waits, with a short bound, until the owning shard applied the event, so
 //! the client can read its write at once. Every error is a spec `Failure` body.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod error;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub registry: NodeRegistry,
     pub nodes: Arc<dyn NodeAdmin>,
     pub config: ApiConfig,
+    /// The analytics actors (None: disabled).
+    pub analytics: Option<Arc<pinhive_analytics::Analytics>>,
     clock: Mutex<i64>,
     /// Recently seen tokens, by secret (bounded, short-lived), so a request costs no store
     /// read and no hashing for its token.
@@ -98,11 +101,18 @@ impl AppState {
             orchestrator,
             nodes,
             config,
+            analytics: None,
             clock: Mutex::new(0),
             tokens: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(10_000).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
         }
+    }
+
+    /// Serves `POST /access` and the analytics views with `analytics`.
+    pub fn with_analytics(mut self, analytics: Arc<pinhive_analytics::Analytics>) -> Self {
+        self.analytics = Some(analytics);
+        self
     }
 
     /// A creation timestamp (ns) strictly greater than every one this process handed out:
@@ -138,6 +148,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             )
             .configure(pins::routes)
             .configure(admin::routes)
+            .configure(access::routes)
             .default_service(web::to(routing::not_found));
     }
 }

@@ -122,6 +122,8 @@ pub struct Config {
     pub cache_bytes: u64,
     pub store_cache_bytes: u64,
     pub store_memtable_bytes: u64,
+    /// The `[analytics]` section (docs/analytics.md).
+    pub analytics: pinhive_analytics::AnalyticsConfig,
 }
 
 impl Default for Config {
@@ -151,6 +153,7 @@ impl Default for Config {
             cache_bytes: 128 << 20,
             store_cache_bytes: 128 << 20,
             store_memtable_bytes: 4 << 20,
+            analytics: pinhive_analytics::AnalyticsConfig::default(),
         }
     }
 }
@@ -253,6 +256,7 @@ impl Config {
         for node in &self.ipfs_nodes {
             parse_node(node)?;
         }
+        self.analytics.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
@@ -262,6 +266,10 @@ impl Config {
 
     pub fn log_dir(&self) -> PathBuf {
         self.data_dir.join("log")
+    }
+
+    pub fn access_log_dir(&self) -> PathBuf {
+        self.data_dir.join("access")
     }
 
     pub fn store_dir(&self) -> PathBuf {

@@ -81,6 +81,10 @@ pub struct Service {
     pub registry: NodeRegistry,
     /// Consumer-group membership (Kafka log with a group): leave the group after shutdown.
     pub group: Option<Arc<GroupMembership>>,
+    /// The analytics actors (None when `[analytics] enabled = false`).
+    pub analytics: Option<Arc<pinhive_analytics::Analytics>>,
+    /// The access topic's consumer-group membership (Kafka with a group).
+    pub analytics_group: Option<Arc<GroupMembership>>,
 }
 
 pub fn driver_config(config: &Config) -> NodeDriverConfig {
@@ -114,6 +118,99 @@ async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
     )
     .with_context(|| format!("opening the log in {}", config.log_dir().display()))?;
     Ok(Arc::new(log))
+}
+
+/// Opens the access log (embedded under the data dir, or the Kafka access topic) and starts the
+/// analytics actors: every partition, or those the `{group}-analytics` consumer group assigns.
+async fn start_analytics(
+    config: &Config,
+    pin_log: Arc<dyn Log>,
+    store: Arc<dyn Store>,
+    registry: &NodeRegistry,
+    nodes: &[NodeDescriptor],
+) -> anyhow::Result<(
+    Option<Arc<pinhive_analytics::Analytics>>,
+    Option<Arc<GroupMembership>>,
+)> {
+    let settings = &config.analytics;
+    if !settings.enabled {
+        return Ok((None, None));
+    }
+    let mut regions = settings.regions.clone();
+    if regions.is_empty() {
+        regions = nodes
+            .iter()
+            .map(|n| n.region.clone())
+            .filter(|r| !r.is_empty())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+    }
+    let (access_log, changes, group): (Arc<dyn Log>, _, _) =
+        match pinhive_log::kafka::parse_kafka_url(&config.log) {
+            Some(brokers) => {
+                let log = KafkaLog::open(KafkaLogConfig {
+                    brokers: brokers.clone(),
+                    topic: settings.access_topic.clone(),
+                    partitions: settings.access_partitions,
+                    replication: 1,
+                })
+                .await
+                .with_context(|| format!("opening the access topic {}", settings.access_topic))?;
+                if config.kafka_group.is_empty() {
+                    (Arc::new(log) as Arc<dyn Log>, None, None)
+                } else {
+                    let (group, changes) = GroupMembership::join(
+                        &brokers,
+                        &settings.access_topic,
+                        &format!("{}-analytics", config.kafka_group),
+                        Duration::from_millis(config.kafka_session_timeout_ms),
+                    )
+                    .context("joining the analytics consumer group")?;
+                    (
+                        Arc::new(log) as Arc<dyn Log>,
+                        Some(changes),
+                        Some(Arc::new(group)),
+                    )
+                }
+            }
+            None => {
+                let log = EmbeddedLog::open(
+                    &config.access_log_dir(),
+                    EmbeddedLogConfig {
+                        partitions: settings.access_partitions,
+                        ..EmbeddedLogConfig::default()
+                    },
+                )
+                .with_context(|| {
+                    format!(
+                        "opening the access log in {}",
+                        config.access_log_dir().display()
+                    )
+                })?;
+                (Arc::new(log) as Arc<dyn Log>, None, None)
+            }
+        };
+    let node_region: pinhive_analytics::NodeRegion = {
+        let registry = registry.clone();
+        Arc::new(move |id: &str| registry.get(id).map(|e| e.descriptor.region))
+    };
+    tracing::info!(
+        ?regions,
+        partitions = access_log.partition_count(),
+        epoch_secs = settings.epoch_secs,
+        "analytics actors starting"
+    );
+    let analytics = pinhive_analytics::Analytics::start(
+        access_log,
+        pin_log,
+        store,
+        node_region,
+        settings.clone(),
+        regions,
+        changes,
+    );
+    Ok((Some(analytics), group))
 }
 
 /// Opens the data directory and starts everything. Must run inside an actix System.
@@ -183,6 +280,7 @@ pub async fn start(
         );
     }
     let node_ids: Vec<String> = nodes.iter().map(|node| node.id.clone()).collect();
+    let configured_nodes = nodes.clone();
     for node in nodes {
         tracing::info!(node = %node.id, rpc_url = %node.rpc_url, "adding ipfs node");
         manager.add(node).map_err(anyhow::Error::msg)?;
@@ -214,7 +312,15 @@ pub async fn start(
         membership,
         committer,
     )?;
-    let state = actix_web::web::Data::new(AppState::new(
+    let (analytics, analytics_group) = start_analytics(
+        config,
+        log.clone(),
+        store.clone(),
+        &registry,
+        &configured_nodes,
+    )
+    .await?;
+    let mut state = AppState::new(
         log.clone(),
         store.clone(),
         orchestrator.clone(),
@@ -225,7 +331,11 @@ pub async fn start(
             s3_owner: config.s3_owner.clone(),
             ..ApiConfig::default()
         },
-    ));
+    );
+    if let Some(analytics) = &analytics {
+        state = state.with_analytics(analytics.clone());
+    }
+    let state = actix_web::web::Data::new(state);
     // S3 bucket notifications from Kafka (the webhook POST /admin/s3/events works in any mode).
     if let (Some(brokers), false) = (
         pinhive_log::kafka::parse_kafka_url(&config.log),
@@ -277,6 +387,8 @@ pub async fn start(
         store,
         registry,
         group,
+        analytics,
+        analytics_group,
     })
 }
 
@@ -320,6 +432,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         service.server.await.context("http server")?;
         tracing::info!("http server stopped; draining shards");
         service.orchestrator.shutdown(Duration::from_secs(15)).await;
+        if let Some(analytics) = &service.analytics {
+            analytics.shutdown().await;
+        }
+        if let Some(group) = service.analytics_group {
+            tokio::task::spawn_blocking(move || drop(group)).await.ok();
+        }
         if let Some(group) = service.group {
             // Leaving the group lets the others take this instance's partitions at once.
             tokio::task::spawn_blocking(move || drop(group)).await.ok();

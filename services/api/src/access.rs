@@ -1,0 +1,155 @@
+//! Analytics routes: `POST /access` (access events from gateways and log shippers) and the
+//! admin views of the optimizer (`/admin/analytics`, `/admin/pins/{requestid}/analytics`).
+
+use actix_web::{web, HttpResponse};
+use pinhive_analytics::IngestError;
+use pinhive_events::access::AccessBatch;
+use serde_json::json;
+
+use crate::auth::{AdminCaller, Caller};
+use crate::error::{ApiError, ErrorCode};
+use crate::AppState;
+
+/// Largest `POST /access` body: a full batch of long CIDs fits.
+const MAX_ACCESS_BODY: usize = 4 << 20;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use crate::routing::resource;
+    use actix_web::http::Method;
+    cfg.service(
+        resource("/access", [(Method::POST, web::to(post_access))])
+            .app_data(web::PayloadConfig::default().limit(MAX_ACCESS_BODY)),
+    )
+    .service(resource(
+        "/admin/analytics",
+        [(Method::GET, web::to(summary))],
+    ))
+    .service(resource(
+        "/admin/pins/{requestid}/analytics",
+        [(Method::GET, web::to(pin_analytics))],
+    ));
+}
+
+fn analytics(state: &AppState) -> Result<&pinhive_analytics::Analytics, ApiError> {
+    state.analytics.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "analytics is disabled on this instance ([analytics] enabled = false)",
+        )
+    })
+}
+
+/// A batch of access events (JSON Schema: schemas/access/access-batch.schema.json). Admin
+/// tokens only: demand steers where every tenant's replicas go and what the budget buys.
+async fn post_access(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let analytics = analytics(&state)?;
+    let batch: AccessBatch = serde_json::from_slice(&body).map_err(|error| {
+        pinhive_analytics::metrics::METRICS
+            .access_events
+            .with_label_values(&["rejected"])
+            .inc();
+        ApiError::bad_request(format!("not an access batch: {error}"))
+    })?;
+    match analytics.ingest(&batch.events).await {
+        Ok(accepted) => Ok(HttpResponse::Accepted().json(json!({"accepted": accepted}))),
+        Err(error @ (IngestError::Invalid { .. } | IngestError::BatchSize(_))) => {
+            Err(ApiError::bad_request(error.to_string()))
+        }
+        Err(error @ (IngestError::Disabled | IngestError::Overloaded)) => {
+            Err(ApiError::new(ErrorCode::Unavailable, error.to_string()))
+        }
+        Err(IngestError::Log(error)) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("access log: {error}"),
+        )),
+    }
+}
+
+/// Cluster view: per local access partition, the last epoch's budget, water level and
+/// replica-target distribution.
+async fn summary(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+) -> Result<HttpResponse, ApiError> {
+    let analytics = analytics(&state)?;
+    let partitions = analytics.summary().await;
+    let budget: u64 = partitions.iter().map(|p| p.budget_bytes).sum();
+    let used: u64 = partitions.iter().map(|p| p.budget_used_bytes).sum();
+    Ok(HttpResponse::Ok().json(json!({
+        "regions": analytics.regions(),
+        "budget_bytes": budget,
+        "budget_used_bytes": used,
+        "partitions": partitions,
+    })))
+}
+
+/// Why a pin has the replicas it has: demand by region, current and optimal replicas, the
+/// recommended regions and nodes, and the optimizer's reason. The pin's owner or an admin.
+async fn pin_analytics(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let analytics = analytics(&state)?;
+    let requestid = path.into_inner();
+    let store = state.store.clone();
+    let lookup = requestid.clone();
+    let pin = web::block(move || store.get_pin(&lookup)).await??;
+    let pin = match pin {
+        Some(pin) if pin.owner == caller.owner || caller.admin => pin,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no pin with requestid {requestid}"
+            )))
+        }
+    };
+    let cid = pinhive_domain::canonical_cid(&pin.cid).unwrap_or_else(|_| pin.cid.clone());
+    let store = state.store.clone();
+    let key = cid.clone();
+    let cid_state = web::block(move || store.load_cid(&key)).await??;
+    let tracked = analytics.explain(&cid).await;
+    let (desired, bounds, nodes, preferred) = match &cid_state {
+        Some(s) => (
+            s.desired_replicas(),
+            s.replica_bounds(),
+            s.replicas
+                .iter()
+                .map(|(node, r)| json!({"node": node, "status": format!("{:?}", r.status).to_lowercase()}))
+                .collect::<Vec<_>>(),
+            s.preferred_regions.clone(),
+        ),
+        None => (0, None, Vec::new(), Vec::new()),
+    };
+    // Nodes the allocator would pick in the preferred regions (healthy ones first).
+    let recommended_nodes: Vec<String> = state
+        .registry
+        .entries()
+        .into_iter()
+        .filter(|e| preferred.contains(&e.descriptor.region) && e.health.reachable)
+        .map(|e| e.descriptor.id)
+        .collect();
+    let current = nodes.len();
+    Ok(HttpResponse::Ok().json(json!({
+        "requestid": requestid,
+        "cid": cid,
+        "replicas": {
+            "current": current,
+            "optimal": desired,
+            "min": bounds.map(|b| b.0),
+            "max": bounds.map(|b| b.1),
+            "nodes": nodes,
+        },
+        "recommended_regions": preferred,
+        "recommended_nodes": recommended_nodes,
+        "tracked": tracked.is_some(),
+        "analytics": tracked,
+        "reason": tracked
+            .as_ref()
+            .and_then(|t| t.decision.as_ref().map(|d| d.reason.clone()))
+            .unwrap_or_else(|| "not among the tracked heavy hitters: demand too low to earn replicas above min".into()),
+    })))
+}
