@@ -180,8 +180,18 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// An empty tracker for a validated config.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not pass [`TrackerConfig::validate`] (the analytics config validates
+    /// it at start-up); [`try_new`](Self::try_new) returns the message instead.
+    pub fn new(config: TrackerConfig) -> Self {
+        Self::try_new(config).unwrap_or_else(|error| panic!("invalid tracker config: {error}"))
+    }
+
     /// An empty tracker; refuses a config [`TrackerConfig::validate`] refuses.
-    pub fn new(config: TrackerConfig) -> Result<Self, String> {
+    pub fn try_new(config: TrackerConfig) -> Result<Self, String> {
         config.validate()?;
         let sketch = CountMinSketch::new(config.sketch_hashes, config.sketch_buckets)
             .map_err(|error| format!("analytics sketch shape: {error}"))?;
@@ -275,40 +285,42 @@ impl Tracker {
     pub fn end_epoch(&mut self) -> Vec<String> {
         self.epoch += 1;
         let (fast_decay, slow_decay) = (self.fast_decay, self.slow_decay);
-        for entry in self.table.values_mut() {
+        self.sketch.decay(slow_decay);
+        self.admission_threshold *= slow_decay;
+
+        // The table is drained and refilled rather than edited in place: removals would leave
+        // tombstones, and a table full of them reallocates at twice its size mid-epoch. Drain
+        // keeps the allocation.
+        let mut kept: Vec<(f64, u64, Entry)> = Vec::with_capacity(self.table.len());
+        for (hash, mut entry) in self.table.drain() {
             for sums in entry.sums.iter_mut() {
                 sums.fast *= fast_decay;
                 sums.slow *= slow_decay;
             }
+            let score = entry.score();
+            if entry.memory.target == 0 && score < FORGET_BELOW_BYTES {
+                continue;
+            }
+            kept.push((score, hash, entry));
         }
-        self.sketch.decay(slow_decay);
-        self.admission_threshold *= slow_decay;
-        self.table
-            .retain(|_, entry| entry.memory.target != 0 || entry.score() >= FORGET_BELOW_BYTES);
 
         let top_k = self.config.top_k;
-        if self.table.len() <= top_k {
-            return Vec::new();
-        }
-        let mut ranked: Vec<(f64, u64)> = self
-            .table
-            .iter()
-            .map(|(hash, entry)| (entry.score(), *hash))
-            .collect();
-        // Highest score first; ties by hash so that replicas of a partition agree.
-        ranked.select_nth_unstable_by(top_k - 1, |(score_a, hash_a), (score_b, hash_b)| {
-            score_b.total_cmp(score_a).then(hash_a.cmp(hash_b))
-        });
-        self.admission_threshold = ranked[top_k - 1].0;
         let mut evicted_with_target = Vec::new();
-        for (_, hash) in &ranked[top_k..] {
-            if let Some(entry) = self.table.remove(hash) {
+        if kept.len() > top_k {
+            // Highest score first; ties by hash so that replicas of a partition agree.
+            kept.select_nth_unstable_by(top_k - 1, |(score_a, hash_a, _), (score_b, hash_b, _)| {
+                score_b.total_cmp(score_a).then(hash_a.cmp(hash_b))
+            });
+            self.admission_threshold = kept[top_k - 1].0;
+            for (_, _, entry) in kept.drain(top_k..) {
                 if entry.memory.target != 0 {
                     evicted_with_target.push(String::from(entry.cid));
                 }
             }
+            evicted_with_target.sort_unstable();
         }
-        evicted_with_target.sort_unstable();
+        self.table
+            .extend(kept.into_iter().map(|(_, hash, entry)| (hash, entry)));
         evicted_with_target
     }
 
@@ -585,4 +597,413 @@ struct EntryIn {
     size_bytes: u64,
     sums: Vec<DecayedBytes>,
     memory: Memory,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinhive_domain::analytics::Explanation;
+
+    const EPOCH_SECS: f64 = 10.0;
+    /// Half-lives of 4 and 16 epochs: tests converge in tens of epochs.
+    const FAST_HALF_LIFE_SECS: f64 = 40.0;
+    const SLOW_HALF_LIFE_SECS: f64 = 160.0;
+
+    fn config(regions: &[&str], top_k: usize) -> TrackerConfig {
+        TrackerConfig {
+            regions: regions.iter().map(|region| region.to_string()).collect(),
+            top_k,
+            sketch_hashes: 4,
+            sketch_buckets: 2048,
+            epoch_secs: EPOCH_SECS,
+            fast_half_life_secs: FAST_HALF_LIFE_SECS,
+            slow_half_life_secs: SLOW_HALF_LIFE_SECS,
+        }
+    }
+
+    /// A CIDv1-long name (59 characters) for CID number `index`.
+    fn cid(index: u64) -> String {
+        format!("bafkrei{index:052}")
+    }
+
+    fn pinned(_: &str) -> Option<(u8, u8)> {
+        Some((2, 8))
+    }
+
+    fn candidate(tracker: &Tracker, cid: &str) -> Candidate {
+        tracker
+            .candidates(&mut pinned)
+            .into_iter()
+            .find(|candidate| candidate.cid == cid)
+            .expect("candidate is tracked")
+    }
+
+    fn decision(cid: &str, target: u8) -> Decision {
+        let memory = Memory {
+            target,
+            regions: vec![1],
+            raised_at: 3,
+            below_since: vec![(0, 2)],
+        };
+        Decision {
+            cid: cid.to_string(),
+            target,
+            preferred_regions: Vec::new(),
+            changed: true,
+            memory,
+            explanation: Explanation {
+                bytes_per_sec: 0.0,
+                views_per_day: 0.0,
+                load_replicas: 0,
+                geo_regions: Vec::new(),
+                wanted: target,
+                denied: 0,
+                reason: String::new(),
+            },
+        }
+    }
+
+    /// splitmix64: a deterministic stream without a dependency.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Zipf (s = 1) over `population` ranks: rank r is read with probability ∝ 1/(r + 1).
+    struct Zipf(Vec<f64>);
+
+    impl Zipf {
+        fn new(population: usize) -> Self {
+            let mut total = 0.0;
+            Zipf(
+                (0..population)
+                    .map(|rank| {
+                        total += 1.0 / (rank + 1) as f64;
+                        total
+                    })
+                    .collect(),
+            )
+        }
+
+        fn sample(&self, random: &mut Random) -> u64 {
+            let total = self.0.last().copied().unwrap_or(0.0);
+            let point = random.unit() * total;
+            self.0.partition_point(|&cumulative| cumulative <= point) as u64
+        }
+    }
+
+    #[test]
+    fn steady_stream_converges_to_its_rate() {
+        let rate = 5_000.0;
+        let reads_per_epoch = 10;
+        let read_bytes = (rate * EPOCH_SECS / reads_per_epoch as f64) as u64;
+        let mut tracker = Tracker::new(config(&["eu", "us"], 10));
+        // Ten fast half-lives.
+        for _ in 0..40 {
+            for _ in 0..reads_per_epoch {
+                tracker.record("bafy-steady", "us", read_bytes, Some(1 << 20), 0.0);
+            }
+            let demand = candidate(&tracker, "bafy-steady").demand[1];
+            assert!(
+                demand <= rate * 1.001,
+                "a steady stream never exceeds its rate: {demand}"
+            );
+            tracker.end_epoch();
+        }
+        for _ in 0..reads_per_epoch {
+            tracker.record("bafy-steady", "us", read_bytes, Some(1 << 20), 0.0);
+        }
+        let candidate = candidate(&tracker, "bafy-steady");
+        assert!(
+            (candidate.demand[1] - rate).abs() < 0.05 * rate,
+            "{:?}",
+            candidate.demand
+        );
+        assert_eq!(candidate.demand[0], 0.0);
+        assert_eq!(candidate.other_demand, 0.0);
+        assert_eq!(candidate.size_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn demand_is_split_per_region_and_unknown_regions_go_to_other() {
+        let mut tracker = Tracker::new(config(&["eu", "us", "ap"], 10));
+        for _ in 0..100 {
+            tracker.record("bafy-split", "eu", 3_000, None, 0.0);
+            tracker.record("bafy-split", "ap", 1_000, None, 0.0);
+            tracker.record("bafy-split", "mars", 2_000, None, 0.0);
+        }
+        let candidate = candidate(&tracker, "bafy-split");
+        assert_eq!(candidate.demand.len(), 3);
+        let eu = candidate.demand[0];
+        assert!(eu > 0.0);
+        assert_eq!(candidate.demand[1], 0.0);
+        assert!(
+            (candidate.demand[2] / eu - 1.0 / 3.0).abs() < 1e-9,
+            "{:?}",
+            candidate.demand
+        );
+        assert!((candidate.other_demand / eu - 2.0 / 3.0).abs() < 1e-9);
+        // Size is the largest read when none is reported.
+        assert_eq!(candidate.size_bytes, 3_000);
+
+        let demand = tracker.demand("bafy-split").expect("tracked");
+        let names: Vec<&str> = demand
+            .demand
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["eu", "us", "ap", "other"]);
+        assert_eq!(demand.demand[3].1, candidate.other_demand);
+        assert_eq!(tracker.demand("bafy-never-read"), None);
+    }
+
+    #[test]
+    fn old_reads_count_less() {
+        let mut tracker = Tracker::new(config(&["eu"], 10));
+        // Admit both with a negligible read, then the same bytes, one read two slow
+        // half-lives ago.
+        tracker.record("bafy-fresh", "eu", 1, None, 0.0);
+        tracker.record("bafy-old", "eu", 1, None, 0.0);
+        tracker.record("bafy-fresh", "eu", 1_000_000, None, 0.0);
+        tracker.record("bafy-old", "eu", 1_000_000, None, 2.0 * SLOW_HALF_LIFE_SECS);
+        let fresh = candidate(&tracker, "bafy-fresh").demand[0];
+        let old = candidate(&tracker, "bafy-old").demand[0];
+        assert!(old < fresh / 10.0, "fresh {fresh}, old {old}");
+        // Eight fast half-lives ago: the fast view keeps 1/256, the slow view 1/4 and wins.
+        let expected_old = 0.25 * 1_000_000.0 * tracker.slow_rate;
+        assert!(
+            (old / expected_old - 1.0).abs() < 1e-3,
+            "old {old}, expected {expected_old}"
+        );
+        let expected_fresh = 1_000_000.0 * tracker.fast_rate;
+        assert!((fresh / expected_fresh - 1.0).abs() < 1e-3, "fresh {fresh}");
+    }
+
+    #[test]
+    fn heavy_hitters_of_a_zipf_stream_stay_tracked() {
+        let population = 100_000;
+        let zipf = Zipf::new(population);
+        let mut random = Random(7);
+        let mut tracker = Tracker::new(config(&["eu", "us"], 100));
+        for _ in 0..10 {
+            for _ in 0..50_000 {
+                let rank = zipf.sample(&mut random);
+                let region = if random.next() % 2 == 0 { "eu" } else { "us" };
+                tracker.record(&cid(rank), region, 10_000, None, 0.0);
+            }
+            tracker.end_epoch();
+        }
+        let candidates = tracker.candidates(&mut pinned);
+        assert_eq!(candidates.len(), 100);
+        let top_100 = (0..100)
+            .filter(|rank| tracker.demand(&cid(*rank)).is_some())
+            .count();
+        println!("true top 100 tracked: {top_100}");
+        for rank in 0..20 {
+            assert!(
+                tracker.demand(&cid(rank)).is_some(),
+                "rank {rank} is not tracked"
+            );
+        }
+    }
+
+    #[test]
+    fn memory_does_not_grow_with_the_number_of_cids() {
+        let top_k = 100;
+        let mut memory = Vec::new();
+        for distinct in [10_000u64, 1_000_000] {
+            let mut tracker = Tracker::new(config(&["eu", "us"], top_k));
+            let table_capacity = tracker.table.capacity();
+            let mut peak = tracker.memory_bytes();
+            for index in 0..distinct {
+                tracker.record(&cid(index), "eu", 1_000 + index % 7_919, None, 0.0);
+                assert!(tracker.tracked() <= 2 * top_k);
+                if index % 100 == 99 {
+                    peak = peak.max(tracker.memory_bytes());
+                }
+                // Epochs of churn never make the table reallocate.
+                if index % 100_000 == 99_999 {
+                    tracker.end_epoch();
+                    assert_eq!(tracker.table.capacity(), table_capacity);
+                }
+            }
+            tracker.end_epoch();
+            assert!(tracker.tracked() <= top_k);
+            assert_eq!(tracker.table.capacity(), table_capacity);
+            memory.push((peak, tracker.memory_bytes()));
+        }
+        println!("memory (peak, after the last epoch) for 10K and 1M CIDs: {memory:?}");
+        for (small, large) in [(memory[0].0, memory[1].0), (memory[0].1, memory[1].1)] {
+            let difference = small.abs_diff(large) as f64;
+            assert!(difference < 0.05 * small as f64, "{small} vs {large} bytes");
+        }
+        // The bound: the sketch's cells, the table's buckets (allocated once for 2 × top_k)
+        // and 2 × top_k CIDs of 59 bytes with 3 region slots of 16 bytes.
+        let bound = 4 * 2048 * 8
+            + 4 * 8
+            + (2 * top_k * 8 / 7).next_power_of_two() * (size_of::<(u64, Entry)>() + 1)
+            + 2 * top_k * (59 + 3 * 16);
+        assert!(memory[1].0 <= bound, "{memory:?} > {bound}");
+    }
+
+    #[test]
+    fn end_epoch_returns_evicted_cids_with_a_raised_target() {
+        let mut tracker = Tracker::new(config(&["eu"], 2));
+        for (name, bytes) in [
+            ("bafy-a", 1_000),
+            ("bafy-b", 2_000),
+            ("bafy-c", 3_000),
+            ("bafy-d", 4_000),
+        ] {
+            tracker.record(name, "eu", bytes, None, 0.0);
+        }
+        assert_eq!(tracker.tracked(), 4);
+        tracker.remember(&[decision("bafy-a", 3), decision("bafy-b", 0)]);
+        assert_eq!(tracker.demand("bafy-a").expect("tracked").memory.target, 3);
+
+        assert_eq!(tracker.end_epoch(), ["bafy-a"]);
+        assert_eq!(tracker.tracked(), 2);
+        assert!(tracker.demand("bafy-c").is_some() && tracker.demand("bafy-d").is_some());
+        assert_eq!(tracker.epoch(), 1);
+    }
+
+    #[test]
+    fn checkpoint_round_trip_gives_identical_candidates() {
+        let regions = ["eu", "us"];
+        let mut tracker = Tracker::new(config(&regions, 20));
+        let mut random = Random(11);
+        let zipf = Zipf::new(1_000);
+        for _ in 0..3 {
+            for _ in 0..2_000 {
+                let rank = zipf.sample(&mut random);
+                let region = ["eu", "us", "mars"][(random.next() % 3) as usize];
+                tracker.record(&cid(rank), region, 1_000 + rank, Some(5_000), 12.5);
+            }
+            tracker.end_epoch();
+        }
+        tracker.remember(&[decision(&cid(0), 4)]);
+        let bytes = tracker.encode();
+        assert_eq!(bytes[0], CHECKPOINT_VERSION);
+
+        let decoded = Tracker::decode(config(&regions, 20), &bytes).expect("decodes");
+        assert_eq!(
+            decoded.candidates(&mut pinned),
+            tracker.candidates(&mut pinned)
+        );
+        assert_eq!(decoded.epoch(), 3);
+        assert_eq!(decoded.encode(), bytes);
+        assert_eq!(
+            decoded.sketch.estimate(xxh3_64(cid(5).as_bytes())),
+            tracker.sketch.estimate(xxh3_64(cid(5).as_bytes()))
+        );
+        assert_eq!(decoded.demand(&cid(0)).expect("tracked").memory.target, 4);
+    }
+
+    #[test]
+    fn checkpoint_of_another_shape_is_refused() {
+        let mut tracker = Tracker::new(config(&["eu", "us"], 20));
+        tracker.record("bafy-a", "eu", 1_000, None, 0.0);
+        let bytes = tracker.encode();
+
+        let error = Tracker::decode(config(&["eu", "us", "ap"], 20), &bytes).err();
+        assert!(error.is_some_and(|error| error.contains("regions")));
+        let mut other_sketch = config(&["eu", "us"], 20);
+        other_sketch.sketch_buckets = 1024;
+        let error = Tracker::decode(other_sketch, &bytes).err();
+        assert!(error.is_some_and(|error| error.contains("sketch")));
+        let mut other_version = bytes.clone();
+        other_version[0] = 2;
+        let error = Tracker::decode(config(&["eu", "us"], 20), &other_version).err();
+        assert!(error.is_some_and(|error| error.contains("version")));
+        assert!(Tracker::decode(config(&["eu", "us"], 20), &bytes[..bytes.len() - 1]).is_err());
+        assert!(Tracker::decode(config(&["eu", "us"], 20), &[]).is_err());
+    }
+
+    #[test]
+    fn silence_decays_demand_and_forgets_cids_without_a_target() {
+        let mut tracker = Tracker::new(config(&["eu"], 10));
+        tracker.record("bafy-forgotten", "eu", 1_000_000, None, 0.0);
+        tracker.record("bafy-raised", "eu", 1_000_000, None, 0.0);
+        tracker.remember(&[decision("bafy-raised", 3)]);
+        let initial = candidate(&tracker, "bafy-raised").demand[0];
+        tracker.end_epoch();
+        assert_eq!(tracker.tracked(), 2);
+        // 1 MB falls below one byte after 20 slow half-lives.
+        for _ in 0..(20 * 16 + 4) {
+            assert!(tracker.end_epoch().is_empty());
+        }
+        assert_eq!(tracker.demand("bafy-forgotten"), None);
+        let raised = tracker
+            .demand("bafy-raised")
+            .expect("a raised target is remembered");
+        assert!(raised.demand[0].1 < 1e-6 * initial, "{raised:?}");
+        assert_eq!(tracker.tracked(), 1);
+    }
+
+    #[test]
+    fn validate_refuses_nonsense() {
+        assert_eq!(config(&["eu", "us"], 10).validate(), Ok(()));
+        let broken: [fn(&mut TrackerConfig); 9] = [
+            |config| config.top_k = 0,
+            |config| config.sketch_hashes = 0,
+            |config| config.sketch_buckets = 0,
+            |config| config.epoch_secs = 0.0,
+            |config| config.fast_half_life_secs = -1.0,
+            |config| config.slow_half_life_secs = f64::NAN,
+            |config| config.fast_half_life_secs = 2.0 * SLOW_HALF_LIFE_SECS,
+            |config| config.regions.push("eu".into()),
+            |config| config.regions.push(OTHER_REGION.into()),
+        ];
+        for (index, break_config) in broken.iter().enumerate() {
+            let mut config = config(&["eu", "us"], 10);
+            break_config(&mut config);
+            assert!(config.validate().is_err(), "case {index}: {config:?}");
+            assert!(Tracker::try_new(config).is_err());
+        }
+    }
+
+    /// Per-record cost: `cargo test -p pinhive-analytics --release -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn record_throughput() {
+        let population = 1_000_000;
+        let records = 4_000_000;
+        let zipf = Zipf::new(population);
+        let mut random = Random(3);
+        let names: Vec<String> = (0..population as u64).map(cid).collect();
+        let ranks: Vec<usize> = (0..records)
+            .map(|_| zipf.sample(&mut random) as usize)
+            .collect();
+        let regions = ["eu", "us", "ap", "mars"];
+        let mut tracker = Tracker::new(TrackerConfig {
+            sketch_buckets: 1 << 16,
+            ..config(&["eu", "us", "ap"], 10_000)
+        });
+        let started = std::time::Instant::now();
+        for (index, rank) in ranks.iter().enumerate() {
+            tracker.record(&names[*rank], regions[index % 4], 65_536, None, 1.0);
+        }
+        let elapsed = started.elapsed();
+        let epoch_started = std::time::Instant::now();
+        tracker.end_epoch();
+        let epoch_elapsed = epoch_started.elapsed();
+        println!(
+            "record: {:.0} ns/record over {records} records ({} tracked, {} bytes); end_epoch {:?}",
+            elapsed.as_nanos() as f64 / records as f64,
+            tracker.tracked(),
+            tracker.memory_bytes(),
+            epoch_elapsed
+        );
+    }
 }
