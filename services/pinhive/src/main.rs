@@ -1,6 +1,7 @@
 //! The pinhive binary: parses the CLI and dispatches. Thin by design: the wiring lives in
 //! `pinhive-server`, the benchmarks in `pinhive-bench`, behaviour in the service crates.
 
+mod access;
 mod token;
 mod topics;
 
@@ -40,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: topics::TopicsCommand,
     },
+    /// Feed access (read) events to the replica optimizer.
+    Access {
+        #[command(subcommand)]
+        command: access::AccessCommand,
+    },
     /// Measure throughput against baselines taken in the same run.
     Bench(pinhive_bench::BenchArgs),
 }
@@ -55,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => serve::check(args),
         Command::Bench(args) => pinhive_bench::run(args),
         Command::Topics { command } => topics::run(command),
+        Command::Access { command } => return access::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
