@@ -9,6 +9,8 @@
 
 pub mod access;
 mod optimizer;
+#[cfg(test)]
+mod tests;
 
 pub use optimizer::optimize;
 

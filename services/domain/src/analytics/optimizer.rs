@@ -139,7 +139,11 @@ fn analyse(candidate: &Candidate, knobs: &Knobs, epoch: u64) -> Analysis {
     let memory = &candidate.memory;
     let min = candidate.min.max(1);
     let max = candidate.max.max(min);
-    let stored = if memory.target == 0 { min } else { memory.target };
+    let stored = if memory.target == 0 {
+        min
+    } else {
+        memory.target
+    };
     let previous = stored.clamp(min, max);
     let size = candidate.size_bytes.max(1);
     let per_view = DAY_SECS / size as f64;
@@ -172,8 +176,8 @@ fn analyse(candidate: &Candidate, knobs: &Knobs, epoch: u64) -> Analysis {
     let geo_count = u64::try_from(geo_replicas).unwrap_or(u64::MAX);
     let grow_to = bounded(load_needed.max(geo_count));
     let keep = bounded(load_kept.max(geo_count));
-    let held = memory.target != 0
-        && epoch.saturating_sub(memory.raised_at) < params.min_hold_epochs;
+    let held =
+        memory.target != 0 && epoch.saturating_sub(memory.raised_at) < params.min_hold_epochs;
 
     let (rule, wanted) = if grow_to >= previous {
         (Rule::Demand, grow_to)
