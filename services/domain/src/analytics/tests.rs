@@ -291,6 +291,33 @@ fn budget_forced_reductions_pass_the_cap() {
         .contains("reduction forced by the budget"));
 }
 
+#[test]
+fn budget_cuts_do_not_use_up_the_cap() {
+    // x holds a geo replica (50 copies/day per replica); c earns more replicas than x's carry.
+    // Were x's budget cut counted against the cap of 1, more demand would defer c's raise and
+    // leave c lower than less demand does.
+    let params = OptimizerParams {
+        max_changes_per_epoch: 1,
+        extra_budget_bytes: 2 * GB,
+        ..params()
+    };
+    let mut x = held_in(candidate("x", GB, [150.0, 0.0, 0.0]), &[EU, AP]);
+    x.memory = Memory {
+        target: 3,
+        regions: vec![US],
+        ..Memory::default()
+    };
+    let c = |eu_views| held_in(candidate("c", GB, [180.0, eu_views, 0.0]), &[AP]);
+
+    let calm = optimize(&[x.clone(), c(0.0)], &params, 100);
+    assert_eq!(decision(&calm, "c").target, 3);
+    assert_eq!(decision(&calm, "x").target, 3);
+
+    let busy = optimize(&[x, c(300.0)], &params, 100);
+    assert_eq!(decision(&busy, "c").target, 4);
+    assert_eq!((decision(&busy, "x").target, busy.deferred_changes), (2, 0));
+}
+
 /// docs/analytics.md, "Worked example": every number there is checked here.
 #[test]
 fn worked_example() {
