@@ -25,6 +25,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         [(Method::GET, web::to(summary))],
     ))
     .service(resource(
+        "/admin/analytics/cids/{cid}",
+        [(Method::GET, web::to(cid_analytics))],
+    ))
+    .service(resource(
         "/admin/pins/{requestid}/analytics",
         [(Method::GET, web::to(pin_analytics))],
     ));
@@ -84,6 +88,24 @@ async fn summary(
         "budget_bytes": budget,
         "budget_used_bytes": used,
         "partitions": partitions,
+    })))
+}
+
+/// Demand and last decision of any CID (tracked or not), by CID: what an operator looks up
+/// from a gateway log line.
+async fn cid_analytics(
+    state: web::Data<AppState>,
+    _admin: AdminCaller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let analytics = analytics(&state)?;
+    let cid = pinhive_domain::canonical_cid(&path.into_inner())
+        .map_err(|rejection| ApiError::bad_request(rejection.to_string()))?;
+    let tracked = analytics.explain(&cid).await;
+    Ok(HttpResponse::Ok().json(json!({
+        "cid": cid,
+        "tracked": tracked.is_some(),
+        "analytics": tracked,
     })))
 }
 
