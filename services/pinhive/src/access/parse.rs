@@ -86,10 +86,12 @@ impl FromStr for RegionRule {
     }
 }
 
-/// A region name as the contract accepts it (1 to [`MAX_REGION_BYTES`] bytes, trimmed).
+/// A region name as the server admits it (1 to [`MAX_REGION_BYTES`] bytes, trimmed, no
+/// control characters): one it refuses would fail the whole batch.
 pub fn check_region(text: &str) -> Result<String, String> {
     let region = text.trim();
-    if region.is_empty() || region.len() > MAX_REGION_BYTES {
+    if region.is_empty() || region.len() > MAX_REGION_BYTES || region.chars().any(char::is_control)
+    {
         return Err(format!(
             "a region is 1 to {MAX_REGION_BYTES} bytes, got {region:?}"
         ));
@@ -454,7 +456,7 @@ mod tests {
 
     #[test]
     fn bad_region_map_rules_are_refused() {
-        for rule in ["10.1.", "=eu", "10.1.=", "10.0.0.0/99=eu"] {
+        for rule in ["10.1.", "=eu", "10.1.=", "10.0.0.0/99=eu", "10.1.=e\u{7}u"] {
             assert!(rule.parse::<RegionRule>().is_err(), "{rule}");
         }
     }
