@@ -14,6 +14,9 @@ pub struct AnalyticsConfig {
     pub access_partitions: u32,
     /// Kafka topic of access events (created if absent).
     pub access_topic: String,
+    /// Embedded access log: segments the checkpoints cover are dropped once this old (Kafka:
+    /// the topic's `retention.ms`).
+    pub access_retention_secs: u64,
     /// Regions the optimizer places replicas in. Empty: the regions of the nodes configured at
     /// start (`--ipfs-node URL#REGION` and nodes added earlier through the admin API).
     pub regions: Vec<String>,
@@ -44,6 +47,7 @@ impl Default for AnalyticsConfig {
             enabled: true,
             access_partitions: 4,
             access_topic: "pinhive-access".into(),
+            access_retention_secs: 3600,
             regions: Vec::new(),
             epoch_secs: 60.0,
             fast_half_life_secs: 3600.0,

@@ -540,7 +540,7 @@ impl PartitionActor {
         };
         // The actor waits for the append: nothing is counted into an epoch whose decisions are
         // not yet durable, and the checkpoint below covers exactly what was counted.
-        ctx.wait(append.into_actor(self).map(move |result, actor, _| {
+        ctx.wait(append.into_actor(self).map(move |result, actor, ctx| {
             match result {
                 Ok(()) => {
                     actor.tracker.remember(&outcome.decisions);
@@ -556,6 +556,22 @@ impl PartitionActor {
             }
             actor.record_outcome(&candidates, &outcome, epoch);
             actor.checkpoint();
+            // Records the checkpoint covers are no longer needed once they are old enough
+            // (kept a while to rebuild demand if a checkpoint ever becomes unusable).
+            let (log, partition, covered) = (
+                actor.shared.access_log.clone(),
+                actor.partition,
+                actor.next_offset,
+            );
+            let keep = Duration::from_secs(actor.shared.config.access_retention_secs);
+            ctx.spawn(
+                async move {
+                    if let Err(error) = log.release_before(partition, covered, keep).await {
+                        tracing::warn!(partition, error = %error, "access log retention failed");
+                    }
+                }
+                .into_actor(actor),
+            );
             METRICS
                 .epoch_seconds
                 .with_label_values(&[&label])
