@@ -95,6 +95,8 @@ pub enum Event {
     /// Node driver: `node` no longer pins the CID.
     ReplicaUnpinned { node: NodeId },
     /// Analytics (or an operator): the optimal replica count / placement for the CID changed.
+    /// `replicas` is clamped to the pins' bounds by the shard; 0 clears the target (the CID
+    /// goes back to its pins' `min`).
     TargetChanged {
         replicas: u8,
         #[serde(default)]

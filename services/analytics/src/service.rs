@@ -168,7 +168,7 @@ impl Analytics {
                 continue;
             }
             let shared = self.shared.clone();
-            let (tracker, next_offset) = restore(&shared, partition);
+            let (tracker, pending_resets, next_offset) = restore(&shared, partition);
             let stop = Arc::new(AtomicBool::new(false));
             let actor = PartitionActor::start_in_arbiter(&self.arbiter, {
                 let shared = shared.clone();
@@ -176,6 +176,7 @@ impl Analytics {
                     partition,
                     tracker,
                     next_offset,
+                    pending_resets,
                     explanations: HashMap::new(),
                     last: PartitionSummary::default(),
                     shared,
@@ -286,23 +287,46 @@ impl Analytics {
     }
 }
 
+/// What a partition checkpoints besides its offset (versioned; `AnalyticsCheckpoint::state`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PartitionState {
+    version: u8,
+    tracker: Vec<u8>,
+    pending_resets: Vec<String>,
+}
+
+const PARTITION_STATE_VERSION: u8 = 1;
+
 /// Loads a partition's checkpoint. A checkpoint that no longer decodes (the regions or sketch
 /// shape changed) is dropped: demand is rebuilt from the retained access log instead.
-fn restore(shared: &Shared, partition: u32) -> (Tracker, u64) {
+fn restore(shared: &Shared, partition: u32) -> (Tracker, Vec<String>, u64) {
     let config = shared.config.tracker(&shared.regions);
     let start = shared.access_log.start_offset(partition);
-    match shared.store.analytics_checkpoint(partition) {
-        Ok(Some(checkpoint)) => match Tracker::decode(config.clone(), &checkpoint.state) {
-            Ok(tracker) => (tracker, checkpoint.next_offset.max(start)),
-            Err(reason) => {
-                tracing::warn!(partition, reason = %reason, "analytics checkpoint not usable; rebuilding demand from the access log");
-                (Tracker::new(config), start)
-            }
-        },
-        Ok(None) => (Tracker::new(config), start),
+    let fresh = || (Tracker::new(config.clone()), Vec::new(), start);
+    let checkpoint = match shared.store.analytics_checkpoint(partition) {
+        Ok(Some(checkpoint)) => checkpoint,
+        Ok(None) => return fresh(),
         Err(error) => {
             tracing::error!(partition, error = %error, "reading the analytics checkpoint failed; rebuilding demand from the access log");
-            (Tracker::new(config), start)
+            return fresh();
+        }
+    };
+    let decoded = bincode::serde::decode_from_slice::<PartitionState, _>(
+        &checkpoint.state,
+        bincode::config::standard(),
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|(state, _)| {
+        if state.version != PARTITION_STATE_VERSION {
+            return Err(format!("checkpoint version {} is unknown", state.version));
+        }
+        Tracker::decode(config.clone(), &state.tracker).map(|t| (t, state.pending_resets))
+    });
+    match decoded {
+        Ok((tracker, resets)) => (tracker, resets, checkpoint.next_offset.max(start)),
+        Err(reason) => {
+            tracing::warn!(partition, reason = %reason, "analytics checkpoint not usable; rebuilding demand from the access log");
+            fresh()
         }
     }
 }
@@ -376,6 +400,9 @@ pub struct PartitionActor {
     tracker: Tracker,
     /// Offset after the last record counted (what a checkpoint covers).
     next_offset: u64,
+    /// CIDs evicted from the tracker with a raised target, whose reset to `min` is not yet
+    /// appended (bounded by the table size per epoch).
+    pending_resets: Vec<String>,
     /// Explanations of the last epoch's candidates (bounded by the tracked set).
     explanations: HashMap<String, Explanation>,
     last: PartitionSummary,
@@ -501,18 +528,20 @@ impl PartitionActor {
     fn close_epoch(&mut self, ctx: &mut Context<Self>) {
         let started = Instant::now();
         let label = self.label();
-        let evicted = self.tracker.end_epoch();
+        // Rates are read before the epoch's decay (the tracker's contract): a steady stream's
+        // rate is exact then.
         let epoch = self.tracker.epoch();
         let candidates = self.candidates();
         let outcome = optimize(&candidates, &self.shared.params, epoch);
-        let mut envelopes: Vec<Envelope> = evicted
+        let resets = self.pending_resets.clone();
+        let mut envelopes: Vec<Envelope> = resets
             .iter()
             .map(|cid| {
                 Envelope::new(
                     cid.clone(),
                     Event::TargetChanged {
-                        // Clamped to the pins' min by the shard.
-                        replicas: 1,
+                        // 0: back to the pins' min.
+                        replicas: 0,
                         preferred_regions: Vec::new(),
                         reason: "analytics: demand left the tracked set".into(),
                     },
@@ -523,7 +552,13 @@ impl PartitionActor {
             envelopes.push(Envelope::new(
                 decision.cid.clone(),
                 Event::TargetChanged {
-                    replicas: decision.target.max(1),
+                    // 0 (memory cleared: at min, no geo region) clears the shard's target, so
+                    // a later change of the pins' min is followed without analytics.
+                    replicas: if decision.memory.target == 0 {
+                        0
+                    } else {
+                        decision.target.min(pinhive_domain::command::MAX_REPLICAS)
+                    },
                     preferred_regions: decision.preferred_regions.clone(),
                     reason: decision.explanation.reason.chars().take(1000).collect(),
                 },
@@ -544,6 +579,7 @@ impl PartitionActor {
             match result {
                 Ok(()) => {
                     actor.tracker.remember(&outcome.decisions);
+                    actor.pending_resets.retain(|cid| !resets.contains(cid));
                     METRICS
                         .target_changes
                         .with_label_values(&[&label])
@@ -554,6 +590,10 @@ impl PartitionActor {
                     tracing::warn!(partition = actor.partition, error = %error, "appending target changes failed; retrying next epoch");
                 }
             }
+            // CIDs evicted with a raised target are reset by the next epoch's append (kept in
+            // the checkpoint until then).
+            let evicted = actor.tracker.end_epoch();
+            actor.pending_resets.extend(evicted);
             actor.record_outcome(&candidates, &outcome, epoch);
             actor.checkpoint();
             // Records the checkpoint covers are no longer needed once they are old enough
@@ -648,9 +688,15 @@ impl PartitionActor {
     }
 
     fn checkpoint(&self) {
+        let state = PartitionState {
+            version: PARTITION_STATE_VERSION,
+            tracker: self.tracker.encode(),
+            pending_resets: self.pending_resets.clone(),
+        };
         let checkpoint = AnalyticsCheckpoint {
             next_offset: self.next_offset,
-            state: self.tracker.encode(),
+            state: bincode::serde::encode_to_vec(&state, bincode::config::standard())
+                .unwrap_or_default(),
         };
         if let Err(error) = self
             .shared

@@ -367,9 +367,10 @@ pub fn admit(envelope: &Envelope, provenance: Provenance) -> Result<Event, Rejec
             reason,
         } => {
             check_key(&envelope.key)?;
-            if *replicas == 0 || *replicas > MAX_REPLICAS {
+            // 0 clears the target: the CID goes back to its pins' `min`.
+            if *replicas > MAX_REPLICAS {
                 return Err(Rejection::InvalidTarget(format!(
-                    "replicas must be 1..={MAX_REPLICAS}, not {replicas}"
+                    "replicas must be 0 (back to min) ..={MAX_REPLICAS}, not {replicas}"
                 )));
             }
             if preferred_regions.len() > MAX_REGIONS
@@ -576,12 +577,22 @@ mod tests {
             (
                 CANONICAL,
                 Event::TargetChanged {
-                    replicas: 0,
+                    replicas: 65,
                     preferred_regions: vec![],
                     reason: String::new(),
                 },
                 External,
                 Err("invalid target"),
+            ),
+            (
+                CANONICAL,
+                Event::TargetChanged {
+                    replicas: 0,
+                    preferred_regions: vec![],
+                    reason: "back to min".into(),
+                },
+                External,
+                Ok(()),
             ),
             (
                 CANONICAL,

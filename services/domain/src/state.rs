@@ -267,7 +267,8 @@ impl CidState {
                 preferred_regions,
                 ..
             } => {
-                self.target_override = Some(*replicas);
+                // 0 clears the target (back to the pins' min, whatever it is by then).
+                self.target_override = (*replicas > 0).then_some(*replicas);
                 self.preferred_regions = preferred_regions.clone();
             }
             Event::NodeRegistered(_) | Event::NodeStatusChanged { .. } => {}

@@ -217,6 +217,15 @@ fn target_change_adds_and_removes_replicas() {
             .count(),
         2
     );
+    // 0 clears the target: the pins' min applies again, whatever it becomes later.
+    events.push(Event::TargetChanged {
+        replicas: 0,
+        preferred_regions: vec![],
+        reason: "back to min".into(),
+    });
+    let state = fold(&events);
+    assert_eq!(state.target_override, None);
+    assert_eq!(state.desired_replicas(), 1);
 }
 
 #[test]
