@@ -7,10 +7,13 @@
 //!   `--kafka` flags select the tracing-overhead and Kafka comparisons instead.
 //! * `scale`: a real `pinhive serve` child process loaded with N pins, then listing walks,
 //!   memory, disk and crash-recovery figures.
+//! * `analytics`: the demand tracker and replica optimizer on a synthetic Zipf access stream,
+//!   beside a fixed replication factor of 3 on the same stream and storage.
 //!
 //! Invariant: a benchmark never changes what it measures; it drives the service through its
 //! public surfaces (HTTP, the log, the store before start) and the wiring in `pinhive-server`.
 
+pub mod analytics;
 pub mod kafka;
 pub mod pipeline;
 pub mod scale;
@@ -35,6 +38,9 @@ pub enum BenchMode {
     /// A real `pinhive serve` process loaded with N pins (HTTP, then the log): listing walks,
     /// RSS, disk per pin, crash recovery.
     Scale(scale::ScaleArgs),
+    /// Demand tracker and replica optimizer on a synthetic Zipf stream with a popularity
+    /// shift: ingest rate, recompute time, RSS, and locality/storage/churn against fixed RF3.
+    Analytics(analytics::AnalyticsArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -42,6 +48,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => pipeline::run(args.pipeline),
         Some(BenchMode::Pipeline(pipeline)) => pipeline::run(pipeline),
         Some(BenchMode::Scale(scale)) => scale::run(scale),
+        Some(BenchMode::Analytics(analytics)) => analytics::run(analytics),
     }
 }
 
