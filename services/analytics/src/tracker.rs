@@ -799,7 +799,7 @@ mod tests {
         for _ in 0..10 {
             for _ in 0..50_000 {
                 let rank = zipf.sample(&mut random);
-                let region = if random.next() % 2 == 0 { "eu" } else { "us" };
+                let region = ["eu", "us"][(random.next() % 2) as usize];
                 tracker.record(&cid(rank), region, 10_000, None, 0.0);
             }
             tracker.end_epoch();
