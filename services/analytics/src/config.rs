@@ -107,10 +107,8 @@ impl AnalyticsConfig {
                 "analytics.sketch_hashes must be at least 1 and sketch_buckets at least 64".into(),
             );
         }
-        if self.regions.len() > usize::from(u16::MAX) {
-            return Err("analytics.regions: too many regions".into());
-        }
-        Ok(())
+        // The tracker's own checks (half-lives in order, region names, sketch shape).
+        self.tracker(&self.regions).validate()
     }
 
     pub fn tracker(&self, regions: &[String]) -> TrackerConfig {

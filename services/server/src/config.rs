@@ -331,6 +331,39 @@ mod tests {
     }
 
     #[test]
+    fn analytics_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        std::fs::write(
+            &file,
+            "[analytics]\nregions = [\"eu\", \"us\"]\nextra_budget_bytes = 1000\nepoch_secs = 5.0\n",
+        )
+        .unwrap();
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.analytics.regions, ["eu", "us"]);
+        assert_eq!(config.analytics.extra_budget_bytes, 1000);
+        assert_eq!(config.analytics.top_k, 10_000, "defaults fill the rest");
+        for (bad, names) in [
+            ("[analytics]\nrho_up = 0.4\n", "rho_down"),
+            (
+                "[analytics]\nfast_half_life_secs = 10.0\nslow_half_life_secs = 5.0\n",
+                "fast_half_life_secs",
+            ),
+            ("[analytics]\nregions = [\"other\"]\n", "reserved"),
+            ("[analytics]\nepoch_secs = -1.0\n", "epoch_secs"),
+            ("[analytics]\nbudget = 1\n", "unknown field"),
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let error = format!("{:#}", Config::load(&args).unwrap_err());
+            assert!(error.contains(names), "{bad}: {error}");
+        }
+    }
+
+    #[test]
     fn flags_override_file_and_unknown_keys_fail() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");

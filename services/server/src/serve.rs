@@ -146,6 +146,12 @@ async fn start_analytics(
             .into_iter()
             .collect();
     }
+    // Regions taken from the nodes must pass the tracker's checks too (e.g. "other" is
+    // reserved): a clear error at start, not a failing actor.
+    settings
+        .tracker(&regions)
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e} (regions of the configured nodes: {regions:?})"))?;
     let (access_log, changes, group): (Arc<dyn Log>, _, _) =
         match pinhive_log::kafka::parse_kafka_url(&config.log) {
             Some(brokers) => {
