@@ -150,7 +150,7 @@ pub fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
         args.nodes_per_region
     );
 
-    let mut tracker = if args.baseline_only {
+    let mut optimized = if args.baseline_only {
         None
     } else {
         let config = TrackerConfig {
@@ -162,7 +162,11 @@ pub fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
             fast_half_life_secs: args.fast_half_life_secs,
             slow_half_life_secs: args.slow_half_life_secs,
         };
-        Some(Tracker::try_new(config).map_err(anyhow::Error::msg)?)
+        Some(Optimized {
+            tracker: Tracker::try_new(config).map_err(anyhow::Error::msg)?,
+            raised: HashMap::new(),
+            pending_resets: Vec::new(),
+        })
     };
     // Same total storage as RF3: the pins' min of 2 plus one more copy of everything to spend.
     let extra_budget_bytes =
@@ -178,8 +182,7 @@ pub fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
 
     let mut generator = Generator::new(population.clone(), args.zipf, args.seed)?;
     let mut chunk = Chunk::default();
-    // Targets above min in force, by CID index (what the shards' states would say).
-    let mut raised: HashMap<u64, Raised> = HashMap::new();
+    let no_targets = HashMap::new();
     let shift_epoch = args.epochs / 2;
     let mut epochs = Vec::with_capacity(args.epochs as usize);
     let mut generation = Duration::ZERO;
@@ -198,7 +201,7 @@ pub fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
             let started = Instant::now();
             generator.fill(&mut chunk, count, phase);
             generation += started.elapsed();
-            if let Some(tracker) = tracker.as_mut() {
+            if let Some(Optimized { tracker, .. }) = optimized.as_mut() {
                 let started = Instant::now();
                 for event in 0..chunk.len() {
                     let bytes = chunk.bytes[event];
@@ -209,7 +212,7 @@ pub fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
             }
             sample_locality(
                 &fleet,
-                &raised,
+                optimized.as_ref().map_or(&no_targets, |o| &o.raised),
                 &chunk,
                 next,
                 args.sample_every,
@@ -217,15 +220,8 @@ pub fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
             );
             next += count as u64;
         }
-        if let Some(tracker) = tracker.as_mut() {
-            recompute(
-                tracker,
-                &fleet,
-                &params,
-                &mut raised,
-                &population,
-                &mut figures,
-            );
+        if let Some(optimized) = optimized.as_mut() {
+            recompute(optimized, &fleet, &params, &population, &mut figures);
         }
         figures.storage_fixed_bytes = total_size.saturating_mul(placement::FIXED_REPLICAS as u64);
         figures.storage_optimized_bytes = total_size
@@ -283,33 +279,31 @@ fn sample_locality(
     }
 }
 
-/// Closes the epoch: evictions reset to min, then candidates + optimize (timed together as the
-/// recompute), decisions remembered and applied to the targets in force.
+/// The optimizer's side between epochs: the tracker, the targets above min in force (by CID
+/// index: what the shards' states would say), and the CIDs evicted with a raised target, reset
+/// by the next epoch's changes (as the analytics actor appends them).
+struct Optimized {
+    tracker: Tracker,
+    raised: HashMap<u64, Raised>,
+    pending_resets: Vec<String>,
+}
+
+/// Closes the epoch in the analytics actor's order: candidates + optimize on the rates before
+/// the epoch's decay (timed together as the recompute), pending resets and changed decisions
+/// applied to the targets in force, decisions remembered, then `end_epoch`.
 fn recompute(
-    tracker: &mut Tracker,
+    optimized: &mut Optimized,
     fleet: &Fleet,
     params: &OptimizerParams,
-    raised: &mut HashMap<u64, Raised>,
     population: &Population,
     figures: &mut EpochFigures,
 ) {
-    let started = Instant::now();
-    let evicted = tracker.end_epoch();
-    figures.end_epoch_secs = started.elapsed().as_secs_f64();
-    for cid in &evicted {
-        let Some(index) = parse_cid(cid) else {
-            continue;
-        };
-        if let Some(before) = raised.remove(&index) {
-            figures.evicted_resets += 1;
-            figures.target_changes += 1;
-            figures.replica_moves += moves(
-                &fleet.optimized_nodes(cid, Some(&before)),
-                &fleet.optimized_nodes(cid, None),
-            ) as u64;
-        }
-    }
-
+    let Optimized {
+        tracker,
+        raised,
+        pending_resets,
+    } = optimized;
+    let epoch = tracker.epoch();
     let started = Instant::now();
     let mut candidates = tracker.candidates(&mut |_| Some((MIN_REPLICAS, MAX_REPLICAS)));
     figures.candidates_secs = started.elapsed().as_secs_f64();
@@ -323,11 +317,24 @@ fn recompute(
     figures.held_regions_secs = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let outcome = optimize(&candidates, params, tracker.epoch());
+    let outcome = optimize(&candidates, params, epoch);
     figures.optimize_secs = started.elapsed().as_secs_f64();
     figures.candidates = candidates.len() as u64;
     drop(candidates);
-    tracker.remember(&outcome.decisions);
+
+    for cid in pending_resets.drain(..) {
+        let Some(index) = parse_cid(&cid) else {
+            continue;
+        };
+        if let Some(before) = raised.remove(&index) {
+            figures.evicted_resets += 1;
+            figures.target_changes += 1;
+            figures.replica_moves += moves(
+                &fleet.optimized_nodes(&cid, Some(&before)),
+                &fleet.optimized_nodes(&cid, None),
+            ) as u64;
+        }
+    }
 
     for decision in outcome.decisions.iter().filter(|d| d.changed) {
         let Some(index) = parse_cid(&decision.cid) else {
@@ -352,6 +359,11 @@ fn recompute(
             None => raised.remove(&index),
         };
     }
+    tracker.remember(&outcome.decisions);
+    let started = Instant::now();
+    pending_resets.extend(tracker.end_epoch());
+    figures.end_epoch_secs = started.elapsed().as_secs_f64();
+
     figures.raised_cids = raised.len() as u64;
     figures.raised_bytes = raised
         .iter()

@@ -196,6 +196,13 @@ impl Report {
         (median, max, candidates)
     }
 
+    fn end_epoch_max_secs(&self) -> f64 {
+        self.epochs
+            .iter()
+            .map(|e| e.end_epoch_secs)
+            .fold(0.0, f64::max)
+    }
+
     pub fn print(&self) {
         let args = &self.args;
         let events = self.events();
@@ -229,6 +236,10 @@ impl Report {
             row(
                 "recompute, max over epochs",
                 format!("{recompute_max:.3} s"),
+            );
+            row(
+                "end_epoch (decay + trim), max",
+                format!("{:.3} s", self.end_epoch_max_secs()),
             );
             row("candidates per epoch, max", candidates.to_string());
             row("tracked CIDs, max", tracked.to_string());
@@ -316,6 +327,7 @@ impl Report {
             "generation_ns_per_event": self.generation_secs * 1e9 / events.max(1) as f64,
             "recompute_secs_median": recompute_median,
             "recompute_secs_max": recompute_max,
+            "end_epoch_secs_max": self.end_epoch_max_secs(),
             "candidates_max": candidates,
             "tracker_memory_bytes_max": self.epochs.iter().map(|e| e.tracker_memory_bytes).max(),
             "peak_rss_bytes": self.peak_rss_bytes,
