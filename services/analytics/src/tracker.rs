@@ -144,9 +144,22 @@ struct Entry {
 }
 
 impl Entry {
-    /// What the table ranks by: decayed bytes, the larger half-life view per region.
-    fn score(&self) -> f64 {
+    /// Decayed bytes read, the larger half-life view per region.
+    fn bytes(&self) -> f64 {
         self.sums.iter().map(|sums| sums.fast.max(sums.slow)).sum()
+    }
+
+    /// What the table ranks by: decayed full copies read (bytes / size). The optimizer ranks
+    /// extra replicas by views per day, so the table keeps the CIDs it would grant first; a
+    /// byte ranking would evict small popular objects the budget favours, and they would
+    /// flap between evicted (reset to min) and re-admitted (raised again).
+    fn score(&self) -> f64 {
+        self.bytes() / self.size_bytes.max(1) as f64
+    }
+
+    /// A target or a geo region is in force: evicting it would mean a reset.
+    fn raised(&self) -> bool {
+        self.memory.target != 0 || !self.memory.regions.is_empty()
     }
 
     fn heap_bytes(&self) -> usize {
@@ -256,7 +269,8 @@ impl Tracker {
         if sketch_weight == 0 {
             return;
         }
-        let estimate = self.sketch.estimate(hash) as f64;
+        // Compared in views (copies read), like the table's scores.
+        let estimate = self.sketch.estimate(hash) as f64 / size_bytes.max(1) as f64;
         let tracked = self.table.len();
         let admit = tracked < self.config.top_k
             || (tracked < 2 * self.config.top_k && estimate >= self.admission_threshold);
@@ -264,10 +278,13 @@ impl Tracker {
             return;
         }
         let mut sums = vec![DecayedBytes::default(); self.config.regions.len() + 1];
-        // The estimate stands for the CID's history before admission, in this read's region.
+        // Exact counts start with this read: the sketch's estimate only admits. It over-counts
+        // (other CIDs share its cells), and carried into the table it would raise a small
+        // object that collides with a large one, only to lower it again as the inflated
+        // history decays.
         sums[slot] = DecayedBytes {
-            fast: estimate,
-            slow: estimate,
+            fast: fast_bytes,
+            slow: slow_bytes,
         };
         self.table.insert(
             hash,
@@ -297,26 +314,33 @@ impl Tracker {
                 sums.fast *= fast_decay;
                 sums.slow *= slow_decay;
             }
-            let score = entry.score();
-            if entry.memory.target == 0 && score < FORGET_BELOW_BYTES {
+            if !entry.raised() && entry.bytes() < FORGET_BELOW_BYTES {
                 continue;
             }
-            kept.push((score, hash, entry));
+            kept.push((entry.score(), hash, entry));
         }
 
         let top_k = self.config.top_k;
         let mut evicted_with_target = Vec::new();
         if kept.len() > top_k {
-            // Highest score first; ties by hash so that replicas of a partition agree.
-            kept.select_nth_unstable_by(top_k - 1, |(score_a, hash_a, _), (score_b, hash_b, _)| {
-                score_b.total_cmp(score_a).then(hash_a.cmp(hash_b))
+            // CIDs with a target in force first (evicting one means a reset, and re-admitting
+            // it a raise: flapping), then the highest score; ties by hash so that replicas of a
+            // partition agree. Only more than `top_k` raised CIDs can evict a raised one.
+            kept.select_nth_unstable_by(top_k - 1, |(score_a, hash_a, a), (score_b, hash_b, b)| {
+                b.raised()
+                    .cmp(&a.raised())
+                    .then(score_b.total_cmp(score_a))
+                    .then(hash_a.cmp(hash_b))
             });
-            self.admission_threshold = kept[top_k - 1].0;
             for (_, _, entry) in kept.drain(top_k..) {
-                if entry.memory.target != 0 {
+                if entry.raised() {
                     evicted_with_target.push(String::from(entry.cid));
                 }
             }
+            self.admission_threshold = kept
+                .iter()
+                .map(|(score, _, _)| *score)
+                .fold(f64::INFINITY, f64::min);
             evicted_with_target.sort_unstable();
         }
         self.table
@@ -859,23 +883,51 @@ mod tests {
 
     #[test]
     fn end_epoch_returns_evicted_cids_with_a_raised_target() {
+        let fill = |tracker: &mut Tracker| {
+            for (name, bytes) in [
+                ("bafy-a", 1_000),
+                ("bafy-b", 2_000),
+                ("bafy-c", 3_000),
+                ("bafy-d", 4_000),
+            ] {
+                tracker.record(name, "eu", bytes, Some(10_000), 0.0);
+            }
+        };
+        // More raised CIDs than top_k: the lowest-scored raised one goes, and is returned.
         let mut tracker = Tracker::new(config(&["eu"], 2));
-        for (name, bytes) in [
-            ("bafy-a", 1_000),
-            ("bafy-b", 2_000),
-            ("bafy-c", 3_000),
-            ("bafy-d", 4_000),
-        ] {
-            tracker.record(name, "eu", bytes, None, 0.0);
-        }
+        fill(&mut tracker);
         assert_eq!(tracker.tracked(), 4);
-        tracker.remember(&[decision("bafy-a", 3), decision("bafy-b", 0)]);
+        tracker.remember(&[
+            decision("bafy-a", 3),
+            decision("bafy-b", 3),
+            decision("bafy-c", 3),
+        ]);
         assert_eq!(tracker.demand("bafy-a").expect("tracked").memory.target, 3);
-
         assert_eq!(tracker.end_epoch(), ["bafy-a"]);
         assert_eq!(tracker.tracked(), 2);
-        assert!(tracker.demand("bafy-c").is_some() && tracker.demand("bafy-d").is_some());
+        assert!(tracker.demand("bafy-b").is_some() && tracker.demand("bafy-c").is_some());
         assert_eq!(tracker.epoch(), 1);
+
+        // A raised CID outranks unraised ones with more reads: evicting it would be a reset
+        // now and a raise again on re-admission (flapping).
+        let mut tracker = Tracker::new(config(&["eu"], 2));
+        fill(&mut tracker);
+        tracker.remember(&[decision("bafy-a", 3)]);
+        assert!(tracker.end_epoch().is_empty());
+        assert!(tracker.demand("bafy-a").is_some() && tracker.demand("bafy-d").is_some());
+        assert!(tracker.demand("bafy-b").is_none() && tracker.demand("bafy-c").is_none());
+    }
+
+    /// The table ranks by copies read (bytes / size), as the optimizer ranks extra replicas:
+    /// a small object read often outranks a large one read as many bytes.
+    #[test]
+    fn the_table_keeps_the_cids_read_most_often_per_byte_stored() {
+        let mut tracker = Tracker::new(config(&["eu"], 1));
+        tracker.record("bafy-small", "eu", 1_000, Some(1_000), 0.0);
+        tracker.record("bafy-large", "eu", 1_000_000, Some(100_000_000), 0.0);
+        tracker.end_epoch();
+        assert!(tracker.demand("bafy-small").is_some());
+        assert!(tracker.demand("bafy-large").is_none());
     }
 
     #[test]

@@ -14,6 +14,8 @@ use super::{Candidate, Decision, EpochOutcome, Explanation, Memory, OptimizerPar
 const MAX_PREFERRED_REGIONS: usize = 16;
 /// Bound of `Explanation::reason` (it becomes an event field).
 const MAX_REASON_BYTES: usize = 1024;
+/// Budget hysteresis: an extra replica in force ranks as if it carried this much more.
+pub const INCUMBENT_ADVANTAGE: f64 = 0.25;
 /// Geo regions named in a reason; the rest are counted.
 const REASON_REGIONS: usize = 6;
 
@@ -26,6 +28,17 @@ pub fn optimize(candidates: &[Candidate], params: &OptimizerParams, epoch: u64) 
         .collect();
     let (water_level, denied_increments) =
         grant_budget(candidates, &mut analyses, params.extra_budget_bytes);
+    // A geo region the budget granted no replica for is not in force unless a replica already
+    // sits there: remembering it would mark the CID as raised (kept by the tracker, a
+    // `TargetChanged` for nothing) while it holds only its `min`.
+    for (candidate, analysis) in candidates.iter().zip(&mut analyses) {
+        if analysis.granted <= analysis.min {
+            analysis.geo.retain(|r| candidate.held_regions.contains(r));
+            analysis
+                .below_since
+                .retain(|(r, _)| candidate.held_regions.contains(r));
+        }
+    }
     let deferred_changes = apply_change_cap(candidates, &mut analyses, params);
     let budget_used_bytes = extra_bytes(&analyses);
     let decisions = candidates
@@ -110,6 +123,8 @@ struct Analysis {
     region_views: Vec<f64>,
     /// Geo regions, by V_r desc, and the cool-down clocks of those below the keep threshold.
     geo: Vec<u16>,
+    /// Geo regions demand asked for (for the explanation), before the budget's verdict.
+    wanted_geo: Vec<u16>,
     below_since: Vec<(u16, u64)>,
     /// ⌈B / (ρ_up μ)⌉, unclamped (for the reason) and the load count the explanation shows.
     load_needed: u64,
@@ -131,6 +146,19 @@ impl Analysis {
     /// Views per day the k-th replica carries.
     fn density(&self, k: u8) -> f64 {
         self.views_per_day / f64::from(k)
+    }
+
+    /// What the budget ranks the k-th replica by: its density, raised by
+    /// [`INCUMBENT_ADVANTAGE`] when the replica is in force already. A newcomer must carry
+    /// clearly more than an incumbent to take its budget, so two CIDs of nearly equal density
+    /// at the water level do not swap replicas every epoch as their estimates jitter.
+    fn ranking_density(&self, k: u8) -> f64 {
+        let density = self.density(k);
+        if k <= self.previous {
+            density * (1.0 + INCUMBENT_ADVANTAGE)
+        } else {
+            density
+        }
     }
 }
 
@@ -201,6 +229,7 @@ fn analyse(candidate: &Candidate, knobs: &Knobs, epoch: u64) -> Analysis {
         bytes_per_sec,
         views_per_day,
         region_views,
+        wanted_geo: geo.clone(),
         geo,
         below_since,
         load_needed,
@@ -303,7 +332,7 @@ fn grant_budget(
         if analysis.wanted > analysis.min {
             let k = analysis.min + 1;
             heap.push(Increment {
-                density: analysis.density(k),
+                density: analysis.ranking_density(k),
                 cid: &candidate.cid,
                 k,
                 index,
@@ -323,11 +352,11 @@ fn grant_budget(
         }
         remaining -= analysis.size;
         analysis.granted = increment.k;
-        water_level = Some(increment.density);
+        water_level = Some(analysis.density(increment.k));
         if increment.k < analysis.wanted {
             let k = increment.k + 1;
             heap.push(Increment {
-                density: analysis.density(k),
+                density: analysis.ranking_density(k),
                 k,
                 ..increment
             });
@@ -462,7 +491,7 @@ fn decide(
         views_per_day: analysis.views_per_day,
         load_replicas: analysis.load_replicas,
         geo_regions: analysis
-            .geo
+            .wanted_geo
             .iter()
             .map(|r| {
                 let r = usize::from(*r);
@@ -471,7 +500,18 @@ fn decide(
             .collect(),
         wanted: analysis.wanted,
         denied: (analysis.wanted - analysis.granted).saturating_add(cap_denied),
-        reason: reason(analysis, target, &geo, old, knobs, water_level),
+        reason: reason(
+            analysis,
+            target,
+            if matches!(analysis.outcome, Outcome::Deferred) {
+                &geo
+            } else {
+                &analysis.wanted_geo
+            },
+            old,
+            knobs,
+            water_level,
+        ),
     };
     Decision {
         cid: candidate.cid.clone(),
