@@ -367,11 +367,16 @@ impl Tracker {
                 let mut demand: Vec<f64> = entry.sums.iter().map(|sums| self.rate(sums)).collect();
                 let other_demand = demand.pop().unwrap_or(0.0);
                 debug_assert_eq!(demand.len(), regions);
+                let sustained: Vec<f64> = entry.sums[..regions]
+                    .iter()
+                    .map(|sums| sums.slow * self.slow_rate)
+                    .collect();
                 Some(Candidate {
                     cid: entry.cid.to_string(),
                     size_bytes: entry.size_bytes.max(1),
                     demand,
                     other_demand,
+                    sustained,
                     held_regions: Vec::new(),
                     min,
                     max,

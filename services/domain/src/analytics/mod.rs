@@ -84,6 +84,10 @@ pub struct Candidate {
     pub demand: Vec<f64>,
     /// Bytes per second read from regions without nodes (counts for load, never for geo).
     pub other_demand: f64,
+    /// β per region id at the slow half-life alone: sustained demand. The geo term reads it
+    /// when it is not empty (a local replica moves data, so it waits for demand that lasts,
+    /// not for a few reads in the fast window); empty: the geo term reads `demand`.
+    pub sustained: Vec<f64>,
     /// Distinct region ids of the CID's live replicas now (from the shard's state; regions
     /// without an id are left out).
     pub held_regions: Vec<u16>,

@@ -184,9 +184,14 @@ fn analyse(candidate: &Candidate, knobs: &Knobs, epoch: u64) -> Analysis {
         })
         .min(f64::MAX);
     let views_per_day = (bytes_per_sec * per_view).min(f64::MAX);
+    let geo_demand = if candidate.sustained.is_empty() {
+        &candidate.demand
+    } else {
+        &candidate.sustained
+    };
     let region_views: Vec<f64> = (0..knobs.region_count)
         .map(|r| {
-            let rate = candidate.demand.get(r).copied().unwrap_or(0.0);
+            let rate = geo_demand.get(r).copied().unwrap_or(0.0);
             (non_negative(rate) * per_view).min(f64::MAX)
         })
         .collect();

@@ -31,6 +31,7 @@ fn candidate(cid: &str, size: u64, views: [f64; 3]) -> Candidate {
         size_bytes: size,
         demand: views.iter().map(|v| rate(*v, size)).collect(),
         other_demand: 0.0,
+        sustained: Vec::new(),
         held_regions: vec![US, EU],
         min: 2,
         max: 8,
@@ -429,17 +430,21 @@ fn arb_candidate() -> impl Strategy<Value = Candidate> {
         0u8..5,
         0u8..10,
         memory,
+        prop::collection::vec(arb_rate(), 0..5),
     )
         .prop_map(
-            |(size_bytes, demand, other_demand, held_regions, min, max, memory)| Candidate {
-                cid: String::new(),
-                size_bytes,
-                demand,
-                other_demand,
-                held_regions,
-                min,
-                max,
-                memory,
+            |(size_bytes, demand, other_demand, held_regions, min, max, memory, sustained)| {
+                Candidate {
+                    cid: String::new(),
+                    size_bytes,
+                    demand,
+                    other_demand,
+                    sustained,
+                    held_regions,
+                    min,
+                    max,
+                    memory,
+                }
             },
         )
 }
@@ -513,6 +518,13 @@ proptest! {
         }
         c.demand[region] += bump;
         c.other_demand = clean(c.other_demand) * factor;
+        if !c.sustained.is_empty() {
+            c.sustained = c.sustained.iter().map(|r| clean(*r) * factor).collect();
+            if c.sustained.len() <= region {
+                c.sustained.resize(region + 1, 0.0);
+            }
+            c.sustained[region] += bump;
+        }
         let before = optimize(&candidates, &params, epoch).decisions[i].target;
         let after = optimize(&busier, &params, epoch).decisions[i].target;
         prop_assert!(after >= before, "target fell from {} to {}", before, after);
@@ -577,4 +589,24 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn geo_waits_for_sustained_demand() {
+    // A burst: 60 copies/day in the fast window, 10 sustained. No local replica yet, but the
+    // burst still counts for load.
+    let burst = Candidate {
+        sustained: vec![0.0, 0.0, rate(10.0, 2 * GB)],
+        ..candidate("a", 2 * GB, [0.0, 0.0, 60.0])
+    };
+    let d = &optimize(&[burst.clone()], &params(), 1).decisions[0];
+    assert_eq!(d.target, 2);
+    assert!(d.explanation.geo_regions.is_empty());
+    assert!(d.explanation.bytes_per_sec > 0.0);
+    // Sustained at 60: the region earns its replica.
+    let lasting = Candidate {
+        sustained: vec![0.0, 0.0, rate(60.0, 2 * GB)],
+        ..burst
+    };
+    assert_eq!(optimize(&[lasting], &params(), 1).decisions[0].target, 3);
 }
