@@ -599,7 +599,7 @@ fn geo_waits_for_sustained_demand() {
         sustained: vec![0.0, 0.0, rate(10.0, 2 * GB)],
         ..candidate("a", 2 * GB, [0.0, 0.0, 60.0])
     };
-    let d = &optimize(&[burst.clone()], &params(), 1).decisions[0];
+    let d = &optimize(std::slice::from_ref(&burst), &params(), 1).decisions[0];
     assert_eq!(d.target, 2);
     assert!(d.explanation.geo_regions.is_empty());
     assert!(d.explanation.bytes_per_sec > 0.0);
