@@ -27,10 +27,11 @@ pub struct AnalyticsMetrics {
     pub epochs: IntCounterVec,
 }
 
-pub static METRICS: LazyLock<AnalyticsMetrics> = LazyLock::new(|| AnalyticsMetrics {
+pub static METRICS: LazyLock<AnalyticsMetrics> = LazyLock::new(|| {
+    AnalyticsMetrics {
     access_events: pinhive_telemetry::counter_vec(
         "pinhive_analytics_access_events_total",
-        "Access events offered through POST /access or the access topic, by result",
+        "Access events offered through POST /access, by result (the access topic's records: events_counted_total and dead_letters_total)",
         &["result"],
     ),
     events_counted: pinhive_telemetry::counter_vec(
@@ -99,9 +100,43 @@ pub static METRICS: LazyLock<AnalyticsMetrics> = LazyLock::new(|| AnalyticsMetri
         "Epochs closed",
         &["partition"],
     ),
+}
 });
 
 /// Label of a replica target in the distribution.
 pub fn replica_label(target: u8) -> &'static str {
     REPLICA_LABELS[usize::from(target.clamp(1, 10)) - 1]
+}
+
+/// Gives every series of `partition` (and the entry-path counters) a value, so that
+/// dashboards and alerts see them from the start rather than "no data".
+pub fn touch(partition: u32) {
+    let label = partition.to_string();
+    let m = &*METRICS;
+    for result in ["accepted", "rejected"] {
+        m.access_events.with_label_values(&[result]);
+    }
+    for counter in [
+        &m.events_counted,
+        &m.dead_letters,
+        &m.target_changes,
+        &m.denied_increments,
+        &m.deferred_changes,
+        &m.epochs,
+    ] {
+        counter.with_label_values(&[&label]);
+    }
+    for gauge in [
+        &m.tracked_cids,
+        &m.memory_bytes,
+        &m.budget_bytes,
+        &m.budget_used_bytes,
+    ] {
+        gauge.with_label_values(&[&label]);
+    }
+    m.water_level.with_label_values(&[&label]);
+    m.epoch_seconds.with_label_values(&[&label]);
+    for replicas in REPLICA_LABELS {
+        m.targets.with_label_values(&[&label, replicas]);
+    }
 }

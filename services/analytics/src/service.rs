@@ -167,6 +167,11 @@ impl Analytics {
             if running.contains_key(&partition) {
                 continue;
             }
+            crate::metrics::touch(partition);
+            METRICS
+                .budget_bytes
+                .with_label_values(&[&partition.to_string()])
+                .set(self.shared.params.extra_budget_bytes as i64);
             let shared = self.shared.clone();
             let (tracker, pending_resets, next_offset) = restore(&shared, partition);
             let stop = Arc::new(AtomicBool::new(false));

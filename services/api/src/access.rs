@@ -146,7 +146,7 @@ async fn pin_analytics(
         ),
         None => (0, None, Vec::new(), Vec::new()),
     };
-    // Nodes the allocator would pick in the preferred regions (healthy ones first).
+    // Reachable nodes in the preferred regions: where the allocator places new replicas.
     let recommended_nodes: Vec<String> = state
         .registry
         .entries()
