@@ -7,10 +7,10 @@
 //!   (`pinhive_domain::analytics::optimize`) every epoch and appends `TargetChanged` events to
 //!   the CIDs' partitions of the pin log.
 
-pub mod tracker;
 pub mod config;
 pub mod metrics;
 pub mod service;
+pub mod tracker;
 
 pub use config::AnalyticsConfig;
 pub use service::{Analytics, CidAnalytics, IngestError, NodeRegion, PartitionSummary};
