@@ -36,6 +36,13 @@ fn write_config(dir: &Path, partitions: u32) -> String {
     path.display().to_string()
 }
 
+/// A node no daemon answers at (analytics counts demand without IPFS), in `region` if any.
+fn closed_node(region: Option<&str>) -> String {
+    let port = pinhive_integration_tests::free_port();
+    let region = region.map(|r| format!("#{r}")).unwrap_or_default();
+    format!("closed=http://127.0.0.1:{port}{region}")
+}
+
 fn access(cid: &str, region: &str) -> Value {
     json!({"events": [{"cid": cid, "region": region, "bytes": 4096, "size": 4096}]})
 }
@@ -162,10 +169,7 @@ async fn demand_survives_a_restart() {
     let config = write_config(dir.path(), 1);
     let admin_token = create_token(&data, "ops", true).unwrap();
     // No IPFS node answers: analytics needs none to count demand.
-    let closed = format!(
-        "closed=http://127.0.0.1:{}#eu",
-        pinhive_integration_tests::free_port()
-    );
+    let closed = closed_node(Some("eu"));
     let mut pinhive = Pinhive::start(&data, &["--config", &config, "--ipfs-node", &closed])
         .await
         .unwrap();
@@ -209,10 +213,7 @@ async fn bad_access_batches_are_refused_whole_with_a_failure_body() {
     let config = write_config(dir.path(), 1);
     let user_token = create_token(&data, "alice", false).unwrap();
     let admin_token = create_token(&data, "ops", true).unwrap();
-    let closed = format!(
-        "closed=http://127.0.0.1:{}",
-        pinhive_integration_tests::free_port()
-    );
+    let closed = closed_node(None);
     let pinhive = Pinhive::start(&data, &["--config", &config, "--ipfs-node", &closed])
         .await
         .unwrap();
@@ -279,10 +280,7 @@ async fn an_external_producer_feeds_the_access_topic_and_bad_records_are_dead_le
     let data = dir.path().join("data");
     let config = write_config(dir.path(), 2);
     let admin_token = create_token(&data, "ops", true).unwrap();
-    let closed = format!(
-        "closed=http://127.0.0.1:{}#eu",
-        pinhive_integration_tests::free_port()
-    );
+    let closed = closed_node(Some("eu"));
     let log = format!("kafka://{}", tansu.bootstrap);
     let pinhive = Pinhive::start(
         &data,

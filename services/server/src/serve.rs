@@ -95,28 +95,34 @@ pub fn driver_config(config: &Config) -> NodeDriverConfig {
     }
 }
 
-/// Opens the configured log: embedded under the data dir, or Kafka.
-async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
+/// Opens a log of `partitions` partitions: the Kafka `topic` when the configured log is Kafka,
+/// else an embedded log in `dir` (the pin log and the access log both).
+async fn open_log(
+    config: &Config,
+    topic: &str,
+    partitions: u32,
+    dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn Log>> {
     if let Some(brokers) = pinhive_log::kafka::parse_kafka_url(&config.log) {
         let log = KafkaLog::open(KafkaLogConfig {
             brokers: brokers.clone(),
-            topic: config.kafka_topic.clone(),
-            partitions: config.partitions,
+            topic: topic.to_string(),
+            partitions,
             replication: 1,
         })
         .await
-        .with_context(|| format!("connecting to Kafka at {brokers}"))?;
-        tracing::info!(brokers = %brokers, topic = %config.kafka_topic, partitions = log.partition_count(), "using the Kafka log");
+        .with_context(|| format!("opening topic {topic} on Kafka at {brokers}"))?;
+        tracing::info!(brokers = %brokers, topic, partitions = log.partition_count(), "using a Kafka log");
         return Ok(Arc::new(log));
     }
     let log = EmbeddedLog::open(
-        &config.log_dir(),
+        dir,
         EmbeddedLogConfig {
-            partitions: config.partitions,
+            partitions,
             ..EmbeddedLogConfig::default()
         },
     )
-    .with_context(|| format!("opening the log in {}", config.log_dir().display()))?;
+    .with_context(|| format!("opening the log in {}", dir.display()))?;
     Ok(Arc::new(log))
 }
 
@@ -152,51 +158,30 @@ async fn start_analytics(
         .tracker(&regions)
         .validate()
         .map_err(|e| anyhow::anyhow!("{e} (regions of the configured nodes: {regions:?})"))?;
-    let (access_log, changes, group): (Arc<dyn Log>, _, _) =
-        match pinhive_log::kafka::parse_kafka_url(&config.log) {
-            Some(brokers) => {
-                let log = KafkaLog::open(KafkaLogConfig {
-                    brokers: brokers.clone(),
-                    topic: settings.access_topic.clone(),
-                    partitions: settings.access_partitions,
-                    replication: 1,
-                })
-                .await
-                .with_context(|| format!("opening the access topic {}", settings.access_topic))?;
-                if config.kafka_group.is_empty() {
-                    (Arc::new(log) as Arc<dyn Log>, None, None)
-                } else {
-                    let (group, changes) = GroupMembership::join(
-                        &brokers,
-                        &settings.access_topic,
-                        &format!("{}-analytics", config.kafka_group),
-                        Duration::from_millis(config.kafka_session_timeout_ms),
-                    )
-                    .context("joining the analytics consumer group")?;
-                    (
-                        Arc::new(log) as Arc<dyn Log>,
-                        Some(changes),
-                        Some(Arc::new(group)),
-                    )
-                }
-            }
-            None => {
-                let log = EmbeddedLog::open(
-                    &config.access_log_dir(),
-                    EmbeddedLogConfig {
-                        partitions: settings.access_partitions,
-                        ..EmbeddedLogConfig::default()
-                    },
-                )
-                .with_context(|| {
-                    format!(
-                        "opening the access log in {}",
-                        config.access_log_dir().display()
-                    )
-                })?;
-                (Arc::new(log) as Arc<dyn Log>, None, None)
-            }
-        };
+    let access_log = open_log(
+        config,
+        &settings.access_topic,
+        settings.access_partitions,
+        &config.access_log_dir(),
+    )
+    .await?;
+    // With Kafka and a group, this instance runs the access partitions its group assigns.
+    let (changes, group) = match (
+        pinhive_log::kafka::parse_kafka_url(&config.log),
+        config.kafka_group.is_empty(),
+    ) {
+        (Some(brokers), false) => {
+            let (group, changes) = GroupMembership::join(
+                &brokers,
+                &settings.access_topic,
+                &format!("{}-analytics", config.kafka_group),
+                Duration::from_millis(config.kafka_session_timeout_ms),
+            )
+            .context("joining the analytics consumer group")?;
+            (Some(changes), Some(Arc::new(group)))
+        }
+        _ => (None, None),
+    };
     let node_region: pinhive_analytics::NodeRegion = {
         let registry = registry.clone();
         Arc::new(move |id: &str| registry.get(id).map(|e| e.descriptor.region))
@@ -226,7 +211,13 @@ pub async fn start(
     drivers: NodeDriverConfig,
 ) -> anyhow::Result<Service> {
     prepare_data_dir(&config.data_dir)?;
-    let log = open_log(config).await?;
+    let log = open_log(
+        config,
+        &config.kafka_topic,
+        config.partitions,
+        &config.log_dir(),
+    )
+    .await?;
     let store: Arc<dyn Store> =
         match EmbeddedStore::open_with(&config.store_dir(), config.store_memory()) {
             Err(StoreError::Locked { path }) => {
