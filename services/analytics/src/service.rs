@@ -599,7 +599,7 @@ impl PartitionActor {
             // the checkpoint until then).
             let evicted = actor.tracker.end_epoch();
             actor.pending_resets.extend(evicted);
-            actor.record_outcome(&candidates, &outcome, epoch);
+            actor.record_outcome(&outcome, epoch);
             actor.checkpoint();
             // Records the checkpoint covers are no longer needed once they are old enough
             // (kept a while to rebuild demand if a checkpoint ever becomes unusable).
@@ -625,12 +625,7 @@ impl PartitionActor {
         }));
     }
 
-    fn record_outcome(
-        &mut self,
-        candidates: &[Candidate],
-        outcome: &pinhive_domain::analytics::EpochOutcome,
-        epoch: u64,
-    ) {
+    fn record_outcome(&mut self, outcome: &pinhive_domain::analytics::EpochOutcome, epoch: u64) {
         let label = self.label();
         self.explanations = outcome
             .decisions
@@ -689,7 +684,6 @@ impl PartitionActor {
                 .collect(),
             next_offset: self.next_offset,
         };
-        let _ = candidates;
     }
 
     fn checkpoint(&self) {
