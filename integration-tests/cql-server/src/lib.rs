@@ -1,0 +1,1 @@
+//! A CQL test server for pinhive's ScyllaDB adapter (see README.md in this crate).
