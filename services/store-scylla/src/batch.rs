@@ -1,0 +1,427 @@
+//! The write side: shard batches, commits, retention.
+//!
+//! A shard batch is written in phases, each a set of independent single-row writes sent
+//! concurrently: (1) the pin rows, (2) their listing and pin-list entries (new ones written,
+//! those of the committed and stale values that the new value lacks deleted) with bucket
+//! markers, the journal and the pending set, (3) the CID states. So a pin row always reaches
+//! the store before its entries (a rollback reads the row back to find them) and the CID
+//! states (which carry `applied_offset`) come last, as the `Store` contract asks; any subset
+//! of a phase is a state the attempt's rollback handles like a prefix. Writes are keyed by
+//! what they describe (request id, CID, log offset), so a replay writes the same cells.
+
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+use pinhive_store::{Commit, DeadLetter, PinWrite, ShardBatch, StoreError};
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::value::CqlValue;
+
+use crate::listing::{entries_of, CidPinEntry, ListingEntry};
+use crate::store::{backend, day_of, decode, encode, limit_of, ordered, rows, Marker, ScyllaStore};
+
+type Write<'a> = BoxFuture<'a, Result<(), StoreError>>;
+
+impl ScyllaStore {
+    pub(crate) async fn write_rows(&self, batch: &ShardBatch) -> Result<(), StoreError> {
+        // A request id written twice in one batch: the later write goes in a later round, so
+        // the two never race.
+        for round in rounds(&batch.pins) {
+            self.write_pins(&round).await?;
+        }
+        let statements = &self.statements;
+        let mut writes: Vec<Write<'_>> = Vec::new();
+        let mut markers = Vec::new();
+        for entry in &batch.journal {
+            let day = day_of(entry.timestamp_ns);
+            let offset = ordered(entry.offset);
+            writes.push(self.write(
+                &statements.put_journal,
+                (entry.cid.as_str(), day, offset, encode(entry)),
+            ));
+            writes.push(self.write(
+                &statements.put_journal_time,
+                (
+                    entry.partition as i64,
+                    day,
+                    entry.timestamp_ns,
+                    offset,
+                    entry.cid.as_str(),
+                ),
+            ));
+            let marker = Marker::JournalDay {
+                cid: entry.cid.clone(),
+                day,
+            };
+            if !self.known(&marker) && !markers.contains(&marker) {
+                writes.push(self.write(&statements.put_journal_day, (entry.cid.as_str(), day)));
+                markers.push(marker);
+            }
+        }
+        let partition = batch.partition as i64;
+        let mut pending: HashMap<&str, bool> = HashMap::new();
+        for (cid, needed) in &batch.pending {
+            pending.insert(cid, *needed);
+        }
+        for (cid, needed) in pending {
+            writes.push(if needed {
+                self.write(&statements.put_pending, (partition, cid))
+            } else {
+                self.write(&statements.delete_pending, (partition, cid))
+            });
+        }
+        self.all(writes).await?;
+        self.remember(markers);
+        let mut cids: HashMap<&str, Option<Vec<u8>>> = HashMap::new();
+        for cid in &batch.cids {
+            cids.insert(&cid.cid, cid.state.as_ref().map(encode));
+        }
+        let writes = cids
+            .into_iter()
+            .map(|(cid, state)| match state {
+                Some(state) => self.write(&statements.put_cid, (cid, state)),
+                None => self.write(&statements.delete_cid, (cid,)),
+            })
+            .collect();
+        self.all(writes).await
+    }
+
+    /// Pin rows first, then their entries.
+    async fn write_pins(&self, pins: &[&PinWrite]) -> Result<(), StoreError> {
+        let statements = &self.statements;
+        let rows: Vec<Write<'_>> = pins
+            .iter()
+            .map(|pin| match &pin.new {
+                Some(row) => self.write(&statements.put_pin, (pin.requestid.as_str(), encode(row))),
+                None => self.write(&statements.delete_pin, (pin.requestid.as_str(),)),
+            })
+            .collect();
+        self.all(rows).await?;
+        let width = self.options.listing_bucket_ns;
+        let mut writes: Vec<Write<'_>> = Vec::new();
+        let mut markers = Vec::new();
+        for pin in pins {
+            let (new_listing, new_pin) = match &pin.new {
+                Some(row) => {
+                    let (listing, pin) = entries_of(row, width);
+                    (listing, Some(pin))
+                }
+                None => (Vec::new(), None),
+            };
+            for old in pin.old.iter().chain(pin.stale.iter()) {
+                let (listing, cid_pin) = entries_of(old, width);
+                for entry in listing {
+                    if !new_listing.contains(&entry) {
+                        writes.push(self.delete_listing(entry));
+                    }
+                }
+                if new_pin.as_ref() != Some(&cid_pin) {
+                    writes.push(self.write(
+                        &statements.delete_cid_pin,
+                        (cid_pin.cid, cid_pin.bucket, cid_pin.requestid),
+                    ));
+                }
+            }
+            if let Some(row) = &pin.new {
+                let record = encode(&row.record);
+                for entry in new_listing {
+                    let marker = entry.marker();
+                    if !self.known(&marker) && !markers.contains(&marker) {
+                        writes.push(self.write(
+                            &statements.put_listing_bucket,
+                            (
+                                entry.owner.clone(),
+                                entry.kind,
+                                entry.key_text(),
+                                entry.bucket,
+                            ),
+                        ));
+                        markers.push(marker);
+                    }
+                    writes.push(self.put_listing(entry, record.clone()));
+                }
+            }
+            if let Some(CidPinEntry {
+                cid,
+                bucket,
+                requestid,
+            }) = new_pin
+            {
+                let marker = Marker::CidPins {
+                    cid: cid.clone(),
+                    bucket,
+                };
+                if !self.known(&marker) && !markers.contains(&marker) {
+                    writes.push(self.write(&statements.put_cid_pin_bucket, (cid.clone(), bucket)));
+                    markers.push(marker);
+                }
+                writes.push(self.write(&statements.put_cid_pin, (cid, bucket, requestid)));
+            }
+        }
+        self.all(writes).await?;
+        self.remember(markers);
+        Ok(())
+    }
+
+    fn put_listing(&self, entry: ListingEntry, record: Vec<u8>) -> Write<'_> {
+        let kind = entry.kind as usize;
+        self.write(
+            &self.statements.listing_put[kind],
+            (
+                entry.owner,
+                entry.key,
+                entry.bucket,
+                entry.created,
+                entry.requestid,
+                record,
+            ),
+        )
+    }
+
+    fn delete_listing(&self, entry: ListingEntry) -> Write<'_> {
+        let kind = entry.kind as usize;
+        self.write(
+            &self.statements.listing_delete[kind],
+            (
+                entry.owner,
+                entry.key,
+                entry.bucket,
+                entry.created,
+                entry.requestid,
+            ),
+        )
+    }
+
+    /// The commit row (static columns) and the changed counters: one statement, or one
+    /// unlogged batch on the partition's key (a single-partition batch is applied atomically
+    /// and in isolation; logging it would add the batchlog round trip for nothing).
+    pub(crate) async fn commit_async(&self, commit: &Commit) -> Result<(), StoreError> {
+        let statements = &self.statements;
+        let partition = commit.partition as i64;
+        let state = &commit.state;
+        let attempt = state.attempt.as_ref().map(encode);
+        let row = (
+            state.batch as i64,
+            state.next_offset.map(|offset| offset as i64),
+            attempt,
+            partition,
+        );
+        if commit.counters.is_empty() {
+            return self.exec(&statements.commit_row, row).await.map(drop);
+        }
+        let mut batch = Batch::new(BatchType::Unlogged);
+        batch.set_consistency(self.options.consistency);
+        batch.set_is_idempotent(true);
+        batch.append_statement(statements.commit_row.clone());
+        let mut values: Vec<Vec<Option<CqlValue>>> = vec![vec![
+            Some(CqlValue::BigInt(row.0)),
+            row.1.map(CqlValue::BigInt),
+            row.2.map(CqlValue::Blob),
+            Some(CqlValue::BigInt(partition)),
+        ]];
+        for counter in &commit.counters {
+            // Counters live in their commit's partition (the Commit names it once).
+            if counter.partition != commit.partition {
+                return Err(backend(format!(
+                    "commit of partition {} carries a counter of partition {}",
+                    commit.partition, counter.partition
+                )));
+            }
+            batch.append_statement(statements.put_counter.clone());
+            values.push(vec![
+                Some(CqlValue::BigInt(counter.value)),
+                Some(CqlValue::BigInt(partition)),
+                Some(CqlValue::Text(counter.owner.clone())),
+                Some(CqlValue::TinyInt(counter.status.code() as i8)),
+            ]);
+        }
+        self.session()?
+            .batch(&batch, values)
+            .await
+            .map(drop)
+            .map_err(|e| backend(format!("commit of partition {}: {e}", commit.partition)))
+    }
+
+    pub(crate) async fn prune_journal_async(
+        &self,
+        partition: u32,
+        before_ns: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let statements = &self.statements;
+        let last_day = day_of(before_ns);
+        let first_day = (last_day - self.options.journal_ttl_days).max(0);
+        let mut pruned = 0;
+        for day in first_day..=last_day {
+            if pruned >= limit {
+                break;
+            }
+            let found: Vec<(i64, i64, String)> = rows(
+                self.exec(
+                    &statements.journal_by_time,
+                    (partition as i64, day, before_ns, limit_of(limit - pruned)),
+                )
+                .await?,
+            )?;
+            let mut deletes: Vec<Write<'_>> = Vec::new();
+            for (recorded_ns, offset, cid) in found.into_iter().take(limit - pruned) {
+                deletes.push(self.write(
+                    &statements.delete_journal,
+                    (cid, day_of(recorded_ns), offset),
+                ));
+                deletes.push(self.write(
+                    &statements.delete_journal_time,
+                    (partition as i64, day, recorded_ns, offset),
+                ));
+                pruned += 1;
+            }
+            self.all(deletes).await?;
+        }
+        Ok(pruned)
+    }
+
+    /// Log partitions with dead letters at or after `from`, in order.
+    async fn dead_letter_partitions(
+        &self,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(rows::<(i64,)>(
+            self.exec(
+                &self.statements.dead_letter_partitions,
+                (from, limit_of(limit)),
+            )
+            .await?,
+        )?
+        .into_iter()
+        .map(|(partition,)| partition)
+        .collect())
+    }
+
+    pub(crate) async fn dead_letters_async(
+        &self,
+        after: Option<(u32, u64)>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let statements = &self.statements;
+        let mut out = Vec::new();
+        let mut next_partition = after.map(|(partition, _)| partition as i64).unwrap_or(0);
+        while out.len() < limit {
+            let partitions = self.dead_letter_partitions(next_partition, 64).await?;
+            let Some(last) = partitions.last().copied() else {
+                break;
+            };
+            for partition in partitions {
+                let left = limit_of(limit - out.len());
+                let result = match after {
+                    Some((p, offset)) if p as i64 == partition => {
+                        self.exec(
+                            &statements.dead_letters_after,
+                            (partition, ordered(offset), left),
+                        )
+                        .await?
+                    }
+                    _ => {
+                        self.exec(&statements.dead_letters_from, (partition, ordered(0), left))
+                            .await?
+                    }
+                };
+                for (letter,) in rows::<(Vec<u8>,)>(result)? {
+                    out.push(decode("dead letter", &letter)?);
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            next_partition = last + 1;
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Per partition, oldest first, until a letter newer than the cutoff or the limit.
+    pub(crate) async fn prune_dead_letters_async(
+        &self,
+        before_ns: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let statements = &self.statements;
+        let mut pruned = 0;
+        let mut next_partition = 0;
+        while pruned < limit {
+            let partitions = self.dead_letter_partitions(next_partition, 64).await?;
+            let Some(last) = partitions.last().copied() else {
+                break;
+            };
+            for partition in partitions {
+                if pruned >= limit {
+                    break;
+                }
+                let letters: Vec<(Vec<u8>,)> = rows(
+                    self.exec(
+                        &statements.dead_letters_from,
+                        (partition, ordered(0), limit_of(limit - pruned)),
+                    )
+                    .await?,
+                )?;
+                let mut deletes: Vec<Write<'_>> = Vec::new();
+                for (letter,) in letters {
+                    let letter: DeadLetter = decode("dead letter", &letter)?;
+                    if letter.dead_lettered_ns >= before_ns || pruned >= limit {
+                        break;
+                    }
+                    deletes.push(self.write(
+                        &statements.delete_dead_letter,
+                        (partition, ordered(letter.offset)),
+                    ));
+                    pruned += 1;
+                }
+                self.all(deletes).await?;
+            }
+            next_partition = last + 1;
+        }
+        Ok(pruned)
+    }
+}
+
+/// Splits pin writes into rounds in which each request id appears at most once, keeping
+/// their order (almost always one round).
+fn rounds(pins: &[PinWrite]) -> Vec<Vec<&PinWrite>> {
+    let mut rounds: Vec<Vec<&PinWrite>> = Vec::new();
+    let mut round_of: HashMap<&str, usize> = HashMap::new();
+    for pin in pins {
+        let round = round_of
+            .get(pin.requestid.as_str())
+            .map(|r| r + 1)
+            .unwrap_or(0);
+        round_of.insert(&pin.requestid, round);
+        if rounds.len() <= round {
+            rounds.push(Vec::new());
+        }
+        rounds[round].push(pin);
+    }
+    rounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(id: &str) -> PinWrite {
+        PinWrite {
+            requestid: id.into(),
+            old: None,
+            stale: None,
+            new: None,
+        }
+    }
+
+    #[test]
+    fn a_request_id_twice_goes_in_a_later_round() {
+        let pins = [write("a"), write("b"), write("a"), write("a"), write("c")];
+        let ids: Vec<Vec<&str>> = rounds(&pins)
+            .iter()
+            .map(|round| round.iter().map(|p| p.requestid.as_str()).collect())
+            .collect();
+        assert_eq!(ids, vec![vec!["a", "b", "c"], vec!["a"], vec!["a"]]);
+    }
+}

@@ -1,0 +1,344 @@
+//! Numbered CQL migrations (`schemas/cql/NNNN_name.cql`) and their runner.
+//!
+//! A migration is a file of `;`-separated CQL statements with `{keyspace}` and `{replication}`
+//! placeholders. Every statement is idempotent (`IF NOT EXISTS`), so a run that stopped half
+//! way is completed by the next one; a migration's version is recorded in `schema_migrations`
+//! after all its statements succeeded, and a recorded version is never applied again.
+//! DDL cannot be prepared (and the placeholders are identifiers, not bind values), so the
+//! runner sends plain statements; the store itself uses prepared statements only.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use scylla::client::session::Session;
+use scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
+use scylla::statement::Statement;
+
+use crate::driver::{connect, Driver, ScyllaOptions};
+use crate::uri::ScyllaUri;
+
+/// One migration file, compiled in.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub text: &'static str,
+}
+
+/// Every migration, in version order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_initial",
+    text: include_str!("../../../schemas/cql/0001_initial.cql"),
+}];
+
+/// Keyspace replication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replication {
+    /// One datacenter, `factor` replicas (tests: 1).
+    Simple { factor: u32 },
+    /// `factor` replicas in every datacenter, or per named datacenter (production: RF 3).
+    NetworkTopology {
+        factor: u32,
+        datacenters: Vec<(String, u32)>,
+    },
+}
+
+impl Replication {
+    /// The production default: NetworkTopologyStrategy, three replicas per datacenter.
+    pub fn production() -> Self {
+        Replication::NetworkTopology {
+            factor: 3,
+            datacenters: Vec::new(),
+        }
+    }
+
+    /// What tests use: SimpleStrategy, one replica.
+    pub fn single() -> Self {
+        Replication::Simple { factor: 1 }
+    }
+
+    /// The CQL map literal of `WITH replication = ...`.
+    pub fn to_cql(&self) -> String {
+        match self {
+            Replication::Simple { factor } => {
+                format!("{{'class': 'SimpleStrategy', 'replication_factor': {factor}}}")
+            }
+            Replication::NetworkTopology {
+                factor,
+                datacenters,
+            } if datacenters.is_empty() => {
+                format!("{{'class': 'NetworkTopologyStrategy', 'replication_factor': {factor}}}")
+            }
+            Replication::NetworkTopology { datacenters, .. } => {
+                let mut map = "{'class': 'NetworkTopologyStrategy'".to_string();
+                for (dc, factor) in datacenters {
+                    map.push_str(&format!(", '{dc}': {factor}"));
+                }
+                map.push('}');
+                map
+            }
+        }
+    }
+}
+
+impl fmt::Display for Replication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_cql())
+    }
+}
+
+/// Splits a migration into statements: `;` ends a statement outside quotes, `--` and `//`
+/// comments run to the end of the line, `/* */` comments are dropped; empty statements are
+/// skipped. Quotes: `'...'` (with `''` inside) and `"..."`.
+pub fn split_statements(text: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            current.push(c);
+            if c == q {
+                if chars.peek() == Some(&q) {
+                    current.push(q);
+                    chars.next();
+                } else {
+                    quote = None;
+                }
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => {
+                quote = Some(c);
+                current.push(c);
+            }
+            '-' | '/' if chars.peek() == Some(&c) => {
+                for skipped in chars.by_ref() {
+                    if skipped == '\n' {
+                        current.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut previous = ' ';
+                for skipped in chars.by_ref() {
+                    if previous == '*' && skipped == '/' {
+                        break;
+                    }
+                    previous = skipped;
+                }
+                current.push(' ');
+            }
+            ';' => {
+                push_statement(&mut statements, &current);
+                current.clear();
+            }
+            _ => current.push(c),
+        }
+    }
+    push_statement(&mut statements, &current);
+    statements
+}
+
+fn push_statement(statements: &mut Vec<String>, text: &str) {
+    let statement = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| !line.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let statement = statement.trim();
+    if !statement.is_empty() {
+        statements.push(statement.to_string());
+    }
+}
+
+/// The statements of `migration` for `keyspace` and `replication`.
+pub fn render(migration: &Migration, keyspace: &str, replication: &Replication) -> Vec<String> {
+    split_statements(migration.text)
+        .into_iter()
+        .map(|statement| {
+            statement
+                .replace("{keyspace}", keyspace)
+                .replace("{replication}", &replication.to_cql())
+        })
+        .collect()
+}
+
+/// Applies the migrations not yet recorded in `schema_migrations` of the URI's keyspace (creating
+/// the keyspace with `replication` if needed), in version order; returns the versions applied
+/// (none on a second run).
+pub fn migrate(uri: &str, replication: &Replication) -> anyhow::Result<Vec<i32>> {
+    migrate_with(uri, replication, &ScyllaOptions::default())
+}
+
+pub fn migrate_with(
+    uri: &str,
+    replication: &Replication,
+    options: &ScyllaOptions,
+) -> anyhow::Result<Vec<i32>> {
+    let uri = ScyllaUri::parse(uri)?;
+    let driver = Driver::new(1)?;
+    driver.run(async {
+        let session = connect(&uri, options).await?;
+        apply_pending(&session, &uri.keyspace, replication).await
+    })
+}
+
+async fn apply_pending(
+    session: &Session,
+    keyspace: &str,
+    replication: &Replication,
+) -> anyhow::Result<Vec<i32>> {
+    let applied = applied_versions(session, keyspace).await?;
+    let mut done = Vec::new();
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        for statement in render(migration, keyspace, replication) {
+            session
+                .query_unpaged(statement.as_str(), ())
+                .await
+                .with_context(|| format!("migration {}: {statement}", migration.name))?;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let mut record = session
+            .prepare(format!(
+                "INSERT INTO {keyspace}.schema_migrations (scope, version, name, applied_ns) \
+                 VALUES ('pinhive', ?, ?, ?)"
+            ))
+            .await
+            .context("preparing the schema_migrations insert")?;
+        record.set_is_idempotent(true);
+        session
+            .execute_unpaged(&record, (migration.version, migration.name, now))
+            .await
+            .with_context(|| format!("recording migration {}", migration.name))?;
+        tracing::info!(
+            keyspace,
+            version = migration.version,
+            name = migration.name,
+            "cql migration applied"
+        );
+        done.push(migration.version);
+    }
+    Ok(done)
+}
+
+/// Versions recorded in `schema_migrations`; none when the keyspace or table does not exist yet.
+async fn applied_versions(session: &Session, keyspace: &str) -> anyhow::Result<Vec<i32>> {
+    let statement = Statement::new(format!(
+        "SELECT version FROM {keyspace}.schema_migrations WHERE scope = 'pinhive'"
+    ));
+    let result = match session.query_unpaged(statement, ()).await {
+        Ok(result) => result,
+        Err(error) if is_missing_schema(&error) => return Ok(Vec::new()),
+        Err(error) => return Err(error).context("reading schema_migrations"),
+    };
+    let rows = result
+        .into_rows_result()
+        .context("reading schema_migrations")?;
+    let mut versions = Vec::new();
+    for row in rows.rows::<(i32,)>().context("reading schema_migrations")? {
+        versions.push(row.context("reading schema_migrations")?.0);
+    }
+    Ok(versions)
+}
+
+/// The keyspace or table does not exist (InvalidRequest), as opposed to a failure to reach it.
+fn is_missing_schema(error: &ExecutionError) -> bool {
+    let invalid = |db: &DbError| matches!(db, DbError::Invalid | DbError::ConfigError);
+    match error {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => invalid(db),
+        ExecutionError::PrepareError(PrepareError::AllAttemptsFailed {
+            first_attempt: RequestAttemptError::DbError(db, _),
+        }) => invalid(db),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitter_handles_comments_quotes_and_blank_statements() {
+        let text = "-- header; not a statement\n\
+                    CREATE TABLE a (x int PRIMARY KEY); -- trailing ; comment\n\
+                    ;;\n\
+                    /* block; comment */ INSERT INTO a (x, s) VALUES (1, 'semi;colon''s -- not a comment');\n\
+                    // another comment\n\
+                    SELECT \"odd;name\" FROM a";
+        assert_eq!(
+            split_statements(text),
+            vec![
+                "CREATE TABLE a (x int PRIMARY KEY)",
+                "INSERT INTO a (x, s) VALUES (1, 'semi;colon''s -- not a comment')",
+                "SELECT \"odd;name\" FROM a",
+            ]
+        );
+        assert!(split_statements("-- only a comment\n\n").is_empty());
+    }
+
+    #[test]
+    fn the_initial_migration_renders_for_a_keyspace() {
+        let statements = render(&MIGRATIONS[0], "ph_test", &Replication::single());
+        assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ph_test WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"), "{}", statements[0]);
+        assert!(statements
+            .iter()
+            .all(|s| !s.contains('{') || s.starts_with("CREATE KEYSPACE")));
+        assert!(statements.iter().all(|s| s.contains("IF NOT EXISTS")));
+        for table in [
+            "schema_migrations",
+            "cid_state",
+            "pins",
+            "cid_pins",
+            "listing_by_status",
+            "listing_by_cid",
+            "listing_by_name",
+            "listing_buckets",
+            "commits",
+            "journal",
+            "pending",
+            "checkpoints",
+            "tokens",
+            "nodes",
+            "dead_letters",
+            "s3_objects",
+            "s3_by_cid",
+            "analytics",
+        ] {
+            let create = format!("CREATE TABLE IF NOT EXISTS ph_test.{table} (");
+            assert!(statements.iter().any(|s| s.starts_with(&create)), "{table}");
+        }
+        let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        let mut sorted = versions.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(versions, sorted, "migrations in strictly increasing order");
+    }
+
+    #[test]
+    fn replication_literals() {
+        assert_eq!(
+            Replication::production().to_cql(),
+            "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}"
+        );
+        assert_eq!(
+            Replication::NetworkTopology {
+                factor: 3,
+                datacenters: vec![("eu".into(), 3), ("us".into(), 2)]
+            }
+            .to_cql(),
+            "{'class': 'NetworkTopologyStrategy', 'eu': 3, 'us': 2}"
+        );
+    }
+}
