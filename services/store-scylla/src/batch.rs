@@ -53,7 +53,17 @@ impl ScyllaStore {
                 day,
             };
             if !self.known(&marker) && !markers.contains(&marker) {
-                writes.push(self.write(&statements.put_journal_day, (entry.cid.as_str(), day)));
+                // A day's marker outlives the entries of that day (written during it,
+                // expiring a TTL later): it expires a day after them.
+                let ttl = (self.options.journal_ttl_days + 1) * 86_400;
+                writes.push(self.write(
+                    &statements.put_journal_day,
+                    (
+                        entry.cid.as_str(),
+                        day,
+                        ttl.clamp(1, i32::MAX as i64) as i32,
+                    ),
+                ));
                 markers.push(marker);
             }
         }
@@ -107,6 +117,9 @@ impl ScyllaStore {
                 }
                 None => (Vec::new(), None),
             };
+            // The committed value's pin-list entry exists (written before its commit): an
+            // unchanged one is not written again.
+            let committed_pin = pin.old.as_ref().map(|old| entries_of(old, width).1);
             for old in pin.old.iter().chain(pin.stale.iter()) {
                 let (listing, cid_pin) = entries_of(old, width);
                 for entry in listing {
@@ -144,7 +157,7 @@ impl ScyllaStore {
                 cid,
                 bucket,
                 requestid,
-            }) = new_pin
+            }) = new_pin.filter(|new| committed_pin.as_ref() != Some(new))
             {
                 let marker = Marker::CidPins {
                     cid: cid.clone(),

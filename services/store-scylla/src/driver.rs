@@ -104,6 +104,9 @@ pub(crate) async fn connect(uri: &ScyllaUri, options: &ScyllaOptions) -> anyhow:
         .build();
     SessionBuilder::new()
         .known_nodes(&uri.hosts)
+        // Schema metadata of our keyspace only (its replication is what token-aware routing
+        // needs); the rest of the cluster's schema is none of the store's business.
+        .keyspaces_to_fetch([uri.keyspace.clone()])
         .connection_timeout(options.connect_timeout)
         .default_execution_profile_handle(profile.into_handle())
         .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))

@@ -206,7 +206,10 @@ impl Statements {
             put_journal: p("INSERT INTO {ks}.journal (cid, day, log_offset, entry) \
                  VALUES (?, ?, ?, ?)")
             .await?,
-            put_journal_day: p("INSERT INTO {ks}.journal_days (cid, day) VALUES (?, ?)").await?,
+            put_journal_day: p(
+                "INSERT INTO {ks}.journal_days (cid, day) VALUES (?, ?) USING TTL ?",
+            )
+            .await?,
             put_journal_time: p("INSERT INTO {ks}.journal_by_time \
                  (log_partition, day, recorded_ns, log_offset, cid) VALUES (?, ?, ?, ?, ?)")
             .await?,
