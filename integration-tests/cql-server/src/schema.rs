@@ -1,0 +1,873 @@
+//! The catalog: keyspaces, table schemas and their in-memory data, the DDL statements, and the
+//! system tables the driver reads (regenerated from the catalog after every schema change).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use crate::error::CqlError;
+use crate::parser::{ColumnDefinition, TableName};
+use crate::types::{CqlType, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    PartitionKey(usize),
+    Clustering(usize),
+    Static,
+    Regular,
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub cql_type: CqlType,
+    pub kind: ColumnKind,
+}
+
+/// A table's schema. `columns` is in ScyllaDB's `SELECT *` order: partition key, clustering
+/// key, then the other columns by name.
+#[derive(Debug, Clone)]
+pub struct TableSchema {
+    pub keyspace: String,
+    pub name: String,
+    pub columns: Vec<Column>,
+    pub partition_key: Vec<usize>,
+    pub clustering_key: Vec<usize>,
+    pub clustering_descending: Vec<bool>,
+    pub default_time_to_live: i32,
+}
+
+impl TableSchema {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|column| column.name == name)
+    }
+
+    pub fn column(&self, name: &str) -> Result<(usize, &Column), CqlError> {
+        self.column_index(name)
+            .map(|index| (index, &self.columns[index]))
+            .ok_or_else(|| CqlError::invalid(format!("Undefined column name {name}")))
+    }
+}
+
+/// A clustering key whose order is the table's declared clustering order (ASC/DESC per column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusteringKey {
+    pub values: Vec<Value>,
+    pub descending: Arc<Vec<bool>>,
+}
+
+impl PartialOrd for ClusteringKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ClusteringKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        for (index, (left, right)) in self.values.iter().zip(&other.values).enumerate() {
+            let ordering = left.cmp(right);
+            let ordering = if self.descending.get(index).copied().unwrap_or(false) {
+                ordering.reverse()
+            } else {
+                ordering
+            };
+            if ordering != Ordering::Equal {
+                return ordering;
+            }
+        }
+        self.values.len().cmp(&other.values.len())
+    }
+}
+
+/// A cell: a value and, when written with a TTL, the clock time (ms) it expires at.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub value: Value,
+    pub expires_at_ms: Option<i64>,
+}
+
+impl Cell {
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_none_or(|expiry| expiry > now_ms)
+    }
+}
+
+/// A row: the row marker INSERT writes (a row exists while its marker or any cell lives) and
+/// the cells of its regular columns by column index.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub marker: Option<Option<i64>>,
+    pub cells: HashMap<usize, Cell>,
+}
+
+impl Row {
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        let marker_live =
+            matches!(self.marker, Some(expiry) if expiry.is_none_or(|at| at > now_ms));
+        marker_live || self.cells.values().any(|cell| cell.is_live(now_ms))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Partition {
+    pub static_cells: HashMap<usize, Cell>,
+    pub rows: BTreeMap<ClusteringKey, Row>,
+}
+
+impl Partition {
+    pub fn has_live_static(&self, now_ms: i64) -> bool {
+        self.static_cells.values().any(|cell| cell.is_live(now_ms))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub schema: Arc<TableSchema>,
+    pub descending: Arc<Vec<bool>>,
+    pub partitions: BTreeMap<Vec<Value>, Partition>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    pub replication: Vec<(String, String)>,
+    pub durable_writes: bool,
+    pub tables: BTreeMap<String, Table>,
+}
+
+/// Keyspaces the user cannot write to; their tables are derived.
+pub const SYSTEM_KEYSPACES: [&str; 2] = ["system", "system_schema"];
+
+/// What a DDL statement changed, for the SCHEMA_CHANGE result.
+#[derive(Debug, Clone)]
+pub struct SchemaChange {
+    pub change_type: &'static str,
+    pub target: &'static str,
+    pub keyspace: String,
+    pub table: Option<String>,
+}
+
+pub struct Catalog {
+    pub keyspaces: BTreeMap<String, Keyspace>,
+    pub schema_version: [u8; 16],
+    pub host_id: [u8; 16],
+}
+
+impl Catalog {
+    pub fn new() -> Catalog {
+        let mut catalog = Catalog {
+            keyspaces: BTreeMap::new(),
+            schema_version: [0x11; 16],
+            host_id: *b"pinhive-cql-srv\x01",
+        };
+        catalog.host_id[6] = 0x40; // a version-4 UUID
+        catalog.host_id[8] = 0x80;
+        catalog.create_system_tables();
+        catalog.refresh_system_tables();
+        catalog
+    }
+
+    pub fn table(&self, keyspace: &str, table: &str) -> Result<&Table, CqlError> {
+        let keyspace_entry = self
+            .keyspaces
+            .get(keyspace)
+            .ok_or_else(|| CqlError::invalid(format!("Keyspace {keyspace} does not exist")))?;
+        keyspace_entry
+            .tables
+            .get(table)
+            .ok_or_else(|| CqlError::invalid(format!("unconfigured table {table}")))
+    }
+
+    pub fn table_mut(&mut self, keyspace: &str, table: &str) -> Result<&mut Table, CqlError> {
+        let keyspace_entry = self
+            .keyspaces
+            .get_mut(keyspace)
+            .ok_or_else(|| CqlError::invalid(format!("Keyspace {keyspace} does not exist")))?;
+        keyspace_entry
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| CqlError::invalid(format!("unconfigured table {table}")))
+    }
+
+    fn bump_schema_version(&mut self) {
+        for byte in self.schema_version.iter_mut().rev() {
+            let (next, overflow) = byte.overflowing_add(1);
+            *byte = next;
+            if !overflow {
+                break;
+            }
+        }
+        self.schema_version[6] = (self.schema_version[6] & 0x0F) | 0x40;
+        self.schema_version[8] = (self.schema_version[8] & 0x3F) | 0x80;
+    }
+
+    pub fn create_keyspace(
+        &mut self,
+        name: &str,
+        if_not_exists: bool,
+        replication: Vec<(String, String)>,
+        durable_writes: bool,
+    ) -> Result<Option<SchemaChange>, CqlError> {
+        if SYSTEM_KEYSPACES.contains(&name) || name.starts_with("system") {
+            return Err(CqlError::invalid(format!(
+                "Cannot create a keyspace named {name}: system keyspace names are reserved"
+            )));
+        }
+        if self.keyspaces.contains_key(name) {
+            if if_not_exists {
+                return Ok(None);
+            }
+            return Err(CqlError::AlreadyExists {
+                keyspace: name.to_string(),
+                table: String::new(),
+            });
+        }
+        let class = replication
+            .iter()
+            .find(|(key, _)| key == "class")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        let short_class = class.rsplit('.').next().unwrap_or_default().to_string();
+        match short_class.as_str() {
+            "SimpleStrategy" => {
+                if !replication.iter().any(|(key, _)| key == "replication_factor") {
+                    return Err(CqlError::invalid(
+                        "SimpleStrategy requires a replication_factor strategy option.",
+                    ));
+                }
+            }
+            "NetworkTopologyStrategy" | "LocalStrategy" | "EverywhereStrategy" => {}
+            _ => {
+                return Err(CqlError::invalid(format!(
+                    "Unable to find replication strategy class 'org.apache.cassandra.locator.{short_class}'"
+                )))
+            }
+        }
+        let replication = replication
+            .into_iter()
+            .map(|(key, value)| {
+                if key == "class" {
+                    (key, format!("org.apache.cassandra.locator.{short_class}"))
+                } else {
+                    (key, value)
+                }
+            })
+            .collect();
+        self.keyspaces.insert(
+            name.to_string(),
+            Keyspace {
+                replication,
+                durable_writes,
+                tables: BTreeMap::new(),
+            },
+        );
+        self.after_schema_change();
+        Ok(Some(SchemaChange {
+            change_type: "CREATED",
+            target: "KEYSPACE",
+            keyspace: name.to_string(),
+            table: None,
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_table(
+        &mut self,
+        keyspace: &str,
+        name: &TableName,
+        if_not_exists: bool,
+        definitions: &[ColumnDefinition],
+        partition_key: &[String],
+        clustering_key: &[String],
+        clustering_order: &[(String, bool)],
+        default_time_to_live: i32,
+    ) -> Result<Option<SchemaChange>, CqlError> {
+        if SYSTEM_KEYSPACES.contains(&keyspace) {
+            return Err(CqlError::invalid(format!(
+                "Cannot modify system keyspace {keyspace}"
+            )));
+        }
+        let keyspace_entry = self
+            .keyspaces
+            .get(keyspace)
+            .ok_or_else(|| CqlError::invalid(format!("Keyspace '{keyspace}' doesn't exist")))?;
+        if keyspace_entry.tables.contains_key(&name.table) {
+            if if_not_exists {
+                return Ok(None);
+            }
+            return Err(CqlError::AlreadyExists {
+                keyspace: keyspace.to_string(),
+                table: name.table.clone(),
+            });
+        }
+        if partition_key.is_empty() {
+            return Err(CqlError::invalid(
+                "No PRIMARY KEY specifed (exactly one required)",
+            ));
+        }
+        if default_time_to_live < 0 {
+            return Err(CqlError::invalid(
+                "default_time_to_live cannot be smaller than 0",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for definition in definitions {
+            if !seen.insert(definition.name.clone()) {
+                return Err(CqlError::invalid(format!(
+                    "Multiple definition of identifier {}",
+                    definition.name
+                )));
+            }
+        }
+        let definition_of = |column: &str| {
+            definitions
+                .iter()
+                .find(|definition| definition.name == column)
+                .ok_or_else(|| {
+                    CqlError::invalid(format!(
+                        "Unknown definition {column} referenced in PRIMARY KEY"
+                    ))
+                })
+        };
+        let mut columns = Vec::new();
+        for (position, key) in partition_key.iter().enumerate() {
+            let definition = definition_of(key)?;
+            if definition.is_static {
+                return Err(CqlError::invalid(format!(
+                    "Static column {key} cannot be part of the PRIMARY KEY"
+                )));
+            }
+            columns.push(Column {
+                name: key.clone(),
+                cql_type: CqlType::parse_scalar(&definition.type_name)?,
+                kind: ColumnKind::PartitionKey(position),
+            });
+        }
+        for (position, key) in clustering_key.iter().enumerate() {
+            let definition = definition_of(key)?;
+            if definition.is_static {
+                return Err(CqlError::invalid(format!(
+                    "Static column {key} cannot be part of the PRIMARY KEY"
+                )));
+            }
+            columns.push(Column {
+                name: key.clone(),
+                cql_type: CqlType::parse_scalar(&definition.type_name)?,
+                kind: ColumnKind::Clustering(position),
+            });
+        }
+        let mut others: Vec<&ColumnDefinition> = definitions
+            .iter()
+            .filter(|definition| {
+                !partition_key.contains(&definition.name)
+                    && !clustering_key.contains(&definition.name)
+            })
+            .collect();
+        others.sort_by(|a, b| a.name.cmp(&b.name));
+        for definition in others {
+            if definition.is_static && clustering_key.is_empty() {
+                return Err(CqlError::invalid(format!(
+                    "Static column {} cannot be defined on a table without clustering columns",
+                    definition.name
+                )));
+            }
+            columns.push(Column {
+                name: definition.name.clone(),
+                cql_type: CqlType::parse_scalar(&definition.type_name)?,
+                kind: if definition.is_static {
+                    ColumnKind::Static
+                } else {
+                    ColumnKind::Regular
+                },
+            });
+        }
+        let mut clustering_descending = vec![false; clustering_key.len()];
+        for (index, (column, descending)) in clustering_order.iter().enumerate() {
+            if clustering_key.get(index) != Some(column) {
+                return Err(CqlError::invalid(
+                    "The order of columns in the CLUSTERING ORDER directive must be the one of the clustering key",
+                ));
+            }
+            clustering_descending[index] = *descending;
+        }
+        let schema = TableSchema {
+            keyspace: keyspace.to_string(),
+            name: name.table.clone(),
+            partition_key: (0..partition_key.len()).collect(),
+            clustering_key: (partition_key.len()..partition_key.len() + clustering_key.len())
+                .collect(),
+            clustering_descending: clustering_descending.clone(),
+            columns,
+            default_time_to_live,
+        };
+        self.insert_table(schema);
+        self.after_schema_change();
+        Ok(Some(SchemaChange {
+            change_type: "CREATED",
+            target: "TABLE",
+            keyspace: keyspace.to_string(),
+            table: Some(name.table.clone()),
+        }))
+    }
+
+    fn insert_table(&mut self, schema: TableSchema) {
+        let descending = Arc::new(schema.clustering_descending.clone());
+        let keyspace = schema.keyspace.clone();
+        let name = schema.name.clone();
+        if let Some(keyspace_entry) = self.keyspaces.get_mut(&keyspace) {
+            keyspace_entry.tables.insert(
+                name,
+                Table {
+                    schema: Arc::new(schema),
+                    descending,
+                    partitions: BTreeMap::new(),
+                },
+            );
+        }
+    }
+
+    pub fn drop_table(
+        &mut self,
+        keyspace: &str,
+        table: &str,
+        if_exists: bool,
+    ) -> Result<Option<SchemaChange>, CqlError> {
+        if SYSTEM_KEYSPACES.contains(&keyspace) {
+            return Err(CqlError::invalid(format!(
+                "Cannot modify system keyspace {keyspace}"
+            )));
+        }
+        let removed = self
+            .keyspaces
+            .get_mut(keyspace)
+            .and_then(|keyspace_entry| keyspace_entry.tables.remove(table));
+        if removed.is_none() {
+            if if_exists {
+                return Ok(None);
+            }
+            return Err(CqlError::invalid(format!(
+                "Cannot drop non existing table '{table}' in keyspace '{keyspace}'."
+            )));
+        }
+        self.after_schema_change();
+        Ok(Some(SchemaChange {
+            change_type: "DROPPED",
+            target: "TABLE",
+            keyspace: keyspace.to_string(),
+            table: Some(table.to_string()),
+        }))
+    }
+
+    pub fn drop_keyspace(
+        &mut self,
+        keyspace: &str,
+        if_exists: bool,
+    ) -> Result<Option<SchemaChange>, CqlError> {
+        if SYSTEM_KEYSPACES.contains(&keyspace) {
+            return Err(CqlError::invalid(format!(
+                "Cannot modify system keyspace {keyspace}"
+            )));
+        }
+        if self.keyspaces.remove(keyspace).is_none() {
+            if if_exists {
+                return Ok(None);
+            }
+            return Err(CqlError::invalid(format!(
+                "Cannot drop non existing keyspace '{keyspace}'."
+            )));
+        }
+        self.after_schema_change();
+        Ok(Some(SchemaChange {
+            change_type: "DROPPED",
+            target: "KEYSPACE",
+            keyspace: keyspace.to_string(),
+            table: None,
+        }))
+    }
+
+    fn after_schema_change(&mut self) {
+        self.bump_schema_version();
+        self.refresh_system_tables();
+    }
+
+    fn create_system_tables(&mut self) {
+        use CqlType::*;
+        let local_strategy = vec![(
+            "class".to_string(),
+            "org.apache.cassandra.locator.LocalStrategy".to_string(),
+        )];
+        for keyspace in SYSTEM_KEYSPACES {
+            self.keyspaces.insert(
+                keyspace.to_string(),
+                Keyspace {
+                    replication: local_strategy.clone(),
+                    durable_writes: true,
+                    tables: BTreeMap::new(),
+                },
+            );
+        }
+        let text_set = || Set(Box::new(Text));
+        let text_list = || List(Box::new(Text));
+        let text_map = || Map(Box::new(Text), Box::new(Text));
+        let definitions: Vec<(&str, &str, Vec<(&str, CqlType)>, usize, usize)> = vec![
+            (
+                "system",
+                "local",
+                vec![
+                    ("key", Text),
+                    ("bootstrapped", Text),
+                    ("broadcast_address", Inet),
+                    ("cluster_name", Text),
+                    ("cql_version", Text),
+                    ("data_center", Text),
+                    ("host_id", Uuid),
+                    ("listen_address", Inet),
+                    ("native_protocol_version", Text),
+                    ("partitioner", Text),
+                    ("rack", Text),
+                    ("release_version", Text),
+                    ("rpc_address", Inet),
+                    ("schema_version", Uuid),
+                    ("supported_features", Text),
+                    ("tokens", text_set()),
+                ],
+                1,
+                0,
+            ),
+            (
+                "system",
+                "peers",
+                vec![
+                    ("peer", Inet),
+                    ("data_center", Text),
+                    ("host_id", Uuid),
+                    ("preferred_ip", Inet),
+                    ("rack", Text),
+                    ("release_version", Text),
+                    ("rpc_address", Inet),
+                    ("schema_version", Uuid),
+                    ("supported_features", Text),
+                    ("tokens", text_set()),
+                ],
+                1,
+                0,
+            ),
+            (
+                "system_schema",
+                "keyspaces",
+                vec![
+                    ("keyspace_name", Text),
+                    ("durable_writes", Boolean),
+                    ("replication", text_map()),
+                ],
+                1,
+                0,
+            ),
+            (
+                "system_schema",
+                "tables",
+                vec![
+                    ("keyspace_name", Text),
+                    ("table_name", Text),
+                    ("default_time_to_live", Int),
+                    ("id", Uuid),
+                ],
+                1,
+                1,
+            ),
+            (
+                "system_schema",
+                "columns",
+                vec![
+                    ("keyspace_name", Text),
+                    ("table_name", Text),
+                    ("column_name", Text),
+                    ("clustering_order", Text),
+                    ("column_name_bytes", Blob),
+                    ("kind", Text),
+                    ("position", Int),
+                    ("type", Text),
+                ],
+                1,
+                2,
+            ),
+            (
+                "system_schema",
+                "scylla_tables",
+                vec![
+                    ("keyspace_name", Text),
+                    ("table_name", Text),
+                    ("partitioner", Text),
+                ],
+                1,
+                1,
+            ),
+            (
+                "system_schema",
+                "types",
+                vec![
+                    ("keyspace_name", Text),
+                    ("type_name", Text),
+                    ("field_names", text_list()),
+                    ("field_types", text_list()),
+                ],
+                1,
+                1,
+            ),
+            (
+                "system_schema",
+                "views",
+                vec![
+                    ("keyspace_name", Text),
+                    ("view_name", Text),
+                    ("base_table_name", Text),
+                ],
+                1,
+                1,
+            ),
+            (
+                "system_schema",
+                "indexes",
+                vec![
+                    ("keyspace_name", Text),
+                    ("table_name", Text),
+                    ("index_name", Text),
+                    ("kind", Text),
+                ],
+                1,
+                2,
+            ),
+            (
+                "system_schema",
+                "functions",
+                vec![
+                    ("keyspace_name", Text),
+                    ("function_name", Text),
+                    ("body", Text),
+                ],
+                1,
+                1,
+            ),
+            (
+                "system_schema",
+                "aggregates",
+                vec![
+                    ("keyspace_name", Text),
+                    ("aggregate_name", Text),
+                    ("state_func", Text),
+                ],
+                1,
+                1,
+            ),
+        ];
+        for (keyspace, table, columns, partition_count, clustering_count) in definitions {
+            let mut schema_columns: Vec<Column> = columns
+                .into_iter()
+                .enumerate()
+                .map(|(index, (name, cql_type))| Column {
+                    name: name.to_string(),
+                    cql_type,
+                    kind: if index < partition_count {
+                        ColumnKind::PartitionKey(index)
+                    } else if index < partition_count + clustering_count {
+                        ColumnKind::Clustering(index - partition_count)
+                    } else {
+                        ColumnKind::Regular
+                    },
+                })
+                .collect();
+            schema_columns[partition_count + clustering_count..]
+                .sort_by(|a, b| a.name.cmp(&b.name));
+            self.insert_table(TableSchema {
+                keyspace: keyspace.to_string(),
+                name: table.to_string(),
+                columns: schema_columns,
+                partition_key: (0..partition_count).collect(),
+                clustering_key: (partition_count..partition_count + clustering_count).collect(),
+                clustering_descending: vec![false; clustering_count],
+                default_time_to_live: 0,
+            });
+        }
+    }
+
+    /// Rewrites the system tables from the catalog: the node row, and one row per user
+    /// keyspace, table and column.
+    fn refresh_system_tables(&mut self) {
+        let loopback = Value::Inet(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let text = |value: &str| Some(Value::Text(value.to_string()));
+        let tokens: Vec<Value> = [
+            -6_917_529_027_641_081_856i64,
+            -3_458_764_513_820_540_928,
+            0,
+            3_458_764_513_820_540_928,
+            6_917_529_027_641_081_856,
+        ]
+        .iter()
+        .map(|token| Value::Text(token.to_string()))
+        .collect();
+        let mut tokens = tokens;
+        tokens.sort();
+        let local_row: Vec<(&str, Option<Value>)> = vec![
+            ("key", text("local")),
+            ("bootstrapped", text("COMPLETED")),
+            ("broadcast_address", Some(loopback.clone())),
+            ("cluster_name", text("pinhive-cql-test-server")),
+            ("cql_version", text("3.3.1")),
+            ("data_center", text("datacenter1")),
+            ("host_id", Some(Value::Uuid(self.host_id))),
+            ("listen_address", Some(loopback.clone())),
+            ("native_protocol_version", text("4")),
+            (
+                "partitioner",
+                text("org.apache.cassandra.dht.Murmur3Partitioner"),
+            ),
+            ("rack", text("rack1")),
+            ("release_version", text("3.0.8")),
+            ("rpc_address", Some(loopback)),
+            ("schema_version", Some(Value::Uuid(self.schema_version))),
+            ("supported_features", text("")),
+            ("tokens", Some(Value::Set(tokens))),
+        ];
+        let mut keyspace_rows = Vec::new();
+        let mut table_rows = Vec::new();
+        let mut scylla_table_rows = Vec::new();
+        let mut column_rows = Vec::new();
+        for (keyspace_name, keyspace) in &self.keyspaces {
+            if SYSTEM_KEYSPACES.contains(&keyspace_name.as_str()) {
+                continue;
+            }
+            let mut replication: Vec<(Value, Value)> = keyspace
+                .replication
+                .iter()
+                .map(|(key, value)| (Value::Text(key.clone()), Value::Text(value.clone())))
+                .collect();
+            replication.sort();
+            keyspace_rows.push(vec![
+                ("keyspace_name", text(keyspace_name)),
+                (
+                    "durable_writes",
+                    Some(Value::Boolean(keyspace.durable_writes)),
+                ),
+                ("replication", Some(Value::Map(replication))),
+            ]);
+            for (table_name, table) in &keyspace.tables {
+                let mut id = [0u8; 16];
+                for (index, byte) in format!("{keyspace_name}.{table_name}").bytes().enumerate() {
+                    id[index % 16] ^= byte;
+                }
+                table_rows.push(vec![
+                    ("keyspace_name", text(keyspace_name)),
+                    ("table_name", text(table_name)),
+                    (
+                        "default_time_to_live",
+                        Some(Value::Int(table.schema.default_time_to_live)),
+                    ),
+                    ("id", Some(Value::Uuid(id))),
+                ]);
+                scylla_table_rows.push(vec![
+                    ("keyspace_name", text(keyspace_name)),
+                    ("table_name", text(table_name)),
+                    ("partitioner", None),
+                ]);
+                for column in &table.schema.columns {
+                    let (kind, position, clustering_order) = match column.kind {
+                        ColumnKind::PartitionKey(position) => {
+                            ("partition_key", position as i32, "none")
+                        }
+                        ColumnKind::Clustering(position) => (
+                            "clustering",
+                            position as i32,
+                            if table.schema.clustering_descending[position] {
+                                "desc"
+                            } else {
+                                "asc"
+                            },
+                        ),
+                        ColumnKind::Static => ("static", -1, "none"),
+                        ColumnKind::Regular => ("regular", -1, "none"),
+                    };
+                    column_rows.push(vec![
+                        ("keyspace_name", text(keyspace_name)),
+                        ("table_name", text(table_name)),
+                        ("column_name", text(&column.name)),
+                        ("clustering_order", text(clustering_order)),
+                        (
+                            "column_name_bytes",
+                            Some(Value::Blob(column.name.as_bytes().to_vec())),
+                        ),
+                        ("kind", text(kind)),
+                        ("position", Some(Value::Int(position))),
+                        ("type", Some(Value::Text(column.cql_type.cql_name()))),
+                    ]);
+                }
+            }
+        }
+        self.replace_system_rows("system", "local", vec![local_row]);
+        self.replace_system_rows("system_schema", "keyspaces", keyspace_rows);
+        self.replace_system_rows("system_schema", "tables", table_rows);
+        self.replace_system_rows("system_schema", "scylla_tables", scylla_table_rows);
+        self.replace_system_rows("system_schema", "columns", column_rows);
+    }
+
+    fn replace_system_rows(
+        &mut self,
+        keyspace: &str,
+        table: &str,
+        rows: Vec<Vec<(&str, Option<Value>)>>,
+    ) {
+        let Ok(table) = self.table_mut(keyspace, table) else {
+            return;
+        };
+        table.partitions.clear();
+        let schema = table.schema.clone();
+        for row in rows {
+            let value_of = |index: usize| {
+                row.iter()
+                    .find(|(name, _)| *name == schema.columns[index].name)
+                    .and_then(|(_, value)| value.clone())
+            };
+            let partition_key: Vec<Value> = schema
+                .partition_key
+                .iter()
+                .filter_map(|index| value_of(*index))
+                .collect();
+            let clustering = ClusteringKey {
+                values: schema
+                    .clustering_key
+                    .iter()
+                    .filter_map(|index| value_of(*index))
+                    .collect(),
+                descending: table.descending.clone(),
+            };
+            let mut stored = Row {
+                marker: Some(None),
+                cells: HashMap::new(),
+            };
+            for index in 0..schema.columns.len() {
+                if matches!(schema.columns[index].kind, ColumnKind::Regular) {
+                    if let Some(value) = value_of(index) {
+                        stored.cells.insert(
+                            index,
+                            Cell {
+                                value,
+                                expires_at_ms: None,
+                            },
+                        );
+                    }
+                }
+            }
+            table
+                .partitions
+                .entry(partition_key)
+                .or_default()
+                .rows
+                .insert(clustering, stored);
+        }
+    }
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog::new()
+    }
+}
