@@ -3,6 +3,7 @@
 //! `min`; demand survives a restart; bad input is refused (400) or dead-lettered.
 //! Time is compressed through the `[analytics]` config (epochs of 0.3 s, half-lives of 1 s).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,6 +18,11 @@ const CONVERGE: Duration = Duration::from_secs(90);
 /// Analytics knobs for tests: short epochs and half-lives, a low geo threshold, load never
 /// decisive (one replica serves far more than the tests read).
 fn write_config(dir: &Path, partitions: u32) -> String {
+    write_config_with(dir, partitions, 1.0)
+}
+
+/// Like [`write_config`], with both half-lives `half_life_secs`.
+fn write_config_with(dir: &Path, partitions: u32, half_life_secs: f64) -> String {
     let path = dir.join("pinhive.toml");
     std::fs::write(
         &path,
@@ -24,8 +30,8 @@ fn write_config(dir: &Path, partitions: u32) -> String {
             "[analytics]\n\
              access_partitions = {partitions}\n\
              epoch_secs = 0.3\n\
-             fast_half_life_secs = 1.0\n\
-             slow_half_life_secs = 1.0\n\
+             fast_half_life_secs = {half_life_secs:?}\n\
+             slow_half_life_secs = {half_life_secs:?}\n\
              geo_views_per_day = 1000.0\n\
              replica_bytes_per_sec = 1e12\n\
              cool_down_epochs = 3\n\
@@ -332,4 +338,113 @@ async fn an_external_producer_feeds_the_access_topic_and_bad_records_are_dead_le
         "{reasons:?}"
     );
     assert!(reasons.iter().any(|r| r.contains("cid")), "{reasons:?}");
+}
+
+/// A valid CIDv1 (raw, sha2-256) for item `i`.
+fn cid_of(i: usize) -> String {
+    let digest: Vec<u8> = (0..32).map(|j| ((i * 31 + j * 7) % 251) as u8).collect();
+    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+    cid::Cid::new_v1(0x55, hash).to_string()
+}
+
+/// Access partitions an instance runs (`GET /admin/analytics`).
+async fn analytics_partitions(admin: &Client) -> BTreeSet<u64> {
+    let (_, summary) = admin.get("/admin/analytics").await;
+    summary["partitions"]
+        .as_array()
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p["partition"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn tracked(admin: &Client, cid: &str) -> bool {
+    let (_, explained) = admin.get(&format!("/admin/analytics/cids/{cid}")).await;
+    explained["tracked"] == true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_partitions_follow_the_consumer_group_and_a_survivor_rebuilds_demand() {
+    let tansu = Tansu::start().await.expect("tansu broker");
+    let dir = tempfile::tempdir().unwrap();
+    // Demand must outlive the handover: reads an hour old still count.
+    let config = write_config_with(dir.path(), 4, 3600.0);
+    let log = format!("kafka://{}", tansu.bootstrap);
+    let closed = closed_node(Some("eu"));
+    let flags = [
+        "--config",
+        config.as_str(),
+        "--log",
+        log.as_str(),
+        "--kafka-group",
+        "analytics-test",
+        "--kafka-session-timeout-ms",
+        "6000",
+        "--ipfs-node",
+        closed.as_str(),
+    ];
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let (token_a, token_b) = (
+        create_token(&data_a, "ops", true).unwrap(),
+        create_token(&data_b, "ops", true).unwrap(),
+    );
+    let mut a = Pinhive::start(&data_a, &flags).await.unwrap();
+    let b = Pinhive::start(&data_b, &flags).await.unwrap();
+    let admin_a = Client::new(&a.url, &token_a).without_reachable_node();
+    let admin_b = Client::new(&b.url, &token_b).without_reachable_node();
+    eventually(
+        CONVERGE,
+        "the group to split the access partitions",
+        || async {
+            let (pa, pb) = (
+                analytics_partitions(&admin_a).await,
+                analytics_partitions(&admin_b).await,
+            );
+            let all: BTreeSet<u64> = pa.union(&pb).copied().collect();
+            (!pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && all.len() == 4)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Reads of 12 CIDs, posted at A; each is counted by the instance owning its partition.
+    let cids: Vec<String> = (0..12).map(cid_of).collect();
+    let events: Vec<Value> = cids
+        .iter()
+        .map(|cid| json!({"cid": cid, "region": "eu", "bytes": 1_000_000}))
+        .collect();
+    let (status, body) = post_access(&admin_a, json!({ "events": events })).await;
+    assert_eq!(status, 202, "{body}");
+    eventually(
+        CONVERGE,
+        "every CID tracked by exactly one instance",
+        || async {
+            for cid in &cids {
+                if tracked(&admin_a, cid).await == tracked(&admin_b, cid).await {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+
+    // A leaves: B runs every access partition and rebuilds A's demand from the topic (B's own
+    // store has no checkpoint of them).
+    assert!(a.stop(), "A exits cleanly:\n{}", a.log_tail());
+    eventually(CONVERGE, "B tracks every CID", || async {
+        if analytics_partitions(&admin_b).await.len() != 4 {
+            return None;
+        }
+        for cid in &cids {
+            if !tracked(&admin_b, cid).await {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
 }
