@@ -399,7 +399,7 @@ async fn access_partitions_follow_the_consumer_group_and_a_survivor_rebuilds_dem
     let admin_a = Client::new(&a.url, &token_a).without_reachable_node();
     let admin_b = Client::new(&b.url, &token_b).without_reachable_node();
     eventually(
-        CONVERGE,
+        GROUP_CONVERGE,
         "the group to split the access partitions",
         || async {
             let (pa, pb) = (
@@ -422,7 +422,7 @@ async fn access_partitions_follow_the_consumer_group_and_a_survivor_rebuilds_dem
     let (status, body) = post_access(&admin_a, json!({ "events": events })).await;
     assert_eq!(status, 202, "{body}");
     eventually(
-        CONVERGE,
+        GROUP_CONVERGE,
         "every CID tracked by exactly one instance",
         || async {
             for cid in &cids {
