@@ -119,11 +119,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, CqlError> {
             || (c == '-'
                 && chars
                     .get(index + 1)
-                    .is_some_and(|next| next.is_ascii_digit())
-                && !matches!(
-                    tokens.last(),
-                    Some(Token::Identifier(_) | Token::Number(_) | Token::QuotedIdentifier(_))
-                ));
+                    .is_some_and(|next| next.is_ascii_digit()));
         if starts_number {
             let start = index;
             index += 1;
