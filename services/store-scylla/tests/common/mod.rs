@@ -1,9 +1,10 @@
 //! Fresh keyspaces for contract runs.
+#![allow(dead_code)] // each test target uses part of it
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use pinhive_store::Store;
-use pinhive_store_scylla::{migrate, Replication, ScyllaStore, ScyllaUri};
+use pinhive_store_scylla::{migrate, Replication, ScyllaOptions, ScyllaStore, ScyllaUri};
 
 /// A keyspace name no other test run uses.
 pub fn fresh_keyspace() -> String {
@@ -21,6 +22,11 @@ pub fn fresh_keyspace() -> String {
 
 /// Migrates a fresh keyspace on the cluster `hosts` (a URI's host list) and opens the store.
 pub fn migrated_store(hosts: &str) -> Box<dyn Store> {
+    Box::new(migrated_store_with(hosts, ScyllaOptions::default()))
+}
+
+/// [`migrated_store`] with options.
+pub fn migrated_store_with(hosts: &str, options: ScyllaOptions) -> ScyllaStore {
     let uri = format!("scylla://{hosts}/{}", fresh_keyspace());
     let applied = migrate(&uri, &Replication::single()).expect("migrate");
     assert!(!applied.is_empty(), "a fresh keyspace gets every migration");
@@ -30,7 +36,7 @@ pub fn migrated_store(hosts: &str) -> Box<dyn Store> {
             .is_empty(),
         "a second run applies nothing"
     );
-    Box::new(ScyllaStore::open(&uri).expect("open"))
+    ScyllaStore::open_with(&uri, options).expect("open")
 }
 
 /// The host list of a `scylla://` URI, for a fresh keyspace on the same cluster.

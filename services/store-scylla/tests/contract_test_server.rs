@@ -1,0 +1,254 @@
+//! The store contract (the same suite the embedded store passes) against the CQL test server
+//! (integration-tests/cql-server): one server per check, a fresh keyspace migrated on it.
+//! Then what the contract does not reach: listings across many buckets, faults, and calls
+//! from inside an async runtime.
+
+mod common;
+
+use pinhive_cql_server::{CqlServer, Fault, StatementMatcher};
+use pinhive_domain::{PinRecord, PinRow, PinStatus};
+use pinhive_store::{CommitState, CounterRow, PinQuery, PinWrite, ShardBatch, Store, StoreError};
+use pinhive_store_scylla::{ScyllaOptions, ScyllaStore};
+
+/// What must outlive the store: the server and the runtime its tasks run on (the server is
+/// dropped first, stopping it).
+pub struct TestServer {
+    server: CqlServer,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn start_server() -> TestServer {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("test server runtime");
+    let server = runtime
+        .block_on(CqlServer::start())
+        .expect("start the CQL test server");
+    TestServer {
+        server,
+        _runtime: runtime,
+    }
+}
+
+pub fn fresh_scylla_on_test_server() -> (Box<dyn Store>, TestServer) {
+    let server = start_server();
+    let store = common::migrated_store(&server.server.addr().to_string());
+    (store, server)
+}
+
+pinhive_store::store_contract_tests!(fresh_scylla_on_test_server);
+
+/// The contract again with 10 ns listing buckets: every listing check then walks many
+/// buckets (markers, bucket pages, one range per bucket) instead of one.
+mod small_buckets {
+    use super::*;
+
+    pub fn fresh() -> (Box<dyn Store>, TestServer) {
+        let server = start_server();
+        let options = ScyllaOptions {
+            listing_bucket_ns: 10,
+            ..ScyllaOptions::default()
+        };
+        let store = common::migrated_store_with(&server.server.addr().to_string(), options);
+        (Box::new(store), server)
+    }
+
+    pinhive_store::store_contract_tests!(fresh);
+}
+
+fn fresh_store(server: &TestServer) -> ScyllaStore {
+    common::migrated_store_with(&server.server.addr().to_string(), ScyllaOptions::default())
+}
+
+fn pin(requestid: &str, created_ns: i64, status: PinStatus) -> PinRow {
+    PinRow {
+        record: PinRecord {
+            requestid: requestid.into(),
+            owner: "alice".into(),
+            cid: "cidA".into(),
+            name: None,
+            origins: vec![],
+            meta: Default::default(),
+            created_ns,
+            status,
+            info: Default::default(),
+            delegates: vec![],
+        },
+        replicas_min: 1,
+        replicas_max: 1,
+        replaces: None,
+        bucket: 0,
+    }
+}
+
+fn batch_of(rows: Vec<PinRow>) -> ShardBatch {
+    ShardBatch {
+        partition: 0,
+        pins: rows
+            .into_iter()
+            .map(|row| PinWrite {
+                requestid: row.record.requestid.clone(),
+                old: None,
+                stale: None,
+                new: Some(row),
+            })
+            .collect(),
+        ..ShardBatch::default()
+    }
+}
+
+/// A write timing out is an error the caller sees (the shard then retries its batch: the
+/// driver does not retry a plain write on a timeout); the retry leaves the batch's rows.
+#[test]
+fn a_write_timeout_surfaces_and_the_retry_completes_the_batch() {
+    let server = start_server();
+    let store = fresh_store(&server);
+    let batch = batch_of(
+        (0..5)
+            .map(|i| pin(&format!("r{i}"), i, PinStatus::Queued))
+            .collect(),
+    );
+    server.server.inject(
+        Fault::WriteTimeout { applied: false },
+        StatementMatcher::contains("INSERT INTO ph_test"),
+        1,
+    );
+    let error = store.write_shard_batch(&batch).unwrap_err();
+    assert!(matches!(error, StoreError::Backend(_)), "{error}");
+    assert_eq!(server.server.pending_faults(), 0);
+    store.write_shard_batch(&batch).unwrap();
+    for i in 0..5 {
+        assert!(store.load_pin(&format!("r{i}")).unwrap().is_some());
+    }
+}
+
+/// A commit whose connection drops is an error; the driver reconnects and the commit, being
+/// absolute values, is simply written again.
+#[test]
+fn a_dropped_connection_during_a_commit_surfaces_and_the_retry_commits() {
+    let server = start_server();
+    let store = fresh_store(&server);
+    let commit = pinhive_store::Commit {
+        partition: 2,
+        state: CommitState {
+            batch: 1,
+            next_offset: Some(10),
+            attempt: None,
+        },
+        counters: vec![CounterRow {
+            owner: "alice".into(),
+            status: PinStatus::Queued,
+            partition: 2,
+            value: 3,
+        }],
+    };
+    server.server.inject(
+        Fault::DropConnection,
+        StatementMatcher::contains("commits"),
+        1,
+    );
+    assert!(store.commit(&commit).is_err());
+    let mut retried = false;
+    for _ in 0..50 {
+        if store.commit(&commit).is_ok() {
+            retried = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        retried,
+        "the commit succeeds once the driver has reconnected"
+    );
+    assert_eq!(store.committed(2).unwrap(), commit.state);
+    assert_eq!(
+        store.counter("alice", PinStatus::Queued, 2).unwrap(),
+        Some(3)
+    );
+}
+
+/// The adapter runs its driver on its own runtime: a caller inside another tokio runtime
+/// (an async worker, or spawn_blocking) gets answers, and dropping the store there is fine.
+#[test]
+fn callable_and_droppable_inside_another_runtime() {
+    let server = start_server();
+    let store = std::sync::Arc::new(fresh_store(&server));
+    store
+        .write_shard_batch(&batch_of(vec![pin("r1", 5, PinStatus::Pinned)]))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // On the async thread itself (blocks it for the round trip, but answers).
+        assert!(store.load_pin("r1").unwrap().is_some());
+        let from_blocking = store.clone();
+        let found = tokio::task::spawn_blocking(move || from_blocking.load_pin("r1").unwrap())
+            .await
+            .unwrap();
+        assert!(found.is_some());
+        drop(store);
+    });
+}
+
+/// A listing page of a status with more entries than one CQL page: read page by page with
+/// the paging state, newest first, across buckets.
+#[test]
+fn listing_reads_past_one_cql_page() {
+    let server = start_server();
+    let store = common::migrated_store_with(
+        &server.server.addr().to_string(),
+        ScyllaOptions {
+            listing_bucket_ns: 1_000,
+            ..ScyllaOptions::default()
+        },
+    );
+    let rows: Vec<PinRow> = (0..2_500)
+        .map(|i| pin(&format!("r{i:05}"), i * 3, PinStatus::Pinned))
+        .collect();
+    for chunk in rows.chunks(500) {
+        store.write_shard_batch(&batch_of(chunk.to_vec())).unwrap();
+    }
+    store
+        .commit(&pinhive_store::Commit {
+            partition: 0,
+            state: CommitState::default(),
+            counters: vec![CounterRow {
+                owner: "alice".into(),
+                status: PinStatus::Pinned,
+                partition: 0,
+                value: 2_500,
+            }],
+        })
+        .unwrap();
+    let query = PinQuery {
+        owner: "alice".into(),
+        cids: vec!["cidA".into()],
+        name: None,
+        statuses: vec![PinStatus::Pinned],
+        before_ns: None,
+        after_ns: None,
+        meta: Default::default(),
+        limit: 1_000,
+    };
+    let page = store.list_pins(&query, 1).unwrap();
+    assert_eq!(page.results.len(), 1_000);
+    assert_eq!(
+        page.count, 2_500,
+        "counted past the page within COUNT_BUDGET"
+    );
+    let created: Vec<i64> = page.results.iter().map(|p| p.created_ns).collect();
+    let expected: Vec<i64> = (1_500..2_500).rev().map(|i| i * 3).collect();
+    assert_eq!(created, expected);
+    let by_status = PinQuery {
+        cids: vec![],
+        ..query
+    };
+    let page = store.list_pins(&by_status, 1).unwrap();
+    assert_eq!(page.count, 2_500);
+    assert_eq!(page.results.len(), 1_000);
+    assert_eq!(page.results[0].created_ns, 2_499 * 3);
+}
