@@ -259,41 +259,55 @@ fn plan(engine: &Engine, prepared: &Prepared, binds: &[Bound]) -> Result<Plan, C
     })
 }
 
-/// The current values of a row (all columns, schema order), when it exists.
-fn current_row(engine: &Engine, plan: &Plan) -> Result<Option<Vec<Option<Value>>>, CqlError> {
+/// What a condition is checked against: the row's values (static columns from the partition,
+/// which a condition sees even when the clustering row does not exist).
+struct Current {
+    row_exists: bool,
+    static_exists: bool,
+    values: Vec<Option<Value>>,
+}
+
+fn current_row(engine: &Engine, plan: &Plan) -> Result<Current, CqlError> {
     let table = engine.catalog.table(&plan.keyspace, &plan.table)?;
     let now_ms = engine.now_ms();
-    let Some(partition) = table.partitions.get(&plan.partition_key) else {
-        return Ok(None);
+    let mut current = Current {
+        row_exists: false,
+        static_exists: false,
+        values: vec![None; plan.schema.columns.len()],
     };
-    let mut values = vec![None; plan.schema.columns.len()];
+    let Some(partition) = table.partitions.get(&plan.partition_key) else {
+        return Ok(current);
+    };
     for (position, index) in plan.schema.partition_key.iter().enumerate() {
-        values[*index] = Some(plan.partition_key[position].clone());
+        current.values[*index] = Some(plan.partition_key[position].clone());
     }
     for (index, cell) in &partition.static_cells {
         if cell.is_live(now_ms) {
-            values[*index] = Some(cell.value.clone());
+            current.values[*index] = Some(cell.value.clone());
         }
     }
+    current.static_exists = partition.has_live_static(now_ms);
     let Some(clustering) = &plan.clustering else {
-        return Ok(partition.has_live_static(now_ms).then_some(values));
+        current.row_exists = current.static_exists;
+        return Ok(current);
     };
     let key = ClusteringKey {
         values: clustering.clone(),
         descending: table.descending.clone(),
     };
     let Some(row) = partition.rows.get(&key).filter(|row| row.is_live(now_ms)) else {
-        return Ok(None);
+        return Ok(current);
     };
+    current.row_exists = true;
     for (position, index) in plan.schema.clustering_key.iter().enumerate() {
-        values[*index] = Some(clustering[position].clone());
+        current.values[*index] = Some(clustering[position].clone());
     }
     for (index, cell) in &row.cells {
         if cell.is_live(now_ms) {
-            values[*index] = Some(cell.value.clone());
+            current.values[*index] = Some(cell.value.clone());
         }
     }
-    Ok(Some(values))
+    Ok(current)
 }
 
 fn applied_spec(plan: &Plan, name: &str, cql_type: CqlType) -> ColumnSpec {
@@ -313,19 +327,18 @@ fn evaluate(engine: &Engine, plan: &Plan) -> Result<Option<ExecResult>, CqlError
     };
     let current = current_row(engine, plan)?;
     let holds = match check {
-        Check::NotExists => current.is_none(),
-        Check::Exists => current.is_some(),
-        Check::Columns(expected) => expected.iter().all(|(index, value)| {
-            let actual = current.as_ref().and_then(|row| row[*index].clone());
-            actual == *value
-        }),
+        Check::NotExists => !current.row_exists,
+        Check::Exists => current.row_exists,
+        Check::Columns(expected) => expected
+            .iter()
+            .all(|(index, value)| current.values[*index] == *value),
     };
     if holds {
         return Ok(None);
     }
     let mut specs = vec![applied_spec(plan, "[applied]", CqlType::Boolean)];
     let mut row = vec![Some(Value::Boolean(false))];
-    if let Some(current) = current {
+    if current.row_exists || current.static_exists {
         let indexes: Vec<usize> = match check {
             Check::Columns(expected) => expected.iter().map(|(index, _)| *index).collect(),
             _ => (0..plan.schema.columns.len()).collect(),
@@ -333,7 +346,7 @@ fn evaluate(engine: &Engine, plan: &Plan) -> Result<Option<ExecResult>, CqlError
         for index in indexes {
             let column = &plan.schema.columns[index];
             specs.push(applied_spec(plan, &column.name, column.cql_type.clone()));
-            row.push(current[index].clone());
+            row.push(current.values[index].clone());
         }
     }
     Ok(Some(ExecResult::Rows {

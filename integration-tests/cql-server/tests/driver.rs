@@ -9,9 +9,14 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::batch::{Batch, BatchType};
-use scylla::value::{CqlTimestamp, CqlTimeuuid};
+use scylla::value::{CqlTimestamp, CqlTimeuuid, MaybeUnset};
 
 async fn started() -> (CqlServer, Session) {
+    // `RUST_LOG=scylla=debug cargo test ...` shows what the driver thinks of the server.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let server = CqlServer::start().await.expect("server starts");
     let session = SessionBuilder::new()
         .known_node_addr(server.addr())
@@ -867,4 +872,222 @@ async fn a_forgotten_prepared_statement_is_prepared_again_by_the_driver() {
         values(&session, "SELECT k FROM t WHERE k = 'b'").await,
         vec!["b"]
     );
+}
+
+#[tokio::test]
+async fn a_conditional_batch_on_a_static_epoch_fences_a_stale_owner() {
+    let (_server, session) = started().await;
+    run(
+        &session,
+        "CREATE TABLE state (p text, c bigint, epoch bigint static, v text, PRIMARY KEY (p, c))",
+    )
+    .await;
+    run(&session, "UPDATE state SET epoch = 1 WHERE p = 'p0'").await;
+    let write = session
+        .prepare("UPDATE state SET v = ? WHERE p = ? AND c = ? IF epoch = ?")
+        .await
+        .unwrap();
+    let mut batch = Batch::new(BatchType::Logged);
+    batch.append_statement(write.clone());
+    batch.append_statement(write);
+    let applied = session
+        .batch(&batch, (("x", "p0", 1i64, 1i64), ("y", "p0", 2i64, 1i64)))
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    assert_eq!(applied.first_row::<(bool,)>().unwrap(), (true,));
+    // A new owner takes over; the old owner's late batch must not land.
+    run(&session, "UPDATE state SET epoch = 2 WHERE p = 'p0'").await;
+    let stale = session
+        .batch(
+            &batch,
+            (("stale", "p0", 3i64, 1i64), ("stale", "p0", 1i64, 1i64)),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    assert_eq!(stale.first_row::<(bool, i64)>().unwrap(), (false, 2));
+    assert_eq!(
+        values(&session, "SELECT v FROM state WHERE p = 'p0'").await,
+        vec!["x", "y"]
+    );
+}
+
+#[tokio::test]
+async fn unset_values_leave_columns_untouched() {
+    let (_server, session) = started().await;
+    run(
+        &session,
+        "CREATE TABLE t (k text PRIMARY KEY, a text, b text)",
+    )
+    .await;
+    run(&session, "INSERT INTO t (k, a, b) VALUES ('k', 'a0', 'b0')").await;
+    let insert = session
+        .prepare("INSERT INTO t (k, a, b) VALUES (?, ?, ?)")
+        .await
+        .unwrap();
+    session
+        .execute_unpaged(
+            &insert,
+            ("k", MaybeUnset::Set("a1"), MaybeUnset::<&str>::Unset),
+        )
+        .await
+        .unwrap();
+    let row = session
+        .query_unpaged("SELECT a, b FROM t WHERE k = 'k'", &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row::<(String, String)>()
+        .unwrap();
+    assert_eq!(row, ("a1".to_string(), "b0".to_string()));
+    let select = session
+        .prepare("SELECT a FROM t WHERE k = ?")
+        .await
+        .unwrap();
+    let error = session
+        .execute_unpaged(&select, (MaybeUnset::<&str>::Unset,))
+        .await
+        .unwrap_err();
+    assert!(db_error(error)
+        .1
+        .contains("Invalid unset value for column k"));
+}
+
+#[tokio::test]
+async fn delete_removes_a_clustering_prefix_or_range() {
+    let (_server, session) = started().await;
+    clustered_table(&session, "ASC").await;
+    run(&session, "DELETE FROM events WHERE p = 'a' AND c1 = 1").await;
+    run(
+        &session,
+        "DELETE FROM events WHERE p = 'a' AND c1 = 2 AND c2 >= 1",
+    )
+    .await;
+    run(
+        &session,
+        "DELETE v FROM events WHERE p = 'a' AND c1 = 0 AND c2 = 0",
+    )
+    .await;
+    let rows = session
+        .query_unpaged("SELECT c1, c2, v FROM events WHERE p = 'a'", &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<(i32, i32, Option<String>)>()
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (0, 0, None),
+            (0, 1, Some("0.1".to_string())),
+            (0, 2, Some("0.2".to_string())),
+            (2, 0, Some("2.0".to_string()))
+        ]
+    );
+    run(&session, "DELETE FROM events WHERE p = 'a'").await;
+    assert!(values(&session, "SELECT v FROM events WHERE p = 'a'")
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn update_using_ttl_expires_only_the_cells_it_wrote() {
+    let (server, session) = started().await;
+    run(
+        &session,
+        "CREATE TABLE t (k text PRIMARY KEY, a text, b text)",
+    )
+    .await;
+    run(&session, "INSERT INTO t (k, a) VALUES ('k', 'kept')").await;
+    let update = session
+        .prepare("UPDATE t USING TTL ? SET b = ? WHERE k = ?")
+        .await
+        .unwrap();
+    session
+        .execute_unpaged(&update, (5, "brief", "k"))
+        .await
+        .unwrap();
+    server.advance_clock(Duration::from_secs(6));
+    let row = session
+        .query_unpaged("SELECT a, b FROM t WHERE k = 'k'", &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row::<(String, Option<String>)>()
+        .unwrap();
+    assert_eq!(row, ("kept".to_string(), None));
+    // A row made only by an UPDATE with TTL disappears entirely.
+    session
+        .execute_unpaged(&update, (5, "brief", "other"))
+        .await
+        .unwrap();
+    server.advance_clock(Duration::from_secs(6));
+    assert!(values(&session, "SELECT b FROM t WHERE k = 'other'")
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn in_on_the_partition_key_reads_several_partitions() {
+    let (_server, session) = started().await;
+    run(&session, "CREATE TABLE t (k text PRIMARY KEY, v text)").await;
+    for key in ["a", "b", "c"] {
+        run(
+            &session,
+            &format!("INSERT INTO t (k, v) VALUES ('{key}', 'v{key}')"),
+        )
+        .await;
+    }
+    let select = session
+        .prepare("SELECT v FROM t WHERE k IN ?")
+        .await
+        .unwrap();
+    let rows: Vec<String> = session
+        .execute_unpaged(&select, (vec!["c", "a", "zz"],))
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<(String,)>()
+        .unwrap()
+        .map(|row| row.unwrap().0)
+        .collect();
+    assert_eq!(rows, vec!["va", "vc"]);
+}
+
+#[tokio::test]
+async fn system_local_describes_one_murmur3_node_with_tokens() {
+    let (_server, session) = started().await;
+    let (partitioner, tokens, host_id) = session
+        .query_unpaged(
+            "SELECT partitioner, tokens, host_id FROM system.local WHERE key = 'local'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row::<(String, Vec<String>, uuid::Uuid)>()
+        .unwrap();
+    assert_eq!(partitioner, "org.apache.cassandra.dht.Murmur3Partitioner");
+    assert!(tokens.len() >= 3);
+    assert!(!host_id.is_nil());
+    let peers = session
+        .query_unpaged("SELECT peer FROM system.peers", &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows_num();
+    assert_eq!(peers, 0);
+    let message = refused(&session, "INSERT INTO system.local (key) VALUES ('x')").await;
+    assert!(message.contains("system keyspace"), "{message}");
 }
