@@ -256,17 +256,14 @@ pub(crate) fn list_pins(
         ENTRY_PAGE
     };
     // Per status, how many pins the owner has (the counters, P point reads each): a status
-    // with none is not read at all, and without time bounds a source stops after that many.
-    let mut totals = Vec::with_capacity(query.statuses.len());
-    if by_status {
-        for status in &query.statuses {
-            totals.push(
-                store
-                    .driver
-                    .run(store.total(&query.owner, *status, partitions))?,
-            );
-        }
-    }
+    // with none is not read at all (one read per partition gives all statuses), and without time bounds a source stops after that many.
+    let totals = if by_status {
+        store
+            .driver
+            .run(store.totals(&query.owner, &query.statuses, partitions))?
+    } else {
+        Vec::new()
+    };
     let unbounded_in_time = query.before_ns.is_none() && query.after_ns.is_none();
     let mut sources: Vec<Source<'_>> = if by_status {
         query

@@ -33,6 +33,7 @@ pub(crate) struct Statements {
     pub put_counter: PreparedStatement,
     pub committed: PreparedStatement,
     pub counter: PreparedStatement,
+    pub owner_counters: PreparedStatement,
     pub checkpoint: PreparedStatement,
     pub put_checkpoint: PreparedStatement,
     pub put_pending: PreparedStatement,
@@ -183,6 +184,11 @@ impl Statements {
             counter: p(
                 "SELECT value FROM {ks}.commits WHERE log_partition = ? AND kind = 1 \
                  AND owner = ? AND status = ? LIMIT 1",
+            )
+            .await?,
+            owner_counters: p(
+                "SELECT status, value FROM {ks}.commits WHERE log_partition = ? \
+                 AND kind = 1 AND owner = ? LIMIT 64",
             )
             .await?,
             checkpoint: p(

@@ -208,19 +208,31 @@ impl ScyllaStore {
         self.markers.lock().contains(marker)
     }
 
-    /// Sum of a counter over partitions (P point reads, concurrently).
-    pub(crate) async fn total(
+    /// An owner's totals per status over all partitions, in `statuses` order: one read per
+    /// partition (the owner's counter rows are one clustering range of it), concurrently.
+    pub(crate) async fn totals(
         &self,
         owner: &str,
-        status: PinStatus,
+        statuses: &[PinStatus],
         partitions: u32,
-    ) -> Result<u64, StoreError> {
-        let reads = (0..partitions).map(|partition| self.counter_async(owner, status, partition));
-        let values: Vec<Option<i64>> = futures::stream::iter(reads)
+    ) -> Result<Vec<u64>, StoreError> {
+        let reads = (0..partitions).map(|partition| async move {
+            rows::<(i8, Option<i64>)>(
+                self.exec(&self.statements.owner_counters, (partition as i64, owner))
+                    .await?,
+            )
+        });
+        let per_partition: Vec<Vec<(i8, Option<i64>)>> = futures::stream::iter(reads)
             .buffer_unordered(WRITE_CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(values.into_iter().flatten().sum::<i64>().max(0) as u64)
+        let mut sums = vec![0i64; statuses.len()];
+        for (code, value) in per_partition.into_iter().flatten() {
+            if let Some(i) = statuses.iter().position(|s| s.code() as i8 == code) {
+                sums[i] += value.unwrap_or(0);
+            }
+        }
+        Ok(sums.into_iter().map(|sum| sum.max(0) as u64).collect())
     }
 
     async fn counter_async(
