@@ -34,6 +34,8 @@ enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// Apply pending CQL migrations of the ScyllaDB store (`--store scylla://…`).
+    Migrate(config::ServeArgs),
     /// Check that the data directory and every configured IPFS node are usable.
     Check(config::ServeArgs),
     /// Kafka topic administration.
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Token { command } => token::run(command),
         Command::Check(args) => serve::check(args),
+        Command::Migrate(args) => serve::migrate(args),
         Command::Bench(args) => pinhive_bench::run(args),
         Command::Topics { command } => topics::run(command),
         Command::Access { command } => return access::run(command),

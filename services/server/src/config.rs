@@ -33,6 +33,13 @@ pub struct ServeArgs {
     /// Kafka group session timeout: how soon a dead instance's partitions move.
     #[arg(long, env = "PINHIVE_KAFKA_SESSION_TIMEOUT_MS")]
     pub kafka_session_timeout_ms: Option<u64>,
+    /// The store: `embedded` (default, under the data dir) or
+    /// `scylla://host:9042[,host:9042]/keyspace` (shared by every instance).
+    #[arg(long, env = "PINHIVE_STORE")]
+    pub store: Option<String>,
+    /// Apply pending CQL migrations at start (ScyllaDB store; `pinhive migrate` does it alone).
+    #[arg(long, env = "PINHIVE_MIGRATE")]
+    pub migrate: Option<bool>,
     /// Directory for the embedded log and store.
     #[arg(long, env = "PINHIVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -122,6 +129,13 @@ pub struct Config {
     pub cache_bytes: u64,
     pub store_cache_bytes: u64,
     pub store_memtable_bytes: u64,
+    /// `embedded` or `scylla://host:9042[,host:9042]/keyspace`.
+    pub store: String,
+    /// Apply pending CQL migrations at start.
+    pub migrate: bool,
+    /// Keyspace replication the migrations create: `simple:N`, `network:N` (every
+    /// datacenter) or `network:DC=N,DC=N`. Default `network:3` (production).
+    pub store_replication: String,
     /// The `[analytics]` section (docs/analytics.md).
     pub analytics: pinhive_analytics::AnalyticsConfig,
 }
@@ -153,6 +167,9 @@ impl Default for Config {
             cache_bytes: 128 << 20,
             store_cache_bytes: 128 << 20,
             store_memtable_bytes: 4 << 20,
+            store: "embedded".into(),
+            migrate: false,
+            store_replication: "network:3".into(),
             analytics: pinhive_analytics::AnalyticsConfig::default(),
         }
     }
@@ -207,6 +224,8 @@ impl Config {
         flag!(cache_bytes);
         flag!(store_cache_bytes);
         flag!(store_memtable_bytes);
+        flag!(store);
+        flag!(migrate);
         if args.otlp_endpoint.is_some() {
             config.otlp_endpoint = args.otlp_endpoint.clone();
         }
@@ -257,6 +276,14 @@ impl Config {
             parse_node(node)?;
         }
         self.analytics.validate().map_err(anyhow::Error::msg)?;
+        if self.store != "embedded" {
+            pinhive_store_scylla::ScyllaUri::parse(&self.store).map_err(|e| {
+                anyhow::anyhow!(
+                    "store must be `embedded` or scylla://HOST:PORT[,HOST:PORT]/KEYSPACE: {e}"
+                )
+            })?;
+        }
+        parse_replication(&self.store_replication)?;
         Ok(())
     }
 
@@ -274,6 +301,48 @@ impl Config {
 
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
+    }
+}
+
+/// Parses `simple:N`, `network:N` or `network:DC=N[,DC=N]` (the keyspace replication of the
+/// ScyllaDB store's migrations).
+pub fn parse_replication(text: &str) -> anyhow::Result<pinhive_store_scylla::Replication> {
+    use pinhive_store_scylla::Replication;
+    let bad = || {
+        anyhow::anyhow!(
+            "store_replication must be simple:N, network:N or network:DC=N[,DC=N], not {text:?}"
+        )
+    };
+    let (class, rest) = text.split_once(':').ok_or_else(bad)?;
+    let factor = |n: &str| {
+        n.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(bad)
+    };
+    match class {
+        "simple" => Ok(Replication::Simple {
+            factor: factor(rest)?,
+        }),
+        "network" if !rest.contains('=') => Ok(Replication::NetworkTopology {
+            factor: factor(rest)?,
+            datacenters: Vec::new(),
+        }),
+        "network" => {
+            let datacenters = rest
+                .split(',')
+                .map(|pair| {
+                    let (dc, n) = pair.split_once('=').ok_or_else(bad)?;
+                    Ok((dc.trim().to_string(), factor(n)?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(Replication::NetworkTopology {
+                factor: 0,
+                datacenters,
+            })
+        }
+        _ => Err(bad()),
     }
 }
 
@@ -328,6 +397,43 @@ mod tests {
         let n = parse_node("a=http://h:1#eu").unwrap();
         assert_eq!((n.id.as_str(), n.region.as_str()), ("a", "eu"));
         assert!(parse_node("127.0.0.1:5001").is_err());
+    }
+
+    #[test]
+    fn store_uri_and_replication_are_checked() {
+        use pinhive_store_scylla::Replication;
+        assert_eq!(
+            parse_replication("simple:1").unwrap(),
+            Replication::Simple { factor: 1 }
+        );
+        assert_eq!(
+            parse_replication("network:3").unwrap(),
+            Replication::NetworkTopology {
+                factor: 3,
+                datacenters: vec![]
+            }
+        );
+        assert_eq!(
+            parse_replication("network:eu=3,us=2").unwrap(),
+            Replication::NetworkTopology {
+                factor: 0,
+                datacenters: vec![("eu".into(), 3), ("us".into(), 2)]
+            }
+        );
+        for bad in ["simple", "simple:0", "network:eu", "mesh:3", "network:eu=x"] {
+            assert!(parse_replication(bad).is_err(), "{bad}");
+        }
+        let config = Config {
+            store: "scylla://10.0.0.1:9042,10.0.0.2:9042/pinhive".into(),
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        let config = Config {
+            store: "postgres://x".into(),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("scylla://"), "{error}");
     }
 
     #[test]

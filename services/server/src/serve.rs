@@ -126,6 +126,51 @@ async fn open_log(
     Ok(Arc::new(log))
 }
 
+/// Opens the configured store: the embedded one under the data dir, or ScyllaDB (migrated
+/// first with `--migrate`). The driver connects from a blocking thread.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if config.store == "embedded" {
+        return match EmbeddedStore::open_with(&config.store_dir(), config.store_memory()) {
+            Err(StoreError::Locked { path }) => {
+                anyhow::bail!("{path} is in use by another pinhive process")
+            }
+            other => Ok(Arc::new(other.context("opening the store")?)),
+        };
+    }
+    let (uri, migrate) = (config.store.clone(), config.migrate);
+    let replication = crate::config::parse_replication(&config.store_replication)?;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn Store>> {
+        if migrate {
+            let applied = pinhive_store_scylla::migrate(&uri, &replication)
+                .with_context(|| format!("migrating the store at {uri}"))?;
+            tracing::info!(?applied, "store migrations applied");
+        }
+        let store = pinhive_store_scylla::ScyllaStore::open(&uri)
+            .with_context(|| format!("opening the store at {uri} (migrated? `pinhive migrate`)"))?;
+        tracing::info!(store = %uri, "using the ScyllaDB store");
+        Ok(Arc::new(store))
+    })
+    .await
+    .context("opening the store")?
+}
+
+/// `pinhive migrate`: applies the pending CQL migrations of the configured ScyllaDB store.
+pub fn migrate(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    if config.store == "embedded" {
+        anyhow::bail!("pinhive migrate needs --store scylla://HOST:PORT/KEYSPACE (the embedded store needs no migration)");
+    }
+    let replication = crate::config::parse_replication(&config.store_replication)?;
+    let applied = pinhive_store_scylla::migrate(&config.store, &replication)
+        .with_context(|| format!("migrating the store at {}", config.store))?;
+    if applied.is_empty() {
+        println!("store {}: up to date", config.store);
+    } else {
+        println!("store {}: applied migrations {applied:?}", config.store);
+    }
+    Ok(())
+}
+
 /// Opens the access log (embedded under the data dir, or the Kafka access topic) and starts the
 /// analytics actors: every partition, or those the `{group}-analytics` consumer group assigns.
 async fn start_analytics(
@@ -218,13 +263,7 @@ pub async fn start(
         &config.log_dir(),
     )
     .await?;
-    let store: Arc<dyn Store> =
-        match EmbeddedStore::open_with(&config.store_dir(), config.store_memory()) {
-            Err(StoreError::Locked { path }) => {
-                anyhow::bail!("{path} is in use by another pinhive process")
-            }
-            other => Arc::new(other.context("opening the store")?),
-        };
+    let store = open_store(config).await?;
     let registry = NodeRegistry::default();
     // With Kafka and a group, this instance runs only the partitions the group assigns it.
     let (membership, committer, group) = match (
@@ -476,16 +515,19 @@ pub fn check(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => println!("log: embedded in {}", config.log_dir().display()),
     }
-    match EmbeddedStore::open_with(&config.store_dir(), config.store_memory()) {
-        Ok(_) => println!("store {}: ok", config.store_dir().display()),
-        Err(StoreError::Locked { .. }) => println!(
-            "store {}: ok (held by a running pinhive)",
-            config.store_dir().display()
-        ),
-        Err(error) => {
-            failed = true;
-            println!("store {}: FAILED: {error}", config.store_dir().display());
+    if config.store != "embedded" {
+        match pinhive_store_scylla::ScyllaStore::open(&config.store) {
+            Ok(_) => println!(
+                "store {}: ok (connected, statements prepared)",
+                config.store
+            ),
+            Err(error) => {
+                failed = true;
+                println!("store {}: FAILED: {error}", config.store);
+            }
         }
+    } else {
+        check_embedded_store(&config, &mut failed);
     }
     let nodes: Vec<NodeDescriptor> = if config.ipfs_nodes.is_empty() {
         vec![parse_node("http://127.0.0.1:5001")?]
@@ -520,4 +562,19 @@ pub fn check(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("a dependency is not usable (see above)");
     }
     Ok(())
+}
+
+/// `pinhive check` of the embedded store: opens it (or finds it held by a running pinhive).
+fn check_embedded_store(config: &Config, failed: &mut bool) {
+    match EmbeddedStore::open_with(&config.store_dir(), config.store_memory()) {
+        Ok(_) => println!("store {}: ok", config.store_dir().display()),
+        Err(StoreError::Locked { .. }) => println!(
+            "store {}: ok (held by a running pinhive)",
+            config.store_dir().display()
+        ),
+        Err(error) => {
+            *failed = true;
+            println!("store {}: FAILED: {error}", config.store_dir().display());
+        }
+    }
 }
