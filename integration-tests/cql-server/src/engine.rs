@@ -71,19 +71,11 @@ pub enum ExecResult {
 
 pub const FILTERING_MESSAGE: &str = "Cannot execute this query as it might involve data filtering and thus may have unpredictable performance. If you want to execute this query despite the performance unpredictability, use ALLOW FILTERING";
 
+#[derive(Default)]
 pub struct Engine {
     pub catalog: Catalog,
     /// Added to the wall clock: tests advance it to expire TTLs.
     pub clock_offset_ms: i64,
-}
-
-impl Default for Engine {
-    fn default() -> Self {
-        Engine {
-            catalog: Catalog::new(),
-            clock_offset_ms: 0,
-        }
-    }
 }
 
 /// A stable statement id: the same text on the same keyspace prepares to the same id.

@@ -101,7 +101,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, CqlError> {
                 end += 1;
             }
             let digits: String = chars[start..end].iter().collect();
-            if digits.len() % 2 != 0 {
+            if !digits.len().is_multiple_of(2) {
                 return Err(CqlError::syntax(
                     "blob constant with an odd number of hex digits",
                 ));

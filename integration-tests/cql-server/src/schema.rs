@@ -147,6 +147,16 @@ pub struct SchemaChange {
     pub table: Option<String>,
 }
 
+/// A system table: keyspace, name, columns (partition key first, then clustering), and the
+/// number of partition key and clustering columns.
+type SystemTable = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, CqlType)>,
+    usize,
+    usize,
+);
+
 pub struct Catalog {
     pub keyspaces: BTreeMap<String, Keyspace>,
     pub schema_version: [u8; 16],
@@ -509,7 +519,7 @@ impl Catalog {
         let text_set = || Set(Box::new(Text));
         let text_list = || List(Box::new(Text));
         let text_map = || Map(Box::new(Text), Box::new(Text));
-        let definitions: Vec<(&str, &str, Vec<(&str, CqlType)>, usize, usize)> = vec![
+        let definitions: Vec<SystemTable> = vec![
             (
                 "system",
                 "local",
