@@ -247,6 +247,7 @@ impl ScyllaStore {
                 Some(CqlValue::TinyInt(counter.status.code() as i8)),
             ]);
         }
+        self.sent.add(values.len() as u64);
         self.session()?
             .batch(&batch, values)
             .await

@@ -40,5 +40,5 @@ pub use migrate::{
     migrate, migrate_with, render, split_statements, Migration, Replication, MIGRATIONS,
 };
 pub use scylla::statement::Consistency;
-pub use store::ScyllaStore;
+pub use store::{ScyllaStore, SentCounts};
 pub use uri::{ScyllaUri, UriError};

@@ -196,6 +196,7 @@ impl<'a> Source<'a> {
             bucket_of(self.before, width),
             bucket_of(self.after, width),
         );
+        self.store.sent.add(1);
         let (result, next) = self.store.driver.run(async {
             self.store
                 .session()?
@@ -221,6 +222,7 @@ impl<'a> Source<'a> {
             self.before,
             self.after,
         );
+        self.store.sent.add(1);
         let (result, next) = self.store.driver.run(async {
             self.store
                 .session()?

@@ -2,6 +2,7 @@
 //! docs/data-model.md (schemas/cql/0001_initial.cql); what each method sends is listed on it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -38,7 +39,31 @@ pub struct ScyllaStore {
     /// Bucket markers (listing, CID pin list, journal days) known to be written: a marker is
     /// never deleted, so one written once need not be written again by this process.
     pub(crate) markers: Mutex<HashSet<Marker>>,
+    pub(crate) sent: Sent,
     pub(crate) driver: Driver,
+}
+
+/// Requests and CQL statements sent (a batch is one request of several statements).
+#[derive(Default)]
+pub(crate) struct Sent {
+    requests: AtomicU64,
+    statements: AtomicU64,
+}
+
+impl Sent {
+    pub(crate) fn add(&self, statements: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.statements.fetch_add(statements, Ordering::Relaxed);
+    }
+}
+
+/// What a store has sent so far (diagnostics, benchmarks: statements per pin).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentCounts {
+    /// Round trips: single statements, pages and batches.
+    pub requests: u64,
+    /// CQL statements, each statement of a batch counted.
+    pub statements: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -126,8 +151,17 @@ impl ScyllaStore {
             statements,
             options,
             markers: Mutex::new(HashSet::new()),
+            sent: Sent::default(),
             driver,
         })
+    }
+
+    /// Requests and statements sent since the store opened.
+    pub fn sent(&self) -> SentCounts {
+        SentCounts {
+            requests: self.sent.requests.load(Ordering::Relaxed),
+            statements: self.sent.statements.load(Ordering::Relaxed),
+        }
     }
 
     pub(crate) fn session(&self) -> Result<&Session, StoreError> {
@@ -141,6 +175,7 @@ impl ScyllaStore {
         statement: &PreparedStatement,
         values: impl SerializeRow,
     ) -> Result<QueryResult, StoreError> {
+        self.sent.add(1);
         self.session()?
             .execute_unpaged(statement, values)
             .await
@@ -510,6 +545,7 @@ impl Store for ScyllaStore {
             let mut out = Vec::new();
             let mut paging = PagingState::start();
             loop {
+                self.sent.add(1);
                 let (result, next) = session
                     .execute_single_page(&self.statements.nodes, (), paging)
                     .await

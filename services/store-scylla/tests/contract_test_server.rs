@@ -252,3 +252,133 @@ fn listing_reads_past_one_cql_page() {
     assert_eq!(page.results.len(), 1_000);
     assert_eq!(page.results[0].created_ns, 2_499 * 3);
 }
+
+/// Statements per pin on the hot path, counted (the figures the README gives): a new pin of a
+/// known owner with a new CID and a name, then its status change, each in its own batch.
+#[test]
+fn statements_per_pin_on_the_hot_path() {
+    use pinhive_domain::CidState;
+    use pinhive_events::Event;
+    use pinhive_store::{CidWrite, Commit, JournalEntry};
+
+    let server = start_server();
+    let store = fresh_store(&server);
+    let named = |id: &str, cid: &str, status| {
+        let mut row = pin(id, 1_000, status);
+        row.record.cid = cid.into();
+        row.record.name = Some(format!("name of {id}"));
+        row
+    };
+    let rows_of = |id: &str, cid: &str, new: PinRow, old: Option<PinRow>, offset: u64| ShardBatch {
+        partition: 0,
+        pins: vec![PinWrite {
+            requestid: id.into(),
+            old,
+            stale: None,
+            new: Some(new),
+        }],
+        journal: vec![JournalEntry {
+            cid: cid.into(),
+            partition: 0,
+            offset,
+            timestamp_ns: 1_000,
+            event_id: format!("e{offset}"),
+            event: Event::ReplicaUnpinned { node: "n".into() },
+        }],
+        pending: if old_is_none(offset) {
+            vec![(cid.into(), true)]
+        } else {
+            vec![]
+        },
+        cids: vec![CidWrite {
+            cid: cid.into(),
+            state: Some(CidState::new(cid)),
+        }],
+    };
+    let counters = |values: &[(PinStatus, i64)]| -> Vec<CounterRow> {
+        values
+            .iter()
+            .flat_map(|(status, value)| {
+                ["alice", pinhive_store::SCOPE_ALL_PINS].map(|owner| CounterRow {
+                    owner: owner.into(),
+                    status: *status,
+                    partition: 0,
+                    value: *value,
+                })
+            })
+            .collect()
+    };
+    let commit = |batch: u64, counters| Commit {
+        partition: 0,
+        state: CommitState {
+            batch,
+            next_offset: Some(batch * 2),
+            attempt: None,
+        },
+        counters,
+    };
+    let attempt = |batch: u64| Commit {
+        partition: 0,
+        state: CommitState {
+            attempt: Some(pinhive_store::Attempt {
+                batch,
+                undo: vec![],
+            }),
+            ..CommitState::default()
+        },
+        counters: vec![],
+    };
+    // Warm up: the owner's first pin writes its status bucket marker.
+    let first = named("r0", "cid0", PinStatus::Queued);
+    store
+        .persist_batch(
+            Some(&attempt(1)),
+            &rows_of("r0", "cid0", first, None, 0),
+            &commit(1, counters(&[(PinStatus::Queued, 1)])),
+        )
+        .unwrap();
+
+    let before = store.sent();
+    let new_pin = named("r1", "cid1", PinStatus::Queued);
+    let rows = rows_of("r1", "cid1", new_pin.clone(), None, 2);
+    store.write_shard_batch(&rows).unwrap();
+    let new_pin_rows = store.sent().statements - before.statements;
+    let before = store.sent();
+    store.commit(&attempt(2)).unwrap();
+    store
+        .commit(&commit(2, counters(&[(PinStatus::Queued, 2)])))
+        .unwrap();
+    let commits = store.sent();
+    println!(
+        "new pin: {new_pin_rows} row statements; attempt + commit with 2 counters: {} statements in {} requests",
+        commits.statements - before.statements,
+        commits.requests - before.requests
+    );
+    assert_eq!(new_pin_rows, 13, "pin 1 + listing 3 + CID and name bucket markers 2 + pin list 1 + its bucket marker 1 + journal 2 + journal day 1 + pending 1 + CID state 1");
+    assert_eq!(commits.statements - before.statements, 1 + 3);
+    assert_eq!(commits.requests - before.requests, 2);
+
+    let before = store.sent();
+    let pinned = named("r1", "cid1", PinStatus::Pinned);
+    let mut pinned_marker = rows_of(
+        "r0",
+        "cid0",
+        named("r0", "cid0", PinStatus::Pinned),
+        None,
+        4,
+    );
+    // The first pinned pin of the owner writes the pinned bucket marker: warm it up.
+    pinned_marker.pins[0].old = Some(named("r0", "cid0", PinStatus::Queued));
+    store.write_shard_batch(&pinned_marker).unwrap();
+    let before_change = store.sent();
+    store
+        .write_shard_batch(&rows_of("r1", "cid1", pinned, Some(new_pin), 3))
+        .unwrap();
+    let change_rows = store.sent().statements - before_change.statements;
+    println!("status change: {change_rows} row statements");
+    assert_eq!(
+        change_rows, 8,
+        "pin 1 + listing 1 delete + 3 writes + journal 2 + CID state 1"
+    );
+    assert!(before.requests < store.sent().requests);
+}
