@@ -23,6 +23,8 @@ pub enum CqlError {
     },
     #[error("read timeout")]
     ReadTimeout { consistency: u16 },
+    #[error("overloaded")]
+    Overloaded,
     #[error("server error: {0}")]
     Server(String),
 }
@@ -69,6 +71,10 @@ impl CqlError {
             CqlError::ReadTimeout { .. } => (
                 0x1200,
                 "Operation timed out for a read (injected fault)".into(),
+            ),
+            CqlError::Overloaded => (
+                0x1001,
+                "Coordinator node overloaded (injected fault)".into(),
             ),
             CqlError::Server(message) => (0x0000, message.clone()),
         };

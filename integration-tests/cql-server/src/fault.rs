@@ -12,8 +12,17 @@ pub enum Fault {
     WriteTimeout { applied: bool },
     /// ERROR ReadTimeout (0x1200); nothing is read.
     ReadTimeout,
+    /// ERROR WriteTimeout after applying only the first `applied_statements` statements of a
+    /// batch (each one whole): an unlogged batch that ScyllaDB applied in part. On a single
+    /// statement, 0 applies nothing and anything else applies it.
+    PartialWriteTimeout { applied_statements: usize },
+    /// ERROR Overloaded (0x1001); nothing is done.
+    Overloaded,
     /// The connection is closed without an answer (the statement is not applied).
     DropConnection,
+    /// The statement runs at once but its answer is held back this long (a slow coordinator or
+    /// network: the driver's client-side timeout can fire on a write that was applied).
+    Delay(std::time::Duration),
 }
 
 /// Which statements a fault fires on: QUERY text, the text an EXECUTE was prepared from, or
@@ -49,6 +58,9 @@ pub(crate) enum FaultOutcome {
     Drop,
     FailBefore(CqlError),
     FailAfter(CqlError),
+    /// Apply the first n statements, then fail.
+    FailAfterPartial(usize, CqlError),
+    Delay(std::time::Duration),
 }
 
 impl Fault {
@@ -56,7 +68,16 @@ impl Fault {
         match self {
             Fault::Unavailable => FaultOutcome::FailBefore(CqlError::Unavailable { consistency }),
             Fault::ReadTimeout => FaultOutcome::FailBefore(CqlError::ReadTimeout { consistency }),
+            Fault::Overloaded => FaultOutcome::FailBefore(CqlError::Overloaded),
             Fault::DropConnection => FaultOutcome::Drop,
+            Fault::Delay(duration) => FaultOutcome::Delay(*duration),
+            Fault::PartialWriteTimeout { applied_statements } => FaultOutcome::FailAfterPartial(
+                *applied_statements,
+                CqlError::WriteTimeout {
+                    consistency,
+                    write_type: write_type.to_string(),
+                },
+            ),
             Fault::WriteTimeout { applied } => {
                 let error = CqlError::WriteTimeout {
                     consistency,

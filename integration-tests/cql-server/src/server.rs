@@ -21,12 +21,16 @@ use crate::engine::{Bound, Engine, ExecResult, PageRequest, Prepared};
 use crate::error::CqlError;
 use crate::fault::{ArmedFault, Fault, FaultOutcome, StatementMatcher};
 use crate::protocol::{self, RequestFrame};
+use crate::stats::ServerStats;
 use crate::terms::decode_binds;
 
 pub(crate) struct ServerState {
     pub(crate) engine: Mutex<Engine>,
     pub(crate) prepared: Mutex<HashMap<Vec<u8>, Arc<Prepared>>>,
     pub(crate) faults: Mutex<Vec<ArmedFault>>,
+    pub(crate) stats: Mutex<ServerStats>,
+    /// Bumped to close every open connection.
+    pub(crate) disconnect: watch::Sender<u64>,
 }
 
 /// A running server. Dropping it stops the server and closes every connection.
@@ -45,6 +49,8 @@ impl CqlServer {
             engine: Mutex::new(Engine::default()),
             prepared: Mutex::new(HashMap::new()),
             faults: Mutex::new(Vec::new()),
+            stats: Mutex::new(ServerStats::default()),
+            disconnect: watch::channel(0).0,
         });
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let accept_state = state.clone();
@@ -102,6 +108,23 @@ impl CqlServer {
     pub fn forget_prepared_statements(&self) {
         self.state.prepared.lock().clear();
     }
+
+    /// Closes every open connection (requests in flight get no answer); new connections are
+    /// accepted. With [`Self::forget_prepared_statements`] this is a node restart that kept its data.
+    pub fn drop_all_connections(&self) {
+        self.state
+            .disconnect
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// What the server was asked to do so far.
+    pub fn stats(&self) -> ServerStats {
+        self.state.stats.lock().clone()
+    }
+
+    pub fn reset_stats(&self) {
+        *self.state.stats.lock() = ServerStats::default();
+    }
 }
 
 impl Drop for CqlServer {
@@ -117,6 +140,8 @@ async fn serve_connection(
 ) {
     let (mut reader, mut writer) = socket.into_split();
     let (frames, mut outgoing) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+    let (close, mut closed) = watch::channel(false);
+    let mut disconnect = state.disconnect.subscribe();
     let keyspace: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let writer_task = tokio::spawn(async move {
         // `None` asks the writer to drop the connection (an injected fault).
@@ -126,10 +151,13 @@ async fn serve_connection(
             }
         }
         let _ = writer.shutdown().await;
+        let _ = close.send(true);
     });
     loop {
         let frame = tokio::select! {
             _ = shutdown.changed() => break,
+            _ = disconnect.changed() => break,
+            _ = closed.changed() => break,
             frame = protocol::read_frame(&mut reader) => frame,
         };
         let frame = match frame {
@@ -150,13 +178,19 @@ async fn serve_connection(
         let keyspace = keyspace.clone();
         tokio::spawn(async move {
             let stream = frame.stream;
-            match handle(&state, &keyspace, frame) {
+            let mut handled = handle(&state, &keyspace, frame);
+            if let Handled::Delayed(delay, reply) = handled {
+                tokio::time::sleep(delay).await;
+                handled = *reply;
+            }
+            match handled {
                 Handled::Reply(opcode, body, warnings) => {
                     let _ = frames.send(Some(protocol::response(stream, opcode, &body, &warnings)));
                 }
                 Handled::Drop => {
                     let _ = frames.send(None);
                 }
+                Handled::Delayed(..) => {}
             }
         });
     }
@@ -167,6 +201,8 @@ async fn serve_connection(
 enum Handled {
     Reply(u8, Vec<u8>, Vec<String>),
     Drop,
+    /// The answer, sent after a delay (an injected fault).
+    Delayed(Duration, Box<Handled>),
 }
 
 fn error_reply(error: CqlError) -> Handled {
@@ -190,6 +226,7 @@ fn handle(state: &ServerState, keyspace: &Mutex<Option<String>>, frame: RequestF
         protocol::OPCODE_PREPARE => handle_prepare(state, keyspace, body),
         protocol::OPCODE_QUERY => match Query::deserialize_with_features(&mut body, &features) {
             Ok(query) => {
+                state.stats.lock().queries += 1;
                 let session_keyspace = keyspace.lock().clone();
                 let prepared = state.engine.lock().prepare(&query.contents, session_keyspace.as_deref());
                 match prepared {
@@ -204,7 +241,10 @@ fn handle(state: &ServerState, keyspace: &Mutex<Option<String>>, frame: RequestF
                 let id: &[u8] = execute.id.as_ref();
                 let prepared = state.prepared.lock().get(id).cloned();
                 match prepared {
-                    Some(prepared) => run_statement(state, keyspace, prepared, &execute.parameters),
+                    Some(prepared) => {
+                        state.stats.lock().executes += 1;
+                        run_statement(state, keyspace, prepared, &execute.parameters)
+                    }
                     None => Err(CqlError::Unprepared { id: id.to_vec() }),
                 }
             }
@@ -230,6 +270,7 @@ fn handle_prepare(
     mut body: &[u8],
 ) -> Result<Handled, CqlError> {
     let text = protocol::read_long_string(&mut body)?;
+    state.stats.lock().prepares += 1;
     let session_keyspace = keyspace.lock().clone();
     let prepared = state
         .engine
@@ -275,6 +316,7 @@ fn run_statement(
     } else {
         "SIMPLE"
     };
+    state.stats.lock().record(&prepared.text);
     let outcome = consult_faults(state, &[prepared.text.as_str()])
         .map(|fault| fault.outcome(consistency, write_type));
     let execute = |state: &ServerState| {
@@ -284,6 +326,7 @@ fn run_statement(
             .lock()
             .execute(&prepared, &binds, &page, session_keyspace.as_deref())
     };
+    let mut delay = None;
     match outcome {
         Some(FaultOutcome::Drop) => return Ok(Handled::Drop),
         Some(FaultOutcome::FailBefore(error)) => return Err(error),
@@ -291,6 +334,13 @@ fn run_statement(
             execute(state)?;
             return Err(error);
         }
+        Some(FaultOutcome::FailAfterPartial(applied_statements, error)) => {
+            if applied_statements > 0 {
+                execute(state)?;
+            }
+            return Err(error);
+        }
+        Some(FaultOutcome::Delay(duration)) => delay = Some(duration),
         None => {}
     }
     let result = execute(state)?;
@@ -308,11 +358,15 @@ fn run_statement(
                 None => true,
             });
     }
-    Ok(Handled::Reply(
+    let reply = Handled::Reply(
         protocol::OPCODE_RESULT,
         protocol::result_body(&result),
         Vec::new(),
-    ))
+    );
+    Ok(match delay {
+        Some(duration) => Handled::Delayed(duration, Box::new(reply)),
+        None => reply,
+    })
 }
 
 fn run_batch(
@@ -327,6 +381,7 @@ fn run_batch(
     }
     let consistency = batch.consistency as u16;
     let session_keyspace = keyspace.lock().clone();
+    state.stats.lock().batches += 1;
     let mut statements = Vec::new();
     for (statement, values) in batch.statements.iter().zip(&batch.values) {
         let prepared = match statement {
@@ -364,21 +419,42 @@ fn run_batch(
     } else {
         "UNLOGGED_BATCH"
     };
+    {
+        let mut stats = state.stats.lock();
+        for text in &texts {
+            stats.record(text);
+        }
+    }
     let outcome = consult_faults(state, &texts).map(|fault| fault.outcome(consistency, write_type));
-    let execute = || crate::write::execute_batch(&mut state.engine.lock(), &statements);
+    let execute = |statements: &[(Arc<Prepared>, Vec<Bound>)]| {
+        crate::write::execute_batch(&mut state.engine.lock(), statements)
+    };
+    let mut delay = None;
     match outcome {
         Some(FaultOutcome::Drop) => return Ok(Handled::Drop),
         Some(FaultOutcome::FailBefore(error)) => return Err(error),
         Some(FaultOutcome::FailAfter(error)) => {
-            execute()?;
+            execute(&statements)?;
             return Err(error);
         }
+        Some(FaultOutcome::FailAfterPartial(applied_statements, error)) => {
+            // Each statement applied on its own, as replicas of different partitions would.
+            for statement in statements.iter().take(applied_statements) {
+                execute(std::slice::from_ref(statement))?;
+            }
+            return Err(error);
+        }
+        Some(FaultOutcome::Delay(duration)) => delay = Some(duration),
         None => {}
     }
-    let (result, warnings) = execute()?;
-    Ok(Handled::Reply(
+    let (result, warnings) = execute(&statements)?;
+    let reply = Handled::Reply(
         protocol::OPCODE_RESULT,
         protocol::result_body(&result),
         warnings,
-    ))
+    );
+    Ok(match delay {
+        Some(duration) => Handled::Delayed(duration, Box::new(reply)),
+        None => reply,
+    })
 }

@@ -1091,3 +1091,128 @@ async fn system_local_describes_one_murmur3_node_with_tokens() {
     let message = refused(&session, "INSERT INTO system.local (key) VALUES ('x')").await;
     assert!(message.contains("system keyspace"), "{message}");
 }
+
+#[tokio::test]
+async fn injected_overloaded_surfaces_as_db_error_overloaded() {
+    let (server, session) = started().await;
+    run(&session, "CREATE TABLE pins (k text PRIMARY KEY, v int)").await;
+    server.inject(
+        Fault::Overloaded,
+        StatementMatcher::contains("INSERT INTO pins"),
+        1,
+    );
+    let error = session
+        .query_unpaged("INSERT INTO pins (k, v) VALUES ('a', 1)", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(db_error(error).0, DbError::Overloaded));
+}
+
+#[tokio::test]
+async fn a_partial_write_timeout_applies_only_the_first_statements_of_a_batch() {
+    let (server, session) = started().await;
+    run(&session, "CREATE TABLE pins (k text PRIMARY KEY, v int)").await;
+    let insert = session
+        .prepare("INSERT INTO pins (k, v) VALUES (?, ?)")
+        .await
+        .unwrap();
+    let mut batch = Batch::new(BatchType::Unlogged);
+    for _ in 0..3 {
+        batch.append_statement(insert.clone());
+    }
+    server.inject(
+        Fault::PartialWriteTimeout {
+            applied_statements: 2,
+        },
+        StatementMatcher::contains("INSERT INTO pins"),
+        1,
+    );
+    let error = session
+        .batch(&batch, (("a", 1), ("b", 2), ("c", 3)))
+        .await
+        .unwrap_err();
+    match db_error(error).0 {
+        DbError::WriteTimeout { write_type, .. } => {
+            assert_eq!(write_type, scylla::errors::WriteType::UnloggedBatch)
+        }
+        other => panic!("expected a write timeout, got {other:?}"),
+    }
+    let count = session
+        .query_unpaged("SELECT COUNT(*) FROM pins", &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row::<(i64,)>()
+        .unwrap();
+    assert_eq!(count, (2,));
+    assert!(values(&session, "SELECT k FROM pins WHERE k = 'c'")
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_delayed_answer_trips_the_client_timeout_though_the_write_landed() {
+    let (server, session) = started().await;
+    run(&session, "CREATE TABLE pins (k text PRIMARY KEY, v int)").await;
+    server.inject(
+        Fault::Delay(Duration::from_millis(800)),
+        StatementMatcher::contains("INSERT INTO pins"),
+        1,
+    );
+    let mut insert = scylla::statement::Statement::new("INSERT INTO pins (k, v) VALUES ('a', 1)");
+    insert.set_request_timeout(Some(Duration::from_millis(100)));
+    let error = session.query_unpaged(insert, &[]).await.unwrap_err();
+    assert!(
+        matches!(error, ExecutionError::RequestTimeout(_)),
+        "{error:?}"
+    );
+    assert_eq!(
+        values(&session, "SELECT k FROM pins WHERE k = 'a'").await,
+        vec!["a"]
+    );
+}
+
+#[tokio::test]
+async fn dropping_all_connections_is_survived_by_the_driver() {
+    let (server, session) = started().await;
+    run(&session, "CREATE TABLE pins (k text PRIMARY KEY, v int)").await;
+    let insert = session
+        .prepare("INSERT INTO pins (k, v) VALUES (?, ?)")
+        .await
+        .unwrap();
+    server.drop_all_connections();
+    server.forget_prepared_statements();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Err(error) = session.execute_unpaged(&insert, ("a", 1)).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the driver did not recover: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        values(&session, "SELECT k FROM pins WHERE k = 'a'").await,
+        vec!["a"]
+    );
+}
+
+#[tokio::test]
+async fn stats_count_statements_by_text_including_batch_members() {
+    let (server, session) = started().await;
+    run(&session, "CREATE TABLE pins (k text PRIMARY KEY, v int)").await;
+    let insert = session
+        .prepare("INSERT INTO pins (k, v) VALUES (?, ?)")
+        .await
+        .unwrap();
+    server.reset_stats();
+    session.execute_unpaged(&insert, ("a", 1)).await.unwrap();
+    let mut batch = Batch::new(BatchType::Unlogged);
+    batch.append_statement(insert.clone());
+    batch.append_statement(insert);
+    session.batch(&batch, (("b", 2), ("c", 3))).await.unwrap();
+    let stats = server.stats();
+    assert_eq!(stats.executes, 1);
+    assert_eq!(stats.batches, 1);
+    assert_eq!(stats.statements_containing("INSERT INTO pins"), 3);
+}
