@@ -316,7 +316,15 @@ fn run_statement(
     } else {
         "SIMPLE"
     };
-    state.stats.lock().record(&prepared.text);
+    state.stats.lock().record(
+        &prepared.text,
+        format!("{:?}", parameters.consistency),
+        prepared
+            .is_conditional
+            .then_some(parameters.serial_consistency)
+            .flatten()
+            .map(|serial| format!("{serial:?}")),
+    );
     let outcome = consult_faults(state, &[prepared.text.as_str()])
         .map(|fault| fault.outcome(consistency, write_type));
     let execute = |state: &ServerState| {
@@ -421,8 +429,13 @@ fn run_batch(
     };
     {
         let mut stats = state.stats.lock();
+        let serial = batch.serial_consistency.map(|serial| format!("{serial:?}"));
+        let conditional = statements
+            .iter()
+            .any(|(prepared, _)| prepared.is_conditional);
         for text in &texts {
-            stats.record(text);
+            let serial = if conditional { serial.clone() } else { None };
+            stats.record(text, format!("{:?}", batch.consistency), serial);
         }
     }
     let outcome = consult_faults(state, &texts).map(|fault| fault.outcome(consistency, write_type));

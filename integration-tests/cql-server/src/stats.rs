@@ -1,7 +1,7 @@
 //! What the server was asked to do, for tests that count statements (e.g. CQL statements per
 //! pin on the hot path).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Counters since the server started (or since [`crate::CqlServer::reset_stats`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +17,9 @@ pub struct ServerStats {
     /// Statements run, by text: one per QUERY or EXECUTE, one per statement of a BATCH.
     /// Includes the driver's own queries of the system tables.
     pub by_statement: BTreeMap<String, u64>,
+    /// The consistency levels each statement text was sent with (`LocalQuorum`, `One`, ...;
+    /// `Serial`/`LocalSerial` added for conditional statements that carried one).
+    pub consistency_by_statement: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl ServerStats {
@@ -29,7 +32,18 @@ impl ServerStats {
             .sum()
     }
 
-    pub(crate) fn record(&mut self, text: &str) {
+    pub(crate) fn record(
+        &mut self,
+        text: &str,
+        consistency: String,
+        serial_consistency: Option<String>,
+    ) {
         *self.by_statement.entry(text.to_string()).or_default() += 1;
+        let levels = self
+            .consistency_by_statement
+            .entry(text.to_string())
+            .or_default();
+        levels.insert(consistency);
+        levels.extend(serial_consistency);
     }
 }

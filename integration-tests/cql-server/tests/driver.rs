@@ -1215,4 +1215,55 @@ async fn stats_count_statements_by_text_including_batch_members() {
     assert_eq!(stats.executes, 1);
     assert_eq!(stats.batches, 1);
     assert_eq!(stats.statements_containing("INSERT INTO pins"), 3);
+    let levels = &stats.consistency_by_statement["INSERT INTO pins (k, v) VALUES (?, ?)"];
+    assert_eq!(levels.iter().collect::<Vec<_>>(), vec!["LocalQuorum"]);
+    let mut read = scylla::statement::Statement::new("SELECT v FROM pins WHERE k = 'a'");
+    read.set_consistency(scylla::statement::Consistency::One);
+    session.query_unpaged(read, &[]).await.unwrap();
+    let levels = &server.stats().consistency_by_statement["SELECT v FROM pins WHERE k = 'a'"];
+    assert_eq!(levels.iter().collect::<Vec<_>>(), vec!["One"]);
+}
+
+#[tokio::test]
+async fn the_paging_state_resumes_after_the_last_row_even_if_rows_change_between_pages() {
+    let (_server, session) = started().await;
+    run(
+        &session,
+        "CREATE TABLE t (p text, c int, PRIMARY KEY (p, c))",
+    )
+    .await;
+    for c in [10, 20, 30, 40, 50] {
+        run(&session, &format!("INSERT INTO t (p, c) VALUES ('a', {c})")).await;
+    }
+    let mut select = session
+        .prepare("SELECT c FROM t WHERE p = ?")
+        .await
+        .unwrap();
+    select.set_page_size(2);
+    let page = |result: scylla::response::query_result::QueryResult| -> Vec<i32> {
+        result
+            .into_rows_result()
+            .unwrap()
+            .rows::<(i32,)>()
+            .unwrap()
+            .map(|row| row.unwrap().0)
+            .collect()
+    };
+    let (first, response) = session
+        .execute_single_page(&select, ("a",), PagingState::start())
+        .await
+        .unwrap();
+    assert_eq!(page(first), vec![10, 20]);
+    let PagingStateResponse::HasMorePages { state } = response else {
+        panic!("more pages expected");
+    };
+    // Between pages: the next row goes away, a row appears before the cursor and one after it.
+    run(&session, "DELETE FROM t WHERE p = 'a' AND c = 30").await;
+    run(&session, "INSERT INTO t (p, c) VALUES ('a', 15)").await;
+    run(&session, "INSERT INTO t (p, c) VALUES ('a', 35)").await;
+    let (second, _) = session
+        .execute_single_page(&select, ("a",), state)
+        .await
+        .unwrap();
+    assert_eq!(page(second), vec![35, 40]);
 }
