@@ -7,12 +7,15 @@
 mod engine;
 mod error;
 mod fault;
+mod lexer;
 mod parser;
 mod protocol;
 mod read;
+mod rules;
 mod schema;
 mod server;
 mod stats;
+mod system_tables;
 mod terms;
 mod types;
 mod write;

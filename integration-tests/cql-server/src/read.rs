@@ -87,7 +87,7 @@ pub fn selected(
                     }
                     _ => {
                         let _ = index;
-                        return Err(CqlError::invalid(crate::engine::FILTERING_MESSAGE));
+                        return Err(CqlError::invalid(crate::rules::FILTERING_MESSAGE));
                     }
                 }
             }
@@ -144,7 +144,7 @@ pub fn selected(
         let mut keys: Vec<Vec<Value>> = vec![Vec::new()];
         for values in per_column {
             let values =
-                values.ok_or_else(|| CqlError::invalid(crate::engine::FILTERING_MESSAGE))?;
+                values.ok_or_else(|| CqlError::invalid(crate::rules::FILTERING_MESSAGE))?;
             keys = keys
                 .into_iter()
                 .flat_map(|prefix| {
