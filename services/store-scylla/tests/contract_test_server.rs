@@ -384,3 +384,37 @@ fn statements_per_pin_on_the_hot_path() {
     );
     assert!(before.requests < store.sent().requests);
 }
+
+/// As the server saw it: every statement on the store's keyspace was sent at LOCAL_QUORUM,
+/// none is conditional (no LWT) or filtering, and the store's own count of the statements it
+/// sent agrees with the server's.
+#[test]
+fn every_statement_at_local_quorum_unconditional_and_counted() {
+    let server = start_server();
+    let store = fresh_store(&server);
+    server.server.reset_stats();
+    let before = store.sent();
+    // Two checks that touch different tables (each expects a store of its own).
+    pinhive_store::contract::tokens_nodes_dead_letters(&store);
+    pinhive_store::contract::listing_pages_newest_first(&store);
+    let sent = store.sent().statements - before.statements;
+    let stats = server.server.stats();
+    let ours: Vec<(&String, &u64)> = stats
+        .by_statement
+        .iter()
+        .filter(|(text, _)| text.contains("ph_test_"))
+        .collect();
+    assert!(!ours.is_empty());
+    assert_eq!(ours.iter().map(|(_, n)| **n).sum::<u64>(), sent);
+    for (text, _) in &ours {
+        let levels = &stats.consistency_by_statement[*text];
+        assert_eq!(
+            levels.iter().collect::<Vec<_>>(),
+            vec!["LocalQuorum"],
+            "{text}"
+        );
+        assert!(!text.contains(" IF "), "no LWT: {text}");
+        assert!(!text.contains("ALLOW FILTERING"), "{text}");
+    }
+    assert_eq!(stats.prepares, 0, "prepared once, at open");
+}
