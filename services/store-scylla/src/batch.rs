@@ -1,9 +1,10 @@
 //! The write side: shard batches, commits, retention.
 //!
-//! A shard batch is written in phases, each a set of independent single-row writes sent
+//! A shard batch is written in three waves, each a set of independent single-row writes sent
 //! concurrently: (1) the pin rows, (2) their listing and pin-list entries (new ones written,
 //! those of the committed and stale values that the new value lacks deleted) with bucket
-//! markers, the journal and the pending set, (3) the CID states. So a pin row always reaches
+//! markers, the journal and the pending set, (3) the CID states. With the attempt before and
+//! the commit after, a batch waits for five waves of requests (of at most 64 in flight each). So a pin row always reaches
 //! the store before its entries (a rollback reads the row back to find them) and the CID
 //! states (which carry `applied_offset`) come last, as the `Store` contract asks; any subset
 //! of a phase is a state the attempt's rollback handles like a prefix. Writes are keyed by
@@ -23,13 +24,42 @@ type Write<'a> = BoxFuture<'a, Result<(), StoreError>>;
 
 impl ScyllaStore {
     pub(crate) async fn write_rows(&self, batch: &ShardBatch) -> Result<(), StoreError> {
+        let (mut side_writes, side_markers) = self.journal_and_pending(batch);
         // A request id written twice in one batch: the later write goes in a later round, so
-        // the two never race.
-        for round in rounds(&batch.pins) {
-            self.write_pins(&round).await?;
+        // the two never race. The journal and pending writes join the last round's entries.
+        let rounds = rounds(&batch.pins);
+        if rounds.is_empty() {
+            self.all(std::mem::take(&mut side_writes)).await?;
         }
+        let last = rounds.len().saturating_sub(1);
+        for (i, round) in rounds.iter().enumerate() {
+            let extra = if i == last {
+                std::mem::take(&mut side_writes)
+            } else {
+                Vec::new()
+            };
+            self.write_pins(round, extra).await?;
+        }
+        self.remember(side_markers);
         let statements = &self.statements;
-        let mut writes: Vec<Write<'_>> = Vec::new();
+        let mut cids: HashMap<&str, Option<Vec<u8>>> = HashMap::new();
+        for cid in &batch.cids {
+            cids.insert(&cid.cid, cid.state.as_ref().map(encode));
+        }
+        let writes = cids
+            .into_iter()
+            .map(|(cid, state)| match state {
+                Some(state) => self.write(&statements.put_cid, (cid, state)),
+                None => self.write(&statements.delete_cid, (cid,)),
+            })
+            .collect();
+        self.all(writes).await
+    }
+
+    /// The journal's and the pending set's writes of a batch, and the day markers they write.
+    fn journal_and_pending<'a>(&'a self, batch: &'a ShardBatch) -> (Vec<Write<'a>>, Vec<Marker>) {
+        let statements = &self.statements;
+        let mut writes: Vec<Write<'a>> = Vec::new();
         let mut markers = Vec::new();
         for entry in &batch.journal {
             let day = day_of(entry.timestamp_ns);
@@ -79,24 +109,15 @@ impl ScyllaStore {
                 self.write(&statements.delete_pending, (partition, cid))
             });
         }
-        self.all(writes).await?;
-        self.remember(markers);
-        let mut cids: HashMap<&str, Option<Vec<u8>>> = HashMap::new();
-        for cid in &batch.cids {
-            cids.insert(&cid.cid, cid.state.as_ref().map(encode));
-        }
-        let writes = cids
-            .into_iter()
-            .map(|(cid, state)| match state {
-                Some(state) => self.write(&statements.put_cid, (cid, state)),
-                None => self.write(&statements.delete_cid, (cid,)),
-            })
-            .collect();
-        self.all(writes).await
+        (writes, markers)
     }
 
-    /// Pin rows first, then their entries.
-    async fn write_pins(&self, pins: &[&PinWrite]) -> Result<(), StoreError> {
+    /// Pin rows first, then their entries (with `extra`, independent writes of the batch).
+    async fn write_pins<'a>(
+        &'a self,
+        pins: &[&'a PinWrite],
+        extra: Vec<Write<'a>>,
+    ) -> Result<(), StoreError> {
         let statements = &self.statements;
         let rows: Vec<Write<'_>> = pins
             .iter()
@@ -107,7 +128,7 @@ impl ScyllaStore {
             .collect();
         self.all(rows).await?;
         let width = self.options.listing_bucket_ns;
-        let mut writes: Vec<Write<'_>> = Vec::new();
+        let mut writes: Vec<Write<'a>> = extra;
         let mut markers = Vec::new();
         for pin in pins {
             let (new_listing, new_pin) = match &pin.new {
