@@ -1,14 +1,15 @@
 //! The write side: shard batches, commits, retention.
 //!
 //! A shard batch is written in three waves, each a set of independent single-row writes sent
-//! concurrently: (1) the pin rows, (2) their listing and pin-list entries (new ones written,
-//! those of the committed and stale values that the new value lacks deleted) with bucket
-//! markers, the journal and the pending set, (3) the CID states. With the attempt before and
-//! the commit after, a batch waits for five waves of requests (of at most 64 in flight each). So a pin row always reaches
-//! the store before its entries (a rollback reads the row back to find them) and the CID
-//! states (which carry `applied_offset`) come last, as the `Store` contract asks; any subset
-//! of a phase is a state the attempt's rollback handles like a prefix. Writes are keyed by
-//! what they describe (request id, CID, log offset), so a replay writes the same cells.
+//! concurrently (at most 64 in flight): (1) the pin rows, (2) their listing and pin-list
+//! entries (new ones written, those of the committed and stale values that the new value
+//! lacks deleted) with bucket markers, the journal and the pending set, (3) the CID states.
+//! So a pin row always reaches the store before its entries (a rollback reads the row back to
+//! find them) and the CID states (which carry `applied_offset`) come last, as the `Store`
+//! contract asks; any subset of a wave is a state the attempt's rollback handles like a
+//! prefix. With the attempt before and the commit after, a batch waits for five waves of
+//! requests. Writes are keyed by what they describe (request id, CID, log offset), so a
+//! replay writes the same cells.
 
 use std::collections::HashMap;
 
