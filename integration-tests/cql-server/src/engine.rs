@@ -73,6 +73,8 @@ pub struct Engine {
     pub catalog: Catalog,
     /// Added to the wall clock: tests advance it to expire TTLs.
     pub clock_offset_ms: i64,
+    /// The last write timestamp assigned (µs), so server-side timestamps strictly increase.
+    pub last_timestamp: i64,
 }
 
 /// A stable statement id: the same text on the same keyspace prepares to the same id.
@@ -96,6 +98,14 @@ impl Engine {
             .map(|elapsed| elapsed.as_millis() as i64)
             .unwrap_or(0);
         wall + self.clock_offset_ms
+    }
+
+    /// A server-side write timestamp (µs): the server clock, strictly increasing, as a
+    /// coordinator assigns when the client sends none (the driver's default).
+    pub fn next_timestamp(&mut self) -> i64 {
+        let now_us = self.now_ms().saturating_mul(1000);
+        self.last_timestamp = now_us.max(self.last_timestamp + 1);
+        self.last_timestamp
     }
 
     pub fn resolve_table_name(
@@ -132,6 +142,7 @@ impl Engine {
                 values,
                 if_not_exists,
                 ttl,
+                timestamp,
             } => {
                 let schema = self.schema_for(table, session_keyspace)?;
                 analysis.table = Some((schema.keyspace.clone(), schema.name.clone()));
@@ -144,10 +155,14 @@ impl Engine {
                 if let Some(ttl) = ttl {
                     analysis.bind_special(&schema, ttl, "[ttl]", CqlType::Int);
                 }
+                if let Some(timestamp) = timestamp {
+                    analysis.bind_special(&schema, timestamp, "[timestamp]", CqlType::BigInt);
+                }
             }
             Statement::Update {
                 table,
                 ttl,
+                timestamp,
                 assignments,
                 relations,
                 condition,
@@ -156,6 +171,9 @@ impl Engine {
                 analysis.table = Some((schema.keyspace.clone(), schema.name.clone()));
                 if let Some(ttl) = ttl {
                     analysis.bind_special(&schema, ttl, "[ttl]", CqlType::Int);
+                }
+                if let Some(timestamp) = timestamp {
+                    analysis.bind_special(&schema, timestamp, "[timestamp]", CqlType::BigInt);
                 }
                 for (column, term) in assignments {
                     let (index, definition) = schema.column(column)?;
@@ -181,12 +199,16 @@ impl Engine {
             }
             Statement::Delete {
                 table,
+                timestamp,
                 columns,
                 relations,
                 condition,
             } => {
                 let schema = self.schema_for(table, session_keyspace)?;
                 analysis.table = Some((schema.keyspace.clone(), schema.name.clone()));
+                if let Some(timestamp) = timestamp {
+                    analysis.bind_special(&schema, timestamp, "[timestamp]", CqlType::BigInt);
+                }
                 let mut needs_full_clustering = false;
                 for column in columns {
                     let (_, definition) = schema.column(column)?;
@@ -310,6 +332,7 @@ impl Engine {
         binds: &[Bound],
         page: &PageRequest,
         session_keyspace: Option<&str>,
+        timestamp: Option<i64>,
     ) -> Result<ExecResult, CqlError> {
         if binds.len() != prepared.bind_specs.len() {
             return Err(CqlError::invalid(format!(
@@ -381,7 +404,8 @@ impl Engine {
             }
             Statement::Select { .. } => crate::read::select(self, prepared, binds, page),
             Statement::Insert { .. } | Statement::Update { .. } | Statement::Delete { .. } => {
-                crate::write::execute_single(self, prepared, binds)
+                let timestamp = timestamp.unwrap_or_else(|| self.next_timestamp());
+                crate::write::execute_single(self, prepared, binds, timestamp)
             }
         }
     }

@@ -20,6 +20,10 @@ pub enum Fault {
     Overloaded,
     /// The connection is closed without an answer (the statement is not applied).
     DropConnection,
+    /// ERROR WriteTimeout at once, and the write (statement or whole batch) is applied `delay`
+    /// later with the timestamp it got on arrival: a replica applying a timed-out write late.
+    /// A write that arrived after it with a later timestamp still wins, as in ScyllaDB.
+    LateWrite { delay: std::time::Duration },
     /// The statement runs at once but its answer is held back this long (a slow coordinator or
     /// network: the driver's client-side timeout can fire on a write that was applied).
     Delay(std::time::Duration),
@@ -60,6 +64,8 @@ pub(crate) enum FaultOutcome {
     FailAfter(CqlError),
     /// Apply the first n statements, then fail.
     FailAfterPartial(usize, CqlError),
+    /// Fail now, apply after the delay.
+    ApplyLater(std::time::Duration, CqlError),
     Delay(std::time::Duration),
 }
 
@@ -71,6 +77,13 @@ impl Fault {
             Fault::Overloaded => FaultOutcome::FailBefore(CqlError::Overloaded),
             Fault::DropConnection => FaultOutcome::Drop,
             Fault::Delay(duration) => FaultOutcome::Delay(*duration),
+            Fault::LateWrite { delay } => FaultOutcome::ApplyLater(
+                *delay,
+                CqlError::WriteTimeout {
+                    consistency,
+                    write_type: write_type.to_string(),
+                },
+            ),
             Fault::PartialWriteTimeout { applied_statements } => FaultOutcome::FailAfterPartial(
                 *applied_statements,
                 CqlError::WriteTimeout {

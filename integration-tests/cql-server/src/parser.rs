@@ -116,16 +116,19 @@ pub enum Statement {
         values: Vec<Term>,
         if_not_exists: bool,
         ttl: Option<Term>,
+        timestamp: Option<Term>,
     },
     Update {
         table: TableName,
         ttl: Option<Term>,
+        timestamp: Option<Term>,
         assignments: Vec<(String, Term)>,
         relations: Vec<Relation>,
         condition: Condition,
     },
     Delete {
         table: TableName,
+        timestamp: Option<Term>,
         columns: Vec<String>,
         relations: Vec<Relation>,
         condition: Condition,
@@ -532,27 +535,29 @@ impl Parser {
         }
     }
 
-    fn using_ttl(&mut self) -> Result<Option<Term>, CqlError> {
+    /// `USING TTL t AND TIMESTAMP ts` (either, both, or neither): `(ttl, timestamp)`.
+    fn using(&mut self) -> Result<(Option<Term>, Option<Term>), CqlError> {
         let mut ttl = None;
+        let mut timestamp = None;
         if self.eat_keyword("using") {
             loop {
                 if self.eat_keyword("ttl") {
                     ttl = Some(self.term()?);
                 } else if self.eat_keyword("timestamp") {
-                    return Err(CqlError::invalid(
-                        "USING TIMESTAMP is not supported by this test server",
-                    ));
+                    timestamp = Some(self.term()?);
                 } else if self.eat_keyword("timeout") {
                     self.skip_duration()?;
                 } else {
-                    return Err(CqlError::syntax("line 1: expected TTL after USING"));
+                    return Err(CqlError::syntax(
+                        "line 1: expected TTL or TIMESTAMP after USING",
+                    ));
                 }
                 if !self.eat_keyword("and") {
                     break;
                 }
             }
         }
-        Ok(ttl)
+        Ok((ttl, timestamp))
     }
 
     /// `USING TIMEOUT 2000ms` (sent by the driver to ScyllaDB for metadata queries): accepted, ignored.
@@ -605,7 +610,7 @@ impl Parser {
             return Err(CqlError::invalid("Unmatched column names/values"));
         }
         let if_not_exists = self.if_not_exists()?;
-        let ttl = self.using_ttl()?;
+        let (ttl, timestamp) = self.using()?;
         let if_not_exists = if_not_exists || self.if_not_exists()?;
         Ok(Statement::Insert {
             table,
@@ -613,12 +618,13 @@ impl Parser {
             values,
             if_not_exists,
             ttl,
+            timestamp,
         })
     }
 
     fn update(&mut self) -> Result<Statement, CqlError> {
         let table = self.table_name()?;
-        let ttl = self.using_ttl()?;
+        let (ttl, timestamp) = self.using()?;
         self.expect_keyword("set")?;
         let mut assignments = Vec::new();
         loop {
@@ -636,6 +642,7 @@ impl Parser {
         Ok(Statement::Update {
             table,
             ttl,
+            timestamp,
             assignments,
             relations,
             condition,
@@ -654,7 +661,8 @@ impl Parser {
             self.expect_keyword("from")?;
         }
         let table = self.table_name()?;
-        if self.using_ttl()?.is_some() {
+        let (ttl, timestamp) = self.using()?;
+        if ttl.is_some() {
             return Err(CqlError::invalid("DELETE does not accept USING TTL"));
         }
         self.expect_keyword("where")?;
@@ -662,6 +670,7 @@ impl Parser {
         let condition = self.condition()?;
         Ok(Statement::Delete {
             table,
+            timestamp,
             columns,
             relations,
             condition,

@@ -250,10 +250,8 @@ pub fn select(
     let mut rows: Vec<(Position, Vec<Option<Value>>)> = Vec::new();
     for (partition_key, partition) in partitions {
         let statics = |values: &mut Vec<Option<Value>>| {
-            for (index, cell) in &partition.static_cells {
-                if cell.is_live(now_ms) {
-                    values[*index] = Some(cell.value.clone());
-                }
+            for (index, value) in partition.live_static(now_ms) {
+                values[index] = Some(value.clone());
             }
         };
         let base = || {
@@ -264,16 +262,29 @@ pub fn select(
             values
         };
         let mut emitted = false;
-        let mut emit = |clustering: &ClusteringKey, row: &crate::schema::Row| {
+        let ordered: Box<dyn Iterator<Item = (&ClusteringKey, &crate::schema::Row)>> = if reversed {
+            Box::new(partition.rows.iter().rev())
+        } else {
+            Box::new(partition.rows.iter())
+        };
+        for (clustering, row) in ordered {
+            let selected = selection_of
+                .clustering
+                .iter()
+                .all(|predicate| predicate.matches(&clustering.values));
+            if !selected {
+                continue;
+            }
+            let Some(cells) = partition.live_row(clustering, row, now_ms) else {
+                continue;
+            };
             let mut values = base();
             for (position, index) in schema.clustering_key.iter().enumerate() {
                 values[*index] = Some(clustering.values[position].clone());
             }
             statics(&mut values);
-            for (index, cell) in &row.cells {
-                if cell.is_live(now_ms) {
-                    values[*index] = Some(cell.value.clone());
-                }
+            for (index, value) in cells {
+                values[index] = Some(value.clone());
             }
             rows.push((
                 Position {
@@ -282,24 +293,7 @@ pub fn select(
                 },
                 values,
             ));
-        };
-        let matching = |(clustering, row): &(&ClusteringKey, &crate::schema::Row)| {
-            row.is_live(now_ms)
-                && selection_of
-                    .clustering
-                    .iter()
-                    .all(|predicate| predicate.matches(&clustering.values))
-        };
-        if reversed {
-            for (clustering, row) in partition.rows.iter().rev().filter(matching) {
-                emit(clustering, row);
-                emitted = true;
-            }
-        } else {
-            for (clustering, row) in partition.rows.iter().filter(matching) {
-                emit(clustering, row);
-                emitted = true;
-            }
+            emitted = true;
         }
         // A partition holding only static cells is one row with null clustering columns.
         if !emitted && selection_of.clustering.is_empty() && partition.has_live_static(now_ms) {
@@ -447,7 +441,9 @@ mod tests {
 
     fn run(engine: &mut Engine, statement: &str, page: &PageRequest) -> ExecResult {
         let prepared = engine.prepare(statement, None).expect(statement);
-        engine.execute(&prepared, &[], page, None).expect(statement)
+        engine
+            .execute(&prepared, &[], page, None, None)
+            .expect(statement)
     }
 
     /// xorshift64*: a few lines instead of a dependency (a new one rebuilds the driver).

@@ -79,44 +79,131 @@ impl Ord for ClusteringKey {
     }
 }
 
-/// A cell: a value and, when written with a TTL, the clock time (ms) it expires at.
+/// No tombstone: older than every write.
+pub const NO_TOMBSTONE: i64 = i64::MIN;
+
+/// A cell: a value (`None` is a cell tombstone: a null written or a column deleted), the write
+/// timestamp (µs) it carries, and, when written with a TTL, the clock time (ms) it expires at.
 #[derive(Debug, Clone)]
 pub struct Cell {
-    pub value: Value,
+    pub value: Option<Value>,
     pub expires_at_ms: Option<i64>,
+    pub timestamp: i64,
 }
 
 impl Cell {
-    pub fn is_live(&self, now_ms: i64) -> bool {
-        self.expires_at_ms.is_none_or(|expiry| expiry > now_ms)
+    /// The value, unless it is null, expired, or shadowed by a tombstone at `shadow` or later
+    /// (a deletion wins a timestamp tie, as in ScyllaDB).
+    pub fn live_value(&self, now_ms: i64, shadow: i64) -> Option<&Value> {
+        let expired = self.expires_at_ms.is_some_and(|expiry| expiry <= now_ms);
+        if expired || self.timestamp <= shadow {
+            return None;
+        }
+        self.value.as_ref()
+    }
+
+    /// Writes `incoming` over this cell unless this one carries a later timestamp.
+    pub fn merge_into(cells: &mut HashMap<usize, Cell>, index: usize, incoming: Cell) {
+        match cells.get(&index) {
+            Some(existing) if existing.timestamp > incoming.timestamp => {}
+            _ => {
+                cells.insert(index, incoming);
+            }
+        }
     }
 }
 
-/// A row: the row marker INSERT writes (a row exists while its marker or any cell lives) and
-/// the cells of its regular columns by column index.
-#[derive(Debug, Clone, Default)]
+/// The row marker INSERT writes: a row exists while its marker or any of its cells lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Marker {
+    pub expires_at_ms: Option<i64>,
+    pub timestamp: i64,
+}
+
+/// A row: its marker, the cells of its regular columns by column index, and its row
+/// tombstone's timestamp.
+#[derive(Debug, Clone)]
 pub struct Row {
-    pub marker: Option<Option<i64>>,
+    pub marker: Option<Marker>,
     pub cells: HashMap<usize, Cell>,
+    pub deleted_at: i64,
 }
 
-impl Row {
-    pub fn is_live(&self, now_ms: i64) -> bool {
-        let marker_live =
-            matches!(self.marker, Some(expiry) if expiry.is_none_or(|at| at > now_ms));
-        marker_live || self.cells.values().any(|cell| cell.is_live(now_ms))
+impl Default for Row {
+    fn default() -> Self {
+        Row {
+            marker: None,
+            cells: HashMap::new(),
+            deleted_at: NO_TOMBSTONE,
+        }
     }
 }
 
-#[derive(Debug, Clone, Default)]
+/// A partition: static cells, rows in clustering order, and its tombstones (partition-wide and
+/// clustering ranges). Deleted data stays, shadowed, so a late write with an older timestamp
+/// cannot resurrect it.
+#[derive(Debug, Clone)]
 pub struct Partition {
     pub static_cells: HashMap<usize, Cell>,
     pub rows: BTreeMap<ClusteringKey, Row>,
+    pub deleted_at: i64,
+    pub range_tombstones: Vec<(Vec<crate::read::ClusteringPredicate>, i64)>,
+}
+
+impl Default for Partition {
+    fn default() -> Self {
+        Partition {
+            static_cells: HashMap::new(),
+            rows: BTreeMap::new(),
+            deleted_at: NO_TOMBSTONE,
+            range_tombstones: Vec::new(),
+        }
+    }
 }
 
 impl Partition {
+    /// The live static cells.
+    pub fn live_static(&self, now_ms: i64) -> impl Iterator<Item = (usize, &Value)> {
+        self.static_cells.iter().filter_map(move |(index, cell)| {
+            cell.live_value(now_ms, self.deleted_at)
+                .map(|value| (*index, value))
+        })
+    }
+
     pub fn has_live_static(&self, now_ms: i64) -> bool {
-        self.static_cells.values().any(|cell| cell.is_live(now_ms))
+        self.live_static(now_ms).next().is_some()
+    }
+
+    /// The live cells of a row, or `None` when the row does not exist (no live marker or cell).
+    pub fn live_row<'row>(
+        &self,
+        key: &ClusteringKey,
+        row: &'row Row,
+        now_ms: i64,
+    ) -> Option<Vec<(usize, &'row Value)>> {
+        let shadow = self
+            .range_tombstones
+            .iter()
+            .filter(|(predicates, _)| {
+                predicates
+                    .iter()
+                    .all(|predicate| predicate.matches(&key.values))
+            })
+            .map(|(_, timestamp)| *timestamp)
+            .chain([self.deleted_at, row.deleted_at])
+            .max()
+            .unwrap_or(NO_TOMBSTONE);
+        let cells: Vec<(usize, &Value)> = row
+            .cells
+            .iter()
+            .filter_map(|(index, cell)| {
+                cell.live_value(now_ms, shadow).map(|value| (*index, value))
+            })
+            .collect();
+        let marker_live = row.marker.is_some_and(|marker| {
+            marker.timestamp > shadow && marker.expires_at_ms.is_none_or(|expiry| expiry > now_ms)
+        });
+        (marker_live || !cells.is_empty()).then_some(cells)
     }
 }
 

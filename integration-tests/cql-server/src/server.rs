@@ -209,7 +209,11 @@ fn error_reply(error: CqlError) -> Handled {
     Handled::Reply(protocol::OPCODE_ERROR, error.encode_body(), Vec::new())
 }
 
-fn handle(state: &ServerState, keyspace: &Mutex<Option<String>>, frame: RequestFrame) -> Handled {
+fn handle(
+    state: &Arc<ServerState>,
+    keyspace: &Mutex<Option<String>>,
+    frame: RequestFrame,
+) -> Handled {
     let _ = frame.version;
     let features = ProtocolFeatures::default();
     let mut body: &[u8] = &frame.body;
@@ -296,7 +300,7 @@ fn consult_faults(state: &ServerState, texts: &[&str]) -> Option<Fault> {
 }
 
 fn run_statement(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     keyspace: &Mutex<Option<String>>,
     prepared: Arc<Prepared>,
     parameters: &scylla_cql::frame::request::query::QueryParameters<'_>,
@@ -329,10 +333,13 @@ fn run_statement(
         .map(|fault| fault.outcome(consistency, write_type));
     let execute = |state: &ServerState| {
         let session_keyspace = keyspace.lock().clone();
-        state
-            .engine
-            .lock()
-            .execute(&prepared, &binds, &page, session_keyspace.as_deref())
+        state.engine.lock().execute(
+            &prepared,
+            &binds,
+            &page,
+            session_keyspace.as_deref(),
+            parameters.timestamp,
+        )
     };
     let mut delay = None;
     match outcome {
@@ -346,6 +353,24 @@ fn run_statement(
             if applied_statements > 0 {
                 execute(state)?;
             }
+            return Err(error);
+        }
+        Some(FaultOutcome::ApplyLater(delay, error)) => {
+            let timestamp = parameters
+                .timestamp
+                .unwrap_or_else(|| state.engine.lock().next_timestamp());
+            let state = state.clone();
+            let session_keyspace = keyspace.lock().clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = state.engine.lock().execute(
+                    &prepared,
+                    &binds,
+                    &PageRequest::default(),
+                    session_keyspace.as_deref(),
+                    Some(timestamp),
+                );
+            });
             return Err(error);
         }
         Some(FaultOutcome::Delay(duration)) => delay = Some(duration),
@@ -378,7 +403,7 @@ fn run_statement(
 }
 
 fn run_batch(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     keyspace: &Mutex<Option<String>>,
     batch: Batch<'_, BatchStatement<'_>, Vec<SerializedValues>>,
 ) -> Result<Handled, CqlError> {
@@ -439,28 +464,44 @@ fn run_batch(
         }
     }
     let outcome = consult_faults(state, &texts).map(|fault| fault.outcome(consistency, write_type));
-    let execute = |statements: &[(Arc<Prepared>, Vec<Bound>)]| {
-        crate::write::execute_batch(&mut state.engine.lock(), statements)
+    let batch_timestamp = batch.timestamp;
+    let execute = |statements: &[(Arc<Prepared>, Vec<Bound>)], timestamp: Option<i64>| {
+        crate::write::execute_batch(&mut state.engine.lock(), statements, timestamp)
     };
     let mut delay = None;
     match outcome {
         Some(FaultOutcome::Drop) => return Ok(Handled::Drop),
         Some(FaultOutcome::FailBefore(error)) => return Err(error),
         Some(FaultOutcome::FailAfter(error)) => {
-            execute(&statements)?;
+            execute(&statements, batch_timestamp)?;
             return Err(error);
         }
         Some(FaultOutcome::FailAfterPartial(applied_statements, error)) => {
-            // Each statement applied on its own, as replicas of different partitions would.
+            // Each statement applied on its own, as replicas of different partitions would,
+            // all with the batch's one timestamp.
+            let timestamp = batch_timestamp.unwrap_or_else(|| state.engine.lock().next_timestamp());
             for statement in statements.iter().take(applied_statements) {
-                execute(std::slice::from_ref(statement))?;
+                execute(std::slice::from_ref(statement), Some(timestamp))?;
             }
+            return Err(error);
+        }
+        Some(FaultOutcome::ApplyLater(delay, error)) => {
+            let timestamp = batch_timestamp.unwrap_or_else(|| state.engine.lock().next_timestamp());
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = crate::write::execute_batch(
+                    &mut state.engine.lock(),
+                    &statements,
+                    Some(timestamp),
+                );
+            });
             return Err(error);
         }
         Some(FaultOutcome::Delay(duration)) => delay = Some(duration),
         None => {}
     }
-    let (result, warnings) = execute(&statements)?;
+    let (result, warnings) = execute(&statements, batch_timestamp)?;
     let reply = Handled::Reply(
         protocol::OPCODE_RESULT,
         protocol::result_body(&result),

@@ -370,7 +370,11 @@ impl Catalog {
                 descending: table.descending.clone(),
             };
             let mut stored = Row {
-                marker: Some(None),
+                marker: Some(crate::schema::Marker {
+                    expires_at_ms: None,
+                    timestamp: 0,
+                }),
+                deleted_at: crate::schema::NO_TOMBSTONE,
                 cells: HashMap::new(),
             };
             for index in 0..schema.columns.len() {
@@ -379,7 +383,8 @@ impl Catalog {
                         stored.cells.insert(
                             index,
                             Cell {
-                                value,
+                                value: Some(value),
+                                timestamp: 0,
                                 expires_at_ms: None,
                             },
                         );

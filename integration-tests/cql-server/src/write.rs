@@ -6,7 +6,7 @@ use crate::engine::{Bound, ColumnSpec, Engine, ExecResult, Prepared};
 use crate::error::CqlError;
 use crate::parser::{Condition, Relation, Statement, Term};
 use crate::read::{selected, ClusteringPredicate};
-use crate::schema::{Cell, ClusteringKey, ColumnKind, Row, TableSchema};
+use crate::schema::{Cell, ClusteringKey, ColumnKind, Marker, Row, TableSchema};
 use crate::terms::{resolve, resolve_key};
 use crate::types::{CqlType, Value};
 
@@ -49,6 +49,8 @@ struct Plan {
     clustering: Option<Vec<Value>>,
     mutation: Mutation,
     check: Option<Check>,
+    /// The write timestamp (µs) every cell, marker and tombstone of the mutation carries.
+    timestamp: i64,
 }
 
 impl Plan {
@@ -91,7 +93,40 @@ fn ttl_seconds(
     }
 }
 
-fn plan(engine: &Engine, prepared: &Prepared, binds: &[Bound]) -> Result<Plan, CqlError> {
+/// The statement's `USING TIMESTAMP`, else the request's timestamp.
+fn statement_timestamp(
+    prepared: &Prepared,
+    binds: &[Bound],
+    default_timestamp: i64,
+) -> Result<i64, CqlError> {
+    let term = match &prepared.statement {
+        Statement::Insert { timestamp, .. }
+        | Statement::Update { timestamp, .. }
+        | Statement::Delete { timestamp, .. } => timestamp.as_ref(),
+        _ => None,
+    };
+    let Some(term) = term else {
+        return Ok(default_timestamp);
+    };
+    if prepared.is_conditional {
+        return Err(CqlError::invalid(
+            "Cannot provide custom timestamp for conditional updates",
+        ));
+    }
+    match resolve(term, &CqlType::BigInt, binds)? {
+        Bound::Value(Value::BigInt(timestamp)) => Ok(timestamp),
+        Bound::Unset => Ok(default_timestamp),
+        _ => Err(CqlError::invalid("Invalid null value of timestamp")),
+    }
+}
+
+fn plan(
+    engine: &Engine,
+    prepared: &Prepared,
+    binds: &[Bound],
+    default_timestamp: i64,
+) -> Result<Plan, CqlError> {
+    let timestamp = statement_timestamp(prepared, binds, default_timestamp)?;
     let Some((keyspace, table)) = &prepared.table else {
         return Err(CqlError::Server("write without a table".into()));
     };
@@ -256,6 +291,7 @@ fn plan(engine: &Engine, prepared: &Prepared, binds: &[Bound]) -> Result<Plan, C
         clustering,
         mutation,
         check,
+        timestamp,
     })
 }
 
@@ -281,12 +317,10 @@ fn current_row(engine: &Engine, plan: &Plan) -> Result<Current, CqlError> {
     for (position, index) in plan.schema.partition_key.iter().enumerate() {
         current.values[*index] = Some(plan.partition_key[position].clone());
     }
-    for (index, cell) in &partition.static_cells {
-        if cell.is_live(now_ms) {
-            current.values[*index] = Some(cell.value.clone());
-        }
+    for (index, value) in partition.live_static(now_ms) {
+        current.values[index] = Some(value.clone());
+        current.static_exists = true;
     }
-    current.static_exists = partition.has_live_static(now_ms);
     let Some(clustering) = &plan.clustering else {
         current.row_exists = current.static_exists;
         return Ok(current);
@@ -295,17 +329,19 @@ fn current_row(engine: &Engine, plan: &Plan) -> Result<Current, CqlError> {
         values: clustering.clone(),
         descending: table.descending.clone(),
     };
-    let Some(row) = partition.rows.get(&key).filter(|row| row.is_live(now_ms)) else {
+    let Some(cells) = partition
+        .rows
+        .get(&key)
+        .and_then(|row| partition.live_row(&key, row, now_ms))
+    else {
         return Ok(current);
     };
     current.row_exists = true;
     for (position, index) in plan.schema.clustering_key.iter().enumerate() {
         current.values[*index] = Some(clustering[position].clone());
     }
-    for (index, cell) in &row.cells {
-        if cell.is_live(now_ms) {
-            current.values[*index] = Some(cell.value.clone());
-        }
+    for (index, value) in cells {
+        current.values[index] = Some(value.clone());
     }
     Ok(current)
 }
@@ -366,6 +402,7 @@ fn applied_result(plan: &Plan) -> ExecResult {
 
 fn apply(engine: &mut Engine, plan: Plan) -> Result<(), CqlError> {
     let now_ms = engine.now_ms();
+    let timestamp = plan.timestamp;
     let table = engine.catalog.table_mut(&plan.keyspace, &plan.table)?;
     let descending = table.descending.clone();
     match plan.mutation {
@@ -378,25 +415,17 @@ fn apply(engine: &mut Engine, plan: Plan) -> Result<(), CqlError> {
         } => {
             let expires_at_ms = (ttl_seconds > 0).then(|| now_ms + i64::from(ttl_seconds) * 1000);
             let partition = table.partitions.entry(partition_key).or_default();
-            let mut regular: Vec<(usize, Option<Value>)> = Vec::new();
+            let mut regular = Vec::new();
             for (index, value) in cells {
+                let cell = Cell {
+                    value,
+                    expires_at_ms,
+                    timestamp,
+                };
                 if plan.schema.columns[index].kind == ColumnKind::Static {
-                    match value {
-                        Some(value) => {
-                            partition.static_cells.insert(
-                                index,
-                                Cell {
-                                    value,
-                                    expires_at_ms,
-                                },
-                            );
-                        }
-                        None => {
-                            partition.static_cells.remove(&index);
-                        }
-                    }
+                    Cell::merge_into(&mut partition.static_cells, index, cell);
                 } else {
-                    regular.push((index, value));
+                    regular.push((index, cell));
                 }
             }
             let Some(clustering) = clustering else {
@@ -410,24 +439,18 @@ fn apply(engine: &mut Engine, plan: Plan) -> Result<(), CqlError> {
                 descending,
             };
             let row: &mut Row = partition.rows.entry(key).or_default();
-            if row_marker {
-                row.marker = Some(expires_at_ms);
+            if row_marker
+                && row
+                    .marker
+                    .is_none_or(|marker| marker.timestamp <= timestamp)
+            {
+                row.marker = Some(Marker {
+                    expires_at_ms,
+                    timestamp,
+                });
             }
-            for (index, value) in regular {
-                match value {
-                    Some(value) => {
-                        row.cells.insert(
-                            index,
-                            Cell {
-                                value,
-                                expires_at_ms,
-                            },
-                        );
-                    }
-                    None => {
-                        row.cells.remove(&index);
-                    }
-                }
+            for (index, cell) in regular {
+                Cell::merge_into(&mut row.cells, index, cell);
             }
         }
         Mutation::Delete {
@@ -435,34 +458,55 @@ fn apply(engine: &mut Engine, plan: Plan) -> Result<(), CqlError> {
             clustering,
             columns,
         } => {
-            let Some(partition) = table.partitions.get_mut(&partition_key) else {
-                return Ok(());
+            let partition = table.partitions.entry(partition_key).or_default();
+            let tombstone = || Cell {
+                value: None,
+                expires_at_ms: None,
+                timestamp,
             };
-            if columns.is_empty() {
-                if clustering.is_empty() {
-                    table.partitions.remove(&partition_key);
-                } else {
-                    partition.rows.retain(|key, _| {
-                        !clustering
+            if !columns.is_empty() {
+                for index in columns {
+                    if plan.schema.columns[index].kind == ColumnKind::Static {
+                        Cell::merge_into(&mut partition.static_cells, index, tombstone());
+                        continue;
+                    }
+                    for (key, row) in partition.rows.iter_mut() {
+                        if clustering
                             .iter()
                             .all(|predicate| predicate.matches(&key.values))
-                    });
+                        {
+                            Cell::merge_into(&mut row.cells, index, tombstone());
+                        }
+                    }
                 }
                 return Ok(());
             }
-            for index in columns {
-                if plan.schema.columns[index].kind == ColumnKind::Static {
-                    partition.static_cells.remove(&index);
-                    continue;
+            if clustering.is_empty() {
+                partition.deleted_at = partition.deleted_at.max(timestamp);
+                return Ok(());
+            }
+            let full_key: Option<Vec<Value>> = plan.clustering.clone().filter(|values| {
+                values.len() == plan.schema.clustering_key.len()
+                    && clustering.len() == values.len()
+                    && clustering.iter().all(|predicate| {
+                        matches!(
+                            predicate,
+                            ClusteringPredicate::Single {
+                                operator: crate::parser::Operator::Eq,
+                                ..
+                            }
+                        )
+                    })
+            });
+            match full_key {
+                Some(values) => {
+                    let row = partition
+                        .rows
+                        .entry(ClusteringKey { values, descending })
+                        .or_default();
+                    row.deleted_at = row.deleted_at.max(timestamp);
                 }
-                for (key, row) in partition.rows.iter_mut() {
-                    if clustering
-                        .iter()
-                        .all(|predicate| predicate.matches(&key.values))
-                    {
-                        row.cells.remove(&index);
-                    }
-                }
+                None => partition.range_tombstones.push((clustering, timestamp)),
             }
         }
     }
@@ -473,8 +517,9 @@ pub fn execute_single(
     engine: &mut Engine,
     prepared: &Prepared,
     binds: &[Bound],
+    timestamp: i64,
 ) -> Result<ExecResult, CqlError> {
-    let plan = plan(engine, prepared, binds)?;
+    let plan = plan(engine, prepared, binds, timestamp)?;
     let conditional = plan.check.is_some();
     if let Some(not_applied) = evaluate(engine, &plan)? {
         return Ok(not_applied);
@@ -492,7 +537,9 @@ pub fn execute_single(
 pub fn execute_batch(
     engine: &mut Engine,
     statements: &[(std::sync::Arc<Prepared>, Vec<Bound>)],
+    timestamp: Option<i64>,
 ) -> Result<(ExecResult, Vec<String>), CqlError> {
+    let timestamp = timestamp.unwrap_or_else(|| engine.next_timestamp());
     let mut plans = Vec::new();
     for (prepared, binds) in statements {
         if !prepared.is_write() {
@@ -500,7 +547,7 @@ pub fn execute_batch(
                 "Invalid statement in batch: only UPDATE, INSERT and DELETE statements are allowed.",
             ));
         }
-        plans.push(plan(engine, prepared, binds)?);
+        plans.push(plan(engine, prepared, binds, timestamp)?);
     }
     let mut warnings = Vec::new();
     let size: usize = plans.iter().map(Plan::size_bytes).sum();

@@ -1267,3 +1267,94 @@ async fn the_paging_state_resumes_after_the_last_row_even_if_rows_change_between
         .unwrap();
     assert_eq!(page(second), vec![35, 40]);
 }
+
+#[tokio::test]
+async fn using_timestamp_orders_writes_and_deletes_by_timestamp_not_arrival() {
+    let (_server, session) = started().await;
+    run(&session, "CREATE TABLE t (k text PRIMARY KEY, v text)").await;
+    run(
+        &session,
+        "INSERT INTO t (k, v) VALUES ('a', 'new') USING TIMESTAMP 2000",
+    )
+    .await;
+    run(
+        &session,
+        "INSERT INTO t (k, v) VALUES ('a', 'old') USING TIMESTAMP 1000",
+    )
+    .await;
+    assert_eq!(
+        values(&session, "SELECT v FROM t WHERE k = 'a'").await,
+        vec!["new"]
+    );
+    run(&session, "DELETE FROM t USING TIMESTAMP 1500 WHERE k = 'a'").await;
+    assert_eq!(
+        values(&session, "SELECT v FROM t WHERE k = 'a'").await,
+        vec!["new"]
+    );
+    run(&session, "DELETE FROM t USING TIMESTAMP 3000 WHERE k = 'a'").await;
+    assert!(values(&session, "SELECT v FROM t WHERE k = 'a'")
+        .await
+        .is_empty());
+    // The tombstone stays: an older write arriving after the delete does not resurrect the row.
+    run(
+        &session,
+        "INSERT INTO t (k, v) VALUES ('a', 'zombie') USING TIMESTAMP 2500",
+    )
+    .await;
+    assert!(values(&session, "SELECT v FROM t WHERE k = 'a'")
+        .await
+        .is_empty());
+    let message = refused(
+        &session,
+        "INSERT INTO t (k, v) VALUES ('b', 'x') IF NOT EXISTS USING TIMESTAMP 5",
+    )
+    .await;
+    assert!(
+        message.contains("Cannot provide custom timestamp for conditional updates"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_late_write_lands_after_the_timeout_but_loses_to_a_newer_write() {
+    let (server, session) = started().await;
+    run(&session, "CREATE TABLE pins (k text PRIMARY KEY, v text)").await;
+    let insert = session
+        .prepare("INSERT INTO pins (k, v) VALUES (?, ?)")
+        .await
+        .unwrap();
+    server.inject(
+        Fault::LateWrite {
+            delay: Duration::from_millis(300),
+        },
+        StatementMatcher::contains("INSERT INTO pins"),
+        2,
+    );
+    let error = session
+        .execute_unpaged(&insert, ("a", "first"))
+        .await
+        .unwrap_err();
+    assert!(matches!(db_error(error).0, DbError::WriteTimeout { .. }));
+    let error = session
+        .execute_unpaged(&insert, ("b", "only"))
+        .await
+        .unwrap_err();
+    assert!(matches!(db_error(error).0, DbError::WriteTimeout { .. }));
+    // Not there yet; the retry of 'a' lands first and has the later timestamp.
+    assert!(values(&session, "SELECT v FROM pins WHERE k = 'b'")
+        .await
+        .is_empty());
+    session
+        .execute_unpaged(&insert, ("a", "retry"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        values(&session, "SELECT v FROM pins WHERE k = 'a'").await,
+        vec!["retry"]
+    );
+    assert_eq!(
+        values(&session, "SELECT v FROM pins WHERE k = 'b'").await,
+        vec!["only"]
+    );
+}
