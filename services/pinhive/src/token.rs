@@ -18,7 +18,29 @@ pub enum TokenCommand {
         admin: bool,
         #[arg(long, env = "PINHIVE_DATA_DIR", default_value = "pinhive-data")]
         data_dir: PathBuf,
+        /// The store: `embedded` (under the data dir) or `scylla://host:9042/keyspace`.
+        #[arg(long, env = "PINHIVE_STORE", default_value = "embedded")]
+        store: String,
     },
+}
+
+/// The store a token is written to: the embedded one (refused while a service holds it) or a
+/// ScyllaDB keyspace, which running services share.
+fn open_store(data_dir: &std::path::Path, store: &str) -> anyhow::Result<Box<dyn Store>> {
+    if store != "embedded" {
+        let scylla = pinhive_store_scylla::ScyllaStore::open(store).with_context(|| {
+            format!("opening the store at {store} (migrated? `pinhive migrate`)")
+        })?;
+        return Ok(Box::new(scylla));
+    }
+    pinhive_server::config::prepare_data_dir(data_dir)?;
+    match EmbeddedStore::open(&data_dir.join("store")) {
+        Err(StoreError::Locked { path }) => anyhow::bail!(
+            "{path} is in use by a running pinhive; create the token through the \
+             running service instead: POST /admin/tokens with an admin token"
+        ),
+        other => Ok(Box::new(other.context("opening the store")?)),
+    }
 }
 
 pub fn run(command: TokenCommand) -> anyhow::Result<()> {
@@ -27,20 +49,14 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
             name,
             admin,
             data_dir,
+            store,
         } => {
             if !pinhive_store::valid_owner(&name) {
                 anyhow::bail!(
                     "--name must be 1..128 bytes, not start with '#', without control characters"
                 );
             }
-            pinhive_server::config::prepare_data_dir(&data_dir)?;
-            let store = match EmbeddedStore::open(&data_dir.join("store")) {
-                Err(StoreError::Locked { path }) => anyhow::bail!(
-                    "{path} is in use by a running pinhive; create the token through the \
-                     running service instead: POST /admin/tokens with an admin token"
-                ),
-                other => other.context("opening the store")?,
-            };
+            let store = open_store(&data_dir, &store)?;
             let secret = pinhive_store::new_secret();
             store.put_token(
                 &pinhive_store::hash_secret(&secret),
