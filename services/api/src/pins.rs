@@ -103,13 +103,14 @@ async fn append_and_wait(state: &AppState, decided: Vec<Decided>) -> Result<(), 
     let positions: Vec<Position> = state.log.append(records).instrument(append).await?;
     let wait = tracing::info_span!("shard.wait_applied");
     for position in positions {
-        // A partition another instance owns is applied there; nothing to wait for here.
-        if !state.orchestrator.owns(position.partition) {
+        // A partition another instance owns is applied there: waited for through a shared
+        // store's commit row, or not at all with a store of this instance's own.
+        if !state.orchestrator.owns(position.partition) && !state.orchestrator.shared_store() {
             continue;
         }
         if !state
             .orchestrator
-            .wait_applied(position, state.config.apply_wait)
+            .wait_applied_anywhere(position, state.config.apply_wait)
             .instrument(wait.clone())
             .await
         {

@@ -47,6 +47,9 @@ pub struct OrchestratorConfig {
     /// Journal entries (pin history) and dead letters are kept this long.
     pub journal_retention: Duration,
     pub dead_letter_retention: Duration,
+    /// Other instances write the same store (ScyllaDB): a write to a partition another
+    /// instance owns can be waited for through the partition's commit row.
+    pub shared_store: bool,
 }
 
 impl Default for OrchestratorConfig {
@@ -63,6 +66,7 @@ impl Default for OrchestratorConfig {
             retention_interval: Duration::from_secs(60),
             journal_retention: Duration::from_secs(7 * 24 * 3600),
             dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
+            shared_store: false,
         }
     }
 }
@@ -247,6 +251,11 @@ impl Orchestrator {
     }
 
     /// True if this instance currently runs `partition`'s shard.
+    /// Whether other instances write the same store (see [`OrchestratorConfig::shared_store`]).
+    pub fn shared_store(&self) -> bool {
+        self.config.shared_store
+    }
+
     pub fn owns(&self, partition: u32) -> bool {
         self.runners.lock().contains_key(&partition)
     }
@@ -338,6 +347,37 @@ impl Orchestrator {
         tokio::time::timeout(timeout, receiver.wait_for(|next| *next > position.offset))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Read-your-writes for any partition: waits (at most `timeout`) until the record at
+    /// `position` is applied — by this instance's shard when it owns the partition; with a
+    /// shared store, by whichever instance owns it, as the partition's commit row shows.
+    /// Returns false at the bound (or when nobody here can tell: another owner, own store).
+    pub async fn wait_applied_anywhere(&self, position: Position, timeout: Duration) -> bool {
+        if self.owns(position.partition) {
+            return self.wait_applied(position, timeout).await;
+        }
+        if !self.config.shared_store {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let store = self.store.clone();
+            let committed =
+                tokio::task::spawn_blocking(move || store.committed(position.partition)).await;
+            if let Ok(Ok(state)) = committed {
+                if state.next_offset.is_some_and(|next| next > position.offset) {
+                    return true;
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
     }
 
     pub async fn snapshots(&self) -> Vec<ShardSnapshot> {

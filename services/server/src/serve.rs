@@ -343,6 +343,7 @@ pub async fn start(
             dead_letter_retention: Duration::from_secs(config.history_retention_secs),
             dial_private_origins: config.dial_private_origins,
             cache_bytes: config.cache_bytes,
+            shared_store: config.store != "embedded",
             ..OrchestratorConfig::default()
         },
         membership,
