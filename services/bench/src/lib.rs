@@ -9,6 +9,9 @@
 //!   memory, disk and crash-recovery figures.
 //! * `analytics`: the demand tracker and replica optimizer on a synthetic Zipf access stream,
 //!   beside a fixed replication factor of 3 on the same stream and storage.
+//! * `store-size`: N representative pins through the service into the ScyllaDB store (on the
+//!   CQL test server), then rows, partitions and encoded bytes per CQL table, and the CQL
+//!   statements per pin (docs/capacity.md).
 //!
 //! Invariant: a benchmark never changes what it measures; it drives the service through its
 //! public surfaces (HTTP, the log, the store before start) and the wiring in `pinhive-server`.
@@ -17,6 +20,7 @@ pub mod analytics;
 pub mod kafka;
 pub mod pipeline;
 pub mod scale;
+pub mod store_size;
 pub mod tracing_overhead;
 
 use clap::{Args, Subcommand};
@@ -41,6 +45,9 @@ pub enum BenchMode {
     /// Demand tracker and replica optimizer on a synthetic Zipf stream with a popularity
     /// shift: ingest rate, recompute time, RSS, and locality/storage/churn against fixed RF3.
     Analytics(analytics::AnalyticsArgs),
+    /// Representative pins into the ScyllaDB store on the CQL test server: rows, partitions
+    /// and encoded bytes per table per pin, CQL statements per pin.
+    StoreSize(store_size::StoreSizeArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -49,6 +56,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchMode::Pipeline(pipeline)) => pipeline::run(pipeline),
         Some(BenchMode::Scale(scale)) => scale::run(scale),
         Some(BenchMode::Analytics(analytics)) => analytics::run(analytics),
+        Some(BenchMode::StoreSize(store_size)) => store_size::run(store_size),
     }
 }
 
