@@ -49,6 +49,10 @@ pub struct PipelineArgs {
     /// Instead: raw rdkafka vs pinhive in Kafka mode on this broker (HOST:PORT).
     #[arg(long)]
     pub kafka: Option<String>,
+    /// With `--kafka`: also run pinhive on this store (`scylla://HOST:PORT/KEYSPACE`, migrated
+    /// at start) and report it beside the same run's embedded-store figures.
+    #[arg(long, requires = "kafka")]
+    pub store: Option<String>,
 }
 
 /// POSTs `count` pins (CIDs `bench_cid(tag, i)`) to `url` with `concurrency` in flight and
@@ -147,7 +151,7 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 
 pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     if let Some(brokers) = &args.kafka {
-        return crate::kafka::run(brokers, args.pins);
+        return crate::kafka::run(brokers, args.pins, args.store.as_deref());
     }
     if args.tracing_overhead {
         return crate::tracing_overhead::run(args.pins, args.concurrency, args.rounds);
