@@ -15,14 +15,14 @@ use pinhive_events::{Envelope, Event};
 use pinhive_ipfs::{NodeCommand, NodeOp, NodeRegistry, OutcomeSink};
 use pinhive_log::kafka_group::AssignmentChange;
 use pinhive_log::{Log, LogError, Position, Record};
-use pinhive_store::Store;
+use pinhive_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cache::StateCache;
 use crate::metrics::METRICS;
 use crate::shard::{
-    ApplyBatch, ClearCache, GetSnapshot, PlannedAction, Replan, ShardActor, ShardParts,
+    ApplyBatch, Claimed, ClearCache, GetSnapshot, PlannedAction, Replan, ShardActor, ShardParts,
     ShardSnapshot,
 };
 
@@ -273,11 +273,74 @@ impl Orchestrator {
             return;
         }
         let stop = watch::channel(false).0;
-        let tasks = vec![
-            actix::spawn(self.clone().consume(partition, stop.subscribe())),
-            actix::spawn(self.clone().repair(partition, stop.subscribe())),
-        ];
+        let tasks = vec![actix::spawn(self.clone().own(partition, stop.subscribe()))];
         runners.insert(partition, Runner { stop, tasks });
+    }
+
+    /// Runs an owned partition: claims it in the store (a new owner epoch, which fences the
+    /// previous owner's commits), hands the epoch to the shard, then runs the consumer and the
+    /// repair loop until the partition is stopped.
+    async fn own(self: Arc<Self>, partition: u32, stop: watch::Receiver<bool>) {
+        let Some(epoch) = self.claim(partition, &stop).await else {
+            return;
+        };
+        tracing::info!(partition, owner_epoch = epoch, "claimed log partition");
+        if let Err(error) = self.shards[partition as usize]
+            .send(Claimed { epoch })
+            .await
+        {
+            tracing::error!(partition, error = %error, "shard actor unavailable");
+        }
+        futures::join!(
+            self.clone().consume(partition, stop.clone()),
+            self.clone().repair(partition, stop),
+        );
+    }
+
+    /// A new owner epoch for `partition` (`Store::claim_partition`), retried with backoff
+    /// while the store fails; `None` if the partition or the process stops first.
+    async fn claim(&self, partition: u32, stop: &watch::Receiver<bool>) -> Option<u64> {
+        let mut failures: u32 = 0;
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            if self.stopping() || *stop.borrow() {
+                return None;
+            }
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.claim_partition(partition)).await {
+                Ok(Ok(epoch)) => return Some(epoch),
+                Ok(Err(error)) => {
+                    tracing::error!(partition, error = %error, "could not claim the log partition; retrying")
+                }
+                Err(error) => {
+                    tracing::error!(partition, error = %error, "claim task failed; retrying")
+                }
+            }
+            backoff(&mut failures, &mut shutdown).await;
+        }
+    }
+
+    /// Another instance claimed `partition` (a commit came back `Fenced`): stops this
+    /// instance's tasks of it — the runner whose stop signal is `stop`, unless a newer one
+    /// replaced it — and drops what the shard cached. The rest of the process goes on.
+    fn give_up_fenced(&self, partition: u32, stop: &watch::Receiver<bool>, error: &StoreError) {
+        tracing::error!(
+            partition,
+            error = %error,
+            "another instance owns this log partition now; stopping it here"
+        );
+        let mut runners = self.runners.lock();
+        let ours = runners
+            .get(&partition)
+            .is_some_and(|runner| runner.stop.subscribe().same_channel(stop));
+        if ours {
+            if let Some(runner) = runners.remove(&partition) {
+                // The runner's own task is the caller: it ends by returning, not by a join.
+                runner.stop.send_replace(true);
+            }
+        }
+        drop(runners);
+        self.shards[partition as usize].do_send(ClearCache);
     }
 
     async fn stop_partition(&self, partition: u32) {
@@ -494,6 +557,10 @@ impl Orchestrator {
                         });
                     }
                 }
+                Ok(Err(error @ StoreError::Fenced { .. })) => {
+                    self.give_up_fenced(partition, &stop, &error);
+                    return;
+                }
                 Ok(Err(error)) => {
                     tracing::error!(partition, error = %error, "shard could not persist a batch; retrying");
                     backoff(&mut failures, &mut shutdown).await;
@@ -542,8 +609,13 @@ impl Orchestrator {
                     .mailbox_depth
                     .with_label_values(&[&partition.to_string()])
                     .inc();
-                if let Ok(Ok(actions)) = shard.send(Replan { cids }).await {
-                    self.execute(actions).await;
+                match shard.send(Replan { cids }).await {
+                    Ok(Ok(actions)) => self.execute(actions).await,
+                    Ok(Err(error @ StoreError::Fenced { .. })) => {
+                        self.give_up_fenced(partition, &stop, &error);
+                        return;
+                    }
+                    _ => {}
                 }
             }
             if let Some(passes) = self.repair_passes.get(partition as usize) {

@@ -72,6 +72,27 @@ pub struct Replan {
 #[rtype(result = "()")]
 pub struct ClearCache;
 
+/// Sent by the partition's runner once it has claimed the partition in the store
+/// (`Store::claim_partition`), before any batch or repair of this ownership: every commit and
+/// attempt the shard writes from then on carries `epoch`, so a write after another instance
+/// claimed the partition fails with `StoreError::Fenced` and writes nothing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Claimed {
+    pub epoch: u64,
+}
+
+impl Handler<Claimed> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, claimed: Claimed, _: &mut Self::Context) {
+        // A new ownership starts from the store, not from what an earlier one cached.
+        self.forget();
+        self.owner_epoch = claimed.epoch;
+        self.snapshot.owner_epoch = claimed.epoch;
+    }
+}
+
 impl Handler<ClearCache> for ShardActor {
     type Result = ();
 
@@ -95,6 +116,8 @@ pub struct ShardSnapshot {
     pub events_skipped: u64,
     pub dead_lettered: u64,
     pub batches: u64,
+    /// The owner epoch this shard's commits carry (0: unfenced).
+    pub owner_epoch: u64,
 }
 
 /// Checkpoint row (per partition) of how far legacy-keyed records were forwarded.
@@ -115,6 +138,9 @@ pub struct ShardActor {
     /// The partition's commit row as last written (`None`: read it, and roll back an
     /// uncommitted attempt, before the next batch).
     commit: Option<CommitState>,
+    /// The epoch of this instance's ownership of the partition, carried by every commit and
+    /// attempt (0 until [`Claimed`]: unfenced).
+    owner_epoch: u64,
     snapshot: ShardSnapshot,
 }
 
@@ -169,6 +195,7 @@ impl ShardActor {
             cache: parts.cache,
             counters: LruCache::new(NonZeroUsize::new(COUNTER_CACHE).unwrap_or(NonZeroUsize::MIN)),
             commit: None,
+            owner_epoch: 0,
             snapshot: ShardSnapshot {
                 partition,
                 ..ShardSnapshot::default()
@@ -197,16 +224,37 @@ impl ShardActor {
             return Ok(commit.clone());
         }
         let mut commit = self.store.committed(self.partition)?;
-        if let Some(attempt) = commit.attempt.take() {
+        if let Some(attempt) = commit.attempt.clone() {
+            // The attempt may be a newer owner's batch in flight: a fenced shard must not
+            // roll it back.
+            self.check_owner(&commit)?;
+            commit.attempt = None;
             self.roll_back(&attempt)?;
             self.store.commit(&Commit {
                 partition: self.partition,
                 state: commit.clone(),
                 counters: Vec::new(),
+                owner_epoch: self.owner_epoch,
             })?;
         }
         self.commit = Some(commit.clone());
         Ok(commit)
+    }
+
+    /// Fails with `StoreError::Fenced` if another instance has claimed the partition since
+    /// this shard did: rewrites the commit row as read (`state`), conditioned on the owner
+    /// epoch. Guards the row writes no attempt covers (a rollback, a pending-set cleanup),
+    /// so a fenced shard does not start them. Nothing to check when unfenced.
+    fn check_owner(&self, state: &CommitState) -> Result<(), StoreError> {
+        if self.owner_epoch == 0 {
+            return Ok(());
+        }
+        self.store.commit(&Commit {
+            partition: self.partition,
+            state: state.clone(),
+            counters: Vec::new(),
+            owner_epoch: self.owner_epoch,
+        })
     }
 
     /// Puts every row an interrupted batch wrote back to its committed value, and removes
@@ -793,6 +841,9 @@ impl ShardActor {
         let writes_rows = !rows.pins.is_empty() || !rows.cids.is_empty();
         if !writes_rows && counters.is_empty() && next_offset.is_none() {
             // Nothing changed (a repair pass over settled CIDs): only the pending set moves.
+            if !rows.pending.is_empty() {
+                self.check_owner(&commit)?;
+            }
             self.store.write_shard_batch(&rows)?;
             return Ok(planned);
         }
@@ -813,6 +864,7 @@ impl ShardActor {
                 ..commit.clone()
             },
             counters: Vec::new(),
+            owner_epoch: self.owner_epoch,
         });
         let committed = CommitState {
             batch: if writes_rows { batch_no } else { commit.batch },
@@ -826,6 +878,7 @@ impl ShardActor {
                 partition: self.partition,
                 state: committed.clone(),
                 counters: counters.clone(),
+                owner_epoch: self.owner_epoch,
             },
         )?;
         drop(write_spans);

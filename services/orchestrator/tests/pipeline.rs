@@ -160,6 +160,7 @@ async fn pins_reach_simulated_nodes_and_replay_redoes_nothing() {
                 partition,
                 state,
                 counters: Vec::new(),
+                owner_epoch: 0,
             })
             .unwrap();
     }

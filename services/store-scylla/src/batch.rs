@@ -15,8 +15,9 @@ use std::collections::HashMap;
 
 use futures::future::BoxFuture;
 use pinhive_store::{Commit, DeadLetter, PinWrite, ShardBatch, StoreError};
+use scylla::response::query_result::QueryResult;
 use scylla::statement::batch::{Batch, BatchType};
-use scylla::value::CqlValue;
+use scylla::value::{CqlValue, Row};
 
 use crate::listing::{entries_of, CidPinEntry, ListingEntry};
 use crate::store::{backend, day_of, decode, encode, limit_of, ordered, rows, Marker, ScyllaStore};
@@ -228,7 +229,11 @@ impl ScyllaStore {
 
     /// The commit row (static columns) and the changed counters: one statement, or one
     /// unlogged batch on the partition's key (a single-partition batch is applied atomically
-    /// and in isolation; logging it would add the batchlog round trip for nothing).
+    /// and in isolation; logging it would add the batchlog round trip for nothing). A fenced
+    /// commit (`owner_epoch > 0`) is always a batch, led by `UPDATE … SET value = epoch … IF
+    /// value = epoch` on the partition's epoch row: a conditional batch, so the whole commit
+    /// applies only if the epoch is still the writer's (one Paxos round; `[applied] = false`
+    /// is [`StoreError::Fenced`]). Not marked idempotent then.
     pub(crate) async fn commit_async(&self, commit: &Commit) -> Result<(), StoreError> {
         let statements = &self.statements;
         let partition = commit.partition as i64;
@@ -240,19 +245,30 @@ impl ScyllaStore {
             attempt,
             partition,
         );
-        if commit.counters.is_empty() {
+        let fenced = commit.owner_epoch > 0;
+        if commit.counters.is_empty() && !fenced {
             return self.exec(&statements.commit_row, row).await.map(drop);
         }
         let mut batch = Batch::new(BatchType::Unlogged);
         batch.set_consistency(self.options.consistency);
-        batch.set_is_idempotent(true);
+        batch.set_is_idempotent(!fenced);
+        let mut values: Vec<Vec<Option<CqlValue>>> = Vec::new();
+        if fenced {
+            let epoch = Some(CqlValue::BigInt(epoch_value(commit.owner_epoch)?));
+            batch.append_statement(statements.cas_owner_epoch.clone());
+            values.push(vec![
+                epoch.clone(),
+                Some(CqlValue::BigInt(partition)),
+                epoch,
+            ]);
+        }
         batch.append_statement(statements.commit_row.clone());
-        let mut values: Vec<Vec<Option<CqlValue>>> = vec![vec![
+        values.push(vec![
             Some(CqlValue::BigInt(row.0)),
             row.1.map(CqlValue::BigInt),
             row.2.map(CqlValue::Blob),
             Some(CqlValue::BigInt(partition)),
-        ]];
+        ]);
         for counter in &commit.counters {
             // Counters live in their commit's partition (the Commit names it once).
             if counter.partition != commit.partition {
@@ -270,11 +286,61 @@ impl ScyllaStore {
             ]);
         }
         self.sent.add(values.len() as u64);
-        self.session()?
+        let result = self
+            .session()?
             .batch(&batch, values)
             .await
-            .map(drop)
-            .map_err(|e| backend(format!("commit of partition {}: {e}", commit.partition)))
+            .map_err(|e| backend(format!("commit of partition {}: {e}", commit.partition)))?;
+        if !fenced || applied(result)? {
+            return Ok(());
+        }
+        Err(StoreError::Fenced {
+            partition: commit.partition,
+            epoch: commit.owner_epoch,
+            current: self.owner_epoch_async(commit.partition).await?.unwrap_or(0),
+        })
+    }
+
+    /// The partition's owner epoch (`None`: never claimed).
+    pub(crate) async fn owner_epoch_async(
+        &self,
+        partition: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(rows::<(Option<i64>,)>(
+            self.exec(&self.statements.owner_epoch, (partition as i64,))
+                .await?,
+        )?
+        .into_iter()
+        .next()
+        .and_then(|(value,)| value)
+        .map(|value| value as u64))
+    }
+
+    /// A new owner epoch: the first claim inserts 1 if no epoch row exists (`IF NOT EXISTS`),
+    /// later ones read the epoch and compare-and-set it to the next (`IF value = ?`), again
+    /// after a lost race, at most [`CLAIM_ATTEMPTS`] times.
+    pub(crate) async fn claim_async(&self, partition: u32) -> Result<u64, StoreError> {
+        let key = partition as i64;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let (result, next) = match self.owner_epoch_async(partition).await? {
+                None => (self.exec(&self.statements.claim_first, (key,)).await?, 1),
+                Some(current) => {
+                    let next = current + 1;
+                    let values = (epoch_value(next)?, key, epoch_value(current)?);
+                    (
+                        self.exec(&self.statements.cas_owner_epoch, values).await?,
+                        next,
+                    )
+                }
+            };
+            if applied(result)? {
+                return Ok(next);
+            }
+        }
+        Err(backend(format!(
+            "claiming log partition {partition}: the owner epoch changed {CLAIM_ATTEMPTS} times \
+             while claiming (another instance claims it in a loop?)"
+        )))
     }
 
     pub(crate) async fn prune_journal_async(
@@ -416,6 +482,30 @@ impl ScyllaStore {
             next_partition = last + 1;
         }
         Ok(pruned)
+    }
+}
+
+/// Compare-and-set rounds a claim tries before it gives up (each lost only to another claim).
+const CLAIM_ATTEMPTS: usize = 16;
+
+/// An owner epoch as the `bigint` it is stored as.
+fn epoch_value(epoch: u64) -> Result<i64, StoreError> {
+    i64::try_from(epoch).map_err(|_| backend(format!("owner epoch {epoch} out of range")))
+}
+
+/// The `[applied]` column (the first) of a conditional statement's or batch's result.
+fn applied(result: QueryResult) -> Result<bool, StoreError> {
+    let rows = result.into_rows_result().map_err(backend)?;
+    let first = rows.rows::<Row>().map_err(backend)?.next();
+    match first {
+        Some(Ok(row)) => match row.columns.first() {
+            Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
+            _ => Err(backend(
+                "conditional write: no [applied] column in the result",
+            )),
+        },
+        Some(Err(error)) => Err(backend(error)),
+        None => Err(backend("conditional write: an empty result")),
     }
 }
 

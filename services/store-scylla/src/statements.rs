@@ -8,8 +8,10 @@ use crate::store::backend;
 use pinhive_store::StoreError;
 
 /// The prepared statements of one keyspace. Every one is a single-partition read or write;
-/// all of them are idempotent (absolute values keyed by what they describe — a replay writes
-/// the same cells), so the driver's retry policy may retry any of them after a timeout.
+/// all but the owner-epoch LWTs are idempotent (absolute values keyed by what they describe —
+/// a replay writes the same cells), so the driver's retry policy may retry them after a
+/// timeout. The conditional ones (`claim_first`, `cas_owner_epoch`) are not marked so: a
+/// retried compare-and-set may report "not applied" for its own first write.
 pub(crate) struct Statements {
     pub load_cid: PreparedStatement,
     pub put_cid: PreparedStatement,
@@ -34,6 +36,13 @@ pub(crate) struct Statements {
     pub committed: PreparedStatement,
     pub counter: PreparedStatement,
     pub owner_counters: PreparedStatement,
+    /// The owner epoch of a log partition: the `kind = 2` row of its commits partition.
+    pub owner_epoch: PreparedStatement,
+    /// The first claim: `INSERT … IF NOT EXISTS` of the epoch row with epoch 1.
+    pub claim_first: PreparedStatement,
+    /// `UPDATE … SET value = ? … IF value = ?`: a claim (current + 1 if still current), and,
+    /// in a fenced commit's batch, the check (the epoch set to itself).
+    pub cas_owner_epoch: PreparedStatement,
     pub checkpoint: PreparedStatement,
     pub put_checkpoint: PreparedStatement,
     pub put_pending: PreparedStatement,
@@ -95,6 +104,14 @@ impl Statements {
             Ok::<_, StoreError>(statement)
         };
         let p = |cql: &str| prepare(cql.to_string());
+        let conditional = |cql: &str| {
+            let prepared = prepare(cql.to_string());
+            async move {
+                let mut statement = prepared.await?;
+                statement.set_is_idempotent(false);
+                Ok::<_, StoreError>(statement)
+            }
+        };
         let mut listing_put = Vec::new();
         let mut listing_delete = Vec::new();
         let mut listing_range = Vec::new();
@@ -189,6 +206,21 @@ impl Statements {
             owner_counters: p(
                 "SELECT status, value FROM {ks}.commits WHERE log_partition = ? \
                  AND kind = 1 AND owner = ? LIMIT 64",
+            )
+            .await?,
+            owner_epoch: p(
+                "SELECT value FROM {ks}.commits WHERE log_partition = ? AND kind = 2 \
+                 AND owner = '' AND status = 0 LIMIT 1",
+            )
+            .await?,
+            claim_first: conditional(
+                "INSERT INTO {ks}.commits (log_partition, kind, owner, status, value) \
+                 VALUES (?, 2, '', 0, 1) IF NOT EXISTS",
+            )
+            .await?,
+            cas_owner_epoch: conditional(
+                "UPDATE {ks}.commits SET value = ? WHERE log_partition = ? AND kind = 2 \
+                 AND owner = '' AND status = 0 IF value = ?",
             )
             .await?,
             checkpoint: p(

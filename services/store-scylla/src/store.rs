@@ -392,8 +392,16 @@ impl Store for ScyllaStore {
         })
     }
 
+    /// A conditional batch when fenced (`owner_epoch > 0`): see `commit_async`.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         self.driver.run(self.commit_async(commit))
+    }
+
+    /// Reads the epoch row (`kind = 2` of the partition's `commits` partition), then one LWT:
+    /// `INSERT … IF NOT EXISTS` (the first claim) or `UPDATE … SET value = next IF value =
+    /// current`; repeated after a lost race (bounded).
+    fn claim_partition(&self, partition: u32) -> Result<u64, StoreError> {
+        self.driver.run(self.claim_async(partition))
     }
 
     fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError> {

@@ -143,6 +143,7 @@ fn a_dropped_connection_during_a_commit_surfaces_and_the_retry_commits() {
             partition: 2,
             value: 3,
         }],
+        owner_epoch: 0,
     };
     server.server.inject(
         Fault::DropConnection,
@@ -222,6 +223,7 @@ fn listing_reads_past_one_cql_page() {
                 partition: 0,
                 value: 2_500,
             }],
+            owner_epoch: 0,
         })
         .unwrap();
     let query = PinQuery {
@@ -318,6 +320,7 @@ fn statements_per_pin_on_the_hot_path() {
             attempt: None,
         },
         counters,
+        owner_epoch: 0,
     };
     let attempt = |batch: u64| Commit {
         partition: 0,
@@ -329,6 +332,7 @@ fn statements_per_pin_on_the_hot_path() {
             ..CommitState::default()
         },
         counters: vec![],
+        owner_epoch: 0,
     };
     // Warm up: the owner's first pin writes its status bucket marker.
     let first = named("r0", "cid0", PinStatus::Queued);

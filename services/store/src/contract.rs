@@ -105,7 +105,10 @@ macro_rules! store_contract_tests {
             commit_row_and_counters,
             persist_batch_writes_rows_and_commit,
             journal_and_dead_letters_are_pruned_by_age,
-            analytics_checkpoints_round_trip
+            analytics_checkpoints_round_trip,
+            claim_partition_epochs_increase,
+            a_stale_owner_cannot_commit,
+            unfenced_commits_still_work
         );
     };
     (@each optional $fresh:path; $($check:ident),* $(,)?) => {
@@ -230,6 +233,7 @@ fn counts(store: &dyn Store, owner: &str, counts: &[(PinStatus, i64)]) {
             partition: 0,
             state: store.committed(0).unwrap(),
             counters,
+            owner_epoch: 0,
         })
         .unwrap();
 }
@@ -596,6 +600,7 @@ pub fn commit_row_and_counters(store: &dyn Store) {
                 counter("alice", PinStatus::Pinned, 5),
                 counter("bob", PinStatus::Queued, 2),
             ],
+            owner_epoch: 0,
         })
         .unwrap();
     assert_eq!(store.committed(3).unwrap(), state);
@@ -613,6 +618,7 @@ pub fn commit_row_and_counters(store: &dyn Store) {
             partition: 3,
             state: CommitState { batch: 8, ..state },
             counters: vec![counter("alice", PinStatus::Pinned, 4)],
+            owner_epoch: 0,
         })
         .unwrap();
     assert_eq!(
@@ -795,6 +801,7 @@ pub fn persist_batch_writes_rows_and_commit(store: &dyn Store) {
             ..CommitState::default()
         },
         counters: Vec::new(),
+        owner_epoch: 0,
     };
     let commit = Commit {
         partition: 0,
@@ -809,6 +816,7 @@ pub fn persist_batch_writes_rows_and_commit(store: &dyn Store) {
             partition: 0,
             value: 1,
         }],
+        owner_epoch: 0,
     };
     store.persist_batch(Some(&attempt), &rows, &commit).unwrap();
     assert_eq!(store.committed(0).unwrap(), commit.state);
@@ -914,4 +922,154 @@ pub fn analytics_checkpoints_round_trip(store: &dyn Store) {
             .map(|c| c.state.len()),
         Some(100_000)
     );
+}
+
+fn fenced_commit(partition: u32, batch: u64, next_offset: u64, owner_epoch: u64) -> Commit {
+    Commit {
+        partition,
+        state: CommitState {
+            batch,
+            next_offset: Some(next_offset),
+            attempt: None,
+        },
+        counters: vec![CounterRow {
+            owner: "alice".into(),
+            status: PinStatus::Pinned,
+            partition,
+            value: batch as i64,
+        }],
+        owner_epoch,
+    }
+}
+
+/// Each claim of a partition hands out a greater epoch than the last; partitions count
+/// separately.
+pub fn claim_partition_epochs_increase(store: &dyn Store) {
+    let first = store.claim_partition(5).unwrap();
+    assert!(first > 0, "a claimed epoch is never 0 (0 means unfenced)");
+    let second = store.claim_partition(5).unwrap();
+    let third = store.claim_partition(5).unwrap();
+    assert!(
+        first < second && second < third,
+        "{first} < {second} < {third}"
+    );
+    let other = store.claim_partition(6).unwrap();
+    assert!(other > 0);
+    assert!(store.claim_partition(5).unwrap() > third);
+    // A claim writes no commit state: the partition reads as never committed.
+    assert_eq!(store.committed(5).unwrap(), CommitState::default());
+    assert_eq!(store.counter("alice", PinStatus::Pinned, 5).unwrap(), None);
+}
+
+/// After a second claim, the first owner's attempt and commit are refused with `Fenced` and
+/// leave nothing (commit row, counters, rows); the second owner's go through. Only the current
+/// epoch commits.
+pub fn a_stale_owner_cannot_commit(store: &dyn Store) {
+    let old = store.claim_partition(2).unwrap();
+    store.commit(&fenced_commit(2, 1, 10, old)).unwrap();
+    let new = store.claim_partition(2).unwrap();
+    let before = store.committed(2).unwrap();
+    assert_eq!(before.next_offset, Some(10));
+
+    let fenced = |result: Result<(), crate::StoreError>| match result {
+        Err(crate::StoreError::Fenced {
+            partition,
+            epoch,
+            current,
+        }) => {
+            assert_eq!((partition, epoch, current), (2, old, new));
+        }
+        other => panic!("expected Fenced, got {other:?}"),
+    };
+    fenced(store.commit(&fenced_commit(2, 2, 20, old)));
+    let record = pin("r-stale", "alice", "cidS", 10, PinStatus::Pinned);
+    let rows = ShardBatch {
+        partition: 2,
+        pins: vec![write("r-stale", Some(row(record.clone(), 0)), None)],
+        ..ShardBatch::default()
+    };
+    let attempt = Commit {
+        partition: 2,
+        state: CommitState {
+            attempt: Some(Attempt {
+                batch: 2,
+                undo: vec![Undo::Pin {
+                    requestid: "r-stale".into(),
+                    row: None,
+                }],
+            }),
+            ..before.clone()
+        },
+        counters: Vec::new(),
+        owner_epoch: old,
+    };
+    fenced(store.persist_batch(Some(&attempt), &rows, &fenced_commit(2, 2, 20, old)));
+    assert_eq!(
+        store.committed(2).unwrap(),
+        before,
+        "nothing of a fenced commit"
+    );
+    assert_eq!(
+        store.counter("alice", PinStatus::Pinned, 2).unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store.get_pin("r-stale").unwrap(),
+        None,
+        "the attempt failed first"
+    );
+
+    // The new owner commits; the old one stays fenced.
+    store
+        .persist_batch(
+            Some(&Commit {
+                owner_epoch: new,
+                ..attempt
+            }),
+            &rows,
+            &fenced_commit(2, 2, 20, new),
+        )
+        .unwrap();
+    assert_eq!(store.committed(2).unwrap().next_offset, Some(20));
+    assert_eq!(
+        store.counter("alice", PinStatus::Pinned, 2).unwrap(),
+        Some(2)
+    );
+    assert_eq!(store.get_pin("r-stale").unwrap(), Some(record));
+    store.commit(&fenced_commit(2, 3, 30, new)).unwrap();
+    fenced(store.commit(&fenced_commit(2, 4, 40, old)));
+    assert_eq!(store.committed(2).unwrap().next_offset, Some(30));
+    // Another partition's epochs are its own; an epoch never handed out is refused.
+    let other = store.claim_partition(3).unwrap();
+    store.commit(&fenced_commit(3, 1, 5, other)).unwrap();
+    assert!(matches!(
+        store.commit(&fenced_commit(3, 2, 6, other + 1)),
+        Err(crate::StoreError::Fenced { partition: 3, .. })
+    ));
+    assert_eq!(store.committed(3).unwrap().next_offset, Some(5));
+}
+
+/// Commits without an owner epoch (0) are written whether or not the partition was claimed.
+pub fn unfenced_commits_still_work(store: &dyn Store) {
+    store.commit(&fenced_commit(4, 1, 10, 0)).unwrap();
+    assert_eq!(store.committed(4).unwrap().next_offset, Some(10));
+    store.claim_partition(4).unwrap();
+    store.claim_partition(4).unwrap();
+    store.commit(&fenced_commit(4, 2, 20, 0)).unwrap();
+    assert_eq!(store.committed(4).unwrap().next_offset, Some(20));
+    assert_eq!(
+        store.counter("alice", PinStatus::Pinned, 4).unwrap(),
+        Some(2)
+    );
+    let record = pin("r-free", "alice", "cidF", 10, PinStatus::Pinned);
+    let rows = ShardBatch {
+        partition: 4,
+        pins: vec![write("r-free", Some(row(record.clone(), 0)), None)],
+        ..ShardBatch::default()
+    };
+    store
+        .persist_batch(None, &rows, &fenced_commit(4, 3, 30, 0))
+        .unwrap();
+    assert_eq!(store.committed(4).unwrap().next_offset, Some(30));
+    assert_eq!(store.get_pin("r-free").unwrap(), Some(record));
 }

@@ -40,6 +40,10 @@ pub struct EmbeddedStore {
     s3_objects: Keyspace,
     s3_by_cid: Keyspace,
     analytics: Keyspace,
+    /// Held while a partition's owner epoch is read and the write it guards is committed, so
+    /// the check and the write are one step (claims and fenced commits of one process; the
+    /// data directory's lock keeps other processes out).
+    fence: std::sync::Mutex<()>,
 }
 
 /// Memory the embedded store may use, set explicitly (fjall's defaults have no overall cap).
@@ -81,6 +85,14 @@ fn s3_cid_key(cid: &str, bucket: &str, key: &str) -> Vec<u8> {
     out.push(0);
     out.extend_from_slice(&s3_key(bucket, key));
     out
+}
+
+/// A partition's owner epoch, in the commits keyspace beside its commit row (`… 0`) and
+/// counters (`… 1 owner NUL status`): `partition 2`, an 8-byte big-endian value.
+fn owner_epoch_key(partition: u32) -> Vec<u8> {
+    let mut key = partition.to_be_bytes().to_vec();
+    key.push(2);
+    key
 }
 
 fn backend(error: impl std::fmt::Display) -> StoreError {
@@ -171,6 +183,7 @@ impl EmbeddedStore {
             s3_objects: open("s3_objects")?,
             s3_by_cid: open("s3_by_cid")?,
             analytics: open("analytics")?,
+            fence: std::sync::Mutex::new(()),
             db,
         })
     }
@@ -265,6 +278,36 @@ impl EmbeddedStore {
                 counter.value.to_be_bytes(),
             );
         }
+    }
+
+    /// The partition's current owner epoch (0: never claimed).
+    fn owner_epoch(&self, partition: u32) -> Result<u64, StoreError> {
+        Ok(self
+            .get_word(&self.commits, "owner epoch", &owner_epoch_key(partition))?
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Commits `write` if `commit`'s owner epoch is the partition's current one (checked and
+    /// written under the fence lock), else [`StoreError::Fenced`].
+    fn commit_fenced(
+        &self,
+        commit: &Commit,
+        write: fjall::OwnedWriteBatch,
+    ) -> Result<(), StoreError> {
+        if commit.owner_epoch == 0 {
+            return write.commit().map_err(backend);
+        }
+        let _fence = self.fence.lock().map_err(backend)?;
+        let current = self.owner_epoch(commit.partition)?;
+        if commit.owner_epoch != current {
+            return Err(StoreError::Fenced {
+                partition: commit.partition,
+                epoch: commit.owner_epoch,
+                current,
+            });
+        }
+        write.commit().map_err(backend)
     }
 
     /// Raw batched write rate baseline for benchmarks: `batches` × `per_batch` inserts of
@@ -480,10 +523,23 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         // One fjall write batch is atomic: rows and commit land together or not at all, so
         // there is never an attempt to roll back and it is not written.
+        // The owner epoch is checked in the same step: a stale owner writes no row either.
         let mut write = self.db.batch();
         self.stage_rows(&mut write, rows);
         self.stage_commit(&mut write, commit);
-        write.commit().map_err(backend)
+        self.commit_fenced(commit, write)
+    }
+
+    /// Increments the partition's epoch under the fence lock, fsynced (an epoch is never
+    /// handed out twice, even across a crash).
+    fn claim_partition(&self, partition: u32) -> Result<u64, StoreError> {
+        let _fence = self.fence.lock().map_err(backend)?;
+        let epoch = self.owner_epoch(partition)? + 1;
+        self.commits
+            .insert(owner_epoch_key(partition), epoch.to_be_bytes())
+            .map_err(backend)?;
+        self.db.persist(PersistMode::SyncAll).map_err(backend)?;
+        Ok(epoch)
     }
 
     fn committed(&self, partition: u32) -> Result<CommitState, StoreError> {
@@ -495,7 +551,7 @@ impl Store for EmbeddedStore {
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let mut write = self.db.batch();
         self.stage_commit(&mut write, commit);
-        write.commit().map_err(backend)
+        self.commit_fenced(commit, write)
     }
 
     fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError> {

@@ -37,6 +37,14 @@ pub enum StoreError {
     Locked { path: String },
     #[error("data directory {path} holds store layout {found}, written by an earlier pinhive release; this release writes layout 2 (docs/data-model.md) and cannot read it: serve it with the release that wrote it, or start from an empty data directory")]
     Layout { path: String, found: String },
+    /// A commit (or attempt) of an owner the partition has since been claimed from: another
+    /// instance owns the partition now, and nothing of the commit was written.
+    #[error("log partition {partition} is owned by epoch {current} now; the write of owner epoch {epoch} was refused (fenced)")]
+    Fenced {
+        partition: u32,
+        epoch: u64,
+        current: u64,
+    },
 }
 
 /// A pin row write. The store writes (or, for `new: None`, deletes) the row and maintains the
@@ -100,6 +108,11 @@ pub struct Commit {
     pub partition: u32,
     pub state: CommitState,
     pub counters: Vec<CounterRow>,
+    /// The writer's owner epoch ([`Store::claim_partition`]): a commit whose epoch is not the
+    /// partition's current one (below it: the partition was claimed since) is refused with
+    /// [`StoreError::Fenced`], atomically with the commit (nothing of it is written).
+    /// 0: unfenced (written whatever the epoch).
+    pub owner_epoch: u64,
 }
 
 /// Counter scope of the pins of every owner (per status).
@@ -248,7 +261,8 @@ pub trait Store: Send + Sync + 'static {
     /// Persists one shard batch by the commit protocol: the attempt (if the batch writes
     /// rows), the rows, the commit. A store that can write rows and commit in one atomic write
     /// may do that instead and skip the attempt (nothing can be left half-written to roll
-    /// back): the embedded store does.
+    /// back): the embedded store does. The attempt and the commit are fenced like
+    /// [`Store::commit`]: a stale owner's attempt fails before any row is written.
     fn persist_batch(
         &self,
         attempt: Option<&Commit>,
@@ -261,9 +275,22 @@ pub trait Store: Send + Sync + 'static {
         self.write_shard_batch(rows)?;
         self.commit(commit)
     }
+    /// Makes the caller the owner of log partition `partition`: returns a new owner epoch,
+    /// greater than every epoch handed out before for that partition by any process sharing
+    /// the store. From then on a commit (or attempt) of that partition carrying another
+    /// nonzero epoch (a lower one: an earlier owner's) fails with [`StoreError::Fenced`] and
+    /// writes nothing (docs/data-model.md,
+    /// "Fencing"). The default hands out 0 (unfenced): only for test wrappers; every real
+    /// store overrides it.
+    fn claim_partition(&self, partition: u32) -> Result<u64, StoreError> {
+        let _ = partition;
+        Ok(0)
+    }
     /// The partition's commit row (default: nothing committed yet).
     fn committed(&self, partition: u32) -> Result<CommitState, StoreError>;
-    /// Writes a commit row and its counters atomically (one partition of the commit table).
+    /// Writes a commit row and its counters atomically (one partition of the commit table);
+    /// refused with [`StoreError::Fenced`] if `commit.owner_epoch` is nonzero and not the
+    /// partition's current owner epoch.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
     fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError>;
     /// Persists a consumer checkpoint (consumers other than the shards: S3 ingest, markers).

@@ -13,6 +13,7 @@ macro_rules! delegate_store_reads {
         fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError>;
         fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError>;
         fn cid_pins(&self, cid: &str, from: &Cursor, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
+        fn claim_partition(&self, partition: u32) -> Result<u64, StoreError>;
         fn committed(&self, partition: u32) -> Result<CommitState, StoreError>;
         fn checkpoint(&self, consumer: &str, partition: u32) -> Result<Option<u64>, StoreError>;
         fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64) -> Result<(), StoreError>;
