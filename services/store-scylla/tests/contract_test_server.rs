@@ -422,3 +422,106 @@ fn every_statement_at_local_quorum_unconditional_and_counted() {
     }
     assert_eq!(stats.prepares, 0, "prepared once, at open");
 }
+
+/// Fencing as the server sees it: a claim is a read of the epoch row and one LWT (`IF NOT
+/// EXISTS` the first time, `IF value = ?` after); a fenced commit is one BATCH request whose
+/// first statement is the epoch check, so the commit row and counters apply only with it; a
+/// stale owner's commit changes nothing. The commit queries never see the epoch row.
+#[test]
+fn a_claim_is_one_lwt_and_a_fenced_commit_one_conditional_batch() {
+    let server = start_server();
+    let store = fresh_store(&server);
+    server.server.reset_stats();
+    assert_eq!(store.claim_partition(7).unwrap(), 1);
+    let stats = server.server.stats();
+    assert_eq!(stats.statements_containing("IF NOT EXISTS"), 1);
+    assert_eq!(stats.statements_containing("AND kind = 2"), 1, "{stats:?}");
+    assert_eq!(store.claim_partition(7).unwrap(), 2);
+    assert_eq!(
+        server.server.stats().statements_containing("IF value = ?"),
+        1
+    );
+
+    let commit = |owner_epoch| pinhive_store::Commit {
+        partition: 7,
+        state: CommitState {
+            batch: 1,
+            next_offset: Some(10),
+            attempt: None,
+        },
+        counters: vec![CounterRow {
+            owner: "alice".into(),
+            status: PinStatus::Queued,
+            partition: 7,
+            value: 3,
+        }],
+        owner_epoch,
+    };
+    server.server.reset_stats();
+    store.commit(&commit(2)).unwrap();
+    let stats = server.server.stats();
+    assert_eq!(stats.batches, 1);
+    assert_eq!(stats.statements_containing("IF value = ?"), 1);
+    assert_eq!(
+        stats.statements_containing("UPDATE ph_test"),
+        3,
+        "{stats:?}"
+    );
+    assert_eq!(store.committed(7).unwrap(), commit(2).state);
+    assert_eq!(
+        store.counter("alice", PinStatus::Queued, 7).unwrap(),
+        Some(3)
+    );
+
+    let mut stale = commit(1);
+    stale.state.next_offset = Some(20);
+    stale.counters[0].value = 9;
+    let error = store.commit(&stale).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Fenced {
+                partition: 7,
+                epoch: 1,
+                current: 2
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(store.committed(7).unwrap(), commit(2).state);
+    assert_eq!(
+        store.counter("alice", PinStatus::Queued, 7).unwrap(),
+        Some(3)
+    );
+}
+
+/// A fenced commit that times out is an error the caller sees, not retried by the driver (a
+/// conditional batch is not idempotent); the shard's retry writes it again.
+#[test]
+fn a_timed_out_fenced_commit_is_not_retried_by_the_driver() {
+    let server = start_server();
+    let store = fresh_store(&server);
+    let epoch = store.claim_partition(3).unwrap();
+    let commit = pinhive_store::Commit {
+        partition: 3,
+        state: CommitState {
+            batch: 1,
+            next_offset: Some(5),
+            attempt: None,
+        },
+        counters: Vec::new(),
+        owner_epoch: epoch,
+    };
+    server.server.reset_stats();
+    server.server.inject(
+        Fault::WriteTimeout { applied: false },
+        StatementMatcher::contains("IF value = ?"),
+        1,
+    );
+    let error = store.commit(&commit).unwrap_err();
+    assert!(matches!(error, StoreError::Backend(_)), "{error}");
+    assert_eq!(server.server.stats().batches, 1, "sent once");
+    assert_eq!(store.committed(3).unwrap(), CommitState::default());
+    store.commit(&commit).unwrap();
+    assert_eq!(store.committed(3).unwrap(), commit.state);
+}
