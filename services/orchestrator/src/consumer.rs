@@ -302,6 +302,7 @@ impl Orchestrator {
     async fn claim(&self, partition: u32, stop: &watch::Receiver<bool>) -> Option<u64> {
         let mut failures: u32 = 0;
         let mut shutdown = self.shutdown.subscribe();
+        let mut stopped = stop.clone();
         loop {
             if self.stopping() || *stop.borrow() {
                 return None;
@@ -316,7 +317,10 @@ impl Orchestrator {
                     tracing::error!(partition, error = %error, "claim task failed; retrying")
                 }
             }
-            backoff(&mut failures, &mut shutdown).await;
+            tokio::select! {
+                _ = backoff(&mut failures, &mut shutdown) => {}
+                _ = stopped.changed() => {}
+            }
         }
     }
 
