@@ -250,12 +250,12 @@ impl Orchestrator {
         &self.registry
     }
 
-    /// True if this instance currently runs `partition`'s shard.
     /// Whether other instances write the same store (see [`OrchestratorConfig::shared_store`]).
     pub fn shared_store(&self) -> bool {
         self.config.shared_store
     }
 
+    /// True if this instance currently runs `partition`'s shard.
     pub fn owns(&self, partition: u32) -> bool {
         self.runners.lock().contains_key(&partition)
     }
