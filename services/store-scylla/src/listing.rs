@@ -4,14 +4,14 @@
 
 use std::collections::VecDeque;
 
-use pinhive_domain::{PinRecord, PinRow};
-use pinhive_store::query::{COUNT_BUDGET, SCAN_BUDGET};
+use pinhive_domain::PinRow;
+use pinhive_store::merge::{self, ListingSource, MergeSource};
 use pinhive_store::{NameMatch, PinPage, PinQuery, StoreError};
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 
-use crate::store::{backend, decode, rows, Marker, ScyllaStore};
+use crate::store::{backend, rows, Marker, ScyllaStore};
 
 /// Listing kinds, as stored in `listing_buckets.kind` and indexing the statement arrays.
 pub(crate) const STATUS: i8 = 0;
@@ -115,20 +115,10 @@ struct Source<'a> {
     /// The bucket being read and the paging state of its next page (None: read to its end).
     current: Option<(i64, Option<PagingState>)>,
     buffer: VecDeque<Entry>,
-    head: Option<Entry>,
-    /// Entries this source may still yield (known from the counters), if bounded.
-    left: Option<u64>,
 }
 
 impl<'a> Source<'a> {
-    fn new(
-        store: &'a ScyllaStore,
-        query: &PinQuery,
-        kind: i8,
-        key: CqlValue,
-        page: i32,
-        left: Option<u64>,
-    ) -> Self {
+    fn new(store: &'a ScyllaStore, query: &PinQuery, kind: i8, key: CqlValue, page: i32) -> Self {
         let mut range = store.statements.listing_range[kind as usize].clone();
         range.set_page_size(page);
         Source {
@@ -143,28 +133,10 @@ impl<'a> Source<'a> {
             buckets_paging: Some(PagingState::start()),
             current: None,
             buffer: VecDeque::new(),
-            head: None,
-            left,
         }
     }
 
-    /// Reads the next entry into `head` unless there is one (or the source is done).
-    fn fill(&mut self) -> Result<(), StoreError> {
-        if self.head.is_none() && self.left != Some(0) {
-            self.head = self.next_entry()?;
-        }
-        Ok(())
-    }
-
-    fn take(&mut self) -> Option<Entry> {
-        let head = self.head.take()?;
-        if let Some(left) = &mut self.left {
-            *left = left.saturating_sub(1);
-        }
-        Some(head)
-    }
-
-    fn next_entry(&mut self) -> Result<Option<Entry>, StoreError> {
+    fn read_next(&mut self) -> Result<Option<Entry>, StoreError> {
         loop {
             if let Some(entry) = self.buffer.pop_front() {
                 return Ok(Some(entry));
@@ -242,14 +214,20 @@ impl<'a> Source<'a> {
     }
 }
 
+impl ListingSource for Source<'_> {
+    type Value = Vec<u8>;
+
+    fn next_entry(&mut self) -> Result<Option<Entry>, StoreError> {
+        self.read_next()
+    }
+}
+
 pub(crate) fn list_pins(
     store: &ScyllaStore,
     query: &PinQuery,
     partitions: u32,
 ) -> Result<PinPage, StoreError> {
-    // Entries of the status index match a query with no other filter by their key alone:
-    // counting them past the page needs no decoding.
-    let key_decides = query.cids.is_empty() && query.name.is_none() && query.meta.is_empty();
+    let key_decides = merge::key_decides(query);
     let by_status = query.cids.is_empty() && !query.is_indexed();
     let status_only = query.is_status_only();
     let page = if status_only {
@@ -267,109 +245,56 @@ pub(crate) fn list_pins(
         Vec::new()
     };
     let unbounded_in_time = query.before_ns.is_none() && query.after_ns.is_none();
-    let mut sources: Vec<Source<'_>> = if by_status {
+    let mut sources: Vec<MergeSource<Source<'_>>> = if by_status {
         query
             .statuses
             .iter()
             .zip(&totals)
             .filter(|(_, total)| **total > 0)
             .map(|(status, total)| {
-                Source::new(
+                let range = Source::new(
                     store,
                     query,
                     STATUS,
                     CqlValue::TinyInt(status.code() as i8),
                     page,
-                    (unbounded_in_time && key_decides).then_some(*total),
-                )
+                );
+                MergeSource::new(range, (unbounded_in_time && key_decides).then_some(*total))
             })
             .collect()
     } else if !query.cids.is_empty() {
         query
             .cids
             .iter()
-            .map(|cid| Source::new(store, query, CID, CqlValue::Text(cid.clone()), page, None))
+            .map(|cid| {
+                let range = Source::new(store, query, CID, CqlValue::Text(cid.clone()), page);
+                MergeSource::new(range, None)
+            })
             .collect()
     } else if let Some((name, NameMatch::Exact | NameMatch::IExact)) = &query.name {
-        vec![Source::new(
+        let range = Source::new(
             store,
             query,
             NAME,
             CqlValue::Text(name.to_lowercase()),
             page,
-            None,
-        )]
+        );
+        vec![MergeSource::new(range, None)]
     } else {
         query
             .statuses
             .iter()
             .map(|status| {
-                Source::new(
+                let range = Source::new(
                     store,
                     query,
                     STATUS,
                     CqlValue::TinyInt(status.code() as i8),
                     page,
-                    None,
-                )
+                );
+                MergeSource::new(range, None)
             })
             .collect()
     };
-    let budget = if key_decides || query.is_indexed() {
-        query.limit + COUNT_BUDGET
-    } else {
-        SCAN_BUDGET
-    };
-    let mut results = Vec::with_capacity(query.limit.min(1000));
-    let mut matched: u64 = 0;
-    let mut examined = 0usize;
-    let mut last: Option<Position> = None;
-    loop {
-        if (results.len() >= query.limit && status_only) || examined >= budget {
-            break;
-        }
-        for source in sources.iter_mut() {
-            source.fill()?;
-        }
-        // k-way merge: the smallest (inverted time, request id) head.
-        let Some(best) = sources
-            .iter()
-            .enumerate()
-            .filter_map(|(i, source)| source.head.as_ref().map(|(position, _)| (i, position)))
-            .min_by(|(_, a), (_, b)| a.cmp(b))
-            .map(|(i, _)| i)
-        else {
-            break;
-        };
-        let Some((position, value)) = sources[best].take() else {
-            break;
-        };
-        examined += 1;
-        if sources.len() > 1 {
-            if last.as_ref() == Some(&position) {
-                continue; // the same pin seen through two sources
-            }
-            last = Some(position);
-        }
-        if results.len() >= query.limit && key_decides {
-            matched += 1;
-            continue;
-        }
-        let pin: PinRecord = decode("listing entry", &value)?;
-        if !query.matches(&pin) {
-            continue;
-        }
-        matched += 1;
-        if results.len() < query.limit {
-            results.push(pin);
-        }
-    }
-    let count = if status_only {
-        (totals.iter().sum::<u64>()).max(results.len() as u64)
-    } else {
-        // Exact when the walk reached the end of the range within its budget; a lower bound
-        // otherwise (docs/api.md).
-        matched
-    };
-    Ok(PinPage { count, results })
+    merge::merge_page(query, &mut sources, &totals)
 }

@@ -11,13 +11,14 @@ use std::path::Path;
 
 use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
+use pinhive_domain::{CidState, Cursor, PinRow, PinStatus};
 use pinhive_events::NodeDescriptor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::keys;
-use crate::query::{NameMatch, PinPage, PinQuery, COUNT_BUDGET, SCAN_BUDGET};
+use crate::merge::{self, ListingSource, MergeSource};
+use crate::query::{NameMatch, PinPage, PinQuery};
 use crate::{
     AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, S3Object, ShardBatch,
     Store, StoreError, TokenRecord,
@@ -437,29 +438,14 @@ impl EmbeddedStore {
 /// (inverted creation time, request id) of a listing entry, and the encoded record.
 type ListingEntry = ((u64, String), fjall::Slice);
 
-/// One range of the listing table in a k-way merge.
-struct Source<'a> {
-    entries: Box<dyn Iterator<Item = Result<ListingEntry, StoreError>> + 'a>,
-    head: Option<ListingEntry>,
-    /// Entries this source may still yield (known from the counters), if bounded.
-    left: Option<u64>,
-}
+/// One range of the listing table, for the shared k-way merge.
+struct Range<'a>(Box<dyn Iterator<Item = Result<ListingEntry, StoreError>> + 'a>);
 
-impl Source<'_> {
-    /// Reads the next entry into `head` unless there is one (or the source is done).
-    fn fill(&mut self) -> Result<(), StoreError> {
-        if self.head.is_none() && self.left != Some(0) {
-            self.head = self.entries.next().transpose()?;
-        }
-        Ok(())
-    }
+impl ListingSource for Range<'_> {
+    type Value = fjall::Slice;
 
-    fn take(&mut self) -> Option<ListingEntry> {
-        let head = self.head.take()?;
-        if let Some(left) = &mut self.left {
-            *left = left.saturating_sub(1);
-        }
-        Some(head)
+    fn next_entry(&mut self) -> Result<Option<ListingEntry>, StoreError> {
+        self.0.next().transpose()
     }
 }
 
@@ -617,9 +603,7 @@ impl Store for EmbeddedStore {
     }
 
     fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError> {
-        // Entries of the status index match a query with no other filter by their key alone:
-        // counting them past the page needs no decoding.
-        let key_decides = query.cids.is_empty() && query.name.is_none() && query.meta.is_empty();
+        let key_decides = merge::key_decides(query);
         let by_status = query.cids.is_empty() && !query.is_indexed();
         // Per status, how many pins the owner has (the counters): a status with none is not
         // read at all (its range may hold the deletions of pins that moved on, which an
@@ -631,86 +615,26 @@ impl Store for EmbeddedStore {
             }
         }
         let unbounded_in_time = query.before_ns.is_none() && query.after_ns.is_none();
-        let mut sources: Vec<Source<'_>> = if by_status {
+        let mut sources: Vec<MergeSource<Range<'_>>> = if by_status {
             query
                 .statuses
                 .iter()
                 .zip(&totals)
                 .filter(|(_, total)| **total > 0)
-                .map(|(status, total)| Source {
-                    entries: self.source_iter(keys::status_prefix(&query.owner, *status), query),
-                    head: None,
-                    left: (unbounded_in_time && key_decides).then_some(*total),
+                .map(|(status, total)| {
+                    MergeSource::new(
+                        Range(self.source_iter(keys::status_prefix(&query.owner, *status), query)),
+                        (unbounded_in_time && key_decides).then_some(*total),
+                    )
                 })
                 .collect()
         } else {
             self.sources(query)
                 .into_iter()
-                .map(|prefix| Source {
-                    entries: self.source_iter(prefix, query),
-                    head: None,
-                    left: None,
-                })
+                .map(|prefix| MergeSource::new(Range(self.source_iter(prefix, query)), None))
                 .collect()
         };
-        let budget = if key_decides || query.is_indexed() {
-            query.limit + COUNT_BUDGET
-        } else {
-            SCAN_BUDGET
-        };
-        let status_only = query.is_status_only();
-        let mut results = Vec::with_capacity(query.limit.min(1000));
-        let mut matched: u64 = 0;
-        let mut examined = 0usize;
-        let mut last: Option<(u64, String)> = None;
-        loop {
-            if (results.len() >= query.limit && status_only) || examined >= budget {
-                break;
-            }
-            for source in sources.iter_mut() {
-                source.fill()?;
-            }
-            // k-way merge: the smallest (inverted time, request id) head.
-            let Some(best) = sources
-                .iter()
-                .enumerate()
-                .filter_map(|(i, source)| source.head.as_ref().map(|(position, _)| (i, position)))
-                .min_by(|(_, a), (_, b)| a.cmp(b))
-                .map(|(i, _)| i)
-            else {
-                break;
-            };
-            let Some((position, value)) = sources[best].take() else {
-                break;
-            };
-            examined += 1;
-            if sources.len() > 1 {
-                if last.as_ref() == Some(&position) {
-                    continue; // the same pin seen through two sources
-                }
-                last = Some(position);
-            }
-            if results.len() >= query.limit && key_decides {
-                matched += 1;
-                continue;
-            }
-            let pin: PinRecord = decode("listing entry", &value)?;
-            if !query.matches(&pin) {
-                continue;
-            }
-            matched += 1;
-            if results.len() < query.limit {
-                results.push(pin);
-            }
-        }
-        let count = if status_only {
-            (totals.iter().sum::<u64>()).max(results.len() as u64)
-        } else {
-            // Exact when the walk reached the end of the range within its budget; a lower
-            // bound otherwise (docs/api.md).
-            matched
-        };
-        Ok(PinPage { count, results })
+        merge::merge_page(query, &mut sources, &totals)
     }
 
     fn prune_journal(

@@ -16,6 +16,7 @@
 pub mod contract;
 pub mod embedded;
 mod keys;
+pub mod merge;
 pub mod query;
 
 use std::collections::BTreeMap;
