@@ -26,6 +26,7 @@
 
 #[macro_use]
 mod support;
+use support::cid;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -165,14 +166,6 @@ fn scratch_dir() -> tempfile::TempDir {
         }
     }
     tempfile::tempdir().expect("temp dir")
-}
-
-/// A real CIDv1 (raw, sha2-256-shaped digest), canonical form: the shard admits only those.
-fn cid(i: usize) -> String {
-    let mut digest = [0u8; 32];
-    digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).expect("32 bytes fit");
-    cid::Cid::new_v1(0x55, hash).to_string()
 }
 
 fn delegate(node: &str) -> String {

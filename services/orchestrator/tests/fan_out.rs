@@ -16,6 +16,7 @@
 
 #[macro_use]
 mod support;
+use support::cid;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,14 +102,6 @@ impl Store for CountingStore {
 
 // ---------------------------------------------------------------------------------------------
 // The CID, its pins, and the shard.
-
-/// A real CIDv1 (raw, sha2-256-shaped digest), canonical form: the shard admits only those.
-fn cid(i: usize) -> String {
-    let mut digest = [0u8; 32];
-    digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).expect("32 bytes fit");
-    cid::Cid::new_v1(0x55, hash).to_string()
-}
 
 fn request(on: &str, i: usize) -> Record {
     Record::from_envelope(&Envelope::new(

@@ -5,7 +5,7 @@
 //! have left it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pinhive_domain::PinStatus;
 use pinhive_events::{Envelope, Event, PinRequested};
@@ -14,27 +14,11 @@ use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{total_count, EmbeddedStore, Store, SCOPE_ALL_PINS};
 
+mod support;
+
+use support::{cid, until_async as until};
+
 const PINS: usize = 40;
-
-/// Waits for `check` (polled every 10 ms), failing the test after 30 s.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn cid(i: usize) -> String {
-    let mut digest = [0u8; 32];
-    digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
-    cid::Cid::new_v1(0x55, hash).to_string()
-}
 
 fn request(i: usize) -> Record {
     Record::from_envelope(&Envelope::new(

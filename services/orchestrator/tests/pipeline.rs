@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pinhive_domain::PinStatus;
 use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested};
@@ -15,15 +15,11 @@ use pinhive_orchestrator::consumer::LogSink;
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{total_count, EmbeddedStore, Store};
 
-const PARTITIONS: u32 = 4;
+mod support;
 
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use support::{cid, until};
+
+const PARTITIONS: u32 = 4;
 
 fn open_log_and_store(dir: &std::path::Path) -> (Arc<dyn Log>, Arc<dyn Store>) {
     let log = EmbeddedLog::open(
@@ -36,14 +32,6 @@ fn open_log_and_store(dir: &std::path::Path) -> (Arc<dyn Log>, Arc<dyn Store>) {
     .unwrap();
     let store = EmbeddedStore::open(&dir.join("store")).unwrap();
     (Arc::new(log), Arc::new(store))
-}
-
-/// A real CIDv1 (raw, sha2-256-shaped digest), canonical form: the shard admits only those.
-fn cid(i: usize) -> String {
-    let mut digest = [0u8; 32];
-    digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
-    cid::Cid::new_v1(0x55, hash).to_string()
 }
 
 fn request(i: usize) -> Record {

@@ -1,6 +1,9 @@
-//! What the orchestrator's store-wrapping tests share.
+//! What the orchestrator's integration tests share.
+#![allow(dead_code)] // each test target uses part of it
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pinhive_log::{Log, StoredRecord};
 
@@ -64,4 +67,31 @@ pub async fn read_all(log: &Arc<dyn Log>, expected: usize) -> Vec<StoredRecord> 
     }
     assert_eq!(stored.len(), expected, "every appended record read back");
     stored
+}
+
+/// A real CIDv1 (raw, sha2-256-shaped digest), canonical form: the shard admits only those.
+pub fn cid(i: usize) -> String {
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    let hash = cid::multihash::Multihash::<64>::wrap(0x12, &digest).expect("32 bytes fit");
+    cid::Cid::new_v1(0x55, hash).to_string()
+}
+
+/// Waits until `check` holds, polling it every 10 ms; fails the test after 30 s.
+pub async fn until_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut poll = tokio::time::interval(Duration::from_millis(10));
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        poll.tick().await;
+    }
+}
+
+/// [`until_async`] for a condition that needs no await.
+pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    until_async(what, || std::future::ready(check())).await
 }
