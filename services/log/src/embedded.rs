@@ -111,6 +111,7 @@ impl EmbeddedLog {
         let (sender, receiver) = mpsc::sync_channel(config.queue_depth);
         let writer = Writer {
             partitions: partitions.clone(),
+            uncut: vec![false; active_files.len()],
             files: active_files,
             config,
         };
@@ -324,6 +325,9 @@ impl Log for EmbeddedLog {
 struct Writer {
     partitions: Arc<Vec<Partition>>,
     files: Vec<File>,
+    /// Partitions whose file may still hold bytes of a failed group past the durable end
+    /// (the cut back failed).
+    uncut: Vec<bool>,
     config: EmbeddedLogConfig,
 }
 
@@ -410,57 +414,86 @@ impl Writer {
         }
     }
 
+    /// Writes and fsyncs the group. On failure every partition the group touched is cut back
+    /// to its length before the group: the group's appends all get an error, so none of their
+    /// bytes may stay where a later group or a recovery after a crash would make them records.
     fn write_and_sync(&mut self, buffers: &[Vec<u8>], starting_ends: &[u64]) -> io::Result<()> {
-        let mut dirty = Vec::new();
+        let mut touched = Vec::new();
+        let result = self
+            .write_partitions(buffers, starting_ends, &mut touched)
+            .and_then(|()| self.sync_partitions(&touched));
+        let Err(error) = result else {
+            return Ok(());
+        };
+        for &p in &touched {
+            self.cut_back(p, starting_ends[p]);
+        }
+        Err(error)
+    }
+
+    /// Writes each partition's frames with one `write`, recording every partition it starts to
+    /// write in `touched` (before writing: a failed write may have left part of its bytes).
+    fn write_partitions(
+        &mut self,
+        buffers: &[Vec<u8>],
+        starting_ends: &[u64],
+        touched: &mut Vec<usize>,
+    ) -> io::Result<()> {
         for (p, buffer) in buffers.iter().enumerate() {
             if buffer.is_empty() {
                 continue;
             }
-            self.roll_if_full(p, starting_ends[p])?;
-            if let Err(error) = self.files[p].write_all(buffer) {
+            if self.uncut[p] {
+                // An earlier failed group could not be cut back: retry before writing, since
+                // the file is opened for appending and new frames must start at the durable end.
                 self.cut_back(p, starting_ends[p]);
-                return Err(error);
-            }
-            dirty.push(p);
-        }
-        // One fsync per touched segment, issued in parallel: the device overlaps them, so a
-        // group touching many partitions costs about one flush, not one per partition.
-        let files = &self.files;
-        let fsync_timer = crate::metrics::METRICS
-            .fsync_seconds
-            .with_label_values::<&str>(&[])
-            .start_timer();
-        let failed: Option<(usize, io::Error)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = dirty
-                .iter()
-                .skip(1)
-                .map(|&p| (p, scope.spawn(move || files[p].sync_data())))
-                .collect();
-            let mut failed = dirty
-                .first()
-                .and_then(|&p| files[p].sync_data().err().map(|e| (p, e)));
-            for (p, handle) in handles {
-                let result = handle
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
-                if let (Err(error), None) = (result, failed.as_ref()) {
-                    failed = Some((p, error));
+                if self.uncut[p] {
+                    return Err(io::Error::other(format!(
+                        "partition {p} still holds the bytes of a failed group"
+                    )));
                 }
             }
-            failed
-        });
-        fsync_timer.observe_duration();
-        if let Some((_, error)) = failed {
-            // Durability of the group is unknown: cut every partition back so no reader sees
-            // it and the next group starts on a frame boundary.
-            for &p in &dirty {
-                self.cut_back(p, starting_ends[p]);
-            }
-            return Err(error);
+            self.roll_if_full(p, starting_ends[p])?;
+            touched.push(p);
+            injected_fault("log::write", p)?;
+            self.files[p].write_all(buffer)?;
         }
         Ok(())
     }
 
+    /// One fsync per touched segment, issued in parallel: the device overlaps them, so a group
+    /// touching many partitions costs about one flush, not one per partition.
+    fn sync_partitions(&self, touched: &[usize]) -> io::Result<()> {
+        let files = &self.files;
+        let sync = |p: usize| injected_fault("log::fsync", p).and_then(|()| files[p].sync_data());
+        let fsync_timer = crate::metrics::METRICS
+            .fsync_seconds
+            .with_label_values::<&str>(&[])
+            .start_timer();
+        let result = std::thread::scope(|scope| {
+            let handles: Vec<_> = touched
+                .iter()
+                .skip(1)
+                .map(|&p| scope.spawn(move || sync(p)))
+                .collect();
+            let mut result = touched.first().map_or(Ok(()), |&p| sync(p));
+            for handle in handles {
+                let joined = handle
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
+                // The first error wins; every thread is joined either way.
+                result = result.and(joined);
+            }
+            result
+        });
+        fsync_timer.observe_duration();
+        result
+    }
+
+    /// Truncates partition `p` back to `end` (its durable end) and makes the truncation durable.
+    /// Readers never saw the bytes past `end` (the durable end moves only after a whole group
+    /// succeeded); this keeps recovery and the next group from seeing them either. If the cut
+    /// fails the partition stays marked and takes no new frames until a retry succeeds.
     fn cut_back(&mut self, p: usize, end: u64) {
         let segment_base = self.partitions[p]
             .segments
@@ -468,8 +501,17 @@ impl Writer {
             .last()
             .map(|s| s.base)
             .unwrap_or(0);
-        let _ = self.files[p].set_len(end.saturating_sub(segment_base));
-        let _ = self.files[p].sync_all();
+        let file = &self.files[p];
+        match file
+            .set_len(end.saturating_sub(segment_base))
+            .and_then(|()| file.sync_all())
+        {
+            Ok(()) => self.uncut[p] = false,
+            Err(error) => {
+                self.uncut[p] = true;
+                tracing::error!(partition = p, error = %error, "cannot cut a failed group off the log; the partition refuses appends until it can");
+            }
+        }
     }
 
     fn roll_if_full(&mut self, p: usize, end: u64) -> io::Result<()> {
@@ -485,6 +527,22 @@ impl Writer {
         self.files[p] = file;
         Ok(())
     }
+}
+
+/// The failpoints `log::write` (before a partition's frames are written) and `log::fsync`
+/// (before a touched partition is fsynced), from the `fail` crate: compiled in only with its
+/// `failpoints` feature, which only tests enable. `return` fails the step on every partition,
+/// `return(k)` only on partition k.
+#[allow(unused_variables)] // without the feature `fail_point!` expands to nothing
+fn injected_fault(failpoint: &str, partition: usize) -> io::Result<()> {
+    fail::fail_point!(failpoint, |only: Option<String>| {
+        if only.is_some_and(|only| only != partition.to_string()) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("injected fault at {failpoint}")))
+        }
+    });
+    Ok(())
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
