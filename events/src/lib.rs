@@ -103,15 +103,53 @@ pub enum Event {
         preferred_regions: Vec<String>,
         reason: String,
     },
-    /// Node registry: a node joined (or its description changed). Keyed by node id.
+    /// Control log: a node joined (or its description changed). Keyed by node id. A new node
+    /// starts `up`; a re-registered one keeps its state.
     NodeRegistered(NodeDescriptor),
-    /// Node registry: a node's health or capacity changed. Keyed by node id.
+    /// Control log: a node's agreed lifecycle state changed (health transitions decided by the
+    /// instance that leads the control log, or an operator's drain). Keyed by node id.
     NodeStatusChanged {
         node: NodeId,
-        healthy: bool,
-        free_bytes: Option<u64>,
+        state: NodeState,
         reason: String,
     },
+    /// Control log: an operator removed the node. Keyed by node id.
+    NodeRemoved { node: NodeId, reason: String },
+}
+
+/// The lifecycle state every instance agrees on for a node (folded from the control log).
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Healthy: takes new replicas; its replicas count.
+    Up,
+    /// Failing health checks for less than the grace period: takes no new replicas, but its
+    /// replicas still count (nothing moves if it comes back in time).
+    Degraded,
+    /// Failing for longer than the grace period: its replicas no longer count and are made
+    /// again elsewhere, at the re-replication rate.
+    Down,
+    /// An operator is emptying it: takes no new replicas; each of its replicas is unpinned
+    /// once the CID's replicas elsewhere are pinned.
+    Draining,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Degraded => "degraded",
+            NodeState::Down => "down",
+            NodeState::Draining => "draining",
+        }
+    }
+
+    /// Whether the node's replicas count towards a CID's target.
+    pub fn holds_replicas(self) -> bool {
+        matches!(self, NodeState::Up | NodeState::Degraded)
+    }
 }
 
 impl Event {
@@ -129,6 +167,7 @@ impl Event {
             Event::TargetChanged { .. } => "target_changed",
             Event::NodeRegistered(_) => "node_registered",
             Event::NodeStatusChanged { .. } => "node_status_changed",
+            Event::NodeRemoved { .. } => "node_removed",
         }
     }
 }

@@ -135,9 +135,12 @@ mod tests {
             }),
             Event::NodeStatusChanged {
                 node: "n1".into(),
-                healthy: false,
-                free_bytes: Some(1),
+                state: crate::NodeState::Down,
                 reason: "down".into(),
+            },
+            Event::NodeRemoved {
+                node: "n1".into(),
+                reason: "retired".into(),
             },
         ]
     }

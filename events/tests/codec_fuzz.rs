@@ -3,7 +3,9 @@
 //! what the codec writes it reads back.
 
 use pinhive_events::codec::{self, DecodeError};
-use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested, Replaces, SCHEMA_VERSION};
+use pinhive_events::{
+    Envelope, Event, NodeDescriptor, NodeState, PinRequested, Replaces, SCHEMA_VERSION,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::Value;
@@ -90,14 +92,19 @@ fn event() -> BoxedStrategy<Event> {
                 weight,
             })
         }),
-        (text(), any::<bool>(), any::<Option<u64>>(), text()).prop_map(
-            |(node, healthy, free_bytes, reason)| Event::NodeStatusChanged {
+        (text(), 0..4usize, text()).prop_map(|(node, state, reason)| {
+            Event::NodeStatusChanged {
                 node,
-                healthy,
-                free_bytes,
+                state: [
+                    NodeState::Up,
+                    NodeState::Degraded,
+                    NodeState::Down,
+                    NodeState::Draining,
+                ][state],
                 reason,
             }
-        ),
+        }),
+        (text(), text()).prop_map(|(node, reason)| Event::NodeRemoved { node, reason }),
     ]
     .boxed()
 }

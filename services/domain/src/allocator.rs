@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use pinhive_events::NodeId;
+use pinhive_events::{NodeId, NodeState};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// What the allocator needs to know about a node.
@@ -16,9 +16,13 @@ pub struct NodeView {
     pub id: NodeId,
     pub region: String,
     pub weight: u32,
+    /// Takes new replicas: the agreed state is `up` and this instance reaches the node (its
+    /// circuit breaker not open).
     pub healthy: bool,
     /// Free repository space if known; nodes below the threshold get no new replicas.
     pub free_bytes: Option<u64>,
+    /// The state every instance agrees on (the control log's): whether its replicas count.
+    pub state: NodeState,
 }
 
 /// Rendezvous score of `node_id` for `key`: higher wins.
@@ -104,6 +108,7 @@ mod tests {
                 weight: 1,
                 healthy: true,
                 free_bytes: None,
+                state: pinhive_events::NodeState::Up,
             })
             .collect()
     }

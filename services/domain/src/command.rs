@@ -390,7 +390,9 @@ pub fn admit(envelope: &Envelope, provenance: Provenance) -> Result<Event, Rejec
             Ok(envelope.event.clone())
         }
         other if external => Err(Rejection::NotARequest { kind: other.kind() }),
-        Event::NodeRegistered(_) | Event::NodeStatusChanged { .. } => Ok(envelope.event.clone()),
+        Event::NodeRegistered(_) | Event::NodeStatusChanged { .. } | Event::NodeRemoved { .. } => {
+            Ok(envelope.event.clone())
+        }
         Event::PinReplaced { .. }
         | Event::ReplaceSettled { .. }
         | Event::ReplicasAllocated { .. }
@@ -558,8 +560,7 @@ mod tests {
                 "node-1",
                 Event::NodeStatusChanged {
                     node: "node-1".into(),
-                    healthy: true,
-                    free_bytes: None,
+                    state: pinhive_events::NodeState::Up,
                     reason: String::new(),
                 },
                 External,

@@ -7,6 +7,8 @@
 //! * [`plan`]: what must happen next for a CID (allocate, pin, unpin), level-triggered, so the
 //!   same call repairs whatever a crash left undone.
 //! * [`allocator`]: weighted rendezvous placement across healthy nodes and regions.
+//! * [`nodes`]: node lifecycle (up, degraded, down, draining) folded from the control log, the
+//!   health rule that moves it, and how endangered a CID is ([`Urgency`]).
 //! * [`pin`]: the Pinning Service API status of a pin, derived from its CID's replicas.
 //! * [`values`]: typed values of outside input (canonical [`values::Cid`], owner, name, meta,
 //!   origins); [`command`]: `decide` (edge commands → events) and `admit` (every log record
@@ -15,6 +17,7 @@
 pub mod allocator;
 pub mod analytics;
 pub mod command;
+pub mod nodes;
 pub mod pin;
 pub mod plan;
 pub mod rows;
@@ -27,7 +30,8 @@ pub use command::{
     admit, decide, legacy, Command, Decided, Legacy, PinCommand, Provenance, RawPin, Rejection,
 };
 pub use pin::{PinRecord, PinStatus};
-pub use plan::{needs_work, plan, Action, PlanContext};
+pub use nodes::{HealthRule, NodeChange, NodeRecord, NodeTable, Urgency};
+pub use plan::{needs_work, plan, urgency, Action, PlanContext};
 pub use rows::{PinRow, PinView, PIN_BUCKET};
 pub use state::{CidState, Cursor, PinRef, Release, ReplicaState, ReplicaStatus};
 pub use values::{canonical_cid, Cid};

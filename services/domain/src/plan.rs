@@ -6,9 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use pinhive_events::NodeId;
+use pinhive_events::{NodeId, NodeState};
 
 use crate::allocator::{allocate, rank, NodeView};
+use crate::nodes::Urgency;
 use crate::state::{CidState, ReplicaStatus};
 use crate::values::is_public_multiaddr;
 
@@ -42,17 +43,12 @@ pub enum Action {
 /// Plans the actions that move `state` towards its desired placement.
 pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
     let desired = state.desired_replicas();
-    let known = |node: &NodeId| context.nodes.iter().any(|n| &n.id == node);
-    // Replicas on nodes that left the registry are lost: not live, and nothing can be asked of
-    // them. (A node that is only unhealthy stays known; its replicas still count.)
-    let mut live: Vec<NodeId> = state
-        .replicas
-        .iter()
-        .filter(|(node, r)| {
-            known(node) && matches!(r.status, ReplicaStatus::Allocated | ReplicaStatus::Pinned)
-        })
-        .map(|(node, _)| node.clone())
-        .collect();
+    let node_state = |node: &NodeId| context.nodes.iter().find(|n| &n.id == node).map(|n| n.state);
+    // Replicas on nodes that left the registry are lost, and on `down` nodes they no longer
+    // count: neither is live, and nothing is asked of those nodes (a node that comes back is
+    // planned again). A `degraded` node's replicas still count; a `draining` node's do not,
+    // but it is asked to unpin them once enough replicas elsewhere are pinned.
+    let mut live = live_replicas(state, context);
     rank(&state.cid, &mut live);
     // Replicas in the preferred regions (where the demand is) are the last to go when the
     // target shrinks; the order is otherwise the stable rendezvous order.
@@ -80,6 +76,20 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
         // may have left a partial or late pin behind; `pin/rm` of an absent pin is a no-op).
         unwanted.extend(state.replicas.keys().cloned());
     }
+    // A draining node gives its replica up once the CID's counting replicas are pinned.
+    let pinned_live = live
+        .iter()
+        .filter(|node| state.replicas.get(*node).map(|r| r.status) == Some(ReplicaStatus::Pinned))
+        .count();
+    if pinned_live >= desired {
+        unwanted.extend(
+            state
+                .replicas
+                .keys()
+                .filter(|node| node_state(node) == Some(NodeState::Draining))
+                .cloned(),
+        );
+    }
 
     if live.len() < desired {
         let exclude: BTreeSet<NodeId> = state.replicas.keys().cloned().collect();
@@ -105,10 +115,16 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
         }
     }
 
-    for (node, replica) in state.replicas.iter().filter(|(node, _)| known(node)) {
+    for (node, replica) in state.replicas.iter() {
+        let Some(node_state) = node_state(node) else {
+            continue;
+        };
+        if node_state == NodeState::Down {
+            continue;
+        }
         if unwanted.contains(node) {
             actions.push(Action::Unpin { node: node.clone() });
-        } else if replica.status == ReplicaStatus::Allocated {
+        } else if replica.status == ReplicaStatus::Allocated && node_state.holds_replicas() {
             actions.push(Action::Pin {
                 node: node.clone(),
                 origins: origins.clone(),
@@ -132,16 +148,34 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
 /// True while the CID needs attention from the repair loop: actions to carry out, or fewer
 /// live replicas than desired (e.g. queued while no node is reachable).
 pub fn needs_work(state: &CidState, context: &PlanContext, actions: &[Action]) -> bool {
-    if !actions.is_empty() {
-        return true;
-    }
-    let live = state
+    !actions.is_empty() || live_replicas(state, context).len() < state.desired_replicas()
+}
+
+/// The replicas that count towards the CID's target: allocated or pinned on a node that is
+/// registered and `up` or `degraded`.
+fn live_replicas(state: &CidState, context: &PlanContext) -> Vec<NodeId> {
+    state
         .replicas
         .iter()
         .filter(|(node, r)| {
-            context.nodes.iter().any(|n| &n.id == *node)
-                && matches!(r.status, ReplicaStatus::Allocated | ReplicaStatus::Pinned)
+            matches!(r.status, ReplicaStatus::Allocated | ReplicaStatus::Pinned)
+                && context
+                    .nodes
+                    .iter()
+                    .any(|n| &n.id == *node && n.state.holds_replicas())
         })
-        .count();
-    live < state.desired_replicas()
+        .map(|(node, _)| node.clone())
+        .collect()
+}
+
+/// How endangered the CID is (re-replication works most endangered first).
+pub fn urgency(state: &CidState, context: &PlanContext) -> Urgency {
+    let min = state
+        .replica_bounds()
+        .map_or(0, |(min, _)| usize::from(min));
+    Urgency::of(
+        live_replicas(state, context).len(),
+        min,
+        state.desired_replicas(),
+    )
 }

@@ -271,7 +271,9 @@ impl CidState {
                 self.target_override = (*replicas > 0).then_some(*replicas);
                 self.preferred_regions = preferred_regions.clone();
             }
-            Event::NodeRegistered(_) | Event::NodeStatusChanged { .. } => {}
+            Event::NodeRegistered(_)
+            | Event::NodeStatusChanged { .. }
+            | Event::NodeRemoved { .. } => {}
         }
         None
     }

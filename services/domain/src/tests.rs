@@ -62,6 +62,7 @@ fn nodes(n: usize) -> PlanContext {
                 weight: 1,
                 healthy: true,
                 free_bytes: None,
+                state: pinhive_events::NodeState::Up,
             })
             .collect(),
         min_free_bytes: 0,
@@ -441,4 +442,102 @@ proptest! {
             }
         }
     }
+}
+
+/// `fleet` with node `i` in `state` (and not taking new replicas unless `up`).
+fn with_state(mut context: PlanContext, i: usize, state: pinhive_events::NodeState) -> PlanContext {
+    context.nodes[i].state = state;
+    context.nodes[i].healthy = state == pinhive_events::NodeState::Up;
+    context
+}
+
+#[test]
+fn node_states_decide_what_counts_and_what_moves() {
+    use crate::{needs_work, urgency, Urgency};
+    use pinhive_events::NodeState;
+    // Three replicas pinned on n0, n1, n2 of a five-node fleet.
+    let state = fold(&[
+        request("r1", 3, 3),
+        allocated(&["n0", "n1", "n2"]),
+        pinned("n0"),
+        pinned("n1"),
+        pinned("n2"),
+    ]);
+    assert!(plan(&state, &nodes(5)).is_empty());
+
+    // Degraded (within the grace period): its replica still counts, nothing moves.
+    let degraded = with_state(nodes(5), 0, NodeState::Degraded);
+    assert!(plan(&state, &degraded).is_empty());
+    assert!(!needs_work(&state, &degraded, &[]));
+    assert_eq!(urgency(&state, &degraded), Urgency::Met);
+
+    // Down: the replica no longer counts; one more is made elsewhere, and nothing is asked of
+    // the down node.
+    let down = with_state(nodes(5), 0, NodeState::Down);
+    let actions = plan(&state, &down);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let Action::Allocate { nodes: picked, .. } = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(picked.len(), 1);
+    assert!(picked[0] == "n3" || picked[0] == "n4", "{picked:?}");
+    assert_eq!(urgency(&state, &down), Urgency::BelowMin);
+    // All three down: nothing counts.
+    let all_down = with_state(
+        with_state(with_state(nodes(5), 0, NodeState::Down), 1, NodeState::Down),
+        2,
+        NodeState::Down,
+    );
+    assert_eq!(urgency(&state, &all_down), Urgency::NoReplica);
+
+    // Draining: a replacement is allocated first, and the draining replica is kept...
+    let draining = with_state(nodes(5), 0, NodeState::Draining);
+    let actions = plan(&state, &draining);
+    assert!(
+        matches!(actions.as_slice(), [Action::Allocate { .. }]),
+        "{actions:?}"
+    );
+    let Action::Allocate { nodes: picked, .. } = &actions[0] else {
+        unreachable!()
+    };
+    let moved = picked[0].clone();
+    let mut events = vec![
+        request("r1", 3, 3),
+        allocated(&["n0", "n1", "n2"]),
+        pinned("n0"),
+        pinned("n1"),
+        pinned("n2"),
+        allocated(&[moved.as_str()]),
+    ];
+    let actions = plan(&fold(&events), &draining);
+    assert_eq!(
+        actions,
+        vec![Action::Pin {
+            node: moved.clone(),
+            origins: vec!["/ip4/10.0.0.1/tcp/4001/p2p/QmOrigin".into()]
+        }]
+    );
+    // ...until the replacement is pinned; then the draining node unpins.
+    events.push(pinned(&moved));
+    let actions = plan(&fold(&events), &draining);
+    assert_eq!(actions, vec![Action::Unpin { node: "n0".into() }]);
+    events.push(Event::ReplicaUnpinned { node: "n0".into() });
+    assert!(plan(&fold(&events), &draining).is_empty());
+
+    // A down node that comes back finds its replica surplus: it is unpinned there.
+    events = vec![
+        request("r1", 3, 3),
+        allocated(&["n0", "n1", "n2"]),
+        pinned("n0"),
+        pinned("n1"),
+        pinned("n2"),
+        allocated(&["n3"]),
+        pinned("n3"),
+    ];
+    assert!(plan(&fold(&events), &down).is_empty());
+    let actions = plan(&fold(&events), &nodes(5));
+    assert!(
+        matches!(actions.as_slice(), [Action::Unpin { .. }]),
+        "{actions:?}"
+    );
 }

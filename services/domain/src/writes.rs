@@ -14,6 +14,8 @@
 //! removed one, −1/+1 for a row whose status the walk changes, all relative to the
 //! *committed* rows (see [`crate::rows`]), so a retried batch produces the same deltas.
 
+use pinhive_events::NodeId;
+
 use crate::pin::PinStatus;
 use crate::rows::{PinRow, PinView};
 use crate::state::{CidState, Cursor, ReplicaStatus};
@@ -68,6 +70,9 @@ pub struct CidWrites {
     pub owner_deltas: Vec<(String, PinStatus, i64)>,
     pub replicas_desired_delta: i64,
     pub replicas_pinned_delta: i64,
+    /// Node-index membership changes (the node now holds, or no longer holds, an allocated or
+    /// pinned replica), in node order; each is also a ±1 of the node's replica counter.
+    pub node_index: Vec<(NodeId, bool)>,
 }
 
 /// The rows and counter changes of one CID's part of a batch (see the module docs).
@@ -136,11 +141,35 @@ pub fn derive_writes(input: CidInput<'_>) -> CidWrites {
     let replicas_desired_delta = after.desired_replicas() as i64 - before.desired_replicas() as i64;
     let replicas_pinned_delta =
         after.count(ReplicaStatus::Pinned) as i64 - before.count(ReplicaStatus::Pinned) as i64;
+    let node_index = node_index_changes(before, &after);
     CidWrites {
         state: after,
         pins,
         owner_deltas,
         replicas_desired_delta,
         replicas_pinned_delta,
+        node_index,
     }
+}
+
+/// The nodes holding an allocated or pinned replica of the CID (what the node index lists).
+pub fn held_on(state: &CidState) -> impl Iterator<Item = &NodeId> {
+    state
+        .replicas
+        .iter()
+        .filter(|(_, r)| matches!(r.status, ReplicaStatus::Allocated | ReplicaStatus::Pinned))
+        .map(|(node, _)| node)
+}
+
+/// Which nodes gained (`true`) or lost (`false`) the CID between two states.
+fn node_index_changes(before: &CidState, after: &CidState) -> Vec<(NodeId, bool)> {
+    let old: std::collections::BTreeSet<&NodeId> = held_on(before).collect();
+    let new: std::collections::BTreeSet<&NodeId> = held_on(after).collect();
+    let mut changes: Vec<(NodeId, bool)> = new
+        .difference(&old)
+        .map(|node| ((*node).clone(), true))
+        .chain(old.difference(&new).map(|node| ((*node).clone(), false)))
+        .collect();
+    changes.sort();
+    changes
 }

@@ -11,7 +11,7 @@ use multiaddr::{Multiaddr, PeerId, Protocol};
 use pinhive_domain::state::{check, named_pin, PinChange};
 use pinhive_domain::values::{self, Cid, MAX_ORIGINS, MAX_ORIGINS_EXAMINED};
 use pinhive_domain::{admit, plan, CidState, NodeView, PlanContext, Provenance, Rejection};
-use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested, Replaces};
+use pinhive_events::{Envelope, Event, NodeDescriptor, NodeState, PinRequested, Replaces};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 
@@ -457,14 +457,19 @@ fn event(pool: &CidPool) -> BoxedStrategy<Event> {
                 weight,
             })
         }),
-        1 => (node(), any::<bool>(), any::<Option<u64>>(), text(30)).prop_map(
-            |(node, healthy, free_bytes, reason)| Event::NodeStatusChanged {
+        1 => (node(), 0..4usize, text(30)).prop_map(|(node, state, reason)| {
+            Event::NodeStatusChanged {
                 node,
-                healthy,
-                free_bytes,
+                state: [
+                    NodeState::Up,
+                    NodeState::Degraded,
+                    NodeState::Down,
+                    NodeState::Draining,
+                ][state],
                 reason,
             }
-        ),
+        }),
+        1 => (node(), text(30)).prop_map(|(node, reason)| Event::NodeRemoved { node, reason }),
     ]
     .boxed()
 }
@@ -509,6 +514,7 @@ fn fleet() -> PlanContext {
                 weight: 1,
                 healthy: true,
                 free_bytes: None,
+                state: pinhive_events::NodeState::Up,
             })
             .collect(),
         min_free_bytes: 0,

@@ -33,6 +33,7 @@ impl Fleet {
                     weight: 1,
                     healthy: true,
                     free_bytes: None,
+                    state: pinhive_events::NodeState::Up,
                 });
             }
         }
