@@ -7,7 +7,7 @@
 //! the shard's repair loop plans it again from state, so nothing is lost.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,8 @@ pub struct NodeDriver {
     /// is its data only (a few hundred bytes), not a suspended future.
     queue: VecDeque<NodeCommand>,
     running: usize,
+    /// RPC attempts and failures counted at the previous health check (for its error rate).
+    counted: (u64, u64),
 }
 
 impl NodeDriver {
@@ -107,10 +109,13 @@ impl NodeDriver {
                 sink,
                 registry,
                 config,
+                rpc_attempts: AtomicU64::new(0),
+                rpc_failures: AtomicU64::new(0),
             }),
             in_flight: Arc::default(),
             queue: VecDeque::new(),
             running: 0,
+            counted: (0, 0),
             descriptor,
         }
     }
@@ -184,6 +189,16 @@ impl Handler<CheckHealth> for NodeDriver {
         let id = self.descriptor.id.clone();
         let breaker = self.work.breaker.clone();
         let in_flight = self.in_flight.clone();
+        let counts = (
+            self.work.rpc_attempts.load(Ordering::Relaxed),
+            self.work.rpc_failures.load(Ordering::Relaxed),
+        );
+        let (attempts, failures) = (
+            counts.0.saturating_sub(self.counted.0),
+            counts.1.saturating_sub(self.counted.1),
+        );
+        self.counted = counts;
+        let error_rate = (attempts > 0).then(|| failures as f64 / attempts as f64);
         ctx.spawn(
             async move {
                 let identity = observe(&id, "id", api.id()).await;
@@ -208,6 +223,7 @@ impl Handler<CheckHealth> for NodeDriver {
                             health.reachable = true;
                             health.identity = Some(identity);
                             health.last_error = None;
+                            health.last_heartbeat_ns = Some(pinhive_events::now_ns());
                             if !was_reachable {
                                 tracing::info!(node = %id, "ipfs node reachable");
                             }
@@ -229,6 +245,7 @@ impl Handler<CheckHealth> for NodeDriver {
                     }
                     health.breaker = breaker_state;
                     health.in_flight = in_flight;
+                    health.error_rate = error_rate;
                     let metrics = &METRICS;
                     metrics
                         .node_up
@@ -306,6 +323,9 @@ struct Work {
     registry: NodeRegistry,
     config: NodeDriverConfig,
     breaker: Arc<Mutex<Breaker>>,
+    /// Every RPC attempt of a command, and those that failed (the node's error rate).
+    rpc_attempts: AtomicU64,
+    rpc_failures: AtomicU64,
 }
 
 impl Work {
@@ -346,7 +366,11 @@ impl Work {
             .with_jitter();
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
+            self.rpc_attempts.fetch_add(1, Ordering::Relaxed);
             let outcome = self.attempt(&command).await;
+            if outcome.is_err() {
+                self.rpc_failures.fetch_add(1, Ordering::Relaxed);
+            }
             let mut breaker = self.breaker.lock();
             match &outcome {
                 Err(error) if error.is_node_failure() => breaker.on_failure(Instant::now()),

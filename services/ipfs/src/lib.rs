@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 pub use driver::{NodeCommand, NodeDriver, NodeDriverConfig, NodeOp, StopDriver};
 pub use kubo::KuboClient;
-pub use registry::{NodeHealth, NodeRegistry};
+pub use registry::{AgreedState, NodeHealth, NodeRegistry};
 pub use simulated::SimulatedIpfs;
 
 /// What `id` tells about a node.

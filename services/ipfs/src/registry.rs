@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix::Addr;
 use parking_lot::RwLock;
 use pinhive_domain::NodeView;
-use pinhive_events::{NodeDescriptor, NodeId};
+use pinhive_events::{NodeDescriptor, NodeId, NodeState};
 use tokio::sync::watch;
 
 use crate::breaker::BreakerState;
@@ -25,7 +25,20 @@ pub struct NodeHealth {
     pub free_bytes: Option<u64>,
     pub last_error: Option<String>,
     pub breaker: BreakerState,
+    /// Commands accepted by the driver: running or queued.
     pub in_flight: usize,
+    /// When the node last answered a health check (ns since the epoch).
+    pub last_heartbeat_ns: Option<i64>,
+    /// Share of the driver's RPC attempts that failed since the previous health check
+    /// (`None`: no attempt in that interval).
+    pub error_rate: Option<f64>,
+}
+
+impl NodeHealth {
+    /// Passes its health checks: reachable, and its circuit breaker not open.
+    pub fn passes(&self) -> bool {
+        self.reachable && self.breaker != BreakerState::Open
+    }
 }
 
 impl Default for NodeHealth {
@@ -37,6 +50,8 @@ impl Default for NodeHealth {
             last_error: Some(NOT_CHECKED_YET.into()),
             breaker: BreakerState::Closed,
             in_flight: 0,
+            last_heartbeat_ns: None,
+            error_rate: None,
         }
     }
 }
@@ -46,13 +61,38 @@ pub struct NodeEntry {
     pub descriptor: NodeDescriptor,
     pub health: NodeHealth,
     pub driver: Addr<NodeDriver>,
+    /// The state every instance agrees on (the control log's).
+    pub state: AgreedState,
 }
 
-/// Cheap to clone. `changes()` ticks whenever a node joins, leaves or changes health, so
-/// shards re-plan their pending CIDs (e.g. pins queued while no node was reachable).
+/// A node's lifecycle state as folded from the control log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgreedState {
+    pub state: NodeState,
+    /// When it entered `state` (ns since the epoch).
+    pub since_ns: i64,
+    pub reason: String,
+}
+
+impl Default for AgreedState {
+    fn default() -> Self {
+        AgreedState {
+            state: NodeState::Up,
+            since_ns: 0,
+            reason: "registered".into(),
+        }
+    }
+}
+
+/// Cheap to clone. `changes()` ticks whenever a node joins, leaves or changes health or
+/// state, so shards re-plan their pending CIDs (e.g. pins queued while no node was reachable)
+/// and walk the replicas of nodes that went down or drain.
 #[derive(Clone)]
 pub struct NodeRegistry {
     nodes: Arc<RwLock<BTreeMap<NodeId, NodeEntry>>>,
+    /// Agreed states, kept apart from the entries: the control log may name a node's state
+    /// before its driver has registered (drivers start on their own thread).
+    states: Arc<RwLock<BTreeMap<NodeId, AgreedState>>>,
     version: Arc<watch::Sender<u64>>,
 }
 
@@ -60,6 +100,7 @@ impl Default for NodeRegistry {
     fn default() -> Self {
         NodeRegistry {
             nodes: Arc::default(),
+            states: Arc::default(),
             version: Arc::new(watch::channel(0).0),
         }
     }
@@ -71,12 +112,19 @@ impl NodeRegistry {
     }
 
     pub fn insert(&self, descriptor: NodeDescriptor, driver: Addr<NodeDriver>) {
+        let state = self
+            .states
+            .read()
+            .get(&descriptor.id)
+            .cloned()
+            .unwrap_or_default();
         self.nodes.write().insert(
             descriptor.id.clone(),
             NodeEntry {
                 descriptor,
                 health: NodeHealth::default(),
                 driver,
+                state,
             },
         );
         self.bump();
@@ -86,6 +134,23 @@ impl NodeRegistry {
         let removed = self.nodes.write().remove(id);
         self.bump();
         removed
+    }
+
+    /// Records a node's agreed state (from the control log); ticks `changes()` if it changed.
+    pub fn set_state(&self, id: &str, state: AgreedState) {
+        let changed = self.states.read().get(id).map(|s| s.state) != Some(state.state);
+        self.states.write().insert(id.to_string(), state.clone());
+        if let Some(entry) = self.nodes.write().get_mut(id) {
+            entry.state = state;
+        }
+        if changed {
+            self.bump();
+        }
+    }
+
+    /// Forgets a removed node's agreed state.
+    pub fn forget_state(&self, id: &str) {
+        self.states.write().remove(id);
     }
 
     /// Updates a node's health; ticks `changes()` only when placement-relevant facts change.
@@ -133,7 +198,8 @@ impl NodeRegistry {
         self.version.subscribe()
     }
 
-    /// The allocator's view: healthy = reachable and breaker not open.
+    /// The allocator's view: a node takes new replicas when its agreed state is `up`, this
+    /// instance reaches it and its breaker is not open.
     pub fn views(&self) -> Vec<NodeView> {
         self.nodes
             .read()
@@ -142,8 +208,9 @@ impl NodeRegistry {
                 id: entry.descriptor.id.clone(),
                 region: entry.descriptor.region.clone(),
                 weight: entry.descriptor.weight,
-                healthy: entry.health.reachable && entry.health.breaker != BreakerState::Open,
+                healthy: entry.state.state == NodeState::Up && entry.health.passes(),
                 free_bytes: entry.health.free_bytes,
+                state: entry.state.state,
             })
             .collect()
     }
