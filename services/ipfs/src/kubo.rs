@@ -58,43 +58,67 @@ impl KuboClient {
             .bytes()
             .await
             .map_err(|e| IpfsError::Unreachable(format!("{path}: {e}")))?;
-        // Some calls stream newline-delimited JSON; the last object is the result.
         let text = String::from_utf8_lossy(&body);
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("{}");
-        let json: Value = serde_json::from_str(last).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(json);
+        if !status.is_success() {
+            return Err(classify_failure(path, status, &text));
         }
-        let message = json
-            .get("Message")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                format!(
-                    "HTTP {status}: {}",
-                    text.chars().take(200).collect::<String>()
-                )
-            });
-        if status.is_server_error() && message.to_lowercase().contains("timed out")
-            || message.to_lowercase().contains("timeout")
-            || message.contains("context deadline exceeded")
-        {
-            return Err(IpfsError::TimedOut(message));
-        }
-        if status == reqwest::StatusCode::NOT_FOUND
-            || status == reqwest::StatusCode::METHOD_NOT_ALLOWED
-        {
-            return Err(IpfsError::BadResponse(format!("{path}: {message}")));
-        }
-        if status.is_server_error() && json.get("Type").and_then(Value::as_str) != Some("error") {
-            return Err(IpfsError::Unreachable(message));
-        }
-        Err(IpfsError::Rejected(message))
+        Ok(last_json(&text))
     }
+}
+
+/// The result object of an answer: some calls stream newline-delimited JSON, and the last
+/// object is the result. `Null` when there is none.
+fn last_json(text: &str) -> Value {
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("{}");
+    serde_json::from_str(last).unwrap_or(Value::Null)
+}
+
+/// What a failed RPC answer means, which decides whether the driver retries it
+/// ([`IpfsError::is_retryable`]: unreachable and timed out only):
+///
+/// * 408 or 504, or a server error (5xx) whose message says the node gave up waiting
+///   ("timed out", "timeout", "context deadline exceeded"): timed out, retryable.
+/// * 404 or 405: the endpoint is missing (not an RPC server, or an incompatible one).
+/// * another server error without Kubo's error body (`"Type":"error"`): a proxy or HTTP-level
+///   failure in front of the node, retryable.
+/// * anything else, notably every other 4xx even when its message mentions a timeout (a bad
+///   `timeout` argument, say): rejected, never retried.
+fn classify_failure(path: &str, status: reqwest::StatusCode, text: &str) -> IpfsError {
+    let json = last_json(text);
+    let message = json
+        .get("Message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            format!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            )
+        });
+    let says_timed_out = {
+        let lower = message.to_lowercase();
+        lower.contains("timed out")
+            || lower.contains("timeout")
+            || lower.contains("context deadline exceeded")
+    };
+    let timed_out = status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status == reqwest::StatusCode::GATEWAY_TIMEOUT
+        || (status.is_server_error() && says_timed_out);
+    if timed_out {
+        return IpfsError::TimedOut(message);
+    }
+    if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::METHOD_NOT_ALLOWED
+    {
+        return IpfsError::BadResponse(format!("{path}: {message}"));
+    }
+    if status.is_server_error() && json.get("Type").and_then(Value::as_str) != Some("error") {
+        return IpfsError::Unreachable(message);
+    }
+    IpfsError::Rejected(message)
 }
 
 /// The string items of array `key` in `json` (empty when absent).
@@ -221,5 +245,146 @@ impl IpfsApi for KuboClient {
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+
+    use super::*;
+    use crate::metrics::error_kind;
+
+    fn kubo_error(message: &str) -> String {
+        serde_json::json!({ "Message": message, "Code": 0, "Type": "error" }).to_string()
+    }
+
+    #[test]
+    fn failed_answers_are_classified_and_only_real_timeouts_are_retryable() {
+        // (status, body, kind, retryable)
+        let table: Vec<(u16, String, &str, bool)> = vec![
+            // The node gave up waiting: retryable.
+            (
+                500,
+                kubo_error("context deadline exceeded"),
+                "timed_out",
+                true,
+            ),
+            (
+                500,
+                kubo_error("pin: Timeout waiting for block"),
+                "timed_out",
+                true,
+            ),
+            (500, kubo_error("request timed out"), "timed_out", true),
+            (408, String::new(), "timed_out", true),
+            (504, "upstream timed out".into(), "timed_out", true),
+            (504, kubo_error("gateway"), "timed_out", true),
+            // A client error that mentions a timeout is still a client error: not retried.
+            (
+                400,
+                kubo_error("invalid timeout value: 5 parsecs"),
+                "rejected",
+                false,
+            ),
+            (
+                400,
+                kubo_error("timeout must be positive"),
+                "rejected",
+                false,
+            ),
+            (
+                403,
+                "request timeout exceeded the allowed maximum".into(),
+                "rejected",
+                false,
+            ),
+            (
+                422,
+                kubo_error("context deadline exceeded"),
+                "rejected",
+                false,
+            ),
+            (
+                429,
+                "too many requests, timeout 5s".into(),
+                "rejected",
+                false,
+            ),
+            // Other Kubo errors: rejected.
+            (
+                500,
+                kubo_error("invalid path \"bafy\": invalid cid"),
+                "rejected",
+                false,
+            ),
+            (
+                500,
+                kubo_error("not pinned or pinned indirectly"),
+                "rejected",
+                false,
+            ),
+            (
+                400,
+                kubo_error("argument \"arg\" is required"),
+                "rejected",
+                false,
+            ),
+            // Not a Kubo error body behind a 5xx: a proxy or HTTP failure, retryable.
+            (502, "<html>Bad Gateway</html>".into(), "unreachable", true),
+            (503, String::new(), "unreachable", true),
+            // The endpoint is missing.
+            (404, "404 page not found".into(), "bad_response", false),
+            (405, kubo_error("method not allowed"), "bad_response", false),
+            // Streaming answers: the last object decides.
+            (
+                500,
+                format!(
+                    "{{\"Progress\":1}}\n{}\n",
+                    kubo_error("context deadline exceeded")
+                ),
+                "timed_out",
+                true,
+            ),
+        ];
+        for (status, body, kind, retryable) in table {
+            let status = StatusCode::from_u16(status).unwrap();
+            let error = classify_failure("pin/add", status, &body);
+            assert_eq!(
+                (error_kind(&error), error.is_retryable()),
+                (kind, retryable),
+                "{status} {body:?} became {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_message_is_kubos_or_the_status_and_body() {
+        let error = classify_failure(
+            "pin/add",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &kubo_error("not pinned"),
+        );
+        assert_eq!(error.to_string(), "node rejected the request: not pinned");
+        let error = classify_failure("pin/add", StatusCode::BAD_GATEWAY, "no upstream");
+        assert_eq!(
+            error.to_string(),
+            "node unreachable: HTTP 502 Bad Gateway: no upstream"
+        );
+        let error = classify_failure("pin/ls", StatusCode::NOT_FOUND, "");
+        assert_eq!(
+            error.to_string(),
+            "unexpected answer: pin/ls: HTTP 404 Not Found: "
+        );
+    }
+
+    #[test]
+    fn the_result_is_the_last_object_of_a_stream() {
+        assert_eq!(
+            last_json("{\"Progress\":1}\n{\"Pins\":[\"bafy\"]}\n\n"),
+            serde_json::json!({ "Pins": ["bafy"] })
+        );
+        assert_eq!(last_json(""), serde_json::json!({}));
+        assert_eq!(last_json("not json"), Value::Null);
     }
 }
