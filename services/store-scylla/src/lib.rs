@@ -3,7 +3,8 @@
 //! * Schema: `schemas/cql/` (numbered migrations, applied by [`migrate`]), the tables of
 //!   docs/data-model.md one for one, plus the small marker tables a partitioned range needs
 //!   to be walked without a scan (`listing_buckets`, `cid_pin_buckets`, `journal_days`,
-//!   `dead_letter_partitions`).
+//!   `dead_letter_partitions`). The node index `node_cids` is split into [`NODE_CID_SLOTS`]
+//!   partitions per (node, log partition), walked slot by slot.
 //! * Access: prepared statements only, prepared once at [`ScyllaStore::open`]; each is a
 //!   single-partition read (with `LIMIT`, or paged with the driver's paging state for
 //!   listings) or a single-row write. All but the owner-epoch LWTs (below) are marked
@@ -38,6 +39,7 @@ mod batch;
 mod driver;
 mod listing;
 mod migrate;
+mod node_index;
 mod statements;
 mod store;
 mod uri;
@@ -46,6 +48,7 @@ pub use driver::ScyllaOptions;
 pub use migrate::{
     migrate, migrate_with, render, split_statements, Migration, Replication, MIGRATIONS,
 };
+pub use node_index::NODE_CID_SLOTS;
 pub use scylla::statement::Consistency;
 pub use store::{ScyllaStore, SentCounts};
 pub use uri::{ScyllaUri, UriError};

@@ -26,11 +26,18 @@ pub struct Migration {
 }
 
 /// Every migration, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial",
-    text: include_str!("../../../schemas/cql/0001_initial.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial",
+        text: include_str!("../../../schemas/cql/0001_initial.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_node_cids",
+        text: include_str!("../../../schemas/cql/0002_node_cids.cql"),
+    },
+];
 
 /// Keyspace replication.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,6 +331,18 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(versions, sorted, "migrations in strictly increasing order");
+    }
+
+    #[test]
+    fn the_node_index_migration_creates_its_table_only() {
+        let statements = render(&MIGRATIONS[1], "ph_test", &Replication::single());
+        assert_eq!(statements.len(), 1, "{statements:?}");
+        assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS ph_test.node_cids ("));
+        assert!(
+            statements[0].contains("PRIMARY KEY ((node, log_partition, slot), cid)"),
+            "{}",
+            statements[0]
+        );
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub(crate) struct Statements {
     pub delete_pending: PreparedStatement,
     pub pending_from: PreparedStatement,
     pub pending_after: PreparedStatement,
+    pub put_node_cid: PreparedStatement,
+    pub delete_node_cid: PreparedStatement,
+    pub node_cids_from: PreparedStatement,
+    pub node_cids_after: PreparedStatement,
     pub put_journal: PreparedStatement,
     pub put_journal_day: PreparedStatement,
     pub put_journal_time: PreparedStatement,
@@ -239,6 +243,25 @@ impl Statements {
             pending_from: p("SELECT cid FROM {ks}.pending WHERE log_partition = ? LIMIT ?").await?,
             pending_after: p(
                 "SELECT cid FROM {ks}.pending WHERE log_partition = ? AND cid > ? LIMIT ?",
+            )
+            .await?,
+            put_node_cid: p(
+                "INSERT INTO {ks}.node_cids (node, log_partition, slot, cid) VALUES (?, ?, ?, ?)",
+            )
+            .await?,
+            delete_node_cid: p(
+                "DELETE FROM {ks}.node_cids WHERE node = ? AND log_partition = ? AND slot = ? \
+                 AND cid = ?",
+            )
+            .await?,
+            node_cids_from: p(
+                "SELECT cid FROM {ks}.node_cids WHERE node = ? AND log_partition = ? \
+                 AND slot = ? LIMIT ?",
+            )
+            .await?,
+            node_cids_after: p(
+                "SELECT cid FROM {ks}.node_cids WHERE node = ? AND log_partition = ? \
+                 AND slot = ? AND cid > ? LIMIT ?",
             )
             .await?,
             put_journal: p("INSERT INTO {ks}.journal (cid, day, log_offset, entry) \

@@ -1,5 +1,6 @@
 //! `ScyllaStore`: the `Store` trait over CQL. Table by table the mapping of
-//! docs/data-model.md (schemas/cql/0001_initial.cql); what each method sends is listed on it.
+//! docs/data-model.md (schemas/cql/: 0001_initial.cql, 0002_node_cids.cql); what each method
+//! sends is listed on it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +11,8 @@ use parking_lot::Mutex;
 use pinhive_domain::{CidState, Cursor, PinRow, PinStatus};
 use pinhive_events::NodeDescriptor;
 use pinhive_store::{
-    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, PinPage, PinQuery,
-    S3Object, ShardBatch, Store, StoreError, TokenRecord,
+    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, NodeCidCursor, PinPage,
+    PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord,
 };
 use scylla::client::session::Session;
 use scylla::deserialize::row::DeserializeRow;
@@ -466,6 +467,18 @@ impl Store for ScyllaStore {
                 .take(limit)
                 .collect())
         })
+    }
+
+    /// `node_cids` slot by slot from the cursor's, `LIMIT` each: see `node_cids_async`.
+    fn node_cids(
+        &self,
+        node: &str,
+        partition: u32,
+        from: &NodeCidCursor,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<NodeCidCursor>), StoreError> {
+        self.driver
+            .run(self.node_cids_async(node, partition, from, limit))
     }
 
     fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError> {

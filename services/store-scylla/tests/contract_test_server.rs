@@ -294,6 +294,9 @@ fn statements_per_pin_on_the_hot_path() {
         } else {
             vec![]
         },
+        // No replica placed or removed here: a placement or removal is one more write each
+        // (`a_node_index_change_is_one_write_and_a_walk_reads_slot_by_slot`).
+        node_cids: vec![],
         cids: vec![CidWrite {
             cid: cid.into(),
             state: Some(CidState::new(cid)),
@@ -401,6 +404,7 @@ fn every_statement_at_local_quorum_unconditional_and_counted() {
     // Two checks that touch different tables (each expects a store of its own).
     pinhive_store::contract::tokens_nodes_dead_letters(&store);
     pinhive_store::contract::listing_pages_newest_first(&store);
+    pinhive_store::contract::node_cids_walk_visits_each_once(&store);
     let sent = store.sent().statements - before.statements;
     let stats = server.server.stats();
     let ours: Vec<(&String, &u64)> = stats
@@ -524,4 +528,83 @@ fn a_timed_out_fenced_commit_is_not_retried_by_the_driver() {
     assert_eq!(store.committed(3).unwrap(), CommitState::default());
     store.commit(&commit).unwrap();
     assert_eq!(store.committed(3).unwrap(), commit.state);
+}
+
+/// The node index as the server sees it: a placement or removal is one single-row write; a
+/// walk reads one slot partition at a time with `LIMIT`, from the cursor's slot on, so an empty
+/// index costs one read per slot and a page never more than that.
+#[test]
+fn a_node_index_change_is_one_write_and_a_walk_reads_slot_by_slot() {
+    use pinhive_store::{NodeCidCursor, NodeCidWrite};
+    use pinhive_store_scylla::NODE_CID_SLOTS;
+
+    let server = start_server();
+    let store = fresh_store(&server);
+    let index = |cids: &[String], present: bool| ShardBatch {
+        partition: 5,
+        node_cids: cids
+            .iter()
+            .map(|cid| NodeCidWrite {
+                node: "node-a".into(),
+                cid: cid.clone(),
+                present,
+            })
+            .collect(),
+        ..ShardBatch::default()
+    };
+    let slots = NODE_CID_SLOTS as usize;
+
+    server.server.reset_stats();
+    let walk = store
+        .node_cids("node-a", 5, &NodeCidCursor::default(), 100)
+        .unwrap();
+    assert_eq!(walk, (vec![], None));
+    let stats = server.server.stats();
+    assert_eq!(
+        stats.statements_containing("FROM ph_test"),
+        slots as u64,
+        "an empty index: one read per slot, {stats:?}"
+    );
+
+    let cids: Vec<String> = (0..200).map(|i| format!("bafkrei{i:052}")).collect();
+    let before = store.sent();
+    store.write_shard_batch(&index(&cids[..1], true)).unwrap();
+    assert_eq!(
+        store.sent().statements - before.statements,
+        1,
+        "a placement"
+    );
+    store.write_shard_batch(&index(&cids[..1], false)).unwrap();
+    assert_eq!(store.sent().statements - before.statements, 2, "a removal");
+
+    store.write_shard_batch(&index(&cids, true)).unwrap();
+    let mut cursor = NodeCidCursor::default();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let before = store.sent();
+        let (page, next) = store.node_cids("node-a", 5, &cursor, 16).unwrap();
+        let reads = store.sent().statements - before.statements;
+        assert!(page.len() <= 16);
+        assert!(
+            reads as usize <= slots - cursor.slot as usize,
+            "{reads} reads from slot {}",
+            cursor.slot
+        );
+        seen.extend(page);
+        pages += 1;
+        match next {
+            Some(next) => {
+                assert!(
+                    (next.slot, next.after.as_deref()) > (cursor.slot, cursor.after.as_deref()),
+                    "the cursor moves on"
+                );
+                cursor = next;
+            }
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, cids);
+    assert!(pages >= 200 / 16, "{pages} pages");
 }

@@ -8,7 +8,8 @@ use pinhive_events::{Event, NodeDescriptor};
 
 use crate::{
     total_count, Attempt, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry,
-    NameMatch, PinQuery, PinWrite, ShardBatch, Store, TokenRecord, Undo,
+    NameMatch, NodeCidCursor, NodeCidWrite, PinQuery, PinWrite, ShardBatch, Store, TokenRecord,
+    Undo,
 };
 
 pub fn s3_objects(store: &dyn Store) {
@@ -108,7 +109,10 @@ macro_rules! store_contract_tests {
             analytics_checkpoints_round_trip,
             claim_partition_epochs_increase,
             a_stale_owner_cannot_commit,
-            unfenced_commits_still_work
+            unfenced_commits_still_work,
+            node_cids_membership,
+            node_cids_walk_visits_each_once,
+            node_cids_in_prefix_order
         );
     };
     (@each optional $fresh:path; $($check:ident),* $(,)?) => {
@@ -477,6 +481,7 @@ pub fn any_prefix_then_the_batch_equals_the_batch(store: &dyn Store) {
             event: Event::ReplicaUnpinned { node: "n".into() },
         }],
         pending: vec![("cidA".into(), true)],
+        node_cids: vec![node_cid("n1", "cidA", true)],
         cids: vec![CidWrite {
             cid: "cidA".into(),
             state: Some(state(5)),
@@ -510,6 +515,7 @@ pub fn any_prefix_then_the_batch_equals_the_batch(store: &dyn Store) {
             vec!["cidA"],
             "prefix {n}"
         );
+        assert_eq!(walk_node(store, "n1", 0, 10), ["cidA"], "prefix {n}");
         assert_eq!(
             store.load_cid("cidA").unwrap(),
             Some(state(5)),
@@ -786,6 +792,7 @@ pub fn persist_batch_writes_rows_and_commit(store: &dyn Store) {
     let rows = ShardBatch {
         partition: 0,
         pins: vec![write("r1", Some(row(record.clone(), 0)), None)],
+        node_cids: vec![node_cid("n1", "cidA", true)],
         ..ShardBatch::default()
     };
     let attempt = Commit {
@@ -821,6 +828,7 @@ pub fn persist_batch_writes_rows_and_commit(store: &dyn Store) {
     store.persist_batch(Some(&attempt), &rows, &commit).unwrap();
     assert_eq!(store.committed(0).unwrap(), commit.state);
     assert_eq!(store.get_pin("r1").unwrap(), Some(record));
+    assert_eq!(walk_node(store, "n1", 0, 10), ["cidA"]);
     assert_eq!(
         ids(store, &query("alice", &[PinStatus::Pinned])),
         vec!["r1"]
@@ -1072,4 +1080,226 @@ pub fn unfenced_commits_still_work(store: &dyn Store) {
         .unwrap();
     assert_eq!(store.committed(4).unwrap().next_offset, Some(30));
     assert_eq!(store.get_pin("r-free").unwrap(), Some(record));
+}
+
+fn node_cid(node: &str, cid: &str, present: bool) -> NodeCidWrite {
+    NodeCidWrite {
+        node: node.into(),
+        cid: cid.into(),
+        present,
+    }
+}
+
+/// Writes node-index membership of `partition`: (node, cid, present).
+fn index(store: &dyn Store, partition: u32, writes: &[(&str, &str, bool)]) {
+    let batch = ShardBatch {
+        partition,
+        node_cids: writes
+            .iter()
+            .map(|(node, cid, present)| node_cid(node, cid, *present))
+            .collect(),
+        ..ShardBatch::default()
+    };
+    store.write_shard_batch(&batch).unwrap();
+}
+
+/// One page of a node-index walk, checked: at most `limit` CIDs.
+fn node_page(
+    store: &dyn Store,
+    node: &str,
+    partition: u32,
+    from: &NodeCidCursor,
+    limit: usize,
+) -> (Vec<String>, Option<NodeCidCursor>) {
+    let (cids, next) = store.node_cids(node, partition, from, limit).unwrap();
+    assert!(
+        cids.len() <= limit,
+        "{node}/{partition}: a page of {} CIDs for limit {limit}",
+        cids.len()
+    );
+    (cids, next)
+}
+
+/// A whole walk of `node`'s index in `partition`, `limit` at a time: no CID comes twice and
+/// the walk ends (bounded number of pages); the CIDs, sorted.
+fn walk_node(store: &dyn Store, node: &str, partition: u32, limit: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor = NodeCidCursor::default();
+    for _ in 0..10_000 {
+        let (cids, next) = node_page(store, node, partition, &cursor, limit);
+        seen.extend(cids);
+        match next {
+            Some(next) => cursor = next,
+            None => {
+                let mut sorted = seen.clone();
+                sorted.sort();
+                sorted.dedup();
+                assert_eq!(sorted.len(), seen.len(), "a CID came twice: {seen:?}");
+                return sorted;
+            }
+        }
+    }
+    panic!("the walk of {node}/{partition} with limit {limit} did not end");
+}
+
+/// Node-index membership: present and absent writes, each idempotent; the last write of a
+/// pair in one batch wins; nodes (also those whose ids share a prefix) and partitions are
+/// separate indexes.
+pub fn node_cids_membership(store: &dyn Store) {
+    assert!(walk_node(store, "n1", 0, 10).is_empty());
+    index(store, 0, &[("n1", "cidA", true), ("n1", "cidB", true)]);
+    assert_eq!(walk_node(store, "n1", 0, 10), ["cidA", "cidB"]);
+    // Idempotent: present again, absent for a pair never indexed.
+    index(store, 0, &[("n1", "cidA", true), ("n1", "cidZ", false)]);
+    assert_eq!(walk_node(store, "n1", 0, 10), ["cidA", "cidB"]);
+    index(store, 0, &[("n1", "cidA", false)]);
+    assert_eq!(walk_node(store, "n1", 0, 10), ["cidB"]);
+    index(store, 0, &[("n1", "cidA", false)]);
+    assert_eq!(walk_node(store, "n1", 0, 10), ["cidB"]);
+    // Within one batch the later write of a pair wins.
+    index(
+        store,
+        0,
+        &[
+            ("n1", "cidB", false),
+            ("n1", "cidB", true),
+            ("n1", "cidC", true),
+            ("n1", "cidC", false),
+        ],
+    );
+    assert_eq!(walk_node(store, "n1", 0, 10), ["cidB"]);
+    // Other nodes, a node id extending this one, other partitions: separate.
+    index(store, 0, &[("n10", "cidX", true), ("n2", "cidY", true)]);
+    index(store, 1, &[("n1", "cidP1", true)]);
+    assert_eq!(walk_node(store, "n1", 0, 10), ["cidB"]);
+    assert_eq!(walk_node(store, "n10", 0, 10), ["cidX"]);
+    assert_eq!(walk_node(store, "n2", 0, 10), ["cidY"]);
+    assert_eq!(walk_node(store, "n1", 1, 10), ["cidP1"]);
+    assert!(walk_node(store, "n2", 1, 10).is_empty());
+    assert!(walk_node(store, "n", 0, 10).is_empty());
+}
+
+/// A walk visits every entry present for its whole duration exactly once, whatever the page
+/// size (entries spread over the store's slots, if it has any), and nothing of other nodes or
+/// partitions; a walk of an empty index ends at once.
+pub fn node_cids_walk_visits_each_once(store: &dyn Store) {
+    assert_eq!(
+        store
+            .node_cids("n1", 3, &NodeCidCursor::default(), 10)
+            .unwrap(),
+        (Vec::new(), None)
+    );
+    let expected: Vec<String> = (0..20).map(|i| format!("cid{i:02}")).collect();
+    let mut writes: Vec<(&str, &str, bool)> =
+        expected.iter().map(|c| ("n1", c.as_str(), true)).collect();
+    writes.push(("n2", "cid-of-n2", true));
+    writes.push(("n1", "cid-of-partition-4", true));
+    index(store, 3, &writes[..21]);
+    index(store, 4, &writes[21..]);
+    for limit in [1, 2, 3, 7, 20, 50] {
+        assert_eq!(walk_node(store, "n1", 3, limit), expected, "limit {limit}");
+    }
+    assert_eq!(walk_node(store, "n1", 4, 2), ["cid-of-partition-4"]);
+    assert_eq!(walk_node(store, "n2", 3, 2), ["cid-of-n2"]);
+
+    // Entries removed and added while a walk is under way: each entry present throughout is
+    // still visited exactly once, and nothing else but those changed ones.
+    let removed: Vec<String> = (0..5).map(|i| format!("gone{i}")).collect();
+    let added: Vec<String> = (0..5).map(|i| format!("late{i}")).collect();
+    let gone: Vec<(&str, &str, bool)> = removed.iter().map(|c| ("n1", c.as_str(), true)).collect();
+    index(store, 3, &gone);
+    for limit in [1, 3] {
+        let (first, mut cursor) = node_page(store, "n1", 3, &NodeCidCursor::default(), limit);
+        let mut seen = first;
+        let changes: Vec<(&str, &str, bool)> = removed
+            .iter()
+            .map(|c| ("n1", c.as_str(), false))
+            .chain(added.iter().map(|c| ("n1", c.as_str(), true)))
+            .collect();
+        index(store, 3, &changes);
+        let mut pages = 0;
+        while let Some(from) = cursor {
+            let (cids, next) = node_page(store, "n1", 3, &from, limit);
+            seen.extend(cids);
+            cursor = next;
+            pages += 1;
+            assert!(pages < 1_000, "the walk with limit {limit} did not end");
+        }
+        for cid in &expected {
+            assert_eq!(
+                seen.iter().filter(|s| *s == cid).count(),
+                1,
+                "limit {limit}: {cid} in {seen:?}"
+            );
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "limit {limit}: {seen:?}");
+        assert!(
+            seen.iter()
+                .all(|c| expected.contains(c) || removed.contains(c) || added.contains(c)),
+            "limit {limit}: {seen:?}"
+        );
+        // Put the index back as it was before the walk.
+        let undo: Vec<(&str, &str, bool)> = removed
+            .iter()
+            .map(|c| ("n1", c.as_str(), true))
+            .chain(added.iter().map(|c| ("n1", c.as_str(), false)))
+            .collect();
+        index(store, 3, &undo);
+    }
+}
+
+/// The node index is written after the pending set and before the CID states: a prefix of a
+/// batch holds node-index writes only once it holds every pending write, and CID states only
+/// once it holds every node-index write.
+pub fn node_cids_in_prefix_order(store: &dyn Store) {
+    let batch = ShardBatch {
+        partition: 2,
+        pins: vec![write(
+            "r1",
+            Some(row(pin("r1", "alice", "cidA", 10, PinStatus::Queued), 0)),
+            None,
+        )],
+        journal: vec![JournalEntry {
+            cid: "cidA".into(),
+            partition: 2,
+            offset: 1,
+            timestamp_ns: 1,
+            event_id: "e1".into(),
+            event: Event::ReplicaUnpinned { node: "n".into() },
+        }],
+        pending: vec![("cidA".into(), true)],
+        node_cids: vec![node_cid("n1", "cidA", true), node_cid("n2", "cidA", true)],
+        cids: vec![CidWrite {
+            cid: "cidA".into(),
+            state: Some(CidState::new("cidA")),
+        }],
+    };
+    assert_eq!(batch.len(), 6);
+    let sizes = |n: usize| {
+        let prefix = batch.prefix(n);
+        (
+            prefix.pins.len(),
+            prefix.journal.len(),
+            prefix.pending.len(),
+            prefix.node_cids.len(),
+            prefix.cids.len(),
+        )
+    };
+    assert_eq!(sizes(3), (1, 1, 1, 0, 0));
+    assert_eq!(sizes(4), (1, 1, 1, 1, 0));
+    assert_eq!(sizes(5), (1, 1, 1, 2, 0));
+    assert_eq!(sizes(6), (1, 1, 1, 2, 1));
+    assert_eq!(batch.prefix(6), batch);
+    assert_eq!(batch.prefix(4).node_cids, batch.node_cids[..1]);
+    // What a crash after four writes leaves: the first node entry, no CID state.
+    store.write_shard_batch(&batch.prefix(4)).unwrap();
+    assert_eq!(walk_node(store, "n1", 2, 10), ["cidA"]);
+    assert!(walk_node(store, "n2", 2, 10).is_empty());
+    assert_eq!(store.load_cid("cidA").unwrap(), None);
+    store.write_shard_batch(&batch).unwrap();
+    assert_eq!(walk_node(store, "n2", 2, 10), ["cidA"]);
+    assert!(store.load_cid("cidA").unwrap().is_some());
 }

@@ -20,8 +20,8 @@ use crate::keys;
 use crate::merge::{self, ListingSource, MergeSource};
 use crate::query::{NameMatch, PinPage, PinQuery};
 use crate::{
-    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, S3Object, ShardBatch,
-    Store, StoreError, TokenRecord,
+    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, NodeCidCursor, S3Object,
+    ShardBatch, Store, StoreError, TokenRecord,
 };
 
 pub struct EmbeddedStore {
@@ -34,6 +34,7 @@ pub struct EmbeddedStore {
     journal: Keyspace,
     journal_by_time: Keyspace,
     pending: Keyspace,
+    node_cids: Keyspace,
     checkpoints: Keyspace,
     tokens: Keyspace,
     nodes: Keyspace,
@@ -177,6 +178,7 @@ impl EmbeddedStore {
             journal: open("journal")?,
             journal_by_time: open("journal_by_time")?,
             pending: open("pending")?,
+            node_cids: open("node_cids")?,
             checkpoints,
             tokens: open("tokens")?,
             nodes: open("nodes")?,
@@ -189,7 +191,7 @@ impl EmbeddedStore {
         })
     }
 
-    fn keyspaces(&self) -> [&Keyspace; 15] {
+    fn keyspaces(&self) -> [&Keyspace; 16] {
         [
             &self.cids,
             &self.pins,
@@ -199,6 +201,7 @@ impl EmbeddedStore {
             &self.journal,
             &self.journal_by_time,
             &self.pending,
+            &self.node_cids,
             &self.checkpoints,
             &self.tokens,
             &self.nodes,
@@ -255,6 +258,19 @@ impl EmbeddedStore {
                 write.insert(&self.pending, key, []);
             } else {
                 write.remove(&self.pending, key);
+            }
+        }
+        // The last write of a (node, CID) pair wins: one write per key in the fjall batch.
+        let mut node_cids = std::collections::BTreeMap::new();
+        for entry in &batch.node_cids {
+            let key = keys::node_cid_key(&entry.node, batch.partition, &entry.cid);
+            node_cids.insert(key, entry.present);
+        }
+        for (key, present) in node_cids {
+            if present {
+                write.insert(&self.node_cids, key, []);
+            } else {
+                write.remove(&self.node_cids, key);
             }
         }
         for cid in &batch.cids {
@@ -600,6 +616,50 @@ impl Store for EmbeddedStore {
             out.push(String::from_utf8_lossy(&key[4..]).into_owned());
         }
         Ok(out)
+    }
+
+    /// One range read of the `node NUL partition` prefix from the cursor's CID on (the
+    /// cursor's slot is always 0: the embedded index is not split); one entry past `limit` is
+    /// read to tell whether the walk goes on.
+    fn node_cids(
+        &self,
+        node: &str,
+        partition: u32,
+        from: &NodeCidCursor,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<NodeCidCursor>), StoreError> {
+        use std::ops::Bound;
+        if limit == 0 {
+            return Ok((Vec::new(), Some(from.clone())));
+        }
+        let prefix = keys::node_cid_prefix(node, partition);
+        let start = match &from.after {
+            Some(after) => Bound::Excluded(keys::node_cid_key(node, partition, after)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let end = match keys::prefix_end(&prefix) {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        let mut cids = Vec::new();
+        for guard in self
+            .node_cids
+            .range::<Vec<u8>, _>((start, end))
+            .take(limit + 1)
+        {
+            let key = guard.key().map_err(backend)?;
+            let cid = key.get(prefix.len()..).unwrap_or_default();
+            cids.push(String::from_utf8_lossy(cid).into_owned());
+        }
+        if cids.len() <= limit {
+            return Ok((cids, None));
+        }
+        cids.truncate(limit);
+        let next = NodeCidCursor {
+            slot: 0,
+            after: cids.last().cloned(),
+        };
+        Ok((cids, Some(next)))
     }
 
     fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError> {

@@ -138,3 +138,56 @@ pub fn journal_time_key(partition: u32, timestamp_ns: i64, offset: u64) -> Vec<u
     key.extend_from_slice(&offset.to_be_bytes());
     key
 }
+
+/// The node index: `node NUL partition(4, big-endian) cid` (no value). Node ids hold no NUL
+/// (validated where nodes are registered), so the NUL ends the node id unambiguously: node
+/// `a` and node `a\x01…` have disjoint prefixes.
+pub fn node_cid_prefix(node: &str, partition: u32) -> Vec<u8> {
+    let mut key = node.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+pub fn node_cid_key(node: &str, partition: u32, cid: &str) -> Vec<u8> {
+    let mut key = node_cid_prefix(node, partition);
+    key.extend_from_slice(cid.as_bytes());
+    key
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no such key, the prefix
+/// is all 0xff bytes).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_index_keys_of_different_nodes_and_partitions_do_not_overlap() {
+        let a = node_cid_prefix("a", 1);
+        assert!(node_cid_key("a", 1, "cid").starts_with(&a));
+        assert!(!node_cid_key("a\u{1}", 1, "cid").starts_with(&a));
+        assert!(!node_cid_key("a", 2, "cid").starts_with(&a));
+        assert!(!node_cid_key("ab", 1, "cid").starts_with(&a));
+        let end = prefix_end(&a).unwrap();
+        assert!(node_cid_key("a", 1, "\u{7f}\u{7f}") < end);
+        assert!(node_cid_key("a", 2, "") >= end);
+    }
+
+    #[test]
+    fn prefix_end_carries_over_0xff() {
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+}

@@ -3,10 +3,11 @@
 //!
 //! [`Store`] promises only what ScyllaDB can keep: each write is atomic per partition key, never
 //! across keys. A shard writes one [`ShardBatch`] of rows (pins with their listing entries,
-//! journal, pending set, CID states last), then one [`Commit`] (checkpoint, batch number and
-//! counters: one partition, atomic). The attempt, written to the commit row before the rows,
-//! holds the committed value of every row the batch writes, so an interrupted batch is rolled
-//! back to the committed state whatever prefix of it reached the store. The table design, and
+//! journal, pending set, node index, CID states last), then one [`Commit`] (checkpoint, batch
+//! number and counters: one partition, atomic). The attempt, written to the commit row before
+//! the rows, holds the committed value of every row the batch writes (but the node index, a
+//! superset that needs no undo), so an interrupted batch is rolled back to the committed state
+//! whatever prefix of it reached the store. The table design, and
 //! its mapping onto ScyllaDB, is in docs/data-model.md.
 //!
 //! Implementations: [`embedded::EmbeddedStore`] (fjall LSM on local disk). The ScyllaDB adapter
@@ -150,10 +151,33 @@ pub struct JournalEntry {
     pub event: Event,
 }
 
+/// A node-index membership write: `cid` (of the batch's partition) has (`present`) or no
+/// longer has a replica on `node`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeCidWrite {
+    pub node: String,
+    pub cid: String,
+    pub present: bool,
+}
+
+/// Where a walk of a node's index goes on (opaque to callers; stores that split the index into
+/// slots use `slot`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCidCursor {
+    pub slot: u32,
+    pub after: Option<String>,
+}
+
 /// The rows one shard batch writes before its commit. No write here is atomic with another:
 /// they reach the store in [`ShardBatch::prefix`] order, any prefix of them may be all a crash
 /// leaves, and the rollback of the attempt plus a retry of the batch ends in the same state as
 /// one clean write (the orchestrator's crash-point tests check it).
+///
+/// The node index (`node_cids`, walked by [`Store::node_cids`] to re-replicate what a lost or
+/// drained node held) is a *superset* of the (node, CID) pairs with a live replica, not an
+/// exact copy: membership writes are idempotent, and an entry an interrupted batch left
+/// behind is harmless (the walker finds that the CID has no replica on that node and deletes
+/// the entry). So the attempt records no undo for it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ShardBatch {
     pub partition: u32,
@@ -162,6 +186,8 @@ pub struct ShardBatch {
     /// CIDs that still need work (`true`) or are settled (`false`); the repair loop walks the
     /// pending set of its partition.
     pub pending: Vec<(String, bool)>,
+    /// Node-index membership of the partition's CIDs (written after `pending`, before `cids`).
+    pub node_cids: Vec<NodeCidWrite>,
     /// Written last: a CID row carries `applied_offset`, the last thing written per CID.
     pub cids: Vec<CidWrite>,
 }
@@ -169,7 +195,11 @@ pub struct ShardBatch {
 impl ShardBatch {
     /// Number of separately written rows.
     pub fn len(&self) -> usize {
-        self.pins.len() + self.journal.len() + self.pending.len() + self.cids.len()
+        self.pins.len()
+            + self.journal.len()
+            + self.pending.len()
+            + self.node_cids.len()
+            + self.cids.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -190,6 +220,7 @@ impl ShardBatch {
             pins: self.pins[..take(self.pins.len())].to_vec(),
             journal: self.journal[..take(self.journal.len())].to_vec(),
             pending: self.pending[..take(self.pending.len())].to_vec(),
+            node_cids: self.node_cids[..take(self.node_cids.len())].to_vec(),
             cids: self.cids[..take(self.cids.len())].to_vec(),
         }
     }
@@ -311,6 +342,17 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+    /// CIDs of `partition` indexed under `node`, from `from` on, at most `limit`, and the
+    /// cursor to go on with (`None`: the walk is complete). Each call is a bounded number of
+    /// bounded range reads; a walk visits every entry present for its whole duration exactly
+    /// once (order unspecified).
+    fn node_cids(
+        &self,
+        node: &str,
+        partition: u32,
+        from: &NodeCidCursor,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<NodeCidCursor>), StoreError>;
 
     /// The pin as the API shows it.
     fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError> {

@@ -22,6 +22,7 @@ macro_rules! delegate_store_reads {
         fn set_checkpoint(&self, consumer: &str, partition: u32, offset: u64) -> Result<(), StoreError>;
         fn counter(&self, owner: &str, status: PinStatus, partition: u32) -> Result<Option<i64>, StoreError>;
         fn pending_cids(&self, partition: u32, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
+        fn node_cids(&self, node: &str, partition: u32, from: &pinhive_store::NodeCidCursor, limit: usize) -> Result<(Vec<String>, Option<pinhive_store::NodeCidCursor>), StoreError>;
         fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError>;
         fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError>;
         fn prune_journal(&self, partition: u32, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
