@@ -635,16 +635,34 @@ impl Tansu {
     }
 
     pub async fn start() -> anyhow::Result<Self> {
-        let binary = Self::binary().context("tansu is not installed: run scripts/setup.sh")?;
         let port = free_port();
+        Self::start_advertising(port, port).await
+    }
+
+    /// A broker that clients reach only through a [`BrokerLink`] (it advertises the link's
+    /// address), so that a test can cut it off and back on while it keeps its in-memory topics.
+    pub async fn start_behind_link() -> anyhow::Result<(Self, BrokerLink)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let link_port = listener.local_addr()?.port();
+        let port = free_port();
+        let mut tansu = Self::start_advertising(port, link_port).await?;
+        let link = BrokerLink::serve(listener, format!("127.0.0.1:{port}"));
+        tansu.bootstrap = format!("127.0.0.1:{link_port}");
+        Ok((tansu, link))
+    }
+
+    /// Listens on `port`, tells clients the broker is at `advertised_port`.
+    async fn start_advertising(port: u16, advertised_port: u16) -> anyhow::Result<Self> {
+        let binary = Self::binary().context("tansu is not installed: run scripts/setup.sh")?;
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised_port}");
         let child = Command::new(binary)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ])
@@ -653,17 +671,15 @@ impl Tansu {
             .stderr(Stdio::null())
             .spawn()
             .context("starting tansu")?;
+        let listening = format!("127.0.0.1:{port}");
         let tansu = Tansu {
             child,
-            bootstrap: format!("127.0.0.1:{port}"),
+            bootstrap: format!("127.0.0.1:{advertised_port}"),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(&tansu.bootstrap)
-            .await
-            .is_err()
-        {
+        while tokio::net::TcpStream::connect(&listening).await.is_err() {
             if Instant::now() > deadline {
-                bail!("tansu did not listen on {}", tansu.bootstrap);
+                bail!("tansu did not listen on {listening}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -675,6 +691,67 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP link between a broker and its clients that a test cuts and restores: while cut, open
+/// connections are closed and new ones are closed as soon as accepted, as when the broker is
+/// down, but the broker keeps running (and its in-memory topics). Runs on the test's runtime.
+pub struct BrokerLink {
+    state: std::sync::Arc<std::sync::Mutex<LinkState>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+struct LinkState {
+    up: bool,
+    open: Vec<tokio::task::AbortHandle>,
+}
+
+impl BrokerLink {
+    fn serve(listener: tokio::net::TcpListener, broker: String) -> Self {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(LinkState {
+            up: true,
+            open: Vec::new(),
+        }));
+        let accept_state = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                // Checked and registered under the lock `cut` takes: no connection slips by.
+                let mut link = accept_state.lock().unwrap_or_else(|e| e.into_inner());
+                if !link.up {
+                    continue; // `client` dropped: closed at once
+                }
+                let broker = broker.clone();
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(&broker).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+                link.open.retain(|connection| !connection.is_finished());
+                link.open.push(forward.abort_handle());
+            }
+        });
+        BrokerLink { state, accept }
+    }
+
+    /// Closes every connection through the link and refuses new ones until [`Self::restore`].
+    pub fn cut(&self) {
+        let mut link = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        link.up = false;
+        for connection in link.open.drain(..) {
+            connection.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).up = true;
+    }
+}
+
+impl Drop for BrokerLink {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }
 

@@ -51,8 +51,9 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the log and store answer and at least one IPFS node is reachable; the body says
-/// which dependency fails and what to configure.
+/// Ready when the log takes appends, the store answers and at least one IPFS node is
+/// reachable; the body says which dependency fails and what to configure. The log's part is
+/// what its last appends found (no broker round trip per call).
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
     let store_ok = web::block(move || store.get_token("readiness-probe"))
@@ -60,6 +61,13 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         .map(|r| r.is_ok())
         .unwrap_or(false);
     let partitions = state.log.partition_count();
+    let log_health = state.log.health();
+    let log_ok = partitions > 0 && log_health.available;
+    let log_hint = (!log_health.available).then_some(
+        "appends to the log fail (Kafka brokers unreachable or too few in-sync replicas): \
+         writes answer 503 until the log takes them again",
+    );
+    let millis = |ms: Option<i64>| ms.map(|ms| format_created(ms.saturating_mul(1_000_000)));
     let nodes: Vec<_> = state
         .registry
         .entries()
@@ -83,10 +91,19 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     } else {
         None
     };
-    let ready = store_ok && partitions > 0 && reachable > 0;
+    let ready = store_ok && log_ok && reachable > 0;
     let body = json!({
         "ready": ready,
-        "log": {"ok": partitions > 0, "partitions": partitions},
+        "log": {
+            "ok": log_ok,
+            "partitions": partitions,
+            "available": log_health.available,
+            "last_append_ok": millis(log_health.last_success_ms),
+            "unavailable_since": millis(log_health.unavailable_since_ms),
+            "failed_appends": log_health.failed_appends,
+            "error": log_health.last_error,
+            "hint": log_hint,
+        },
         "store": {"ok": store_ok},
         "ipfs": {"ok": reachable > 0, "reachable": reachable, "nodes": nodes, "hint": ipfs_hint},
     });

@@ -134,12 +134,22 @@ impl From<pinhive_store::StoreError> for ApiError {
     }
 }
 
+/// A log that refuses for now (at capacity, or unreachable: a Kafka outage) is a 503 with
+/// `Retry-After`, logged by the log once per outage rather than here once per request; any
+/// other log error is a 500.
 impl From<pinhive_log::LogError> for ApiError {
     fn from(error: pinhive_log::LogError) -> Self {
         match error {
             pinhive_log::LogError::Overloaded => ApiError::new(
                 ErrorCode::Unavailable,
                 "the log is at capacity; retry after the Retry-After delay",
+            ),
+            pinhive_log::LogError::Unavailable(reason) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the log is unavailable ({reason}); the request was not acknowledged, \
+                     retry after the Retry-After delay"
+                ),
             ),
             other => ApiError::internal(other),
         }
@@ -203,6 +213,30 @@ mod tests {
             assert_eq!(ErrorCode::from_status(code.status()), Some(code));
         }
         assert_eq!(ErrorCode::from_status(StatusCode::IM_A_TEAPOT), None);
+    }
+
+    #[test]
+    fn a_log_that_refuses_for_now_is_503_with_retry_after_and_other_log_errors_500() {
+        use pinhive_log::LogError;
+        for (error, status) in [
+            (LogError::Overloaded, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                LogError::Unavailable("Local: Message timed out".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (LogError::Closed, StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                LogError::Io(std::io::Error::other("disk")),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ] {
+            let response = ApiError::from(error).error_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.headers().contains_key("Retry-After"),
+                status == StatusCode::SERVICE_UNAVAILABLE
+            );
+        }
     }
 
     #[test]

@@ -136,6 +136,37 @@ impl EmbeddedLog {
         Ok(self.partition(partition)?.notify.subscribe())
     }
 
+    /// Hands the records to the writer thread and waits for their group's fsync.
+    async fn append_group(&self, records: Vec<Record>) -> Result<Vec<Position>, LogError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let partitions = self.partition_count();
+        let mut frames = Vec::with_capacity(records.len());
+        for record in &records {
+            let len = frame::encoded_len(record);
+            if len > frame::MAX_BODY || record.key.len() > u16::MAX as usize {
+                return Err(LogError::RecordTooLarge(len));
+            }
+            let mut bytes = Vec::with_capacity(len);
+            frame::encode(record, &mut bytes);
+            frames.push((crate::partition_for(&record.key, partitions), bytes));
+        }
+        let (reply, answer) = oneshot::channel();
+        let started = std::time::Instant::now();
+        match self.sender.try_send(AppendJob { frames, reply }) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => return Err(LogError::Overloaded),
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(LogError::Closed),
+        }
+        let result = answer.await.map_err(|_| LogError::Closed)?;
+        crate::metrics::METRICS
+            .append_seconds
+            .with_label_values::<&str>(&[])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
     fn read_blocking(
         &self,
         partition: u32,
@@ -232,32 +263,13 @@ impl Log for EmbeddedLog {
     }
 
     async fn append(&self, records: Vec<Record>) -> Result<Vec<Position>, LogError> {
-        if records.is_empty() {
-            return Ok(Vec::new());
+        let result = self.append_group(records).await;
+        if let Err(error) = &result {
+            crate::metrics::METRICS
+                .append_errors
+                .with_label_values(&[error.kind()])
+                .inc();
         }
-        let partitions = self.partition_count();
-        let mut frames = Vec::with_capacity(records.len());
-        for record in &records {
-            let len = frame::encoded_len(record);
-            if len > frame::MAX_BODY || record.key.len() > u16::MAX as usize {
-                return Err(LogError::RecordTooLarge(len));
-            }
-            let mut bytes = Vec::with_capacity(len);
-            frame::encode(record, &mut bytes);
-            frames.push((crate::partition_for(&record.key, partitions), bytes));
-        }
-        let (reply, answer) = oneshot::channel();
-        let started = std::time::Instant::now();
-        match self.sender.try_send(AppendJob { frames, reply }) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(_)) => return Err(LogError::Overloaded),
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err(LogError::Closed),
-        }
-        let result = answer.await.map_err(|_| LogError::Closed)?;
-        crate::metrics::METRICS
-            .append_seconds
-            .with_label_values::<&str>(&[])
-            .observe(started.elapsed().as_secs_f64());
         result
     }
 

@@ -9,7 +9,7 @@
 //! consumes every partition in one instance; consumer-group assignment (several instances,
 //! rebalance callbacks starting and stopping shards) is the next step (see docs/kafka.md).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,18 @@ use pinhive_events::codec::ContentType;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::health::{AppendHealth, LogHealth};
+use crate::kafka_context::QuietContext;
+use crate::kafka_producer::{log_error, LogProducer};
 use crate::{Log, LogError, Position, Record, StoredRecord};
+
+/// Least time between two reachability probes of an unavailable log (see [`KafkaLog::health`]).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct KafkaLogConfig {
@@ -36,7 +43,7 @@ pub struct KafkaLogConfig {
 }
 
 struct Reader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<QuietContext>,
     position: Option<u64>,
 }
 
@@ -47,12 +54,16 @@ pub struct KafkaLog {
 }
 
 struct Inner {
-    producer: FutureProducer,
+    producer: LogProducer,
     topic: String,
     partitions: u32,
     readers: Vec<Mutex<Reader>>,
     ends: Vec<AtomicU64>,
     brokers: String,
+    health: AppendHealth,
+    /// A probe is running, or ran less than [`PROBE_EVERY`] ago.
+    probing: AtomicBool,
+    last_probe: parking_lot::Mutex<Option<Instant>>,
 }
 
 fn kafka_error(error: impl std::fmt::Display) -> LogError {
@@ -116,16 +127,10 @@ impl KafkaLog {
             }
             Err(error) => return Err(kafka_error(format!("creating topic: {error}"))),
         }
-        let producer: FutureProducer = base_config(&config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("batch.num.messages", "10000")
-            .set("message.timeout.ms", "30000")
-            .create()
+        let producer = LogProducer::create(base_config(&config.brokers), &config.topic)
             .map_err(kafka_error)?;
         let metadata = {
-            let producer = producer.clone();
+            let producer = producer.current();
             let topic = config.topic.clone();
             tokio::task::spawn_blocking(move || {
                 producer
@@ -151,12 +156,12 @@ impl KafkaLog {
         let mut readers = Vec::with_capacity(partitions as usize);
         let mut ends = Vec::with_capacity(partitions as usize);
         for _ in 0..partitions {
-            let consumer: BaseConsumer = base_config(&config.brokers)
+            let consumer: BaseConsumer<QuietContext> = base_config(&config.brokers)
                 .set("group.id", "pinhive-readers")
                 .set("enable.auto.commit", "false")
                 .set("enable.partition.eof", "false")
                 .set("fetch.wait.max.ms", "20")
-                .create()
+                .create_with_context(QuietContext::default())
                 .map_err(kafka_error)?;
             readers.push(Mutex::new(Reader {
                 consumer,
@@ -164,6 +169,7 @@ impl KafkaLog {
             }));
             ends.push(AtomicU64::new(0));
         }
+        let health = AppendHealth::new(format!("kafka topic {}", config.topic));
         let log = KafkaLog {
             inner: Arc::new(Inner {
                 producer,
@@ -172,6 +178,9 @@ impl KafkaLog {
                 readers,
                 ends,
                 brokers: config.brokers,
+                health,
+                probing: AtomicBool::new(false),
+                last_probe: parking_lot::Mutex::new(None),
             }),
         };
         for partition in 0..partitions {
@@ -201,7 +210,103 @@ impl KafkaLog {
         })
         .await
         .map_err(kafka_error)?
-        .map_err(kafka_error)
+        .map_err(log_error)
+    }
+
+    /// Produces every record and awaits every delivery report.
+    async fn produce(&self, records: Vec<Record>) -> Result<Vec<Position>, LogError> {
+        let producer = self.inner.producer.current();
+        match self.produce_with(&producer, records).await {
+            Ok(positions) => Ok(positions),
+            Err(error) => Err(self.inner.producer.failed(producer, error)),
+        }
+    }
+
+    async fn produce_with(
+        &self,
+        producer: &FutureProducer<QuietContext>,
+        records: Vec<Record>,
+    ) -> Result<Vec<Position>, KafkaError> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in &records {
+            let partition = self.partition_for(&record.key) as i32;
+            let mime = ContentType::from_byte(record.content_type)
+                .map(ContentType::mime)
+                .unwrap_or("application/octet-stream");
+            let mut headers = OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(mime),
+            });
+            if let Some(traceparent) = &record.traceparent {
+                headers = headers.insert(Header {
+                    key: "traceparent",
+                    value: Some(traceparent.as_str()),
+                });
+            }
+            let future_record = FutureRecord::to(&self.inner.topic)
+                .partition(partition)
+                .key(&record.key)
+                .payload(&record.value)
+                .timestamp(record.timestamp_ns / 1_000_000)
+                .headers(headers);
+            let delivery = producer
+                .send_result(future_record)
+                .map_err(|(error, _)| error)?;
+            deliveries.push(delivery);
+        }
+        let mut positions = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let delivered = delivery
+                .await
+                .map_err(|_| KafkaError::Canceled)?
+                .map_err(|(error, _)| error)?;
+            let position = Position {
+                partition: delivered.partition as u32,
+                offset: delivered.offset.max(0) as u64,
+            };
+            self.inner.ends[position.partition as usize]
+                .fetch_max(position.offset + 1, Ordering::AcqRel);
+            positions.push(position);
+        }
+        Ok(positions)
+    }
+
+    fn probe_in_background(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut last_probe = self.inner.last_probe.lock();
+            if last_probe.is_some_and(|at| at.elapsed() < PROBE_EVERY)
+                || self.inner.probing.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+            *last_probe = Some(Instant::now());
+        }
+        let inner = self.inner.clone();
+        // A blocking call (librdkafka's metadata request): never on the async runtime.
+        runtime.spawn_blocking(move || {
+            let producer = inner.producer.current();
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&inner.topic), PROBE_EVERY);
+            let every_partition_led = metadata.is_ok_and(|metadata| {
+                metadata.topics().iter().any(|topic| {
+                    topic.name() == inner.topic
+                        && topic.error().is_none()
+                        && topic.partitions().len() == inner.partitions as usize
+                        && topic
+                            .partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0)
+                })
+            });
+            if every_partition_led {
+                inner.health.succeeded();
+            }
+            inner.probing.store(false, Ordering::Release);
+        });
     }
 
     fn read_blocking(
@@ -231,7 +336,7 @@ impl KafkaLog {
             let Some(message) = reader.consumer.poll(wait) else {
                 break;
             };
-            let message = message.map_err(kafka_error)?;
+            let message = message.map_err(log_error)?;
             let offset = message.offset().max(0) as u64;
             let content_type = message
                 .headers()
@@ -276,53 +381,27 @@ impl Log for KafkaLog {
     }
 
     async fn append(&self, records: Vec<Record>) -> Result<Vec<Position>, LogError> {
-        let mut deliveries = Vec::with_capacity(records.len());
-        for record in &records {
-            let partition = self.partition_for(&record.key) as i32;
-            let mime = ContentType::from_byte(record.content_type)
-                .map(ContentType::mime)
-                .unwrap_or("application/octet-stream");
-            let mut headers = OwnedHeaders::new().insert(Header {
-                key: "content-type",
-                value: Some(mime),
-            });
-            if let Some(traceparent) = &record.traceparent {
-                headers = headers.insert(Header {
-                    key: "traceparent",
-                    value: Some(traceparent.as_str()),
-                });
-            }
-            let future_record = FutureRecord::to(&self.inner.topic)
-                .partition(partition)
-                .key(&record.key)
-                .payload(&record.value)
-                .timestamp(record.timestamp_ns / 1_000_000)
-                .headers(headers);
-            let delivery = self.inner.producer.send_result(future_record).map_err(
-                |(error, _)| match error {
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ) => LogError::Overloaded,
-                    other => kafka_error(other),
-                },
-            )?;
-            deliveries.push(delivery);
+        let result = self.produce(records).await;
+        self.inner.health.record(&result);
+        if let Err(error) = &result {
+            crate::metrics::METRICS
+                .append_errors
+                .with_label_values(&[error.kind()])
+                .inc();
         }
-        let mut positions = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            let delivered = delivery
-                .await
-                .map_err(|_| LogError::Closed)?
-                .map_err(|(error, _)| kafka_error(error))?;
-            let position = Position {
-                partition: delivered.partition as u32,
-                offset: delivered.offset.max(0) as u64,
-            };
-            self.inner.ends[position.partition as usize]
-                .fetch_max(position.offset + 1, Ordering::AcqRel);
-            positions.push(position);
+        result
+    }
+
+    /// Reports what the last appends found; while they found the log unavailable, a probe
+    /// (one metadata request, at most every [`PROBE_EVERY`], in the background) looks for the
+    /// brokers again, so the log is seen available once they are back even when no append
+    /// comes (a load balancer that took this instance out of rotation sends none).
+    fn health(&self) -> LogHealth {
+        let health = self.inner.health.snapshot();
+        if !health.available {
+            self.probe_in_background();
         }
-        Ok(positions)
+        health
     }
 
     async fn dead_letter(&self, letter: &crate::DeadLetterRecord) -> Result<(), LogError> {
@@ -358,6 +437,7 @@ impl Log for KafkaLog {
             .headers(headers);
         self.inner
             .producer
+            .current()
             .send(record, Duration::from_secs(10))
             .await
             .map(|_| ())
@@ -417,7 +497,7 @@ impl Log for KafkaLog {
 /// A plain consumer-group subscription to another topic (e.g. S3 bucket notifications): each
 /// record is handed out once per group; the caller commits after processing it.
 pub struct TopicSubscription {
-    consumer: rdkafka::consumer::StreamConsumer,
+    consumer: rdkafka::consumer::StreamConsumer<QuietContext>,
 }
 
 /// One record of a [`TopicSubscription`].
@@ -449,18 +529,18 @@ impl TopicSubscription {
                 }
             }
         }
-        let consumer: rdkafka::consumer::StreamConsumer = base_config(brokers)
+        let consumer: rdkafka::consumer::StreamConsumer<QuietContext> = base_config(brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .create()
+            .create_with_context(QuietContext::default())
             .map_err(kafka_error)?;
         consumer.subscribe(&[topic]).map_err(kafka_error)?;
         Ok(TopicSubscription { consumer })
     }
 
     pub async fn next(&self) -> Result<TopicRecord, LogError> {
-        let message = self.consumer.recv().await.map_err(kafka_error)?;
+        let message = self.consumer.recv().await.map_err(log_error)?;
         Ok(TopicRecord {
             partition: message.partition(),
             offset: message.offset(),

@@ -33,6 +33,7 @@ pub enum AssignmentChange {
 struct GroupContext {
     topic: String,
     changes: mpsc::UnboundedSender<AssignmentChange>,
+    connectivity: crate::kafka_context::ConnectivityReports,
 }
 
 fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<u32> {
@@ -43,7 +44,11 @@ fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<u32> {
         .collect()
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.connectivity.report(error, reason);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -104,6 +109,7 @@ impl GroupMembership {
         let context = GroupContext {
             topic: topic.to_string(),
             changes,
+            connectivity: Default::default(),
         };
         let session_ms = session_timeout.as_millis().max(6000).to_string();
         let heartbeat_ms = (session_timeout.as_millis().max(6000) / 3).to_string();

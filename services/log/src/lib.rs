@@ -10,8 +10,11 @@
 
 pub mod embedded;
 mod frame;
+pub mod health;
 pub mod kafka;
+mod kafka_context;
 pub mod kafka_group;
+mod kafka_producer;
 pub mod metrics;
 pub mod murmur2;
 
@@ -20,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use embedded::{EmbeddedLog, EmbeddedLogConfig};
+pub use health::{AppendHealth, LogHealth};
 pub use kafka::{KafkaLog, KafkaLogConfig};
 
 /// One record to append. `key` chooses the partition (the CID for pin events).
@@ -93,8 +97,34 @@ pub enum LogError {
     Closed,
     #[error("log is overloaded, retry later")]
     Overloaded,
+    /// The log cannot take appends now (Kafka: brokers unreachable, delivery timed out, too
+    /// few in-sync replicas). The append was not acknowledged; retrying later may succeed. A
+    /// delivery that timed out in flight may still have been written (at-least-once).
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
     #[error("record too large: {0} bytes")]
     RecordTooLarge(usize),
+}
+
+impl LogError {
+    /// The metric label of the error (`pinhive_log_append_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LogError::Io(_) => "io",
+            LogError::NoSuchPartition(_) => "no_such_partition",
+            LogError::OffsetOutOfRange { .. } => "offset_out_of_range",
+            LogError::Closed => "closed",
+            LogError::Overloaded => "overloaded",
+            LogError::Unavailable(_) => "unavailable",
+            LogError::RecordTooLarge(_) => "record_too_large",
+        }
+    }
+
+    /// The log refused for now, not for good: the caller may retry later (HTTP 503 +
+    /// `Retry-After`).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LogError::Overloaded | LogError::Unavailable(_))
+    }
 }
 
 /// The partitioned-log adapter.
@@ -127,6 +157,12 @@ pub trait Log: Send + Sync + 'static {
 
     /// Durable end (the offset the next record will get) of `partition`.
     fn end_offset(&self, partition: u32) -> u64;
+
+    /// Whether the log takes appends, as its last appends found it: what `/ready` reports,
+    /// without a broker round trip per call. The default tracks nothing (the embedded log).
+    fn health(&self) -> LogHealth {
+        LogHealth::untracked()
+    }
 
     /// Publishes a dead letter where operators and other tools look for them. The store keeps
     /// every dead letter too (`/admin/dead-letters`); the embedded log has nothing to add.

@@ -12,6 +12,8 @@ pub struct LogMetrics {
     pub group_bytes: HistogramVec,
     pub fsync_seconds: HistogramVec,
     pub appended_records: IntCounterVec,
+    /// Failed appends by `LogError::kind`.
+    pub append_errors: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<LogMetrics> = LazyLock::new(|| LogMetrics {
@@ -43,5 +45,10 @@ pub static METRICS: LazyLock<LogMetrics> = LazyLock::new(|| LogMetrics {
         "pinhive_log_appended_records_total",
         "Records durably appended",
         &[],
+    ),
+    append_errors: pinhive_telemetry::counter_vec(
+        "pinhive_log_append_errors_total",
+        "Appends that failed, by kind (unavailable, overloaded, io, ...)",
+        &["kind"],
     ),
 });
