@@ -167,28 +167,64 @@ pub struct IpfsDaemon {
     child: Child,
     pub api_url: String,
     pub peer_id: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// `jsipfs ARGS` on the repository under `dir`.
+fn jsipfs(dir: &Path, args: &[&str]) -> anyhow::Result<Command> {
+    let ipfs_dir = workspace_root().join("integration-tests/ipfs");
+    let jsipfs = ipfs_dir.join("node_modules/.bin/jsipfs");
+    if !jsipfs.exists() {
+        bail!("{} is missing: run scripts/setup.sh", jsipfs.display());
+    }
+    let node_options = format!("--require {}", ipfs_dir.join("withresolvers.cjs").display());
+    let mut c = Command::new(&jsipfs);
+    c.args(args)
+        .env("IPFS_PATH", dir.join("ipfs"))
+        .env("NODE_OPTIONS", &node_options)
+        .stdin(Stdio::null());
+    Ok(c)
+}
+
+/// Starts the daemon of the repository under `dir` and waits until it says it is ready.
+async fn spawn_daemon(dir: &Path) -> anyhow::Result<Child> {
+    let mut child = jsipfs(dir, &["daemon"])?
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting jsipfs daemon")?;
+    let stdout = child.stdout.take().context("daemon stdout")?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && line.contains("Daemon is ready") {
+                let _ = ready_tx.send(());
+                sent = true;
+            }
+        }
+    });
+    let ready = tokio::task::spawn_blocking(move || {
+        ready_rx.recv_timeout(Duration::from_secs(120)).is_ok()
+    })
+    .await?;
+    if !ready {
+        let _ = child.kill();
+        let output = child.wait_with_output()?;
+        bail!(
+            "js-ipfs daemon did not become ready: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(child)
 }
 
 impl IpfsDaemon {
     pub async fn start() -> anyhow::Result<Self> {
-        let ipfs_dir = workspace_root().join("integration-tests/ipfs");
-        let jsipfs = ipfs_dir.join("node_modules/.bin/jsipfs");
-        if !jsipfs.exists() {
-            bail!("{} is missing: run scripts/setup.sh", jsipfs.display());
-        }
         let dir = tempfile::tempdir()?;
         let repo = dir.path().join("ipfs");
-        let node_options = format!("--require {}", ipfs_dir.join("withresolvers.cjs").display());
-        let command = |args: &[&str]| {
-            let mut c = Command::new(&jsipfs);
-            c.args(args)
-                .env("IPFS_PATH", &repo)
-                .env("NODE_OPTIONS", &node_options)
-                .stdin(Stdio::null());
-            c
-        };
-        let init = command(&["init", "--empty-repo"])
+        let command = |args: &[&str]| jsipfs(dir.path(), args);
+        let init = command(&["init", "--empty-repo"])?
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
@@ -212,46 +248,35 @@ impl IpfsDaemon {
         config["Discovery"]["webRTCStar"]["Enabled"] = false.into();
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
 
-        let mut child = command(&["daemon"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting jsipfs daemon")?;
-        let stdout = child.stdout.take().context("daemon stdout")?;
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && line.contains("Daemon is ready") {
-                    let _ = ready_tx.send(());
-                    sent = true;
-                }
-            }
-        });
-        let ready = tokio::task::spawn_blocking(move || {
-            ready_rx.recv_timeout(Duration::from_secs(120)).is_ok()
-        })
-        .await?;
-        if !ready {
-            let _ = child.kill();
-            let output = child.wait_with_output()?;
-            bail!(
-                "js-ipfs daemon did not become ready: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+        let child = spawn_daemon(dir.path()).await?;
         let api_url = format!("http://127.0.0.1:{api}");
         let mut daemon = IpfsDaemon {
             child,
             api_url,
             peer_id: String::new(),
-            _dir: dir,
+            dir,
         };
         daemon.peer_id = daemon.rpc("id", &[]).await?["ID"]
             .as_str()
             .unwrap_or_default()
             .to_string();
         Ok(daemon)
+    }
+
+    /// SIGKILL: the daemon dies at once, as a crashed node does (its repository stays).
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the daemon again on its repository, ports and identity; waits until ready.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill_hard();
+        // js-ipfs leaves its repository lock behind when killed.
+        let _ = std::fs::remove_file(self.dir.path().join("ipfs/repo.lock"));
+        let _ = std::fs::remove_dir_all(self.dir.path().join("ipfs/repo.lock"));
+        self.child = spawn_daemon(self.dir.path()).await?;
+        Ok(())
     }
 
     /// Calls the daemon's RPC directly (as a test oracle, independent of pinhive's client).

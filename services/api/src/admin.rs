@@ -1,7 +1,6 @@
 //! Admin API (admin token required) plus the unauthenticated `/health` and `/ready`.
 
 use actix_web::{web, HttpResponse};
-use pinhive_events::NodeDescriptor;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -24,17 +23,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ))
         .service(resource("/admin/dead-letters", get(web::to(dead_letters))))
         .service(resource("/admin/shards", get(web::to(shards))))
-        .service(resource(
-            "/admin/nodes",
-            [
-                (Method::GET, web::to(list_nodes)),
-                (Method::POST, web::to(add_node)),
-            ],
-        ))
-        .service(resource(
-            "/admin/nodes/{id}",
-            [(Method::DELETE, web::to(remove_node))],
-        ))
         .service(resource(
             "/admin/tokens",
             [(Method::POST, web::to(create_token))],
@@ -256,80 +244,6 @@ async fn shards(state: web::Data<AppState>, _admin: AdminCaller) -> HttpResponse
         "owned_partitions": state.orchestrator.owned_partitions(),
         "shards": with_lag,
     }))
-}
-
-async fn list_nodes(state: web::Data<AppState>, _admin: AdminCaller) -> HttpResponse {
-    let nodes: Vec<_> = state
-        .registry
-        .entries()
-        .into_iter()
-        .map(|e| {
-            json!({
-                "id": e.descriptor.id,
-                "rpc_url": e.descriptor.rpc_url,
-                "region": e.descriptor.region,
-                "weight": e.descriptor.weight,
-                "reachable": e.health.reachable,
-                "peer_id": e.health.identity.as_ref().map(|i| i.peer_id.clone()),
-                "addresses": e.health.identity.map(|i| i.addresses).unwrap_or_default(),
-                "free_bytes": e.health.free_bytes,
-                "breaker": format!("{:?}", e.health.breaker).to_lowercase(),
-                "in_flight": e.health.in_flight,
-                "error": e.health.last_error,
-            })
-        })
-        .collect();
-    HttpResponse::Ok().json(json!({"nodes": nodes}))
-}
-
-async fn add_node(
-    state: web::Data<AppState>,
-    _admin: AdminCaller,
-    body: web::Json<NodeDescriptor>,
-) -> Result<HttpResponse, ApiError> {
-    let node = body.into_inner();
-    if node.id.is_empty() || node.id.contains('\0') {
-        return Err(ApiError::bad_request("node id must be a non-empty string"));
-    }
-    let url = reqwest_free_url_check(&node.rpc_url)?;
-    let node = NodeDescriptor {
-        rpc_url: url,
-        ..node
-    };
-    let store = state.store.clone();
-    let stored = node.clone();
-    web::block(move || store.put_node(&stored)).await??;
-    state
-        .nodes
-        .add(node.clone())
-        .map_err(ApiError::bad_request)?;
-    Ok(HttpResponse::Created().json(node))
-}
-
-fn reqwest_free_url_check(url: &str) -> Result<String, ApiError> {
-    let trimmed = url.trim().trim_end_matches('/');
-    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() < 10 {
-        return Err(ApiError::bad_request(format!(
-            "rpc_url must be an http(s) URL such as http://127.0.0.1:5001, not {url:?}"
-        )));
-    }
-    Ok(trimmed.to_string())
-}
-
-async fn remove_node(
-    state: web::Data<AppState>,
-    _admin: AdminCaller,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    if state.registry.get(&id).is_none() {
-        return Err(ApiError::not_found(format!("no node {id}")));
-    }
-    let store = state.store.clone();
-    let lookup = id.clone();
-    web::block(move || store.remove_node(&lookup)).await??;
-    state.nodes.remove(&id).map_err(ApiError::bad_request)?;
-    Ok(HttpResponse::NoContent().finish())
 }
 
 /// S3 event-notification webhook (the same JSON an S3 gateway publishes to Kafka).

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod nodes;
 pub mod pins;
 pub mod routing;
 
@@ -19,18 +20,10 @@ use std::time::Duration;
 
 use actix_web::web;
 use parking_lot::Mutex;
-use pinhive_events::NodeDescriptor;
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::Log;
 use pinhive_orchestrator::Orchestrator;
 use pinhive_store::Store;
-
-/// Adds and removes IPFS nodes at run time (implemented by the binary, which owns the node
-/// driver actors' arbiter).
-pub trait NodeAdmin: Send + Sync + 'static {
-    fn add(&self, node: NodeDescriptor) -> Result<(), String>;
-    fn remove(&self, id: &str) -> Result<(), String>;
-}
 
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -63,7 +56,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub orchestrator: Arc<Orchestrator>,
     pub registry: NodeRegistry,
-    pub nodes: Arc<dyn NodeAdmin>,
+    /// Node membership and states (the control log): node changes are control events.
+    pub nodes: Arc<pinhive_orchestrator::control::ControlPlane>,
     pub config: ApiConfig,
     /// The analytics actors (None: disabled).
     pub analytics: Option<Arc<pinhive_analytics::Analytics>>,
@@ -82,7 +76,7 @@ impl AppState {
         log: Arc<dyn Log>,
         store: Arc<dyn Store>,
         orchestrator: Arc<Orchestrator>,
-        nodes: Arc<dyn NodeAdmin>,
+        nodes: Arc<pinhive_orchestrator::control::ControlPlane>,
         config: ApiConfig,
     ) -> Self {
         AppState {
@@ -148,6 +142,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             )
             .configure(pins::routes)
             .configure(admin::routes)
+            .configure(nodes::routes)
             .configure(access::routes)
             .default_service(web::to(routing::not_found));
     }

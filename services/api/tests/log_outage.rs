@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use actix_web::{test, App};
 use async_trait::async_trait;
-use pinhive_api::{configure, AppState, NodeAdmin};
+use pinhive_api::{configure, AppState};
 use pinhive_events::NodeDescriptor;
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::{
     AppendHealth, EmbeddedLog, EmbeddedLogConfig, Log, LogError, LogHealth, Position, Record,
     StoredRecord,
 };
+use pinhive_orchestrator::control::{ControlConfig, ControlPlane, DriverControl};
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{EmbeddedStore, Store, TokenRecord};
 use serde_json::{json, Value};
@@ -81,16 +82,14 @@ impl Log for OutageLog {
     }
 }
 
-/// No IPFS node in this test.
-struct NoNodeAdmin;
+/// No IPFS node in this test: node drivers are never started.
+struct NoDrivers;
 
-impl NodeAdmin for NoNodeAdmin {
-    fn add(&self, _node: NodeDescriptor) -> Result<(), String> {
-        Err("no IPFS node in this test".into())
+impl DriverControl for NoDrivers {
+    fn start(&self, _node: NodeDescriptor) -> Result<(), String> {
+        Ok(())
     }
-    fn remove(&self, _id: &str) -> Result<(), String> {
-        Err("no IPFS node in this test".into())
-    }
+    fn stop(&self, _id: &str) {}
 }
 
 const TOKEN: &str = "alice-secret";
@@ -129,18 +128,37 @@ async fn a_log_outage_answers_503_with_retry_after_and_ready_says_so_until_appen
     store
         .put_token(&pinhive_store::hash_secret(TOKEN), &owner)
         .unwrap();
+    let registry = NodeRegistry::default();
     let orchestrator = Orchestrator::start(
         log.clone(),
         store.clone(),
-        NodeRegistry::default(),
+        registry.clone(),
         OrchestratorConfig::default(),
     )
+    .unwrap();
+    let control_log = EmbeddedLog::open(
+        &dir.path().join("control"),
+        EmbeddedLogConfig {
+            partitions: 1,
+            ..EmbeddedLogConfig::default()
+        },
+    )
+    .unwrap();
+    let control = ControlPlane::start(
+        Arc::new(control_log),
+        registry,
+        Arc::new(NoDrivers),
+        Vec::new(),
+        Arc::new(|| false),
+        ControlConfig::default(),
+    )
+    .await
     .unwrap();
     let state = actix_web::web::Data::new(AppState::new(
         log.clone(),
         store,
         orchestrator,
-        Arc::new(NoNodeAdmin),
+        control,
         pinhive_api::ApiConfig::default(),
     ));
     let app = test::init_service(App::new().configure(configure(state))).await;

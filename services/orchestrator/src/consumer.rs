@@ -50,6 +50,10 @@ pub struct OrchestratorConfig {
     /// Other instances write the same store (ScyllaDB): a write to a partition another
     /// instance owns can be waited for through the partition's commit row.
     pub shared_store: bool,
+    /// Replicas per second node walks (re-replication, drains) may allocate on this instance,
+    /// and per destination node; 0 lifts the cap.
+    pub rereplication_rate: u32,
+    pub rereplication_rate_per_node: u32,
 }
 
 impl Default for OrchestratorConfig {
@@ -67,6 +71,8 @@ impl Default for OrchestratorConfig {
             journal_retention: Duration::from_secs(7 * 24 * 3600),
             dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
             shared_store: false,
+            rereplication_rate: 100,
+            rereplication_rate_per_node: 20,
         }
     }
 }
@@ -151,15 +157,17 @@ struct Runner {
 
 pub struct Orchestrator {
     log: Arc<dyn Log>,
-    store: Arc<dyn Store>,
-    registry: NodeRegistry,
-    shards: Vec<Addr<ShardActor>>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: NodeRegistry,
+    pub(crate) shards: Vec<Addr<ShardActor>>,
     applied: Vec<watch::Sender<u64>>,
-    shutdown: watch::Sender<bool>,
+    pub(crate) shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     runners: Mutex<HashMap<u32, Runner>>,
     committer: Option<OffsetCommitter>,
-    config: OrchestratorConfig,
+    pub(crate) config: OrchestratorConfig,
+    /// The re-replication limiters node walks share.
+    pub(crate) rates: crate::rereplicate::Rates,
     /// Per partition: batches whose actions are still being carried out.
     executing: Vec<Arc<Semaphore>>,
     /// Per partition: repair passes completed.
@@ -224,6 +232,10 @@ impl Orchestrator {
             tasks: Mutex::new(Vec::new()),
             runners: Mutex::new(HashMap::new()),
             committer,
+            rates: crate::rereplicate::Rates::new(
+                config.rereplication_rate,
+                config.rereplication_rate_per_node,
+            ),
             config,
             executing: (0..partitions)
                 .map(|_| Arc::new(Semaphore::new(EXECUTING_BATCHES)))
@@ -293,7 +305,8 @@ impl Orchestrator {
         }
         futures::join!(
             self.clone().consume(partition, stop.clone()),
-            self.clone().repair(partition, stop),
+            self.clone().repair(partition, stop.clone()),
+            self.clone().walk_nodes(partition, stop),
         );
     }
 
@@ -327,7 +340,7 @@ impl Orchestrator {
     /// Another instance claimed `partition` (a commit came back `Fenced`): stops this
     /// instance's tasks of it — the runner whose stop signal is `stop`, unless a newer one
     /// replaced it — and drops what the shard cached. The rest of the process goes on.
-    fn give_up_fenced(&self, partition: u32, stop: &watch::Receiver<bool>, error: &StoreError) {
+    pub(crate) fn give_up_fenced(&self, partition: u32, stop: &watch::Receiver<bool>, error: &StoreError) {
         tracing::error!(
             partition,
             error = %error,
@@ -475,7 +488,7 @@ impl Orchestrator {
         }
     }
 
-    fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         *self.shutdown.borrow()
     }
 
@@ -614,7 +627,9 @@ impl Orchestrator {
                     .with_label_values(&[&partition.to_string()])
                     .inc();
                 match shard.send(Replan { cids }).await {
-                    Ok(Ok(actions)) => self.execute(actions).await,
+                    Ok(Ok(actions)) => {
+                        self.execute(actions).await;
+                    }
                     Ok(Err(error @ StoreError::Fenced { .. })) => {
                         self.give_up_fenced(partition, &stop, &error);
                         return;
@@ -702,7 +717,8 @@ impl Orchestrator {
 
     /// Carries out planned actions: allocation decisions become events; pin/unpin become node
     /// commands (dropped if the node's mailbox is full: the repair loop plans them again).
-    async fn execute(&self, actions: Vec<PlannedAction>) {
+    /// False if an append failed.
+    pub(crate) async fn execute(&self, actions: Vec<PlannedAction>) -> bool {
         let mut records = Vec::new();
         // Acknowledgements of released holds, to the replacing pins' CIDs: appended only once
         // the releases themselves are durable (a log append to several partitions is not
@@ -744,17 +760,19 @@ impl Orchestrator {
             }
         }
         if records.is_empty() {
-            return;
+            return true;
         }
         if let Err(error) = self.log.append(records).await {
             tracing::warn!(error = %error, "could not append allocation decisions; repair will redo them");
-            return;
+            return false;
         }
         if !acknowledgements.is_empty() {
             if let Err(error) = self.log.append(acknowledgements).await {
                 tracing::warn!(error = %error, "could not acknowledge released holds; repair will redo them");
+                return false;
             }
         }
+        true
     }
 
     fn command(&self, node: &str, cid: String, op: NodeOp, traceparent: Option<String>) {

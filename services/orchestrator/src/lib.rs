@@ -11,7 +11,9 @@
 
 pub mod cache;
 pub mod consumer;
+pub mod control;
 pub mod metrics;
+pub mod rereplicate;
 pub mod s3;
 pub mod shard;
 

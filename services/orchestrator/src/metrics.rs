@@ -21,6 +21,11 @@ pub struct ShardMetrics {
     pub replicas: IntGaugeVec,
     pub actions: IntCounterVec,
     pub store_errors: IntCounterVec,
+    pub nodes: IntGaugeVec,
+    pub node_transitions: IntCounterVec,
+    pub rereplicated: IntCounterVec,
+    pub node_walk_cids: IntCounterVec,
+    pub node_walks_active: IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
@@ -101,5 +106,30 @@ pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
         "pinhive_shard_store_errors_total",
         "Batches that could not be persisted (retried)",
         &["partition"],
+    ),
+    nodes: pinhive_telemetry::gauge_vec(
+        "pinhive_nodes",
+        "IPFS nodes by agreed state (up, degraded, down, draining)",
+        &["state"],
+    ),
+    node_transitions: pinhive_telemetry::counter_vec(
+        "pinhive_node_transitions_total",
+        "Node state changes folded from the control log, by the state entered",
+        &["state"],
+    ),
+    rereplicated: pinhive_telemetry::counter_vec(
+        "pinhive_rereplication_replicas_total",
+        "Replicas allocated by node walks (re-replication and drains), by urgency of the CID",
+        &["urgency"],
+    ),
+    node_walk_cids: pinhive_telemetry::counter_vec(
+        "pinhive_node_walk_cids_total",
+        "CIDs visited by node walks, by what was found (planned, met, stray)",
+        &["result"],
+    ),
+    node_walks_active: pinhive_telemetry::gauge_vec(
+        "pinhive_node_walks_active",
+        "Partitions of this instance walking a down, draining or returned node's replicas",
+        &[],
     ),
 });

@@ -24,9 +24,9 @@ use pinhive_events::codec::{self, ContentType};
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::{Log, Record, StoredRecord};
 use pinhive_store::{
-    Attempt, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry, PinWrite,
-    ShardBatch, Store, StoreError, Undo, SCOPE_ALL_PINS, SCOPE_REPLICAS_DESIRED,
-    SCOPE_REPLICAS_PINNED,
+    node_scope, Attempt, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry,
+    NodeCidWrite, PinWrite, ShardBatch, Store, StoreError, Undo, SCOPE_ALL_PINS,
+    SCOPE_REPLICAS_DESIRED, SCOPE_REPLICAS_PINNED,
 };
 
 use crate::cache::StateCache;
@@ -64,6 +64,29 @@ pub struct BatchOutcome {
 #[rtype(result = "Result<Vec<PlannedAction>, StoreError>")]
 pub struct Replan {
     pub cids: Vec<String>,
+}
+
+/// Sent by a node walk: plan again those of these CIDs (listed in `node`'s index) whose
+/// urgency is `urgency` (`Urgency::Met`: every CID, e.g. a node that came back), and delete
+/// index entries of CIDs that hold no replica on `node` any more.
+#[derive(Message)]
+#[rtype(result = "Result<NodeWalkStep, StoreError>")]
+pub struct WalkNode {
+    pub node: String,
+    pub cids: Vec<String>,
+    pub urgency: pinhive_domain::Urgency,
+}
+
+/// What one step of a node walk found and planned.
+#[derive(Debug, Default)]
+pub struct NodeWalkStep {
+    pub actions: Vec<PlannedAction>,
+    /// CIDs of the urgency asked for, planned.
+    pub planned: usize,
+    /// CIDs of another urgency, left for their pass.
+    pub skipped: usize,
+    /// Index entries of CIDs without a replica on the node, deleted.
+    pub stray: usize,
 }
 
 /// Sent when this instance stops owning the partition: cached states may go stale, since
@@ -180,6 +203,10 @@ struct Work {
     touched: BTreeMap<String, Touched>,
     /// Pin rows the batch looked up or changed, by request id: their value within the batch.
     pins: HashMap<String, Option<PinRow>>,
+    /// Planned by a node walk, which appends the allocations at the re-replication rate and
+    /// walks again if one is lost: a CID missing replicas is not put in the pending set for
+    /// that (the repair loop would allocate it again, unpaced, while it waits for a permit).
+    node_walk: bool,
 }
 
 impl ShardActor {
@@ -532,6 +559,7 @@ impl ShardActor {
                 envelope.event,
                 pinhive_events::Event::NodeRegistered(_)
                     | pinhive_events::Event::NodeStatusChanged { .. }
+                    | pinhive_events::Event::NodeRemoved { .. }
             ) {
                 // Node events belong to the registry, not to a CID; nothing to fold here.
                 continue;
@@ -727,7 +755,9 @@ impl ShardActor {
         let mut planned: Vec<PlannedAction> = Vec::new();
         let mut settled: Vec<CidState> = Vec::new();
         let Work {
-            touched, mut pins, ..
+            touched,
+            mut pins,
+            node_walk,
         } = work;
         for (cid, mut touched) in touched {
             let created: Vec<PinRow> = std::mem::take(&mut touched.created)
@@ -775,6 +805,16 @@ impl ShardActor {
             *deltas
                 .entry((SCOPE_REPLICAS_PINNED.to_string(), PinStatus::Pinned))
                 .or_default() += writes.replicas_pinned_delta;
+            for (node, present) in writes.node_index {
+                *deltas
+                    .entry((node_scope(&node), PinStatus::Pinned))
+                    .or_default() += if present { 1 } else { -1 };
+                rows.node_cids.push(NodeCidWrite {
+                    node,
+                    cid: cid.clone(),
+                    present,
+                });
+            }
             let mut state = writes.state;
             let parent = spans.get(&cid);
             let plan_span = match parent {
@@ -789,8 +829,15 @@ impl ShardActor {
             let action_traceparent =
                 parent.and_then(|_| pinhive_telemetry::traceparent_of(&plan_span));
             let garbage = state.is_garbage();
-            let needed =
-                !garbage && (needs_work(&state, &context, &actions) || state.propagation.is_some());
+            let needed = !garbage
+                && if node_walk {
+                    actions
+                        .iter()
+                        .any(|a| !matches!(a, Action::Allocate { .. }))
+                        || state.propagation.is_some()
+                } else {
+                    needs_work(&state, &context, &actions) || state.propagation.is_some()
+                };
             if needed != state.pending {
                 rows.pending.push((cid.clone(), needed));
                 state.pending = needed;
@@ -929,6 +976,60 @@ impl ShardActor {
         }
         self.settle(work, Vec::new(), None, &HashMap::new(), &[])
     }
+
+    /// One step of a node walk (see [`WalkNode`]).
+    fn walk_node(&mut self, message: WalkNode) -> Result<NodeWalkStep, StoreError> {
+        self.committed()?;
+        let context = self.context();
+        let mut step = NodeWalkStep::default();
+        let mut work = Work {
+            node_walk: true,
+            ..Work::default()
+        };
+        let mut stray = ShardBatch {
+            partition: self.partition,
+            ..ShardBatch::default()
+        };
+        for cid in message.cids {
+            let (state, _) = self.load(&cid)?;
+            if !pinhive_domain::writes::held_on(&state).any(|node| *node == message.node) {
+                stray.node_cids.push(NodeCidWrite {
+                    node: message.node.clone(),
+                    cid,
+                    present: false,
+                });
+                continue;
+            }
+            let urgency = pinhive_domain::urgency(&state, &context);
+            if message.urgency != pinhive_domain::Urgency::Met && urgency != message.urgency {
+                step.skipped += 1;
+                continue;
+            }
+            step.planned += 1;
+            self.touch(&mut work, &cid)?;
+        }
+        step.stray = stray.node_cids.len();
+        if !stray.is_empty() {
+            // Membership deletes are idempotent and need no commit (the index is a superset
+            // of the replicas; see `ShardBatch::node_cids`).
+            self.store.write_shard_batch(&stray)?;
+        }
+        if !work.touched.is_empty() {
+            step.actions = self.settle(work, Vec::new(), None, &HashMap::new(), &[])?;
+        }
+        Ok(step)
+    }
+}
+
+/// Names `value` among the values whose entries a rollback's `write` removes, unless it is the
+/// value put back (its entries stay) or named already.
+fn name_stale(write: &mut PinWrite, value: Option<PinRow>) {
+    let Some(value) = value else {
+        return;
+    };
+    if write.new.as_ref() != Some(&value) && !write.stale.contains(&value) {
+        write.stale.push(value);
+    }
 }
 
 impl Actor for ShardActor {
@@ -985,6 +1086,22 @@ impl Handler<Replan> for ShardActor {
             .with_label_values(&[&self.partition.to_string()])
             .dec();
         let result = self.replan(message.cids);
+        if result.is_err() {
+            self.forget();
+        }
+        result
+    }
+}
+
+impl Handler<WalkNode> for ShardActor {
+    type Result = Result<NodeWalkStep, StoreError>;
+
+    fn handle(&mut self, message: WalkNode, _: &mut Self::Context) -> Self::Result {
+        METRICS
+            .mailbox_depth
+            .with_label_values(&[&self.partition.to_string()])
+            .dec();
+        let result = self.walk_node(message);
         if result.is_err() {
             self.forget();
         }

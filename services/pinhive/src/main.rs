@@ -2,6 +2,7 @@
 //! `pinhive-server`, the benchmarks in `pinhive-bench`, behaviour in the service crates.
 
 mod access;
+mod nodes;
 mod token;
 mod topics;
 
@@ -43,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: topics::TopicsCommand,
     },
+    /// The IPFS nodes of a running service: list, drain, remove (admin API).
+    Nodes {
+        #[command(subcommand)]
+        command: nodes::NodesCommand,
+    },
     /// Feed access (read) events to the replica optimizer.
     Access {
         #[command(subcommand)]
@@ -65,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => pinhive_bench::run(args),
         Command::Topics { command } => topics::run(command),
         Command::Access { command } => return access::run(command),
+        Command::Nodes { command } => nodes::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

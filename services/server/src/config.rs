@@ -66,6 +66,20 @@ pub struct ServeArgs {
     /// Seconds between repair passes over CIDs with outstanding work.
     #[arg(long, env = "PINHIVE_REPAIR_INTERVAL_SECS")]
     pub repair_interval_secs: Option<u64>,
+    /// Seconds a node may fail its health checks before it is `down` and its replicas are
+    /// made again elsewhere (until then it is `degraded`: nothing moves).
+    #[arg(long, env = "PINHIVE_NODE_GRACE_SECS")]
+    pub node_grace_secs: Option<u64>,
+    /// Seconds between two health checks of a node.
+    #[arg(long, env = "PINHIVE_HEALTH_INTERVAL_SECS")]
+    pub health_interval_secs: Option<u64>,
+    /// Replicas per second this instance may allocate to re-replicate a down node's CIDs or
+    /// move a draining node's (0: no cap).
+    #[arg(long, env = "PINHIVE_REREPLICATION_RATE")]
+    pub rereplication_rate: Option<u32>,
+    /// The same cap per destination node (0: no cap).
+    #[arg(long, env = "PINHIVE_REREPLICATION_RATE_PER_NODE")]
+    pub rereplication_rate_per_node: Option<u32>,
     /// Seconds consumed log segments are kept before deletion.
     #[arg(long, env = "PINHIVE_LOG_RETENTION_SECS")]
     pub log_retention_secs: Option<u64>,
@@ -120,6 +134,10 @@ pub struct Config {
     pub pin_timeout_secs: u64,
     pub pin_attempts: usize,
     pub repair_interval_secs: u64,
+    pub node_grace_secs: u64,
+    pub health_interval_secs: u64,
+    pub rereplication_rate: u32,
+    pub rereplication_rate_per_node: u32,
     pub log_retention_secs: u64,
     pub history_retention_secs: u64,
     pub log_format: String,
@@ -158,6 +176,10 @@ impl Default for Config {
             pin_timeout_secs: 60,
             pin_attempts: 4,
             repair_interval_secs: 10,
+            node_grace_secs: 60,
+            health_interval_secs: 5,
+            rereplication_rate: 100,
+            rereplication_rate_per_node: 20,
             log_retention_secs: 24 * 3600,
             history_retention_secs: 7 * 24 * 3600,
             log_format: "text".into(),
@@ -216,6 +238,10 @@ impl Config {
         flag!(pin_timeout_secs);
         flag!(pin_attempts);
         flag!(repair_interval_secs);
+        flag!(node_grace_secs);
+        flag!(health_interval_secs);
+        flag!(rereplication_rate);
+        flag!(rereplication_rate_per_node);
         flag!(log_retention_secs);
         flag!(history_retention_secs);
         flag!(log_format);
@@ -250,6 +276,9 @@ impl Config {
         }
         if self.pin_attempts == 0 {
             bail!("pin_attempts must be at least 1");
+        }
+        if self.health_interval_secs == 0 {
+            bail!("health_interval_secs must be at least 1");
         }
         if self.cache_bytes < 1 << 20 || self.store_cache_bytes < 1 << 20 {
             bail!("cache_bytes and store_cache_bytes must be at least 1 MiB (1048576)");
@@ -297,6 +326,16 @@ impl Config {
 
     pub fn access_log_dir(&self) -> PathBuf {
         self.data_dir.join("access")
+    }
+
+    /// The embedded control log (node membership and states).
+    pub fn control_log_dir(&self) -> PathBuf {
+        self.data_dir.join("control")
+    }
+
+    /// The Kafka topic of the control log.
+    pub fn control_topic(&self) -> String {
+        format!("{}-control", self.kafka_topic)
     }
 
     pub fn store_dir(&self) -> PathBuf {

@@ -8,13 +8,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::{App, HttpServer};
 use anyhow::Context;
-use pinhive_api::{ApiConfig, AppState, NodeAdmin};
+use pinhive_api::{ApiConfig, AppState};
 use pinhive_events::NodeDescriptor;
 use pinhive_ipfs::{IpfsApi, KuboClient, NodeDriver, NodeDriverConfig, NodeRegistry, StopDriver};
 use pinhive_log::kafka_group::GroupMembership;
 use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, KafkaLog, KafkaLogConfig, Log};
 use pinhive_orchestrator::consumer::LogSink;
 use pinhive_orchestrator::consumer::{Membership, OffsetCommitter};
+use pinhive_orchestrator::control::{ControlConfig, ControlPlane, DriverControl};
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{EmbeddedStore, Store, StoreError};
 
@@ -39,8 +40,8 @@ struct DriverManager {
     factory: IpfsFactory,
 }
 
-impl NodeAdmin for DriverManager {
-    fn add(&self, node: NodeDescriptor) -> Result<(), String> {
+impl DriverControl for DriverManager {
+    fn start(&self, node: NodeDescriptor) -> Result<(), String> {
         if let Some(existing) = self.registry.remove(&node.id) {
             existing.driver.do_send(StopDriver);
         }
@@ -60,13 +61,9 @@ impl NodeAdmin for DriverManager {
         }
     }
 
-    fn remove(&self, id: &str) -> Result<(), String> {
-        match self.registry.remove(id) {
-            Some(entry) => {
-                entry.driver.do_send(StopDriver);
-                Ok(())
-            }
-            None => Err(format!("no node {id}")),
+    fn stop(&self, id: &str) {
+        if let Some(entry) = self.registry.remove(id) {
+            entry.driver.do_send(StopDriver);
         }
     }
 }
@@ -85,12 +82,15 @@ pub struct Service {
     pub analytics: Option<Arc<pinhive_analytics::Analytics>>,
     /// The access topic's consumer-group membership (Kafka with a group).
     pub analytics_group: Option<Arc<GroupMembership>>,
+    /// Node membership and states (the control log).
+    pub control: Arc<ControlPlane>,
 }
 
 pub fn driver_config(config: &Config) -> NodeDriverConfig {
     NodeDriverConfig {
         pin_timeout: config.pin_timeout(),
         attempts: config.pin_attempts,
+        health_interval: Duration::from_secs(config.health_interval_secs),
         ..NodeDriverConfig::default()
     }
 }
@@ -297,29 +297,63 @@ pub async fn start(
         config: drivers,
         factory,
     });
-    // Nodes: configured ones, plus those added through the admin API earlier.
-    let mut nodes: Vec<NodeDescriptor> = config
+    // Nodes: the control log's (every instance's registrations), plus the configured ones and
+    // those an earlier release's admin API stored, registered if the log does not know them.
+    let mut configured: Vec<NodeDescriptor> = config
         .ipfs_nodes
         .iter()
         .map(|n| parse_node(n))
         .collect::<anyhow::Result<_>>()?;
-    let stored = store.list_nodes()?;
-    for node in stored {
-        if !nodes.iter().any(|n| n.id == node.id) {
-            nodes.push(node);
+    for node in store.list_nodes()? {
+        if !configured.iter().any(|n| n.id == node.id) {
+            configured.push(node);
         }
     }
-    if nodes.is_empty() {
-        nodes.push(parse_node("http://127.0.0.1:5001")?);
+    let control_log = open_log(config, &config.control_topic(), 1, &config.control_log_dir())
+        .await
+        .context("opening the control log")?;
+    // The leader of the control log (health transitions) is the instance running pin-log
+    // partition 0: the only instance with the embedded log.
+    let leader_of: Arc<std::sync::OnceLock<std::sync::Weak<Orchestrator>>> = Arc::default();
+    let leader: pinhive_orchestrator::control::Leader = {
+        let leader_of = leader_of.clone();
+        Arc::new(move || {
+            leader_of
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .is_some_and(|orchestrator| orchestrator.owns(0))
+        })
+    };
+    let control = ControlPlane::start(
+        control_log,
+        registry.clone(),
+        manager,
+        configured,
+        leader,
+        ControlConfig {
+            grace: Duration::from_secs(config.node_grace_secs),
+            check_interval: Duration::from_secs(1),
+        },
+    )
+    .await
+    .context("reading the control log")?;
+    if control.nodes().is_empty() {
         tracing::info!(
             "no IPFS node configured; using the local Kubo RPC at http://127.0.0.1:5001"
         );
+        control
+            .register(parse_node("http://127.0.0.1:5001")?)
+            .await
+            .context("registering the local IPFS node")?;
     }
-    let node_ids: Vec<String> = nodes.iter().map(|node| node.id.clone()).collect();
-    let configured_nodes = nodes.clone();
-    for node in nodes {
-        tracing::info!(node = %node.id, rpc_url = %node.rpc_url, "adding ipfs node");
-        manager.add(node).map_err(anyhow::Error::msg)?;
+    let configured_nodes: Vec<NodeDescriptor> = control
+        .nodes()
+        .into_iter()
+        .map(|record| record.descriptor)
+        .collect();
+    let node_ids: Vec<String> = configured_nodes.iter().map(|n| n.id.clone()).collect();
+    for node in &configured_nodes {
+        tracing::info!(node = %node.id, rpc_url = %node.rpc_url, "ipfs node");
     }
     // The first responses name the nodes' addresses (`delegates`): give every node its first
     // health check before the shards start and before serving (bounded: an unreachable node
@@ -344,11 +378,14 @@ pub async fn start(
             dial_private_origins: config.dial_private_origins,
             cache_bytes: config.cache_bytes,
             shared_store: config.store != "embedded",
+            rereplication_rate: config.rereplication_rate,
+            rereplication_rate_per_node: config.rereplication_rate_per_node,
             ..OrchestratorConfig::default()
         },
         membership,
         committer,
     )?;
+    let _ = leader_of.set(Arc::downgrade(&orchestrator));
     let (analytics, analytics_group) = start_analytics(
         config,
         log.clone(),
@@ -361,7 +398,7 @@ pub async fn start(
         log.clone(),
         store.clone(),
         orchestrator.clone(),
-        manager,
+        control.clone(),
         ApiConfig {
             replicas_min: config.replicas_min,
             replicas_max: config.replicas_max,
@@ -426,6 +463,7 @@ pub async fn start(
         group,
         analytics,
         analytics_group,
+        control,
     })
 }
 
@@ -469,6 +507,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         service.server.await.context("http server")?;
         tracing::info!("http server stopped; draining shards");
         service.orchestrator.shutdown(Duration::from_secs(15)).await;
+        service.control.shutdown();
         if let Some(analytics) = &service.analytics {
             analytics.shutdown().await;
         }

@@ -124,6 +124,12 @@ pub const SCOPE_REPLICAS_DESIRED: &str = "#replicas_desired";
 /// Counter scope of pinned replicas (status field: `Pinned`).
 pub const SCOPE_REPLICAS_PINNED: &str = "#replicas_pinned";
 
+/// Counter scope of the replicas (allocated or pinned) node `node` holds (status field:
+/// `Pinned`): summed over partitions, 0 means the node holds nothing (a drain is complete).
+pub fn node_scope(node: &str) -> String {
+    format!("#node/{node}")
+}
+
 /// True if `name` may own pins (scopes starting with `#` are reserved for aggregates).
 pub fn valid_owner(name: &str) -> bool {
     pinhive_domain::values::Owner::parse(name).is_ok()
