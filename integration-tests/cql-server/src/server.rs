@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub(crate) struct ServerState {
     pub(crate) prepared: Mutex<HashMap<Vec<u8>, Arc<Prepared>>>,
     pub(crate) faults: Mutex<Vec<ArmedFault>>,
     pub(crate) stats: Mutex<ServerStats>,
+    /// `LateWrite` writes answered with a timeout and not applied yet.
+    pub(crate) late_writes: AtomicUsize,
     /// Bumped to close every open connection.
     pub(crate) disconnect: watch::Sender<u64>,
 }
@@ -50,6 +53,7 @@ impl CqlServer {
             prepared: Mutex::new(HashMap::new()),
             faults: Mutex::new(Vec::new()),
             stats: Mutex::new(ServerStats::default()),
+            late_writes: AtomicUsize::new(0),
             disconnect: watch::channel(0).0,
         });
         let (shutdown, shutdown_receiver) = watch::channel(false);
@@ -96,6 +100,12 @@ impl CqlServer {
             .iter()
             .map(|armed| armed.remaining)
             .sum()
+    }
+
+    /// How many writes a `LateWrite` fault answered with a timeout are not applied yet (a
+    /// test waits for 0 instead of sleeping past the delay).
+    pub fn late_writes_in_flight(&self) -> usize {
+        self.state.late_writes.load(Ordering::SeqCst)
     }
 
     /// Moves the server's clock forward (TTLs expire against it).
@@ -361,6 +371,7 @@ fn run_statement(
                 .unwrap_or_else(|| state.engine.lock().next_timestamp());
             let state = state.clone();
             let session_keyspace = keyspace.lock().clone();
+            state.late_writes.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let _ = state.engine.lock().execute(
@@ -370,6 +381,7 @@ fn run_statement(
                     session_keyspace.as_deref(),
                     Some(timestamp),
                 );
+                state.late_writes.fetch_sub(1, Ordering::SeqCst);
             });
             return Err(error);
         }
@@ -488,6 +500,7 @@ fn run_batch(
         Some(FaultOutcome::ApplyLater(delay, error)) => {
             let timestamp = batch_timestamp.unwrap_or_else(|| state.engine.lock().next_timestamp());
             let state = state.clone();
+            state.late_writes.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let _ = crate::write::execute_batch(
@@ -495,6 +508,7 @@ fn run_batch(
                     &statements,
                     Some(timestamp),
                 );
+                state.late_writes.fetch_sub(1, Ordering::SeqCst);
             });
             return Err(error);
         }
