@@ -104,7 +104,7 @@ mod tests {
     }
 
     async fn plain_error() -> HttpResponse {
-        HttpResponse::Conflict().body("plain")
+        HttpResponse::ImATeapot().body("plain")
     }
 
     fn app() -> App<
@@ -126,7 +126,7 @@ mod tests {
                     (Method::POST, web::to(raw_body)),
                 ],
             ))
-            .service(resource("/conflict", [(Method::GET, web::to(plain_error))]))
+            .service(resource("/teapot", [(Method::GET, web::to(plain_error))]))
             .default_service(web::to(not_found))
     }
 
@@ -179,9 +179,9 @@ mod tests {
     #[actix_web::test]
     async fn statuses_outside_the_closed_set_pass_untouched() {
         let app = test::init_service(app()).await;
-        let request = test::TestRequest::get().uri("/conflict").to_request();
+        let request = test::TestRequest::get().uri("/teapot").to_request();
         let response = test::call_service(&app, request).await;
-        assert_eq!(response.status(), 409);
+        assert_eq!(response.status(), 418);
         assert_eq!(test::read_body(response).await, "plain");
     }
 }

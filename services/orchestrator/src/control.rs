@@ -103,15 +103,19 @@ impl ControlPlane {
             config,
             shutdown: watch::channel(false).0,
         });
-        // Catch up: read until the log has nothing more.
+        // Catch up: read until the log has nothing more; then follow it (registrations below
+        // wait until the follower has applied them).
         while plane.read_once().await? {}
+        tokio::spawn(plane.clone().follow());
         for node in configured {
             let known = plane.table.read().get(&node.id).map(|r| r.descriptor.clone());
             if known.as_ref() != Some(&node) {
-                plane.register(node).await?;
+                if let Err(error) = plane.register(node).await {
+                    plane.shutdown();
+                    return Err(error);
+                }
             }
         }
-        tokio::spawn(plane.clone().follow());
         tokio::spawn(plane.clone().lead());
         Ok(plane)
     }

@@ -284,26 +284,50 @@ impl ShardActor {
         })
     }
 
-    /// Puts every row an interrupted batch wrote back to its committed value, and removes
-    /// the listing entries of the values it wrote.
+    /// Puts every row an interrupted batch wrote back to its committed value, and removes the
+    /// listing and pin-list entries of every value the batch may have left: the row as read
+    /// back now, and the value the batch attempted to write.
+    ///
+    /// Every pin row the attempt names is rewritten, also one that reads back as its committed
+    /// value, and the attempted value's entries go whatever the row reads back as: a write of
+    /// the batch that failed may still land after this read (a timeout on ScyllaDB: a replica
+    /// applies it late), and entries the batch wrote outlive a row put back by an earlier,
+    /// interrupted rollback. Skipping such a row would let the late write stand — and the
+    /// replay that follows would read it as committed. The store makes these writes final:
+    /// everything written after a failure was returned wins over the failed write, wherever
+    /// it lands in time (`Store::write_shard_batch`; ScyllaDB by write timestamp, see
+    /// services/store-scylla/src/batch.rs).
     fn roll_back(&mut self, attempt: &Attempt) -> Result<(), StoreError> {
         let mut batch = ShardBatch {
             partition: self.partition,
             ..ShardBatch::default()
         };
+        // Request id → its write in `batch.pins`: a row the batch wrote twice is put back to
+        // its first undo value (its value before the batch), and every value it attempted goes.
+        let mut pin_writes: HashMap<&str, usize> = HashMap::new();
         for undo in &attempt.undo {
             match undo {
-                Undo::Pin { requestid, row } => {
-                    let stale = self.store.load_pin(requestid)?;
-                    if stale == *row {
-                        continue;
-                    }
-                    batch.pins.push(PinWrite {
-                        requestid: requestid.clone(),
-                        old: None,
-                        stale,
-                        new: row.clone(),
-                    });
+                Undo::Pin {
+                    requestid,
+                    row,
+                    attempted,
+                } => {
+                    let index = match pin_writes.get(requestid.as_str()) {
+                        Some(index) => *index,
+                        None => {
+                            let mut write = PinWrite {
+                                requestid: requestid.clone(),
+                                old: None,
+                                stale: Vec::new(),
+                                new: row.clone(),
+                            };
+                            name_stale(&mut write, self.store.load_pin(requestid)?);
+                            batch.pins.push(write);
+                            pin_writes.insert(requestid.as_str(), batch.pins.len() - 1);
+                            batch.pins.len() - 1
+                        }
+                    };
+                    name_stale(&mut batch.pins[index], attempted.clone());
                 }
                 Undo::Cid { cid, state } => {
                     // The pending set follows the state's flag (a batch writes the set only
@@ -787,12 +811,13 @@ impl ShardActor {
                     undo.push(Undo::Pin {
                         requestid: requestid.clone(),
                         row: write.committed.clone(),
+                        attempted: write.new.clone(),
                     });
                 }
                 rows.pins.push(PinWrite {
                     requestid,
                     old: write.committed,
-                    stale: None,
+                    stale: Vec::new(),
                     new: write.new,
                 });
             }

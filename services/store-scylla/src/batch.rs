@@ -11,11 +11,26 @@
 //! prefix. With the attempt before and the commit after, a batch waits for five waves of
 //! requests. Writes are keyed by what they describe (request id, CID, log offset), so a
 //! replay writes the same cells.
+//!
+//! Write timestamps decide what a late write does. A write that timed out may still be
+//! applied by a replica, after anything sent since; ScyllaDB then keeps, per cell, the write
+//! (or tombstone) with the newest timestamp, not the last to arrive. Every request of this
+//! store is stamped on the client when it is sent, from the session's one monotonic
+//! generator (driver.rs): a write sent after another carries a newer timestamp. A wave
+//! (`ScyllaStore::all`) returns its first error only after dropping the writes it has not
+//! sent, so every write of a failed batch that can still land was stamped before the error
+//! reached the shard. The shard's rollback — every undo value rewritten, the entries of the
+//! read-back and of the attempted value deleted — and its replay are sent after that, so
+//! they win over the failed batch's late writes whenever those land: a late pin row is
+//! shadowed by the rewrite, late entries by the deletes. That holds within one process (one
+//! session). A restarted process, or another instance after a claim, stamps from its clock:
+//! its writes win if its clock is ahead of the old writes' stamps (docs/data-model.md,
+//! "Fencing").
 
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
-use pinhive_store::{Commit, DeadLetter, PinWrite, ShardBatch, StoreError};
+use pinhive_store::{Attempt, Commit, DeadLetter, PinWrite, ShardBatch, StoreError};
 use scylla::response::query_result::QueryResult;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::value::{CqlValue, Row};
@@ -146,14 +161,20 @@ impl ScyllaStore {
             // The committed value's pin-list entry exists (written before its commit): an
             // unchanged one is not written again.
             let committed_pin = pin.old.as_ref().map(|old| entries_of(old, width).1);
+            // The values whose entries go share most of them (a rollback names two or three):
+            // each entry is deleted once.
+            let mut deleted_listing: Vec<ListingEntry> = Vec::new();
+            let mut deleted_pins: Vec<CidPinEntry> = Vec::new();
             for old in pin.old.iter().chain(pin.stale.iter()) {
                 let (listing, cid_pin) = entries_of(old, width);
                 for entry in listing {
-                    if !new_listing.contains(&entry) {
+                    if !new_listing.contains(&entry) && !deleted_listing.contains(&entry) {
+                        deleted_listing.push(entry.clone());
                         writes.push(self.delete_listing(entry));
                     }
                 }
-                if new_pin.as_ref() != Some(&cid_pin) {
+                if new_pin.as_ref() != Some(&cid_pin) && !deleted_pins.contains(&cid_pin) {
+                    deleted_pins.push(cid_pin.clone());
                     writes.push(self.write(
                         &statements.delete_cid_pin,
                         (cid_pin.cid, cid_pin.bucket, cid_pin.requestid),
@@ -241,7 +262,7 @@ impl ScyllaStore {
         let statements = &self.statements;
         let partition = commit.partition as i64;
         let state = &commit.state;
-        let attempt = state.attempt.as_ref().map(encode);
+        let attempt = state.attempt.as_ref().map(Attempt::to_bytes).transpose()?;
         let row = (
             state.batch as i64,
             state.next_offset.map(|offset| offset as i64),
@@ -539,7 +560,7 @@ mod tests {
         PinWrite {
             requestid: id.into(),
             old: None,
-            stale: None,
+            stale: Vec::new(),
             new: None,
         }
     }

@@ -96,7 +96,8 @@ impl Drop for Driver {
 /// ScyllaDB), the driver's default retry policy (it retries only statements marked
 /// idempotent on timeouts), no speculative execution, client-side monotonic timestamps (a
 /// row deleted and written again by the same shard is ordered by the writer, not by the
-/// coordinators' clocks).
+/// coordinators' clocks; a rollback's writes win over a timed-out write of the batch it rolls
+/// back that lands late: see batch.rs).
 pub(crate) async fn connect(uri: &ScyllaUri, options: &ScyllaOptions) -> anyhow::Result<Session> {
     let profile = ExecutionProfile::builder()
         .consistency(options.consistency)

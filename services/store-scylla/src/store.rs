@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use pinhive_domain::{CidState, Cursor, PinRow, PinStatus};
 use pinhive_events::NodeDescriptor;
 use pinhive_store::{
-    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, NodeCidCursor, PinPage,
-    PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord,
+    AnalyticsCheckpoint, Attempt, Commit, CommitState, DeadLetter, JournalEntry, NodeCidCursor,
+    PinPage, PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord,
 };
 use scylla::client::session::Session;
 use scylla::deserialize::row::DeserializeRow;
@@ -385,10 +385,9 @@ impl Store for ScyllaStore {
             Ok(CommitState {
                 batch: batch.unwrap_or(0) as u64,
                 next_offset: next_offset.map(|offset| offset as u64),
-                attempt: match attempt {
-                    Some(bytes) => Some(decode("commit attempt", &bytes)?),
-                    None => None,
-                },
+                attempt: attempt
+                    .map(|bytes| Attempt::from_bytes(&bytes))
+                    .transpose()?,
             })
         })
     }

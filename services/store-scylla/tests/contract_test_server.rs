@@ -91,7 +91,7 @@ fn batch_of(rows: Vec<PinRow>) -> ShardBatch {
             .map(|row| PinWrite {
                 requestid: row.record.requestid.clone(),
                 old: None,
-                stale: None,
+                stale: Vec::new(),
                 new: Some(row),
             })
             .collect(),
@@ -276,7 +276,7 @@ fn statements_per_pin_on_the_hot_path() {
         pins: vec![PinWrite {
             requestid: id.into(),
             old,
-            stale: None,
+            stale: Vec::new(),
             new: Some(new),
         }],
         journal: vec![JournalEntry {

@@ -203,7 +203,7 @@ fn write(requestid: &str, new: Option<PinRow>, old: Option<PinRow>) -> PinWrite 
     PinWrite {
         requestid: requestid.into(),
         old,
-        stale: None,
+        stale: Vec::new(),
         new,
     }
 }
@@ -525,49 +525,77 @@ pub fn any_prefix_then_the_batch_equals_the_batch(store: &dyn Store) {
 }
 
 /// A rollback (or a retry that decides differently from the interrupted batch) names the
-/// value the interrupted batch left (`stale`): none of its listing entries stays behind.
+/// values the interrupted batch may have left (`stale`): the row as read back and the value
+/// the batch attempted, which differ when entries outlived their row. None of their listing
+/// or pin-list entries stays behind.
 pub fn stale_entries_of_an_interrupted_batch_are_removed(store: &dyn Store) {
     let queued = pin("r1", "alice", "cidA", 10, PinStatus::Queued);
     put(store, vec![queued.clone()]);
     let mut pinned = queued.clone();
     pinned.status = PinStatus::Pinned;
     pinned.name = Some("renamed".into());
-    // Interrupted batch: wrote `pinned` over `queued`.
+    let mut failed = queued.clone();
+    failed.status = PinStatus::Failed;
+    failed.name = Some("attempted".into());
+    // Interrupted batch: wrote `failed` over `queued`, entries and all (the attempted value)…
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
             pins: vec![write(
                 "r1",
-                Some(row(pinned.clone(), 0)),
+                Some(row(failed.clone(), 1)),
                 Some(row(queued.clone(), 0)),
             )],
             ..ShardBatch::default()
         })
         .unwrap();
-    // Rolled back to `queued`, naming what the interrupted batch left.
+    // …and the row reads back as another value, whose entries are there too, while
+    // `failed`'s are left.
+    store
+        .write_shard_batch(&ShardBatch {
+            partition: 0,
+            pins: vec![write("r1", Some(row(pinned.clone(), 0)), None)],
+            ..ShardBatch::default()
+        })
+        .unwrap();
+    // Rolled back to `queued`, naming both values.
+    let read_back = store.load_pin("r1").unwrap().expect("the row");
+    assert_eq!(read_back.record, pinned);
     store
         .write_shard_batch(&ShardBatch {
             partition: 0,
             pins: vec![PinWrite {
                 requestid: "r1".into(),
                 old: None,
-                stale: store.load_pin("r1").unwrap(),
+                stale: vec![read_back, row(failed.clone(), 1)],
                 new: Some(row(queued.clone(), 0)),
             }],
             ..ShardBatch::default()
         })
         .unwrap();
     counts(store, "alice", &[(PinStatus::Queued, 1)]);
-    assert!(ids(store, &query("alice", &[PinStatus::Pinned])).is_empty());
+    for status in [PinStatus::Pinned, PinStatus::Failed] {
+        assert!(
+            ids(store, &query("alice", &[status])).is_empty(),
+            "{status:?}"
+        );
+    }
     assert_eq!(
         ids(store, &query("alice", &[PinStatus::Queued])),
         vec!["r1"]
     );
     let mut by_name = query("alice", &PinStatus::ALL);
-    by_name.name = Some(("renamed".into(), NameMatch::Exact));
-    assert!(ids(store, &by_name).is_empty());
+    for name in ["renamed", "attempted"] {
+        by_name.name = Some((name.into(), NameMatch::Exact));
+        assert!(ids(store, &by_name).is_empty(), "{name}");
+    }
     by_name.name = Some(("Name-r1".into(), NameMatch::Exact));
     assert_eq!(ids(store, &by_name), vec!["r1"]);
+    assert_eq!(
+        store.cid_pins("cidA", &Cursor::default(), 10).unwrap(),
+        vec![(0, "r1".to_string())],
+        "the pin-list entry of the attempted value (bucket 1) is gone"
+    );
     assert_eq!(store.get_pin("r1").unwrap(), Some(queued));
 }
 
@@ -590,6 +618,7 @@ pub fn commit_row_and_counters(store: &dyn Store) {
                 Undo::Pin {
                     requestid: "r1".into(),
                     row: Some(row(pin("r1", "alice", "cidA", 1, PinStatus::Queued), 0)),
+                    attempted: Some(row(pin("r1", "alice", "cidA", 1, PinStatus::Pinned), 0)),
                 },
                 Undo::Cid {
                     cid: "cidA".into(),
@@ -803,6 +832,7 @@ pub fn persist_batch_writes_rows_and_commit(store: &dyn Store) {
                 undo: vec![Undo::Pin {
                     requestid: "r1".into(),
                     row: None,
+                    attempted: Some(row(record.clone(), 0)),
                 }],
             }),
             ..CommitState::default()
@@ -1004,6 +1034,7 @@ pub fn a_stale_owner_cannot_commit(store: &dyn Store) {
                 undo: vec![Undo::Pin {
                     requestid: "r-stale".into(),
                     row: None,
+                    attempted: Some(row(record.clone(), 0)),
                 }],
             }),
             ..before.clone()

@@ -13,6 +13,7 @@
 //! Implementations: [`embedded::EmbeddedStore`] (fjall LSM on local disk). The ScyllaDB adapter
 //! implements the same trait and must pass [`contract`].
 
+mod attempt;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 pub mod embedded;
@@ -51,13 +52,15 @@ pub enum StoreError {
 
 /// A pin row write. The store writes (or, for `new: None`, deletes) the row and maintains the
 /// listing entries and the CID's pin list from it: entries of `old` (the committed value) and
-/// of `stale` (the value an interrupted batch left, when rolling it back) that `new` does not
-/// have are removed.
+/// of every `stale` value that `new` does not have are removed. `stale` names, when rolling an
+/// interrupted batch back, the values that batch may have left: the row as read back, and the
+/// value the batch attempted to write (its entries may be in the store, or still arrive,
+/// whatever the row reads back as).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PinWrite {
     pub requestid: String,
     pub old: Option<PinRow>,
-    pub stale: Option<PinRow>,
+    pub stale: Vec<PinRow>,
     pub new: Option<PinRow>,
 }
 
@@ -69,12 +72,19 @@ pub struct CidWrite {
 }
 
 /// The committed value of a row a batch is about to write: what a rollback puts back.
+/// Persisted in the commit row: a store that keeps the attempt as bytes uses
+/// [`Attempt::to_bytes`] and [`Attempt::from_bytes`] (which reads earlier releases' layout).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[allow(clippy::large_enum_variant)] // one per row of a batch, serialized at once
 pub enum Undo {
     Pin {
         requestid: String,
         row: Option<PinRow>,
+        /// The value the batch writes (`None`: it deletes the row). A rollback removes its
+        /// listing and pin-list entries even when the row does not read back as it: a write
+        /// of the batch that failed may still land, and entries may outlive their row.
+        /// `None` also in an attempt of a release before this field (layout 1).
+        attempted: Option<PinRow>,
     },
     Cid {
         cid: String,
@@ -289,7 +299,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(u64, String)>, StoreError>;
     /// Writes a batch's rows (see [`ShardBatch`]); not atomic. A store that writes a pin row
     /// and its listing and pin-list entries separately writes the row first: a rollback finds
-    /// the entries to remove from the row it reads back.
+    /// the entries to remove from the row it reads back. A store where a failed write may
+    /// still be applied later (a timeout: ScyllaDB) must let every write sent after that
+    /// failure was returned win over it, wherever it lands in time: a rollback's rewrite and
+    /// deletes, sent after the batch failed, are final.
     fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError>;
     /// True if [`Store::persist_batch`] writes rows and commit in one atomic write: the shard
     /// then records no undo (there is never an attempt to roll back).
