@@ -5,8 +5,10 @@
 //! tasks live on the adapter's own worker threads. A caller never shares a runtime with the
 //! driver, so no call can deadlock on it, and `block_on` never panics for being "inside a
 //! runtime". Callers are expected on blocking threads (`spawn_blocking`, `SyncArbiter`), as
-//! for every `Store`: called from an async worker, a call would block that worker for the
-//! round trip (correct, but it stalls the caller's runtime).
+//! for every `Store`: called from an async worker, a call blocks that worker for the round
+//! trip, and may never return: the driver's channels spend the calling task's cooperative
+//! budget, and once it is spent tokio defers their wake-ups to the caller's scheduler, which
+//! the blocked call never yields to (seen with many calls in one poll of an actix task).
 
 use std::future::Future;
 use std::sync::Arc;
