@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod nodes;
 pub mod pins;
+pub mod quarantine;
 pub mod routing;
 
 use std::sync::Arc;
@@ -144,6 +145,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .configure(admin::routes)
             .configure(nodes::routes)
             .configure(access::routes)
+            .configure(quarantine::routes)
             .default_service(web::to(routing::not_found));
     }
 }

@@ -544,6 +544,7 @@ impl Orchestrator {
             match shard.send(ApplyBatch { records }).await {
                 Ok(Ok(outcome)) => {
                     failures = 0;
+                    METRICS.batch_failures.with_label_values(&[&label]).set(0);
                     next = outcome.next_offset;
                     self.applied[partition as usize].send_replace(next);
                     if let Some(commit) = &self.committer {
@@ -579,7 +580,19 @@ impl Orchestrator {
                     return;
                 }
                 Ok(Err(error)) => {
-                    tracing::error!(partition, error = %error, "shard could not persist a batch; retrying");
+                    // Transient (a corrupt row's CID was quarantined by the shard, and its
+                    // batch applied without it): retried with backoff, and an operator is told
+                    // once the batch keeps failing.
+                    let failed = failures.saturating_add(1);
+                    METRICS
+                        .batch_failures
+                        .with_label_values(&[&label])
+                        .set(i64::from(failed));
+                    if failed == STALLED_AFTER_FAILURES {
+                        tracing::error!(partition, offset = next, failures = failed, error = %error, "batch keeps failing; the partition is stalled until it applies");
+                    } else {
+                        tracing::warn!(partition, offset = next, failures = failed, error = %error, "shard could not persist a batch; retrying");
+                    }
                     backoff(&mut failures, &mut shutdown).await;
                 }
                 Err(error) => {
@@ -788,6 +801,10 @@ impl Orchestrator {
         }
     }
 }
+
+/// Failures in a row of one batch after which its partition is reported stalled (ERROR): with
+/// the backoff below, about 40 s of retrying.
+pub const STALLED_AFTER_FAILURES: u32 = 8;
 
 async fn backoff(failures: &mut u32, shutdown: &mut watch::Receiver<bool>) {
     *failures = failures.saturating_add(1);

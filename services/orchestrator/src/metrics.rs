@@ -21,6 +21,8 @@ pub struct ShardMetrics {
     pub replicas: IntGaugeVec,
     pub actions: IntCounterVec,
     pub store_errors: IntCounterVec,
+    pub quarantined: IntCounterVec,
+    pub batch_failures: IntGaugeVec,
     pub nodes: IntGaugeVec,
     pub node_transitions: IntCounterVec,
     pub rereplicated: IntCounterVec,
@@ -105,6 +107,16 @@ pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
     store_errors: pinhive_telemetry::counter_vec(
         "pinhive_shard_store_errors_total",
         "Batches that could not be persisted (retried)",
+        &["partition"],
+    ),
+    quarantined: pinhive_telemetry::counter_vec(
+        "pinhive_shard_quarantined_total",
+        "CIDs quarantined because a stored row their records need cannot be decoded",
+        &["partition"],
+    ),
+    batch_failures: pinhive_telemetry::gauge_vec(
+        "pinhive_consumer_batch_failures",
+        "Times in a row the partition's current batch has failed (0: progressing)",
         &["partition"],
     ),
     nodes: pinhive_telemetry::gauge_vec(

@@ -164,6 +164,11 @@ pub struct ShardActor {
     /// The epoch of this instance's ownership of the partition, carried by every commit and
     /// attempt (0 until [`Claimed`]: unfenced).
     owner_epoch: u64,
+    /// The partition's quarantined CIDs and why (`None`: read them before the next batch).
+    quarantine: Option<HashMap<String, String>>,
+    /// The CID whose record needed the stored row that could not be decoded, when the batch
+    /// failed on one (see `Handler<ApplyBatch>`).
+    blamed: Option<String>,
     snapshot: ShardSnapshot,
 }
 
@@ -223,6 +228,8 @@ impl ShardActor {
             counters: LruCache::new(NonZeroUsize::new(COUNTER_CACHE).unwrap_or(NonZeroUsize::MIN)),
             commit: None,
             owner_epoch: 0,
+            quarantine: None,
+            blamed: None,
             snapshot: ShardSnapshot {
                 partition,
                 ..ShardSnapshot::default()
@@ -235,6 +242,67 @@ impl ShardActor {
         self.cache.clear_partition(self.partition);
         self.counters.clear();
         self.commit = None;
+        self.quarantine = None;
+    }
+
+    /// Why `cid` is quarantined, if it is. The cached list is a hint: a CID found in it is
+    /// looked up again in the store once per batch, so an operator's clear takes effect at
+    /// the next batch (`reread`).
+    fn quarantined(&mut self, cid: &str, reread: &mut bool) -> Result<Option<String>, StoreError> {
+        if self.quarantine.is_none() || (!*reread && self.quarantine_hint(cid)) {
+            *reread = true;
+            let entries = self.store.quarantined(self.partition)?;
+            self.quarantine = Some(
+                entries
+                    .into_iter()
+                    .map(|entry| (entry.cid, entry.reason))
+                    .collect(),
+            );
+        }
+        Ok(self
+            .quarantine
+            .as_ref()
+            .and_then(|quarantine| quarantine.get(cid).cloned()))
+    }
+
+    fn quarantine_hint(&self, cid: &str) -> bool {
+        self.quarantine
+            .as_ref()
+            .is_some_and(|quarantine| quarantine.contains_key(cid))
+    }
+
+    /// Remembers that a record of `cid` needed a stored row that could not be decoded.
+    fn blame(&mut self, cid: &str, error: StoreError) -> StoreError {
+        if error.is_corrupt() {
+            self.blamed = Some(cid.to_string());
+        }
+        error
+    }
+
+    /// Quarantines `cid` (persisted) for the corrupt row `error` names.
+    fn quarantine_cid(
+        &mut self,
+        cid: &str,
+        error: &StoreError,
+        offset: u64,
+    ) -> Result<(), StoreError> {
+        let reason = format!("quarantined CID: {error}");
+        self.store.put_quarantine(&pinhive_store::Quarantine {
+            partition: self.partition,
+            cid: cid.to_string(),
+            reason: reason.clone(),
+            offset,
+            quarantined_ns: pinhive_events::now_ns(),
+        })?;
+        tracing::error!(partition = self.partition, cid = %cid, error = %error, "stored row is corrupt; CID quarantined, its records are dead-lettered until an operator clears it (DELETE /admin/quarantine/{cid})");
+        METRICS
+            .quarantined
+            .with_label_values(&[&self.partition.to_string()])
+            .inc();
+        self.quarantine
+            .get_or_insert_with(HashMap::new)
+            .insert(cid.to_string(), reason);
+        Ok(())
     }
 
     fn context(&self) -> PlanContext {
@@ -527,6 +595,8 @@ impl ShardActor {
             next_offset,
             ..BatchOutcome::default()
         };
+        self.blamed = None;
+        let mut quarantine_reread = false;
         for record in &records {
             let envelope = match &record.record {
                 Err(reason) => Err(reason.clone()),
@@ -589,7 +659,12 @@ impl ShardActor {
                 continue;
             }
             let cid = envelope.key.clone();
-            self.touch(&mut work, &cid)?;
+            if let Some(reason) = self.quarantined(&cid, &mut quarantine_reread)? {
+                self.reject(record, reason, &mut outcome)?;
+                continue;
+            }
+            self.touch(&mut work, &cid)
+                .map_err(|error| self.blame(&cid, error))?;
             if work.touched[&cid].after.already_applied(record.offset) {
                 self.snapshot.events_skipped += 1;
                 METRICS
@@ -603,7 +678,9 @@ impl ShardActor {
                 .as_deref()
                 .filter(|traceparent| pinhive_telemetry::is_sampled(traceparent));
             let pin = match named_pin(&envelope.event) {
-                Some(requestid) => self.pin_of(&mut work, requestid, &cid)?,
+                Some(requestid) => self
+                    .pin_of(&mut work, requestid, &cid)
+                    .map_err(|error| self.blame(&cid, error))?,
                 None => None,
             };
             if let Err(rejection) = check(&envelope.event, pin.as_ref()) {
@@ -1090,7 +1167,26 @@ impl Handler<ApplyBatch> for ShardActor {
             .batch_seconds
             .with_label_values(&[&partition])
             .start_timer();
-        let result = self.apply_batch(message.records);
+        let mut result = self.apply_batch(message.records.clone());
+        // A record that needs a stored row that cannot be decoded fails every retry: its CID
+        // is quarantined and the batch runs again without its records (dead-lettered). Each
+        // round quarantines one more CID of the batch, so this ends.
+        while let Err(error) = &result {
+            let Some(cid) = self.blamed.take().filter(|_| error.is_corrupt()) else {
+                break;
+            };
+            if self.quarantine_hint(&cid) {
+                break; // quarantined already, and still failing: not this CID's records
+            }
+            // The failed run may have cached state of this batch: start from the store.
+            self.forget();
+            let offset = message.records.first().map_or(0, |record| record.offset);
+            if let Err(quarantine_error) = self.quarantine_cid(&cid, error, offset) {
+                tracing::error!(partition = self.partition, cid = %cid, error = %quarantine_error, "could not quarantine a CID with a corrupt row");
+                break;
+            }
+            result = self.apply_batch(message.records.clone());
+        }
         timer.observe_duration();
         if result.is_err() {
             METRICS.store_errors.with_label_values(&[&partition]).inc();

@@ -20,7 +20,6 @@ use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::driver::{connect, Driver, ScyllaOptions};
 use crate::statements::Statements;
@@ -89,21 +88,8 @@ pub(crate) fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(
-    what: &'static str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(value, _)| value)
-        .map_err(|e| StoreError::Corrupt {
-            what,
-            reason: e.to_string(),
-        })
-}
+/// Rows carry their encoding's version (`pinhive_store::row`, docs/data-model.md).
+pub(crate) use pinhive_store::row::{decode, encode};
 
 /// A u64 as a bigint that sorts the same way (clustering columns): the top bit flipped.
 pub(crate) fn ordered(value: u64) -> i64 {
@@ -313,11 +299,13 @@ impl Store for ScyllaStore {
     /// `SELECT state FROM cid_state WHERE cid = ?` (one point read).
     fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError> {
         self.blob("cid state", &self.statements.load_cid, (cid,))
+            .map_err(|error| error.of_row(cid))
     }
 
     /// `SELECT pin_row FROM pins WHERE requestid = ?` (one point read).
     fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError> {
         self.blob("pin", &self.statements.load_pin, (requestid,))
+            .map_err(|error| error.of_row(requestid))
     }
 
     /// The CID's buckets from `from.bucket` (`cid_pin_buckets`), then each bucket's range of

@@ -14,14 +14,13 @@ use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistM
 use pinhive_domain::{CidState, Cursor, PinRow, PinStatus};
 use pinhive_events::NodeDescriptor;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::keys;
 use crate::merge::{self, ListingSource, MergeSource};
 use crate::query::{NameMatch, PinPage, PinQuery};
 use crate::{
-    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, NodeCidCursor, S3Object,
-    ShardBatch, Store, StoreError, TokenRecord,
+    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, NodeCidCursor, Quarantine,
+    S3Object, ShardBatch, Store, StoreError, TokenRecord, QUARANTINE_LIMIT,
 };
 
 pub struct EmbeddedStore {
@@ -39,6 +38,7 @@ pub struct EmbeddedStore {
     tokens: Keyspace,
     nodes: Keyspace,
     dead_letters: Keyspace,
+    quarantine: Keyspace,
     s3_objects: Keyspace,
     s3_by_cid: Keyspace,
     analytics: Keyspace,
@@ -101,17 +101,13 @@ fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
-}
+use crate::row::{decode, encode};
 
-fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(value, _)| value)
-        .map_err(|e| StoreError::Corrupt {
-            what,
-            reason: e.to_string(),
-        })
+/// A quarantine entry's key: `partition` (4 bytes, big-endian), then the CID.
+fn quarantine_key(partition: u32, cid: &str) -> Vec<u8> {
+    let mut key = partition.to_be_bytes().to_vec();
+    key.extend_from_slice(cid.as_bytes());
+    key
 }
 
 impl EmbeddedStore {
@@ -183,6 +179,7 @@ impl EmbeddedStore {
             tokens: open("tokens")?,
             nodes: open("nodes")?,
             dead_letters: open("dead_letters")?,
+            quarantine: open("quarantine")?,
             s3_objects: open("s3_objects")?,
             s3_by_cid: open("s3_by_cid")?,
             analytics: open("analytics")?,
@@ -468,10 +465,12 @@ impl ListingSource for Range<'_> {
 impl Store for EmbeddedStore {
     fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError> {
         self.get_decoded(&self.cids, "cid state", cid.as_bytes())
+            .map_err(|error| error.of_row(cid))
     }
 
     fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError> {
         self.get_decoded(&self.pins, "pin", requestid.as_bytes())
+            .map_err(|error| error.of_row(requestid))
     }
 
     fn cid_pins(
@@ -909,6 +908,41 @@ impl Store for EmbeddedStore {
             Some(bytes) => decode("analytics checkpoint", &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// One keyspace, `quarantine`, keyed partition and CID (one range read per partition).
+    fn put_quarantine(&self, entry: &Quarantine) -> Result<(), StoreError> {
+        let key = quarantine_key(entry.partition, &entry.cid);
+        if self.quarantine.get(&key).map_err(backend)?.is_some() {
+            return Ok(());
+        }
+        if self.quarantined(entry.partition)?.len() >= QUARANTINE_LIMIT {
+            return Err(StoreError::Backend(format!(
+                "log partition {} has {QUARANTINE_LIMIT} quarantined CIDs already; clear some",
+                entry.partition
+            )));
+        }
+        self.quarantine.insert(key, encode(entry)).map_err(backend)
+    }
+
+    fn quarantined(&self, partition: u32) -> Result<Vec<Quarantine>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self
+            .quarantine
+            .prefix(partition.to_be_bytes())
+            .take(QUARANTINE_LIMIT)
+        {
+            let (_, value) = guard.into_inner().map_err(backend)?;
+            out.push(decode("quarantine entry", &value)?);
+        }
+        Ok(out)
+    }
+
+    fn clear_quarantine(&self, partition: u32, cid: &str) -> Result<bool, StoreError> {
+        let key = quarantine_key(partition, cid);
+        let present = self.quarantine.get(&key).map_err(backend)?.is_some();
+        self.quarantine.remove(key).map_err(backend)?;
+        Ok(present)
     }
 
     fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {

@@ -20,6 +20,7 @@ pub mod embedded;
 mod keys;
 pub mod merge;
 pub mod query;
+pub mod row;
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,15 @@ pub enum StoreError {
     Backend(String),
     #[error("stored value is corrupt ({what}): {reason}")]
     Corrupt { what: &'static str, reason: String },
+    /// A row read by its key that cannot be decoded: the key says which row (a CID state's
+    /// key is its CID, a pin row's its request id), so a shard can quarantine the CID whose
+    /// records need it instead of retrying its batch forever.
+    #[error("stored {what} {key} is corrupt: {reason}")]
+    CorruptRow {
+        what: &'static str,
+        key: String,
+        reason: String,
+    },
     #[error("data directory {path} is in use by another pinhive process (stop it, or use the admin API)")]
     Locked { path: String },
     #[error("data directory {path} holds store layout {found}, written by an earlier pinhive release; this release writes layout 2 (docs/data-model.md) and cannot read it: serve it with the release that wrote it, or start from an empty data directory")]
@@ -48,6 +58,28 @@ pub enum StoreError {
         epoch: u64,
         current: u64,
     },
+}
+
+impl StoreError {
+    /// A stored value that cannot be decoded: retrying cannot help (not transient).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. } | StoreError::CorruptRow { .. }
+        )
+    }
+
+    /// `Corrupt` of the row read under `key` (the other errors pass unchanged).
+    pub fn of_row(self, key: &str) -> StoreError {
+        match self {
+            StoreError::Corrupt { what, reason } => StoreError::CorruptRow {
+                what,
+                key: key.to_string(),
+                reason,
+            },
+            other => other,
+        }
+    }
 }
 
 /// A pin row write. The store writes (or, for `new: None`, deletes) the row and maintains the
@@ -263,6 +295,23 @@ pub struct DeadLetter {
     pub dead_lettered_ns: i64,
 }
 
+/// A CID whose records its shard dead-letters instead of applying, because a stored row a
+/// record of it needed could not be decoded (`reason` names the row). Persisted per log
+/// partition; the shard writes it, an operator removes it (`DELETE /admin/quarantine/{cid}`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Quarantine {
+    pub partition: u32,
+    pub cid: String,
+    pub reason: String,
+    /// First offset of the batch that quarantined it.
+    pub offset: u64,
+    pub quarantined_ns: i64,
+}
+
+/// Most quarantined CIDs per log partition: past it a corrupt row stalls its partition
+/// (retried, logged at ERROR) rather than growing a list every batch reads.
+pub const QUARANTINE_LIMIT: usize = 1_000;
+
 /// What an analytics actor persists for its access partition: the encoded demand tracker and
 /// the access-log offset it covers. Written as one value, so state and offset never disagree.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -431,6 +480,26 @@ pub trait Store: Send + Sync + 'static {
         after: Option<(u32, u64)>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Quarantines `entry.cid` (idempotent: an existing entry is kept). Refused with
+    /// `Backend` when the partition holds [`QUARANTINE_LIMIT`] entries already. The default
+    /// refuses: a store without the table cannot quarantine (the shard then retries the batch).
+    fn put_quarantine(&self, entry: &Quarantine) -> Result<(), StoreError> {
+        Err(StoreError::Backend(format!(
+            "this store cannot quarantine CID {} (no quarantine table)",
+            entry.cid
+        )))
+    }
+    /// The quarantined CIDs of `partition` (at most [`QUARANTINE_LIMIT`]), in CID order: one
+    /// bounded range read.
+    fn quarantined(&self, _partition: u32) -> Result<Vec<Quarantine>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Ends the quarantine of `cid` in `partition`; false if it was not quarantined. The
+    /// shard applies its records again from the next one it reads.
+    fn clear_quarantine(&self, _partition: u32, _cid: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 
     /// Replaces the analytics checkpoint of access partition `partition`.
     fn put_analytics_checkpoint(

@@ -110,13 +110,7 @@ pub fn merge_page<S: ListingSource>(
             matched += 1;
             continue;
         }
-        let pin: PinRecord =
-            bincode::serde::decode_from_slice(value.as_ref(), bincode::config::standard())
-                .map(|(pin, _)| pin)
-                .map_err(|e| StoreError::Corrupt {
-                    what: "listing entry",
-                    reason: e.to_string(),
-                })?;
+        let pin: PinRecord = crate::row::decode("listing entry", value.as_ref())?;
         if !query.matches(&pin) {
             continue;
         }

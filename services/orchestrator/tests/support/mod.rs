@@ -14,6 +14,12 @@ macro_rules! delegate_store_reads {
     () => {
         $crate::delegate_store_reads! {
         fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError>;
+        }
+        $crate::delegate_store_reads!(except_load_cid);
+    };
+    // For a wrapper that injects faults into `load_cid`.
+    (except_load_cid) => {
+        $crate::delegate_store_reads! {
         fn load_pin(&self, requestid: &str) -> Result<Option<PinRow>, StoreError>;
         fn cid_pins(&self, cid: &str, from: &Cursor, limit: usize) -> Result<Vec<(u64, String)>, StoreError>;
         fn claim_partition(&self, partition: u32) -> Result<u64, StoreError>;
@@ -38,6 +44,9 @@ macro_rules! delegate_store_reads {
         fn list_s3_objects(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<S3Object>, StoreError>;
         fn s3_objects_by_cid(&self, cid: &str, limit: usize) -> Result<Vec<S3Object>, StoreError>;
         fn put_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+        fn put_quarantine(&self, entry: &pinhive_store::Quarantine) -> Result<(), StoreError>;
+        fn quarantined(&self, partition: u32) -> Result<Vec<pinhive_store::Quarantine>, StoreError>;
+        fn clear_quarantine(&self, partition: u32, cid: &str) -> Result<bool, StoreError>;
         fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
         fn put_analytics_checkpoint(&self, partition: u32, checkpoint: &AnalyticsCheckpoint) -> Result<(), StoreError>;
         fn analytics_checkpoint(&self, partition: u32) -> Result<Option<AnalyticsCheckpoint>, StoreError>;
