@@ -12,6 +12,9 @@
 //! * `store-size`: N representative pins through the service into the ScyllaDB store (on the
 //!   CQL test server), then rows, partitions and encoded bytes per CQL table, and the CQL
 //!   statements per pin (docs/capacity.md).
+//! * `rereplication`: a simulated fleet loses one node; time to full re-replication, peak
+//!   allocation events/s and CIDs ever below `min`, with the re-replication caps beside the
+//!   same run with the caps lifted.
 //!
 //! Invariant: a benchmark never changes what it measures; it drives the service through its
 //! public surfaces (HTTP, the log, the store before start) and the wiring in `pinhive-server`.
@@ -19,6 +22,7 @@
 pub mod analytics;
 pub mod kafka;
 pub mod pipeline;
+pub mod rereplication;
 pub mod scale;
 pub mod store_size;
 pub mod tracing_overhead;
@@ -48,6 +52,9 @@ pub enum BenchMode {
     /// Representative pins into the ScyllaDB store on the CQL test server: rows, partitions
     /// and encoded bytes per table per pin, CQL statements per pin.
     StoreSize(store_size::StoreSizeArgs),
+    /// A simulated fleet loses one node: time to full re-replication, peak allocation events/s,
+    /// CIDs ever below min; capped beside lifted.
+    Rereplication(rereplication::RereplicationArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -57,6 +64,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchMode::Scale(scale)) => scale::run(scale),
         Some(BenchMode::Analytics(analytics)) => analytics::run(analytics),
         Some(BenchMode::StoreSize(store_size)) => store_size::run(store_size),
+        Some(BenchMode::Rereplication(rereplication)) => rereplication::run(rereplication),
     }
 }
 
