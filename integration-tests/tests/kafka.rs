@@ -25,6 +25,7 @@ async fn kafka_log_round_trips_and_partitions_like_the_java_client() {
         topic: "contract".into(),
         partitions: 4,
         replication: 1,
+        retention_ms: Some(-1),
     })
     .await
     .unwrap();

@@ -301,3 +301,99 @@ async fn a_drained_node_gives_up_every_replica_then_is_removed() {
         .collect();
     assert_eq!(ids, ["n1", "n2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_on_one_instance_is_used_by_the_other() {
+    let tansu = pinhive_integration_tests::Tansu::start()
+        .await
+        .expect("tansu broker");
+    let first = IpfsDaemon::start().await.expect("js-ipfs daemon 0");
+    let second = IpfsDaemon::start().await.expect("js-ipfs daemon 1");
+    let mut cids = Vec::new();
+    for i in 0..16 {
+        let content = format!("shared membership {i}").repeat(16);
+        let cid = first.add(content.as_bytes(), 1).await.unwrap();
+        assert_eq!(second.add(content.as_bytes(), 1).await.unwrap(), cid);
+        cids.push(cid);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("kafka://{}", tansu.bootstrap);
+    let node = format!("n0={}", first.api_url);
+    let flags = [
+        "--log",
+        log.as_str(),
+        "--partitions",
+        "4",
+        "--kafka-group",
+        "pinhive-nodes",
+        "--kafka-session-timeout-ms",
+        "6000",
+        "--ipfs-node",
+        node.as_str(),
+        "--replicas-min",
+        "2",
+        "--replicas-max",
+        "2",
+        "--repair-interval-secs",
+        "1",
+        "--health-interval-secs",
+        "1",
+    ];
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let admin_a = create_token(&data_a, "ops", true).unwrap();
+    let (token_b, admin_b) = (
+        create_token(&data_b, "alice", false).unwrap(),
+        create_token(&data_b, "ops", true).unwrap(),
+    );
+    let a = Pinhive::start(&data_a, &flags).await.unwrap();
+    let b = Pinhive::start(&data_b, &flags).await.unwrap();
+    let (admin_a, admin_b) = (Client::new(&a.url, &admin_a), Client::new(&b.url, &admin_b));
+    let owned_by_b = eventually(CONVERGE, "the group to split the partitions", || async {
+        let (pa, pb) = (
+            pinhive_integration_tests::owned_partitions(&admin_a).await,
+            pinhive_integration_tests::owned_partitions(&admin_b).await,
+        );
+        (!pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && pa.len() + pb.len() == 4)
+            .then_some(pb)
+    })
+    .await;
+
+    // Registered through A only; B starts a driver for it from the control topic.
+    let (status, body) = admin_a
+        .send(
+            admin_a
+                .request(reqwest::Method::POST, "/admin/nodes")
+                .json(&json!({"id": "n1", "rpc_url": second.api_url, "region": ""})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let seen = eventually(CONVERGE, "instance B to check n1", || async {
+        let (status, body) = admin_b.get("/admin/nodes/n1").await;
+        (status == 200 && body["reachable"] == true).then_some(body)
+    })
+    .await;
+    assert_eq!(seen["peer_id"], second.peer_id.as_str(), "{seen}");
+
+    // Pins whose partitions B runs reach two replicas: on n0 and on the node A added.
+    let ours: Vec<&String> = cids
+        .iter()
+        .filter(|cid| {
+            let partition = pinhive_log::partition_for(cid.as_bytes(), 4);
+            owned_by_b.contains(&u64::from(partition))
+        })
+        .collect();
+    assert!(!ours.is_empty(), "no CID in B's partitions {owned_by_b:?}");
+    let client_b = Client::new(&b.url, &token_b);
+    for cid in &ours {
+        let (status, body) = client_b.pin(json!({"cid": cid})).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    eventually(CONVERGE, "B's pins on the node A added", || async {
+        let mut all = true;
+        for cid in &ours {
+            all &= second.is_pinned(cid).await.unwrap_or(false);
+        }
+        all.then_some(())
+    })
+    .await;
+}

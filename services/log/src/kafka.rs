@@ -40,6 +40,9 @@ pub struct KafkaLogConfig {
     /// Partitions to create the topic with if it does not exist.
     pub partitions: u32,
     pub replication: i32,
+    /// `retention.ms` of the topic if this creates it (`None`: the broker's default). The
+    /// control log is kept forever (-1): it is the cluster's node membership.
+    pub retention_ms: Option<i64>,
 }
 
 struct Reader {
@@ -103,11 +106,15 @@ impl KafkaLog {
     pub async fn open(config: KafkaLogConfig) -> Result<Self, LogError> {
         let admin: AdminClient<DefaultClientContext> =
             base_config(&config.brokers).create().map_err(kafka_error)?;
-        let topic = NewTopic::new(
+        let retention = config.retention_ms.map(|ms| ms.to_string());
+        let mut topic = NewTopic::new(
             &config.topic,
             config.partitions as i32,
             TopicReplication::Fixed(config.replication),
         );
+        if let Some(retention) = &retention {
+            topic = topic.set("retention.ms", retention);
+        }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let dead_letters = dead_letter_topic(&config.topic);
         let dlq = NewTopic::new(

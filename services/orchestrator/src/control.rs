@@ -78,6 +78,11 @@ pub struct ControlPlane {
     leader: Leader,
     config: ControlConfig,
     shutdown: watch::Sender<bool>,
+    /// Set once the log was read to its end at start: drivers start and stop from then on
+    /// (a node registered and removed in the log's past never gets a driver).
+    caught_up: std::sync::atomic::AtomicBool,
+    /// The follower and leader tasks (awaited by [`ControlPlane::stop`]).
+    tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl ControlPlane {
@@ -102,21 +107,33 @@ impl ControlPlane {
             leader,
             config,
             shutdown: watch::channel(false).0,
+            tasks: parking_lot::Mutex::default(),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         });
         // Catch up: read until the log has nothing more; then follow it (registrations below
         // wait until the follower has applied them).
         while plane.read_once().await? {}
-        tokio::spawn(plane.clone().follow());
+        for record in plane.nodes() {
+            plane.registry.set_state(&record.descriptor.id, agreed(&record));
+            plane.start_driver(record.descriptor);
+        }
+        plane
+            .caught_up
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Subscribed before the tasks first run, so a stop that comes first is not missed.
+        let follower = tokio::spawn(plane.clone().follow(plane.shutdown.subscribe()));
+        plane.tasks.lock().push(follower);
         for node in configured {
             let known = plane.table.read().get(&node.id).map(|r| r.descriptor.clone());
             if known.as_ref() != Some(&node) {
                 if let Err(error) = plane.register(node).await {
-                    plane.shutdown();
+                    plane.stop().await;
                     return Err(error);
                 }
             }
         }
-        tokio::spawn(plane.clone().lead());
+        let leader = tokio::spawn(plane.clone().lead(plane.shutdown.subscribe()));
+        plane.tasks.lock().push(leader);
         Ok(plane)
     }
 
@@ -170,8 +187,18 @@ impl ControlPlane {
         self.publish(id.to_string(), event).await
     }
 
+    /// Tells the follower and leader tasks to stop (they finish their current step).
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Stops the tasks and waits until they ended (they hold the control log).
+    pub async fn stop(&self) {
+        self.shutdown();
+        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 
     /// Appends a control event and waits until this instance has folded it in.
@@ -237,8 +264,8 @@ impl ControlPlane {
                 if let Some(record) = self.node(&node.id) {
                     self.registry.set_state(&node.id, agreed(&record));
                 }
-                if let Err(error) = self.drivers.start(node.clone()) {
-                    tracing::error!(node = %node.id, error, "could not start the node's driver");
+                if self.caught_up() {
+                    self.start_driver(node);
                 }
             }
             NodeChange::State { node, from, to } => {
@@ -255,11 +282,23 @@ impl ControlPlane {
             }
             NodeChange::Removed(node) => {
                 tracing::warn!(node = %node, "ipfs node removed");
-                self.drivers.stop(&node);
+                if self.caught_up() {
+                    self.drivers.stop(&node);
+                }
                 self.registry.forget_state(&node);
             }
         }
         self.publish_states();
+    }
+
+    fn caught_up(&self) -> bool {
+        self.caught_up.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn start_driver(&self, node: NodeDescriptor) {
+        if let Err(error) = self.drivers.start(node.clone()) {
+            tracing::error!(node = %node.id, error, "could not start the node's driver");
+        }
     }
 
     /// Mirrors the number of nodes per state into the gauge.
@@ -280,9 +319,8 @@ impl ControlPlane {
     }
 
     /// Follows the control log for as long as the process runs.
-    async fn follow(self: Arc<Self>) {
-        let mut shutdown = self.shutdown.subscribe();
-        loop {
+    async fn follow(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
             match self.read_once().await {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -299,12 +337,11 @@ impl ControlPlane {
     }
 
     /// The leader's loop: publishes the state changes the health rule asks for.
-    async fn lead(self: Arc<Self>) {
-        let mut shutdown = self.shutdown.subscribe();
+    async fn lead(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let rule = HealthRule {
             grace_ns: i64::try_from(self.config.grace.as_nanos()).unwrap_or(i64::MAX),
         };
-        loop {
+        while !*shutdown.borrow() {
             tokio::select! {
                 _ = tokio::time::sleep(self.config.check_interval) => {}
                 _ = shutdown.changed() => return,

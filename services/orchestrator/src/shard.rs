@@ -402,6 +402,15 @@ impl ShardActor {
                     // with a state row that changes the flag).
                     let pending = state.as_ref().is_some_and(|state| state.pending);
                     batch.pending.push((cid.clone(), pending));
+                    // The node index lists (at least) the nodes the restored state holds the
+                    // CID on: a removal the batch wrote is undone, so a node walk finds them.
+                    for node in state.iter().flat_map(pinhive_domain::writes::held_on) {
+                        batch.node_cids.push(NodeCidWrite {
+                            node: node.clone(),
+                            cid: cid.clone(),
+                            present: true,
+                        });
+                    }
                     batch.cids.push(CidWrite {
                         cid: cid.clone(),
                         state: state.clone(),

@@ -95,6 +95,12 @@ pub fn driver_config(config: &Config) -> NodeDriverConfig {
     }
 }
 
+/// The control topic is kept forever (it is the node membership); other topics take the
+/// broker's retention.
+fn retention_ms(topic: &str, config: &Config) -> Option<i64> {
+    (topic == config.control_topic()).then_some(-1)
+}
+
 /// Opens a log of `partitions` partitions: the Kafka `topic` when the configured log is Kafka,
 /// else an embedded log in `dir` (the pin log and the access log both).
 async fn open_log(
@@ -109,6 +115,7 @@ async fn open_log(
             topic: topic.to_string(),
             partitions,
             replication: 1,
+            retention_ms: retention_ms(topic, config),
         })
         .await
         .with_context(|| format!("opening topic {topic} on Kafka at {brokers}"))?;
@@ -507,7 +514,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         service.server.await.context("http server")?;
         tracing::info!("http server stopped; draining shards");
         service.orchestrator.shutdown(Duration::from_secs(15)).await;
-        service.control.shutdown();
+        service.control.stop().await;
         if let Some(analytics) = &service.analytics {
             analytics.shutdown().await;
         }
