@@ -73,7 +73,10 @@ async fn pin_all(
     }
     let placement = eventually(CONVERGE, "every CID pinned on two daemons", || async {
         let placement = holders(daemons, cids).await;
-        placement.values().all(|on| on.len() == 2).then_some(placement)
+        placement
+            .values()
+            .all(|on| on.len() == 2)
+            .then_some(placement)
     })
     .await;
     (requestids, placement)
@@ -112,9 +115,7 @@ async fn wait_state(admin: &Client, id: &str, state: &str) -> Value {
 async fn allocations_since(admin: &Client, requestids: &[String], since_ns: i64) -> Vec<i64> {
     let mut times = Vec::new();
     for requestid in requestids {
-        let (status, body) = admin
-            .get(&format!("/admin/pins/{requestid}/history"))
-            .await;
+        let (status, body) = admin.get(&format!("/admin/pins/{requestid}/history")).await;
         assert_eq!(status, 200, "{body}");
         for event in body["events"].as_array().unwrap() {
             if event["kind"] != "replicas_allocated" {
@@ -263,7 +264,11 @@ async fn a_drained_node_gives_up_every_replica_then_is_removed() {
     let (_, placement) = pin_all(&client, &daemons, &cids).await;
     let held = placement.values().filter(|on| on.contains(&0)).count();
     assert!(held > 0, "n0 holds no CID: {placement:?}");
-    assert_eq!(node(&admin, "n0").await["replicas"], held, "replica counter");
+    assert_eq!(
+        node(&admin, "n0").await["replicas"],
+        held,
+        "replica counter"
+    );
 
     // A node holding replicas is not removed without a drain.
     let (status, body) = admin.delete("/admin/nodes/n0").await;
@@ -286,10 +291,7 @@ async fn a_drained_node_gives_up_every_replica_then_is_removed() {
     assert_eq!(drained["replicas"], 0, "{drained}");
     // Every CID left n0 (unpinned there) and is on n1 and n2.
     let placement = holders(&daemons, &cids).await;
-    assert!(
-        placement.values().all(|on| on == &[1, 2]),
-        "{placement:?}"
-    );
+    assert!(placement.values().all(|on| on == &[1, 2]), "{placement:?}");
     let (status, body) = admin.delete("/admin/nodes/n0").await;
     assert_eq!(status, 204, "{body}");
     let nodes = admin.get("/admin/nodes").await.1;

@@ -50,7 +50,12 @@ async fn describe(state: &web::Data<AppState>, id: &str) -> Result<Value, ApiErr
     let store = state.store.clone();
     let (scope, partitions) = (node_scope(id), state.log.partition_count());
     let replicas = web::block(move || {
-        total_count(&*store, &scope, pinhive_domain::PinStatus::Pinned, partitions)
+        total_count(
+            &*store,
+            &scope,
+            pinhive_domain::PinStatus::Pinned,
+            partitions,
+        )
     })
     .await??;
     let health = state.registry.get(id).map(|entry| entry.health);

@@ -29,8 +29,8 @@ pub use allocator::{allocate, NodeView};
 pub use command::{
     admit, decide, legacy, Command, Decided, Legacy, PinCommand, Provenance, RawPin, Rejection,
 };
-pub use pin::{PinRecord, PinStatus};
 pub use nodes::{HealthRule, NodeChange, NodeRecord, NodeTable, Urgency};
+pub use pin::{PinRecord, PinStatus};
 pub use plan::{needs_work, plan, urgency, Action, PlanContext};
 pub use rows::{PinRow, PinView, PIN_BUCKET};
 pub use state::{CidState, Cursor, PinRef, Release, ReplicaState, ReplicaStatus};

@@ -142,9 +142,7 @@ pub fn transition(
     match (record.state, healthy) {
         (NodeState::Draining, _) => None,
         (NodeState::Up, false) => Some((NodeState::Degraded, "failing health checks".into())),
-        (NodeState::Degraded, false)
-            if now_ns.saturating_sub(record.since_ns) >= rule.grace_ns =>
-        {
+        (NodeState::Degraded, false) if now_ns.saturating_sub(record.since_ns) >= rule.grace_ns => {
             Some((
                 NodeState::Down,
                 format!(
@@ -233,7 +231,10 @@ mod tests {
         assert_eq!(table.get("a").unwrap().state, NodeState::Up);
         table.apply(&status("a", NodeState::Draining), 6);
         // The same description again changes nothing; a new URL is a change, the state stays.
-        assert_eq!(table.apply(&Event::NodeRegistered(descriptor("a")), 7), None);
+        assert_eq!(
+            table.apply(&Event::NodeRegistered(descriptor("a")), 7),
+            None
+        );
         let moved = NodeDescriptor {
             rpc_url: "http://elsewhere:5001".into(),
             ..descriptor("a")
@@ -302,8 +303,20 @@ mod tests {
             (NodeState::Up, 0, true, 100 * S, None),
             (NodeState::Up, 0, false, 100 * S, Some(NodeState::Degraded)),
             (NodeState::Degraded, 100 * S, false, 129 * S, None),
-            (NodeState::Degraded, 100 * S, false, 130 * S, Some(NodeState::Down)),
-            (NodeState::Degraded, 100 * S, true, 129 * S, Some(NodeState::Up)),
+            (
+                NodeState::Degraded,
+                100 * S,
+                false,
+                130 * S,
+                Some(NodeState::Down),
+            ),
+            (
+                NodeState::Degraded,
+                100 * S,
+                true,
+                129 * S,
+                Some(NodeState::Up),
+            ),
             (NodeState::Down, 100 * S, false, 900 * S, None),
             (NodeState::Down, 100 * S, true, 900 * S, Some(NodeState::Up)),
             (NodeState::Draining, 0, false, 900 * S, None),
@@ -311,7 +324,10 @@ mod tests {
         ];
         for (state, since, healthy, now, expected) in cases {
             let got = transition(&record(state, since), healthy, now, rule).map(|(s, _)| s);
-            assert_eq!(got, expected, "{state:?} since {since} healthy={healthy} now={now}");
+            assert_eq!(
+                got, expected,
+                "{state:?} since {since} healthy={healthy} now={now}"
+            );
         }
     }
 

@@ -43,7 +43,13 @@ pub enum Action {
 /// Plans the actions that move `state` towards its desired placement.
 pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
     let desired = state.desired_replicas();
-    let node_state = |node: &NodeId| context.nodes.iter().find(|n| &n.id == node).map(|n| n.state);
+    let node_state = |node: &NodeId| {
+        context
+            .nodes
+            .iter()
+            .find(|n| &n.id == node)
+            .map(|n| n.state)
+    };
     // Replicas on nodes that left the registry are lost, and on `down` nodes they no longer
     // count: neither is live, and nothing is asked of those nodes (a node that comes back is
     // planned again). A `degraded` node's replicas still count; a `draining` node's do not,

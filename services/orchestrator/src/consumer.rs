@@ -340,7 +340,12 @@ impl Orchestrator {
     /// Another instance claimed `partition` (a commit came back `Fenced`): stops this
     /// instance's tasks of it — the runner whose stop signal is `stop`, unless a newer one
     /// replaced it — and drops what the shard cached. The rest of the process goes on.
-    pub(crate) fn give_up_fenced(&self, partition: u32, stop: &watch::Receiver<bool>, error: &StoreError) {
+    pub(crate) fn give_up_fenced(
+        &self,
+        partition: u32,
+        stop: &watch::Receiver<bool>,
+        error: &StoreError,
+    ) {
         tracing::error!(
             partition,
             error = %error,

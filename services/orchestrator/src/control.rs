@@ -114,7 +114,9 @@ impl ControlPlane {
         // wait until the follower has applied them).
         while plane.read_once().await? {}
         for record in plane.nodes() {
-            plane.registry.set_state(&record.descriptor.id, agreed(&record));
+            plane
+                .registry
+                .set_state(&record.descriptor.id, agreed(&record));
             plane.start_driver(record.descriptor);
         }
         plane
@@ -124,7 +126,11 @@ impl ControlPlane {
         let follower = tokio::spawn(plane.clone().follow(plane.shutdown.subscribe()));
         plane.tasks.lock().push(follower);
         for node in configured {
-            let known = plane.table.read().get(&node.id).map(|r| r.descriptor.clone());
+            let known = plane
+                .table
+                .read()
+                .get(&node.id)
+                .map(|r| r.descriptor.clone());
             if known.as_ref() != Some(&node) {
                 if let Err(error) = plane.register(node).await {
                     plane.stop().await;
@@ -231,10 +237,14 @@ impl ControlPlane {
         };
         let next = last.next_offset;
         for stored in records {
-            let decoded = stored.record.as_ref().map_err(Clone::clone).and_then(|record| {
-                codec::decode(record.content_type, &record.key, &record.value)
-                    .map_err(|e| e.to_string())
-            });
+            let decoded = stored
+                .record
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|record| {
+                    codec::decode(record.content_type, &record.key, &record.value)
+                        .map_err(|e| e.to_string())
+                });
             match decoded {
                 Ok(envelope) => self.apply(&envelope),
                 // Only pinhive writes the control log: a record it cannot read is a bug or
@@ -270,7 +280,10 @@ impl ControlPlane {
             }
             NodeChange::State { node, from, to } => {
                 let record = self.node(&node);
-                let reason = record.as_ref().map(|r| r.reason.clone()).unwrap_or_default();
+                let reason = record
+                    .as_ref()
+                    .map(|r| r.reason.clone())
+                    .unwrap_or_default();
                 tracing::warn!(node = %node, from = from.as_str(), to = to.as_str(), reason, "ipfs node state changed");
                 if let Some(record) = record {
                     self.registry.set_state(&node, agreed(&record));

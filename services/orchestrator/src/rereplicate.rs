@@ -42,7 +42,9 @@ pub struct Rates {
 impl Rates {
     /// `global` and `per_node` replicas per second; 0 lifts the cap.
     pub fn new(global: u32, per_node: u32) -> Self {
-        let quota = |rate: u32| NonZeroU32::new(rate).map(|r| Quota::per_second(r).allow_burst(NonZeroU32::MIN));
+        let quota = |rate: u32| {
+            NonZeroU32::new(rate).map(|r| Quota::per_second(r).allow_burst(NonZeroU32::MIN))
+        };
         Rates {
             global: quota(global).map(RateLimiter::direct),
             per_node: quota(per_node).map(RateLimiter::keyed),
@@ -123,16 +125,19 @@ impl Orchestrator {
                     .node_walks_active
                     .with_label_values::<&str>(&[])
                     .inc();
-                let outcome = self
-                    .walk(partition, &node, &key, returned, &stop)
-                    .await;
+                let outcome = self.walk(partition, &node, &key, returned, &stop).await;
                 METRICS
                     .node_walks_active
                     .with_label_values::<&str>(&[])
                     .dec();
                 match outcome {
                     Ok(Walked::Done) => {
-                        tracing::info!(partition, node, state = key.state.as_str(), "node walk complete");
+                        tracing::info!(
+                            partition,
+                            node,
+                            state = key.state.as_str(),
+                            "node walk complete"
+                        );
                         walked.insert(node, key);
                     }
                     Ok(Walked::Changed) => {}
@@ -273,7 +278,10 @@ mod tests {
             passes(NodeState::Down, false),
             &[Urgency::NoReplica, Urgency::BelowMin, Urgency::BelowTarget]
         );
-        assert_eq!(passes(NodeState::Draining, false).last(), Some(&Urgency::Met));
+        assert_eq!(
+            passes(NodeState::Draining, false).last(),
+            Some(&Urgency::Met)
+        );
         assert!(passes(NodeState::Up, false).is_empty());
         assert!(passes(NodeState::Degraded, true).is_empty());
         assert_eq!(passes(NodeState::Up, true), &[Urgency::Met]);

@@ -87,11 +87,21 @@ pub fn run(command: NodesCommand) -> anyhow::Result<()> {
             connection,
         } => {
             let node = json!({"id": id, "rpc_url": rpc_url, "region": region, "weight": weight});
-            let body = call(&connection, reqwest::Method::POST, "/admin/nodes", Some(node))?;
+            let body = call(
+                &connection,
+                reqwest::Method::POST,
+                "/admin/nodes",
+                Some(node),
+            )?;
             report(&connection, &body, "registered")?;
         }
         NodesCommand::Drain { id, connection } => {
-            let body = call(&connection, reqwest::Method::POST, &node_path(&id, "/drain"), None)?;
+            let body = call(
+                &connection,
+                reqwest::Method::POST,
+                &node_path(&id, "/drain"),
+                None,
+            )?;
             report(&connection, &body, "draining")?;
         }
         NodesCommand::Undrain { id, connection } => {
@@ -104,7 +114,11 @@ pub fn run(command: NodesCommand) -> anyhow::Result<()> {
             force,
             connection,
         } => {
-            let path = format!("{}{}", node_path(&id, ""), if force { "?force=true" } else { "" });
+            let path = format!(
+                "{}{}",
+                node_path(&id, ""),
+                if force { "?force=true" } else { "" }
+            );
             call(&connection, reqwest::Method::DELETE, &path, None)?;
             if !connection.json {
                 println!("node {id}: removed");
@@ -145,9 +159,7 @@ fn call(
         .timeout(Duration::from_secs(30))
         .build()?;
     let url = format!("{}{path}", connection.url.trim_end_matches('/'));
-    let mut request = client
-        .request(method, &url)
-        .bearer_auth(&connection.token);
+    let mut request = client.request(method, &url).bearer_auth(&connection.token);
     if let Some(body) = body {
         request = request.json(&body);
     }

@@ -316,9 +316,14 @@ pub async fn start(
             configured.push(node);
         }
     }
-    let control_log = open_log(config, &config.control_topic(), 1, &config.control_log_dir())
-        .await
-        .context("opening the control log")?;
+    let control_log = open_log(
+        config,
+        &config.control_topic(),
+        1,
+        &config.control_log_dir(),
+    )
+    .await
+    .context("opening the control log")?;
     // The leader of the control log (health transitions) is the instance running pin-log
     // partition 0: the only instance with the embedded log.
     let leader_of: Arc<std::sync::OnceLock<std::sync::Weak<Orchestrator>>> = Arc::default();
