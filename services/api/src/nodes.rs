@@ -171,13 +171,7 @@ async fn drain_node(
     _admin: AdminCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    state
-        .nodes
-        .set_draining(&id, true, "drained by an operator")
-        .await
-        .map_err(control_error)?;
-    Ok(HttpResponse::Accepted().json(describe(&state, &id).await?))
+    set_draining(state, path.into_inner(), true).await
 }
 
 async fn undrain_node(
@@ -185,13 +179,31 @@ async fn undrain_node(
     _admin: AdminCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
+    set_draining(state, path.into_inner(), false).await
+}
+
+/// Drain (202: the replicas move off over time) or take back (200) a node.
+async fn set_draining(
+    state: web::Data<AppState>,
+    id: String,
+    draining: bool,
+) -> Result<HttpResponse, ApiError> {
+    let reason = if draining {
+        "drained by an operator"
+    } else {
+        "taken back by an operator"
+    };
     state
         .nodes
-        .set_draining(&id, false, "taken back by an operator")
+        .set_draining(&id, draining, reason)
         .await
         .map_err(control_error)?;
-    Ok(HttpResponse::Ok().json(describe(&state, &id).await?))
+    let node = describe(&state, &id).await?;
+    Ok(if draining {
+        HttpResponse::Accepted().json(node)
+    } else {
+        HttpResponse::Ok().json(node)
+    })
 }
 
 fn control_error(error: ControlError) -> ApiError {
