@@ -940,8 +940,11 @@ impl ShardActor {
             let action_traceparent =
                 parent.and_then(|_| pinhive_telemetry::traceparent_of(&plan_span));
             let garbage = state.is_garbage();
+            let allocates = actions.iter().any(|a| matches!(a, Action::Allocate { .. }));
+            // (Without an allocation — no node to take the replica — the CID is pending as
+            // usual, and the repair loop places it once a node can take it.)
             let needed = !garbage
-                && if node_walk {
+                && if node_walk && allocates {
                     actions
                         .iter()
                         .any(|a| !matches!(a, Action::Allocate { .. }))
