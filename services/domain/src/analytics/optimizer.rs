@@ -39,7 +39,13 @@ pub fn optimize(candidates: &[Candidate], params: &OptimizerParams, epoch: u64) 
                 .retain(|(r, _)| candidate.held_regions.contains(r));
         }
     }
-    let deferred_changes = apply_change_cap(candidates, &mut analyses, params);
+    apply_change_cap(candidates, &mut analyses, params);
+    let restored = restore_forced(candidates, &mut analyses, params.extra_budget_bytes);
+    let denied_increments = denied_increments.saturating_sub(restored);
+    let deferred_changes = analyses
+        .iter()
+        .filter(|a| a.outcome == Outcome::Deferred)
+        .count() as u64;
     let budget_used_bytes = extra_bytes(&analyses);
     let decisions = candidates
         .iter()
@@ -372,12 +378,8 @@ fn grant_budget(
 
 /// Applies at most `max_changes_per_epoch` changes: voluntary reductions first, then raises by
 /// the density of their first new increment, then region-only changes. Reductions the budget
-/// causes always pass and do not count. Returns the number of deferred changes.
-fn apply_change_cap(
-    candidates: &[Candidate],
-    analyses: &mut [Analysis],
-    params: &OptimizerParams,
-) -> u64 {
+/// causes always pass and do not count.
+fn apply_change_cap(candidates: &[Candidate], analyses: &mut [Analysis], params: &OptimizerParams) {
     // (rank, density of the first new increment, index) of every capped change.
     let mut capped: Vec<(u8, f64, usize)> = Vec::new();
     for (index, (candidate, analysis)) in candidates.iter().zip(analyses.iter_mut()).enumerate() {
@@ -423,10 +425,56 @@ fn apply_change_cap(
         }
     }
     debug_assert!(used <= budget, "budget exceeded after forced reductions");
-    capped
-        .iter()
-        .filter(|(_, _, index)| analyses[*index].outcome == Outcome::Deferred)
-        .count() as u64
+}
+
+/// The budget pass forces a reduction to make room for raises, but the cap may then defer
+/// those raises: their bytes stay unspent. Forced reductions take back what still fits, highest
+/// density first, up to the replicas in force (never above what demand wants), so a CID never
+/// loses a replica to a raise that does not happen. A reduction undone in full changes
+/// nothing. Returns the number of increments given back.
+fn restore_forced(candidates: &[Candidate], analyses: &mut [Analysis], budget_bytes: u64) -> u64 {
+    let mut spare = u128::from(budget_bytes).saturating_sub(extra_bytes(analyses));
+    let ceiling = |a: &Analysis| a.previous.min(a.wanted);
+    let mut heap = BinaryHeap::new();
+    for (index, (candidate, analysis)) in candidates.iter().zip(analyses.iter()).enumerate() {
+        if analysis.outcome == Outcome::Forced && analysis.granted < ceiling(analysis) {
+            let k = analysis.granted + 1;
+            heap.push(Increment {
+                density: analysis.ranking_density(k),
+                cid: &candidate.cid,
+                k,
+                index,
+            });
+        }
+    }
+    let mut restored = 0u64;
+    while let Some(increment) = heap.pop() {
+        let analysis = &mut analyses[increment.index];
+        let size = u128::from(analysis.size);
+        if size > spare {
+            continue;
+        }
+        spare -= size;
+        analysis.granted = increment.k;
+        restored += 1;
+        if increment.k < ceiling(analysis) {
+            let k = increment.k + 1;
+            heap.push(Increment {
+                density: analysis.ranking_density(k),
+                k,
+                ..increment
+            });
+        } else if analysis.granted == analysis.previous {
+            analysis.outcome =
+                if same_set(&analysis.geo, &candidates[increment.index].memory.regions) {
+                    Outcome::Unchanged
+                } else {
+                    // Only the regions would change: that is a capped change, and the cap is spent.
+                    Outcome::Deferred
+                };
+        }
+    }
+    restored
 }
 
 /// Σ (target − min) · size over the final targets.

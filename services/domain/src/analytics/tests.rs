@@ -319,6 +319,38 @@ fn budget_cuts_do_not_use_up_the_cap() {
     assert_eq!((decision(&busy, "x").target, busy.deferred_changes), (2, 0));
 }
 
+#[test]
+fn a_raise_the_cap_defers_takes_no_replica() {
+    // x holds 3 (one extra replica, all the budget) and is read enough to keep it; c would take
+    // that budget for a denser raise, but the cap of 0 defers c's raise: x keeps its replica.
+    let params = OptimizerParams {
+        max_changes_per_epoch: 0,
+        extra_budget_bytes: GB,
+        min_hold_epochs: 0,
+        ..params()
+    };
+    let x = with_memory(
+        Candidate {
+            size_bytes: GB,
+            ..loaded("x", 150e6)
+        },
+        3,
+        0,
+    );
+    let c = Candidate {
+        size_bytes: GB / 2,
+        ..loaded("c", 300e6)
+    };
+    let outcome = optimize(&[x, c], &params, 100);
+    let x = decision(&outcome, "x");
+    assert_eq!((x.target, x.changed), (3, false));
+    assert_eq!(x.explanation.denied, 0);
+    let c = decision(&outcome, "c");
+    assert_eq!((c.target, c.changed), (2, false));
+    assert_eq!(outcome.deferred_changes, 1);
+    assert_eq!(outcome.budget_used_bytes, GB);
+}
+
 /// docs/analytics.md, "Worked example": every number there is checked here.
 #[test]
 fn worked_example() {
