@@ -20,7 +20,7 @@ cat target/install-tansu.log
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 status=0
-cargo test --locked --workspace "$@" 2>&1 | tee "$out" || status=$?
+cargo test --locked --workspace --no-fail-fast "$@" 2>&1 | tee "$out" || status=$?
 # One closing line for the whole run (cargo prints one per test binary).
 passed=$(grep -Eo '[0-9]+ passed' "$out" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$out" | awk '{s+=$1} END {print s+0}')
