@@ -115,6 +115,15 @@ pub enum Event {
     },
     /// Control log: an operator removed the node. Keyed by node id.
     NodeRemoved { node: NodeId, reason: String },
+    // New variants go last: the internal encoding (bincode) numbers variants in order.
+    /// Anti-entropy: `node` does not pin the CID it was recorded as pinning (absent from the
+    /// node's streamed `pin/ls` and from a point `pin/ls` made after it). The shard pins it
+    /// there again.
+    ReplicaMissing { node: NodeId, reason: String },
+    /// Anti-entropy: `node` pinned the CID although pinhive holds no replica of it there, and
+    /// the operator let anti-entropy remove such pins: it was unpinned there. A record for the
+    /// pin history; the CID's state does not change.
+    UnknownPinRemoved { node: NodeId },
 }
 
 /// The lifecycle state every instance agrees on for a node (folded from the control log).
@@ -164,6 +173,8 @@ impl Event {
             Event::ReplicaPinned { .. } => "replica_pinned",
             Event::ReplicaFailed { .. } => "replica_failed",
             Event::ReplicaUnpinned { .. } => "replica_unpinned",
+            Event::ReplicaMissing { .. } => "replica_missing",
+            Event::UnknownPinRemoved { .. } => "unknown_pin_removed",
             Event::TargetChanged { .. } => "target_changed",
             Event::NodeRegistered(_) => "node_registered",
             Event::NodeStatusChanged { .. } => "node_status_changed",

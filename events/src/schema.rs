@@ -122,6 +122,11 @@ mod tests {
                 attempts: 3,
             },
             Event::ReplicaUnpinned { node: "n1".into() },
+            Event::ReplicaMissing {
+                node: "n1".into(),
+                reason: "absent from pin/ls".into(),
+            },
+            Event::UnknownPinRemoved { node: "n1".into() },
             Event::TargetChanged {
                 replicas: 3,
                 preferred_regions: vec!["eu".into()],

@@ -77,6 +77,8 @@ fn event() -> BoxedStrategy<Event> {
             attempts
         }),
         text().prop_map(|node| Event::ReplicaUnpinned { node }),
+        (text(), text()).prop_map(|(node, reason)| Event::ReplicaMissing { node, reason }),
+        text().prop_map(|node| Event::UnknownPinRemoved { node }),
         (any::<u8>(), texts(4), text()).prop_map(|(replicas, preferred_regions, reason)| {
             Event::TargetChanged {
                 replicas,

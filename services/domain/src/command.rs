@@ -295,7 +295,11 @@ pub fn legacy(envelope: &Envelope) -> Legacy {
     }
     if matches!(
         envelope.event,
-        Event::ReplicaPinned { .. } | Event::ReplicaFailed { .. } | Event::ReplicaUnpinned { .. }
+        Event::ReplicaPinned { .. }
+            | Event::ReplicaFailed { .. }
+            | Event::ReplicaUnpinned { .. }
+            | Event::ReplicaMissing { .. }
+            | Event::UnknownPinRemoved { .. }
     ) {
         return Legacy::Drop;
     }
@@ -398,7 +402,9 @@ pub fn admit(envelope: &Envelope, provenance: Provenance) -> Result<Event, Rejec
         | Event::ReplicasAllocated { .. }
         | Event::ReplicaPinned { .. }
         | Event::ReplicaFailed { .. }
-        | Event::ReplicaUnpinned { .. } => {
+        | Event::ReplicaUnpinned { .. }
+        | Event::ReplicaMissing { .. }
+        | Event::UnknownPinRemoved { .. } => {
             check_key(&envelope.key)?;
             Ok(envelope.event.clone())
         }

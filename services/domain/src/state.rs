@@ -271,9 +271,20 @@ impl CidState {
                 self.target_override = (*replicas > 0).then_some(*replicas);
                 self.preferred_regions = preferred_regions.clone();
             }
+            Event::ReplicaMissing { node, reason } => {
+                // Only a replica still recorded as pinned is pinned again: one the planner has
+                // since unpinned, or that is already being pinned, needs nothing.
+                if let Some(replica) = self.replicas.get_mut(node) {
+                    if replica.status == ReplicaStatus::Pinned {
+                        replica.status = ReplicaStatus::Allocated;
+                        replica.last_error = Some(format!("missing on the node: {reason}"));
+                    }
+                }
+            }
             Event::NodeRegistered(_)
             | Event::NodeStatusChanged { .. }
-            | Event::NodeRemoved { .. } => {}
+            | Event::NodeRemoved { .. }
+            | Event::UnknownPinRemoved { .. } => {}
         }
         None
     }

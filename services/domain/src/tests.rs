@@ -174,6 +174,50 @@ fn lifecycle_table() {
 }
 
 #[test]
+fn a_replica_missing_on_its_node_is_pinned_there_again() {
+    let missing = |node: &str| Event::ReplicaMissing {
+        node: node.into(),
+        reason: "absent from pin/ls".into(),
+    };
+    let r = || request("r1", 2, 3);
+    let both = || vec![r(), allocated(&["n0", "n1"]), pinned("n0"), pinned("n1")];
+    let mut events = both();
+    events.push(missing("n1"));
+    // One of the two replicas the pin needs is gone: pinning until the node holds it again.
+    check(&events, 3, PinStatus::Pinning, &["pin"]);
+    let state = fold(&events);
+    assert_eq!(
+        plan(&state, &nodes(3)),
+        [Action::Pin {
+            node: "n1".into(),
+            origins: vec!["/ip4/10.0.0.1/tcp/4001/p2p/QmOrigin".into()],
+        }]
+    );
+    events.push(pinned("n1"));
+    check(&events, 3, PinStatus::Pinned, &[]);
+    // Only a replica recorded as pinned is pinned again: a stale report about a node being
+    // unpinned, or one that never held the CID, changes nothing.
+    let mut stale = both();
+    stale.push(Event::UnpinRequested {
+        requestid: "r1".into(),
+        owner: "alice".into(),
+    });
+    stale.push(Event::ReplicaUnpinned { node: "n1".into() });
+    let before = fold(&stale);
+    stale.push(missing("n1"));
+    stale.push(missing("n2"));
+    let after = fold(&stale);
+    assert_eq!(after.replicas, before.replicas);
+    // The only replica missing: the pin shows pinning until the node holds it again.
+    check(
+        &[request("r1", 1, 1), allocated(&["n0"]), pinned("n0"), missing("n0")],
+        2,
+        PinStatus::Pinning,
+        &["pin"],
+    );
+}
+
+#[test]
 fn two_pins_of_one_cid_share_replicas_and_survive_one_delete() {
     let events = vec![
         request("r1", 1, 3),

@@ -442,6 +442,8 @@ fn event(pool: &CidPool) -> BoxedStrategy<Event> {
         1 => (node(), text(30), any::<u32>())
             .prop_map(|(node, reason, attempts)| Event::ReplicaFailed { node, reason, attempts }),
         1 => node().prop_map(|node| Event::ReplicaUnpinned { node }),
+        1 => (node(), text(30)).prop_map(|(node, reason)| Event::ReplicaMissing { node, reason }),
+        1 => node().prop_map(|node| Event::UnknownPinRemoved { node }),
         1 => (target, regions, text(30)).prop_map(|(replicas, preferred_regions, reason)| {
             Event::TargetChanged {
                 replicas,
