@@ -399,3 +399,173 @@ async fn a_node_added_on_one_instance_is_used_by_the_other() {
     })
     .await;
 }
+
+/// The last anti-entropy report of `id`, once a pass finished after `since_ns` and `done` says
+/// what was wanted happened.
+async fn report_after(
+    admin: &Client,
+    id: &str,
+    since_ns: i64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(CONVERGE, what, || async {
+        let report = node(admin, id).await["anti_entropy"].clone();
+        let finished = report["finished"].as_str()?;
+        let ns = chrono::DateTime::parse_from_rfc3339(finished)
+            .ok()?
+            .timestamp_nanos_opt()?;
+        (ns > since_ns && done(&report)).then_some(report)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_repins_what_a_node_lost_and_reports_what_it_pins_unknown() {
+    let (daemons, cids) = fleet(4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", false).unwrap();
+    let admin_token = create_token(&data, "ops", true).unwrap();
+    let pinhive = start(&data, &daemons, &["--anti-entropy-interval-secs", "1"]).await;
+    let client = Client::new(&pinhive.url, &token);
+    let admin = Client::new(&pinhive.url, &admin_token);
+    let (requestids, placement) = pin_all(&client, &daemons, &cids).await;
+
+    // A clean pass first: nothing drifted, nothing is corrected.
+    let started = pinhive_events::now_ns();
+    let clean = report_after(&admin, "n0", started, "a pass over n0", |r| {
+        r["error"].is_null()
+    })
+    .await;
+    assert_eq!(
+        (clean["missing"].as_u64(), clean["unknown"].as_u64()),
+        (Some(0), Some(0)),
+        "{clean}"
+    );
+    let held_by_n0 = placement.values().filter(|on| on.contains(&0)).count() as u64;
+    assert_eq!(clean["believed"].as_u64(), Some(held_by_n0), "{clean}");
+    assert_eq!(clean["listed"].as_u64(), Some(held_by_n0), "{clean}");
+
+    // Unpin a CID on n0 behind pinhive's back, and pin one pinhive never heard of.
+    let (lost, _) = placement
+        .iter()
+        .find(|(_, on)| on.contains(&0))
+        .expect("n0 holds a CID");
+    let lost = lost.clone();
+    let lost_request = &requestids[cids.iter().position(|c| c == &lost).unwrap()];
+    daemons[0].rpc("pin/rm", &[("arg", &lost)]).await.unwrap();
+    assert!(!daemons[0].is_pinned(&lost).await.unwrap());
+    let stranger = daemons[0]
+        .add(b"pinned behind pinhive's back", 1)
+        .await
+        .unwrap();
+    daemons[0]
+        .rpc("pin/add", &[("arg", &stranger)])
+        .await
+        .unwrap();
+    let tampered = pinhive_events::now_ns();
+
+    eventually(CONVERGE, "n0 pins the lost CID again", || async {
+        daemons[0]
+            .is_pinned(&lost)
+            .await
+            .unwrap_or(false)
+            .then_some(())
+    })
+    .await;
+    let report = report_after(
+        &admin,
+        "n0",
+        tampered,
+        "a pass reporting the unknown pin",
+        |r| {
+            r["unknown_cids"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c == &stranger))
+        },
+    )
+    .await;
+    assert_eq!(report["unknown_removed"], 0, "{report}");
+    // Reported, not removed: removing unknown pins is the operator's choice.
+    assert!(daemons[0].is_pinned(&stranger).await.unwrap());
+    // The correction is an event in the pin's history, and the pin shows pinned again.
+    let (status, history) = admin
+        .get(&format!("/admin/pins/{lost_request}/history"))
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let kinds: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    let missing_at = kinds.iter().position(|k| *k == "replica_missing");
+    assert!(missing_at.is_some(), "{kinds:?}");
+    assert!(
+        kinds[missing_at.unwrap()..].contains(&"replica_pinned"),
+        "pinned again after the correction: {kinds:?}"
+    );
+    client.wait_status(lost_request, "pinned", CONVERGE).await;
+    assert!(
+        pinhive_integration_tests::metric_sum(
+            &pinhive.url,
+            "pinhive_anti_entropy_checks_total",
+            "verdict=\"missing\""
+        )
+        .await
+            >= 1.0
+    );
+    // Nothing else moved: every other CID is where it was.
+    let now = holders(&daemons, &cids).await;
+    assert_eq!(now, placement);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_removes_unknown_pins_when_told_to() {
+    let (daemons, cids) = fleet(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", false).unwrap();
+    let admin_token = create_token(&data, "ops", true).unwrap();
+    let pinhive = start(
+        &data,
+        &daemons,
+        &[
+            "--anti-entropy-interval-secs",
+            "1",
+            "--anti-entropy-remove-unknown",
+            "true",
+        ],
+    )
+    .await;
+    let client = Client::new(&pinhive.url, &token);
+    let admin = Client::new(&pinhive.url, &admin_token);
+    let (_, placement) = pin_all(&client, &daemons, &cids).await;
+    let stranger = daemons[1]
+        .add(b"an unknown pin to remove", 1)
+        .await
+        .unwrap();
+    daemons[1]
+        .rpc("pin/add", &[("arg", &stranger)])
+        .await
+        .unwrap();
+    eventually(CONVERGE, "the unknown pin removed from n1", || async {
+        (!daemons[1].is_pinned(&stranger).await.unwrap_or(true)).then_some(())
+    })
+    .await;
+    let report = report_after(&admin, "n1", 0, "a pass that removed it", |r| {
+        r["unknown_removed"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(
+        report["unknown_cids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == &stranger),
+        "{report}"
+    );
+    // pinhive's own pins stay.
+    assert_eq!(holders(&daemons, &cids).await, placement);
+}

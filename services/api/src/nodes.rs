@@ -79,6 +79,21 @@ async fn describe(state: &web::Data<AppState>, id: &str) -> Result<Value, ApiErr
         "error_rate": health.as_ref().and_then(|h| h.error_rate),
         "last_heartbeat": health.as_ref().and_then(|h| h.last_heartbeat_ns).map(time),
         "error": health.and_then(|h| h.last_error),
+        // The last anti-entropy pass over the node on this instance (its partitions).
+        "anti_entropy": state.orchestrator.anti_entropy_report(id).map(|report| json!({
+            "finished": time(report.finished_ns),
+            "duration_ms": report.duration_ms,
+            "partitions": report.partitions,
+            "believed": report.believed,
+            "listed": report.listed,
+            "checked": report.checked,
+            "missing": report.missing,
+            "unknown": report.unknown,
+            "unknown_removed": report.removed,
+            "unknown_cids": report.unknown_cids,
+            "filter_bytes": report.filter_bytes,
+            "error": report.error,
+        })),
     }))
 }
 

@@ -80,6 +80,9 @@ impl IpfsApi for TwoAddressNode {
     async fn pin_ls(&self, cid: &str) -> Result<bool, IpfsError> {
         self.inner.pin_ls(cid).await
     }
+    async fn pin_ls_all(&self) -> Result<pinhive_ipfs::PinStream, IpfsError> {
+        self.inner.pin_ls_all().await
+    }
     async fn swarm_connect(&self, multiaddr: &str) -> Result<(), IpfsError> {
         self.inner.swarm_connect(multiaddr).await
     }

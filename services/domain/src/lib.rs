@@ -6,6 +6,8 @@
 //!   propagation of a CID's view to its pins.
 //! * [`plan`]: what must happen next for a CID (allocate, pin, unpin), level-triggered, so the
 //!   same call repairs whatever a crash left undone.
+//! * [`antientropy`]: what a node's pins say about a CID against its state, and the
+//!   correction (an event) for each disagreement.
 //! * [`allocator`]: weighted rendezvous placement across healthy nodes and regions.
 //! * [`nodes`]: node lifecycle (up, degraded, down, draining) folded from the control log, the
 //!   health rule that moves it, and how endangered a CID is ([`Urgency`]).
@@ -16,6 +18,7 @@
 
 pub mod allocator;
 pub mod analytics;
+pub mod antientropy;
 pub mod command;
 pub mod nodes;
 pub mod pin;

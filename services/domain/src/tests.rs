@@ -210,7 +210,12 @@ fn a_replica_missing_on_its_node_is_pinned_there_again() {
     assert_eq!(after.replicas, before.replicas);
     // The only replica missing: the pin shows pinning until the node holds it again.
     check(
-        &[request("r1", 1, 1), allocated(&["n0"]), pinned("n0"), missing("n0")],
+        &[
+            request("r1", 1, 1),
+            allocated(&["n0"]),
+            pinned("n0"),
+            missing("n0"),
+        ],
         2,
         PinStatus::Pinning,
         &["pin"],

@@ -148,8 +148,9 @@ impl NodeDriver {
     pub fn spawn(self) -> Addr<NodeDriver> {
         let descriptor = self.descriptor.clone();
         let registry = self.work.registry.clone();
+        let api = self.work.api.clone();
         let addr = self.start();
-        registry.insert(descriptor, addr.clone());
+        registry.insert(descriptor, addr.clone(), api);
         addr
     }
 }

@@ -13,7 +13,15 @@ use crate::{IpfsApi, IpfsError, NodeIdentity, RepoStat};
 pub struct KuboClient {
     base: String,
     http: reqwest::Client,
+    /// How long a streamed answer may stay silent before it counts as broken off.
+    idle_timeout: Duration,
 }
+
+/// Bound of a whole streamed listing (`pin/ls` of millions of pins takes long; silence is
+/// bounded separately by the request timeout).
+const LISTING_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Longest line a streamed listing may send (a CID and its pin type are far shorter).
+const MAX_LINE_BYTES: usize = 64 * 1024;
 
 impl KuboClient {
     /// `base` is the RPC root, e.g. `http://127.0.0.1:5001`. `request_timeout` bounds every
@@ -28,6 +36,7 @@ impl KuboClient {
         Ok(KuboClient {
             base: base.trim_end_matches('/').to_string(),
             http,
+            idle_timeout: request_timeout,
         })
     }
 
@@ -63,6 +72,82 @@ impl KuboClient {
             return Err(classify_failure(path, status, &text));
         }
         Ok(last_json(&text))
+    }
+}
+
+/// A streamed `pin/ls` answer being read: the response, the bytes of an unfinished line and
+/// the CIDs parsed but not yet handed out.
+struct Listing {
+    response: Option<reqwest::Response>,
+    partial: Vec<u8>,
+    ready: std::collections::VecDeque<String>,
+    idle_timeout: Duration,
+}
+
+impl Listing {
+    async fn next(mut self) -> Result<Option<(String, Listing)>, IpfsError> {
+        loop {
+            if let Some(cid) = self.ready.pop_front() {
+                return Ok(Some((cid, self)));
+            }
+            let Some(response) = self.response.as_mut() else {
+                return Ok(None);
+            };
+            let chunk = tokio::time::timeout(self.idle_timeout, response.chunk())
+                .await
+                .map_err(|_| IpfsError::TimedOut("pin/ls: the listing went silent".into()))?
+                .map_err(|e| IpfsError::Unreachable(format!("pin/ls: {e}")))?;
+            match chunk {
+                Some(bytes) => self.partial.extend_from_slice(&bytes),
+                None => {
+                    self.response = None;
+                    // A last line without its newline.
+                    self.partial.push(b'\n');
+                }
+            }
+            while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.partial.drain(..=end).collect();
+                if let Some(cid) = parse_pin_line(&line)? {
+                    self.ready.push_back(cid);
+                }
+            }
+            if self.partial.len() > MAX_LINE_BYTES {
+                return Err(IpfsError::BadResponse(format!(
+                    "pin/ls: a line longer than {MAX_LINE_BYTES} bytes"
+                )));
+            }
+        }
+    }
+}
+
+/// One line of a streamed `pin/ls` (`{"Cid":"…","Type":"recursive"}`): the CID of a recursive
+/// pin, `None` for a blank line or another pin type, an error for an error object or
+/// anything unreadable.
+fn parse_pin_line(line: &[u8]) -> Result<Option<String>, IpfsError> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let json: Value = serde_json::from_str(text).map_err(|e| {
+        IpfsError::BadResponse(format!(
+            "pin/ls: unreadable line ({e}): {}",
+            text.chars().take(200).collect::<String>()
+        ))
+    })?;
+    if json.get("Type").and_then(Value::as_str) == Some("error") {
+        let message = json.get("Message").and_then(Value::as_str).unwrap_or("");
+        return Err(IpfsError::Unreachable(format!(
+            "pin/ls broke off: {message}"
+        )));
+    }
+    let cid = json
+        .get("Cid")
+        .and_then(Value::as_str)
+        .ok_or_else(|| IpfsError::BadResponse(format!("pin/ls: no Cid in {text}")))?;
+    match json.get("Type").and_then(Value::as_str) {
+        Some("recursive") | None => Ok(Some(cid.to_string())),
+        Some(_) => Ok(None),
     }
 }
 
@@ -235,6 +320,33 @@ impl IpfsApi for KuboClient {
         }
     }
 
+    async fn pin_ls_all(&self) -> Result<crate::PinStream, IpfsError> {
+        let url = format!("{}/api/v0/pin/ls", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .query(&[("type", "recursive"), ("stream", "true")])
+            .timeout(LISTING_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| IpfsError::Unreachable(format!("pin/ls: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(classify_failure("pin/ls", status, &text));
+        }
+        let listing = Listing {
+            response: Some(response),
+            partial: Vec::new(),
+            ready: std::collections::VecDeque::new(),
+            idle_timeout: self.idle_timeout,
+        };
+        Ok(Box::pin(futures::stream::try_unfold(
+            listing,
+            Listing::next,
+        )))
+    }
+
     async fn swarm_connect(&self, multiaddr: &str) -> Result<(), IpfsError> {
         // Origins are hints: a dial that does not succeed quickly is abandoned, so a client's
         // unreachable addresses never hold up the pin.
@@ -386,5 +498,27 @@ mod tests {
         );
         assert_eq!(last_json(""), serde_json::json!({}));
         assert_eq!(last_json("not json"), Value::Null);
+    }
+
+    #[test]
+    fn streamed_listing_lines() {
+        let line = |text: &str| parse_pin_line(text.as_bytes());
+        assert_eq!(
+            line(r#"{"Cid":"bafyone","Type":"recursive","Name":""}"#),
+            Ok(Some("bafyone".into()))
+        );
+        // js-ipfs names no type when asked for recursive pins only on some versions.
+        assert_eq!(line(r#"{"Cid":"bafyone"}"#), Ok(Some("bafyone".into())));
+        assert_eq!(line(r#"{"Cid":"bafytwo","Type":"direct"}"#), Ok(None));
+        assert_eq!(line("  \r"), Ok(None));
+        assert!(matches!(
+            line(&kubo_error("context canceled")),
+            Err(IpfsError::Unreachable(m)) if m.contains("context canceled")
+        ));
+        assert!(matches!(
+            line("{\"Cid\": 3}"),
+            Err(IpfsError::BadResponse(_))
+        ));
+        assert!(matches!(line("not json"), Err(IpfsError::BadResponse(_))));
     }
 }

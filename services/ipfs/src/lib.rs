@@ -7,6 +7,7 @@
 //! (through an [`OutcomeSink`]) keyed by the CID, and the owning shard applies it.
 
 pub mod breaker;
+pub mod contract;
 pub mod driver;
 pub mod kubo;
 pub mod metrics;
@@ -82,8 +83,15 @@ pub trait IpfsApi: Send + Sync + 'static {
     async fn pin_rm(&self, cid: &str) -> Result<(), IpfsError>;
     /// True if the node holds a recursive pin of `cid`.
     async fn pin_ls(&self, cid: &str) -> Result<bool, IpfsError>;
+    /// Every recursive pin of the node, as the node spells the CIDs, streamed: the caller sees
+    /// one pin at a time and the answer is never held whole (a node may pin millions). The
+    /// stream ends with an error item if the node breaks off.
+    async fn pin_ls_all(&self) -> Result<PinStream, IpfsError>;
     async fn swarm_connect(&self, multiaddr: &str) -> Result<(), IpfsError>;
 }
+
+/// A node's recursive pins, one CID per item (see [`IpfsApi::pin_ls_all`]).
+pub type PinStream = futures::stream::BoxStream<'static, Result<String, IpfsError>>;
 
 /// Where node drivers publish outcome events (the log, in production).
 #[async_trait]

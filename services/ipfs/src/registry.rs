@@ -61,6 +61,9 @@ pub struct NodeEntry {
     pub descriptor: NodeDescriptor,
     pub health: NodeHealth,
     pub driver: Addr<NodeDriver>,
+    /// The node's RPC client, for reads outside the driver's command queue (anti-entropy's
+    /// listings and point checks).
+    pub api: Arc<dyn crate::IpfsApi>,
     /// The state every instance agrees on (the control log's).
     pub state: AgreedState,
 }
@@ -111,7 +114,12 @@ impl NodeRegistry {
         self.version.send_modify(|v| *v += 1);
     }
 
-    pub fn insert(&self, descriptor: NodeDescriptor, driver: Addr<NodeDriver>) {
+    pub fn insert(
+        &self,
+        descriptor: NodeDescriptor,
+        driver: Addr<NodeDriver>,
+        api: Arc<dyn crate::IpfsApi>,
+    ) {
         let state = self
             .states
             .read()
@@ -124,6 +132,7 @@ impl NodeRegistry {
                 descriptor,
                 health: NodeHealth::default(),
                 driver,
+                api,
                 state,
             },
         );

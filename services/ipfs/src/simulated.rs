@@ -64,7 +64,10 @@ impl IpfsApi for SimulatedIpfs {
         Ok(NodeIdentity {
             peer_id: self.peer_id.clone(),
             // A parseable address that names the simulated node (it has no real endpoint).
-            addresses: vec![format!("/dns4/{}.simulated.invalid/tcp/4001", self.peer_id)],
+            addresses: vec![format!(
+                "/dns4/{0}.simulated.invalid/tcp/4001/p2p/{0}",
+                self.peer_id
+            )],
         })
     }
 
@@ -92,6 +95,15 @@ impl IpfsApi for SimulatedIpfs {
     async fn pin_ls(&self, cid: &str) -> Result<bool, IpfsError> {
         self.step().await?;
         Ok(self.holds(cid))
+    }
+
+    async fn pin_ls_all(&self) -> Result<crate::PinStream, IpfsError> {
+        self.step().await?;
+        // The simulated node keeps its pins in memory anyway; a snapshot is what a real node's
+        // answer would stream.
+        let pins: Vec<Result<String, IpfsError>> =
+            self.pinned.lock().iter().cloned().map(Ok).collect();
+        Ok(Box::pin(futures::stream::iter(pins)))
     }
 
     async fn swarm_connect(&self, _multiaddr: &str) -> Result<(), IpfsError> {

@@ -54,6 +54,12 @@ pub struct OrchestratorConfig {
     /// and per destination node; 0 lifts the cap.
     pub rereplication_rate: u32,
     pub rereplication_rate_per_node: u32,
+    /// Pause between two anti-entropy rounds over the nodes; zero turns anti-entropy off.
+    pub anti_entropy_interval: Duration,
+    /// Point checks per second anti-entropy may make (0: unpaced).
+    pub anti_entropy_checks_per_sec: u32,
+    /// Unpin, on a node, pins pinhive holds no replica of there (otherwise only reported).
+    pub anti_entropy_remove_unknown: bool,
 }
 
 impl Default for OrchestratorConfig {
@@ -73,6 +79,9 @@ impl Default for OrchestratorConfig {
             shared_store: false,
             rereplication_rate: 100,
             rereplication_rate_per_node: 20,
+            anti_entropy_interval: crate::antientropy::DEFAULT_INTERVAL,
+            anti_entropy_checks_per_sec: 100,
+            anti_entropy_remove_unknown: false,
         }
     }
 }
@@ -156,7 +165,7 @@ struct Runner {
 }
 
 pub struct Orchestrator {
-    log: Arc<dyn Log>,
+    pub(crate) log: Arc<dyn Log>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) registry: NodeRegistry,
     pub(crate) shards: Vec<Addr<ShardActor>>,
@@ -172,6 +181,9 @@ pub struct Orchestrator {
     executing: Vec<Arc<Semaphore>>,
     /// Per partition: repair passes completed.
     repair_passes: Vec<AtomicU64>,
+    /// Paces anti-entropy's point checks; the last pass's report per node.
+    pub(crate) check_rate: crate::antientropy::CheckRate,
+    pub(crate) anti_entropy_reports: crate::antientropy::Reports,
 }
 
 /// Batches of one partition whose actions may be carried out while the consumer goes on
@@ -222,6 +234,7 @@ impl Orchestrator {
                 ShardActor::new(partition, parts.clone())
             }));
         }
+        let check_rate = crate::antientropy::CheckRate::new(config.anti_entropy_checks_per_sec);
         let orchestrator = Arc::new(Orchestrator {
             log,
             store,
@@ -241,6 +254,8 @@ impl Orchestrator {
                 .map(|_| Arc::new(Semaphore::new(EXECUTING_BATCHES)))
                 .collect(),
             repair_passes: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            check_rate,
+            anti_entropy_reports: Default::default(),
         });
         let mut tasks = Vec::new();
         match membership {
@@ -254,6 +269,7 @@ impl Orchestrator {
             }
         }
         tasks.push(actix::spawn(orchestrator.clone().retain()));
+        tasks.push(actix::spawn(orchestrator.clone().anti_entropy()));
         *orchestrator.tasks.lock() = tasks;
         Ok(orchestrator)
     }

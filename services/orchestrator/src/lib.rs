@@ -9,6 +9,7 @@
 //!   planned them is persisted, and are re-planned from state by the repair loop, so a crash
 //!   between the two loses nothing.
 
+pub mod antientropy;
 pub mod cache;
 pub mod consumer;
 pub mod control;

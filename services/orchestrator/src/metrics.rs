@@ -28,6 +28,11 @@ pub struct ShardMetrics {
     pub rereplicated: IntCounterVec,
     pub node_walk_cids: IntCounterVec,
     pub node_walks_active: IntGaugeVec,
+    pub anti_entropy_passes: IntCounterVec,
+    pub anti_entropy_seconds: HistogramVec,
+    pub anti_entropy_filter_bytes: IntGaugeVec,
+    pub anti_entropy_drift: IntCounterVec,
+    pub expired: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
@@ -143,5 +148,32 @@ pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
         "pinhive_node_walks_active",
         "Partitions of this instance walking a down, draining or returned node's replicas",
         &[],
+    ),
+    anti_entropy_passes: pinhive_telemetry::counter_vec(
+        "pinhive_anti_entropy_passes_total",
+        "Anti-entropy passes over a node, by result (complete, error)",
+        &["result"],
+    ),
+    anti_entropy_seconds: pinhive_telemetry::histogram_vec(
+        "pinhive_anti_entropy_pass_seconds",
+        "Time of one anti-entropy pass over a node",
+        &[],
+        vec![0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 21600.0],
+    ),
+    anti_entropy_filter_bytes: pinhive_telemetry::gauge_vec(
+        "pinhive_anti_entropy_filter_bytes",
+        "Bytes of the Bloom filters of the last anti-entropy pass",
+        &[],
+    ),
+    anti_entropy_drift: pinhive_telemetry::counter_vec(
+        "pinhive_anti_entropy_checks_total",
+        "Point checks of anti-entropy, by verdict (consistent, missing, unknown)",
+        &["verdict"],
+    ),
+    expired: pinhive_telemetry::counter_vec(
+        "pinhive_expiry_events_total",
+        "PinExpired events the expiry task appended (a pin whose expiry moved later since, or \
+         that is gone, makes one too: the shard finds it moot)",
+        &["partition"],
     ),
 });

@@ -190,13 +190,7 @@ impl Orchestrator {
                 if current.as_ref() != Some(key) {
                     return Ok(Walked::Changed);
                 }
-                let store = self.store.clone();
-                let (id, from, page) = (node.to_string(), cursor.clone(), self.config.repair_page);
-                let (cids, next) = tokio::task::spawn_blocking(move || {
-                    store.node_cids(&id, partition, &from, page)
-                })
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??;
+                let (cids, next) = self.node_cids_page(node, partition, &cursor).await?;
                 if !cids.is_empty() {
                     METRICS
                         .mailbox_depth
@@ -235,6 +229,20 @@ impl Orchestrator {
             }
         }
         Ok(Walked::Done)
+    }
+
+    /// One page (`repair_page` CIDs) of `node`'s index on `partition`, and where to go on.
+    pub(crate) async fn node_cids_page(
+        &self,
+        node: &str,
+        partition: u32,
+        from: &NodeCidCursor,
+    ) -> Result<(Vec<String>, Option<NodeCidCursor>), StoreError> {
+        let store = self.store.clone();
+        let (id, from, page) = (node.to_string(), from.clone(), self.config.repair_page);
+        tokio::task::spawn_blocking(move || store.node_cids(&id, partition, &from, page))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
     /// Carries out a walk's actions, each allocation after its permits (see the module docs).

@@ -80,6 +80,16 @@ pub struct ServeArgs {
     /// The same cap per destination node (0: no cap).
     #[arg(long, env = "PINHIVE_REREPLICATION_RATE_PER_NODE")]
     pub rereplication_rate_per_node: Option<u32>,
+    /// Seconds between two anti-entropy rounds (each node's pins compared with pinhive's
+    /// replicas; 0: off).
+    #[arg(long, env = "PINHIVE_ANTI_ENTROPY_INTERVAL_SECS")]
+    pub anti_entropy_interval_secs: Option<u64>,
+    /// Point checks per second anti-entropy may make on this instance (0: no cap).
+    #[arg(long, env = "PINHIVE_ANTI_ENTROPY_CHECKS_PER_SEC")]
+    pub anti_entropy_checks_per_sec: Option<u32>,
+    /// Unpin from a node the pins pinhive holds no replica of there (default: only report).
+    #[arg(long, env = "PINHIVE_ANTI_ENTROPY_REMOVE_UNKNOWN")]
+    pub anti_entropy_remove_unknown: Option<bool>,
     /// Seconds consumed log segments are kept before deletion.
     #[arg(long, env = "PINHIVE_LOG_RETENTION_SECS")]
     pub log_retention_secs: Option<u64>,
@@ -138,6 +148,9 @@ pub struct Config {
     pub health_interval_secs: u64,
     pub rereplication_rate: u32,
     pub rereplication_rate_per_node: u32,
+    pub anti_entropy_interval_secs: u64,
+    pub anti_entropy_checks_per_sec: u32,
+    pub anti_entropy_remove_unknown: bool,
     pub log_retention_secs: u64,
     pub history_retention_secs: u64,
     pub log_format: String,
@@ -180,6 +193,9 @@ impl Default for Config {
             health_interval_secs: 5,
             rereplication_rate: 100,
             rereplication_rate_per_node: 20,
+            anti_entropy_interval_secs: 3600,
+            anti_entropy_checks_per_sec: 100,
+            anti_entropy_remove_unknown: false,
             log_retention_secs: 24 * 3600,
             history_retention_secs: 7 * 24 * 3600,
             log_format: "text".into(),
@@ -242,6 +258,9 @@ impl Config {
         flag!(health_interval_secs);
         flag!(rereplication_rate);
         flag!(rereplication_rate_per_node);
+        flag!(anti_entropy_interval_secs);
+        flag!(anti_entropy_checks_per_sec);
+        flag!(anti_entropy_remove_unknown);
         flag!(log_retention_secs);
         flag!(history_retention_secs);
         flag!(log_format);

@@ -392,6 +392,9 @@ pub async fn start(
             shared_store: config.store != "embedded",
             rereplication_rate: config.rereplication_rate,
             rereplication_rate_per_node: config.rereplication_rate_per_node,
+            anti_entropy_interval: Duration::from_secs(config.anti_entropy_interval_secs),
+            anti_entropy_checks_per_sec: config.anti_entropy_checks_per_sec,
+            anti_entropy_remove_unknown: config.anti_entropy_remove_unknown,
             ..OrchestratorConfig::default()
         },
         membership,
