@@ -42,10 +42,7 @@ pub async fn identity_and_space(fixture: &dyn Fixture) {
     let api = fixture.api();
     let identity = api.id().await.expect("id");
     assert!(!identity.peer_id.is_empty());
-    assert!(
-        identity.addresses.iter().all(|a| a.contains("/p2p/")),
-        "{identity:?}"
-    );
+    assert!(!identity.addresses.is_empty(), "{identity:?}");
     api.repo_stat().await.expect("repo/stat");
 }
 

@@ -64,10 +64,7 @@ impl IpfsApi for SimulatedIpfs {
         Ok(NodeIdentity {
             peer_id: self.peer_id.clone(),
             // A parseable address that names the simulated node (it has no real endpoint).
-            addresses: vec![format!(
-                "/dns4/{0}.simulated.invalid/tcp/4001/p2p/{0}",
-                self.peer_id
-            )],
+            addresses: vec![format!("/dns4/{}.simulated.invalid/tcp/4001", self.peer_id)],
         })
     }
 
