@@ -438,6 +438,10 @@ impl Work {
     }
 
     async fn attempt(&self, command: &NodeCommand) -> Result<(), IpfsError> {
+        // Failpoint (tests only): the node is unreachable for this attempt.
+        fail::fail_point!("ipfs::rpc", |_| Err(IpfsError::Unreachable(
+            "injected fault at ipfs::rpc".into()
+        )));
         match &command.op {
             NodeOp::Pin { origins } => {
                 // Best effort, all at once (at most 20, each bounded by the RPC's own timeout):

@@ -96,6 +96,18 @@ pub struct LogSink {
 /// Most outcomes one grouped append carries.
 const OUTCOMES_PER_APPEND: usize = 1024;
 
+/// Appends a group of outcomes. Failpoint `log::outcome_append` (tests only): the group is
+/// not appended and every driver that sent one of its outcomes is told so.
+async fn outcome_append(log: &dyn Log, records: Vec<Record>) -> Result<(), String> {
+    fail::fail_point!("log::outcome_append", |_| Err(
+        "injected fault at log::outcome_append".into()
+    ));
+    log.append(records)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 impl LogSink {
     /// Starts the appending task (inside a Tokio runtime).
     pub fn new(log: Arc<dyn Log>) -> Self {
@@ -114,11 +126,7 @@ impl LogSink {
                     .iter()
                     .map(|(envelope, _)| Record::from_envelope(envelope))
                     .collect();
-                let result = log
-                    .append(records)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
+                let result = outcome_append(log.as_ref(), records).await;
                 METRICS
                     .outcome_group
                     .with_label_values::<&str>(&[])

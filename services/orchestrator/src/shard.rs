@@ -1032,6 +1032,10 @@ impl ShardActor {
             next_offset: next_offset.or(commit.next_offset),
             attempt: None,
         };
+        // Failpoint (tests only): the batch's rows and checkpoint are not written.
+        fail::fail_point!("store::persist", |_| Err(StoreError::Backend(
+            "injected fault at store::persist".into()
+        )));
         self.store.persist_batch(
             attempt.as_ref(),
             &rows,

@@ -17,7 +17,7 @@ use pinhive_store::{total_count, EmbeddedStore, Store};
 
 mod support;
 
-use support::{cid, until};
+use support::{cid, simulated_fleet, until};
 
 const PARTITIONS: u32 = 4;
 
@@ -57,33 +57,7 @@ async fn pins_reach_simulated_nodes_and_replay_redoes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (log, store) = open_log_and_store(dir.path());
     let registry = NodeRegistry::default();
-    let fleet: Vec<Arc<SimulatedIpfs>> = (0..3)
-        .map(|i| Arc::new(SimulatedIpfs::new(&format!("peer-{i}"), Duration::ZERO)))
-        .collect();
-    let config = NodeDriverConfig {
-        health_interval: Duration::from_millis(50),
-        min_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(20),
-        breaker_threshold: 1000,
-        ..NodeDriverConfig::default()
-    };
-    for (i, node) in fleet.iter().enumerate() {
-        let api: Arc<dyn IpfsApi> = node.clone();
-        NodeDriver::new(
-            NodeDescriptor {
-                id: format!("n{i}"),
-                rpc_url: format!("sim://{i}"),
-                region: format!("r{i}"),
-                weight: 1,
-            },
-            api,
-            Arc::new(LogSink::new(log.clone())),
-            registry.clone(),
-            config.clone(),
-        )
-        .spawn();
-    }
-    until("three reachable nodes", || registry.reachable_count() == 3).await;
+    let fleet = simulated_fleet(3, &log, &registry).await;
     // Fault injection: node 0 fails its next calls; the driver retries with backoff.
     fleet[0].fail_next(3);
 

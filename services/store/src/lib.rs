@@ -372,7 +372,14 @@ pub trait Store: Send + Sync + 'static {
         if let Some(attempt) = attempt {
             self.commit(attempt)?;
         }
+        // Failpoints (tests only): a crash or error after the attempt, or after the rows.
+        fail::fail_point!("store::rows", |_| Err(StoreError::Backend(
+            "injected fault at store::rows".into()
+        )));
         self.write_shard_batch(rows)?;
+        fail::fail_point!("store::commit", |_| Err(StoreError::Backend(
+            "injected fault at store::commit".into()
+        )));
         self.commit(commit)
     }
     /// Makes the caller the owner of log partition `partition`: returns a new owner epoch,

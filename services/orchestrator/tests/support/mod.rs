@@ -105,3 +105,45 @@ where
 pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
     until_async(what, || std::future::ready(check())).await
 }
+
+/// Starts a node driver for each of `count` simulated daemons (`n0`, `n1`, … in regions
+/// `r0`, `r1`, …) publishing outcomes into `log`, with fast health checks and backoff, and
+/// waits until every one is reachable.
+pub async fn simulated_fleet(
+    count: usize,
+    log: &Arc<dyn Log>,
+    registry: &pinhive_ipfs::NodeRegistry,
+) -> Vec<Arc<pinhive_ipfs::SimulatedIpfs>> {
+    use pinhive_ipfs::{IpfsApi, NodeDriver, NodeDriverConfig, SimulatedIpfs};
+    let fleet: Vec<Arc<SimulatedIpfs>> = (0..count)
+        .map(|i| Arc::new(SimulatedIpfs::new(&format!("peer-{i}"), Duration::ZERO)))
+        .collect();
+    let config = NodeDriverConfig {
+        health_interval: Duration::from_millis(50),
+        min_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+        breaker_threshold: 1000,
+        ..NodeDriverConfig::default()
+    };
+    for (i, node) in fleet.iter().enumerate() {
+        let api: Arc<dyn IpfsApi> = node.clone();
+        NodeDriver::new(
+            pinhive_events::NodeDescriptor {
+                id: format!("n{i}"),
+                rpc_url: format!("sim://{i}"),
+                region: format!("r{i}"),
+                weight: 1,
+            },
+            api,
+            Arc::new(pinhive_orchestrator::consumer::LogSink::new(log.clone())),
+            registry.clone(),
+            config.clone(),
+        )
+        .spawn();
+    }
+    until("every simulated node reachable", || {
+        registry.reachable_count() == count
+    })
+    .await;
+    fleet
+}
