@@ -151,18 +151,15 @@ fn a_dropped_connection_during_a_commit_surfaces_and_the_retry_commits() {
         1,
     );
     assert!(store.commit(&commit).is_err());
-    let mut retried = false;
-    for _ in 0..50 {
-        if store.commit(&commit).is_ok() {
-            retried = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(
-        retried,
-        "the commit succeeds once the driver has reconnected"
-    );
+    // Retried (every 100 ms, for at most 5 s) until the driver has reconnected.
+    use backon::BlockingRetryable;
+    let reconnecting = backon::ConstantBuilder::default()
+        .with_delay(std::time::Duration::from_millis(100))
+        .with_max_times(50);
+    (|| store.commit(&commit))
+        .retry(reconnecting)
+        .call()
+        .expect("the commit succeeds once the driver has reconnected");
     assert_eq!(store.committed(2).unwrap(), commit.state);
     assert_eq!(
         store.counter("alice", PinStatus::Queued, 2).unwrap(),
