@@ -124,6 +124,11 @@ pub enum Event {
     /// the operator let anti-entropy remove such pins: it was unpinned there. A record for the
     /// pin history; the CID's state does not change.
     UnknownPinRemoved { node: NodeId },
+    /// The owner of pin `requestid` (or an admin) asked to retry the CID's failed replicas
+    /// now (`pinhive pins recover`): their failure rounds start over, so the planner retries
+    /// them at once and, if they fail again, with the full number of automatic retries.
+    /// Keyed by the pin's CID. Sent by the API only.
+    PinRecoverRequested { requestid: String },
 }
 
 /// The lifecycle state every instance agrees on for a node (folded from the control log).
@@ -175,6 +180,7 @@ impl Event {
             Event::ReplicaUnpinned { .. } => "replica_unpinned",
             Event::ReplicaMissing { .. } => "replica_missing",
             Event::UnknownPinRemoved { .. } => "unknown_pin_removed",
+            Event::PinRecoverRequested { .. } => "pin_recover_requested",
             Event::TargetChanged { .. } => "target_changed",
             Event::NodeRegistered(_) => "node_registered",
             Event::NodeStatusChanged { .. } => "node_status_changed",

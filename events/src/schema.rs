@@ -127,6 +127,9 @@ mod tests {
                 reason: "absent from pin/ls".into(),
             },
             Event::UnknownPinRemoved { node: "n1".into() },
+            Event::PinRecoverRequested {
+                requestid: "a".into(),
+            },
             Event::TargetChanged {
                 replicas: 3,
                 preferred_regions: vec!["eu".into()],

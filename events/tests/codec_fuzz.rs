@@ -79,6 +79,7 @@ fn event() -> BoxedStrategy<Event> {
         text().prop_map(|node| Event::ReplicaUnpinned { node }),
         (text(), text()).prop_map(|(node, reason)| Event::ReplicaMissing { node, reason }),
         text().prop_map(|node| Event::UnknownPinRemoved { node }),
+        text().prop_map(|requestid| Event::PinRecoverRequested { requestid }),
         (any::<u8>(), texts(4), text()).prop_map(|(replicas, preferred_regions, reason)| {
             Event::TargetChanged {
                 replicas,

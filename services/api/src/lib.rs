@@ -14,6 +14,7 @@ pub mod model;
 pub mod nodes;
 pub mod pins;
 pub mod quarantine;
+pub mod recover;
 pub mod routing;
 
 use std::sync::Arc;
@@ -146,6 +147,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .configure(nodes::routes)
             .configure(access::routes)
             .configure(quarantine::routes)
+            .configure(recover::routes)
             .default_service(web::to(routing::not_found));
     }
 }

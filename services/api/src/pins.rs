@@ -89,7 +89,10 @@ async fn load_owned_pin(
 /// Appends the events a command decided durably, then waits (bounded) until their shards
 /// applied them. Each envelope carries the request's trace context, so the shard continues the
 /// same trace.
-async fn append_and_wait(state: &AppState, decided: Vec<Decided>) -> Result<(), ApiError> {
+pub(crate) async fn append_and_wait(
+    state: &AppState,
+    decided: Vec<Decided>,
+) -> Result<(), ApiError> {
     let traceparent = pinhive_telemetry::current_traceparent();
     let records: Vec<Record> = decided
         .into_iter()

@@ -404,7 +404,8 @@ pub fn admit(envelope: &Envelope, provenance: Provenance) -> Result<Event, Rejec
         | Event::ReplicaFailed { .. }
         | Event::ReplicaUnpinned { .. }
         | Event::ReplicaMissing { .. }
-        | Event::UnknownPinRemoved { .. } => {
+        | Event::UnknownPinRemoved { .. }
+        | Event::PinRecoverRequested { .. } => {
             check_key(&envelope.key)?;
             Ok(envelope.event.clone())
         }

@@ -6,6 +6,7 @@
 //!   propagation of a CID's view to its pins.
 //! * [`plan`]: what must happen next for a CID (allocate, pin, unpin), level-triggered, so the
 //!   same call repairs whatever a crash left undone.
+//! * [`retry`]: when a failed replica is tried again (backoff per failure round, a limit).
 //! * [`antientropy`]: what a node's pins say about a CID against its state, and the
 //!   correction (an event) for each disagreement.
 //! * [`allocator`]: weighted rendezvous placement across healthy nodes and regions.
@@ -23,6 +24,7 @@ pub mod command;
 pub mod nodes;
 pub mod pin;
 pub mod plan;
+pub mod retry;
 pub mod rows;
 pub mod state;
 pub mod values;
@@ -35,6 +37,7 @@ pub use command::{
 pub use nodes::{HealthRule, NodeChange, NodeRecord, NodeTable, Urgency};
 pub use pin::{PinRecord, PinStatus};
 pub use plan::{needs_work, plan, urgency, Action, PlanContext};
+pub use retry::{next_retry, RetryPolicy};
 pub use rows::{PinRow, PinView, PIN_BUCKET};
 pub use state::{CidState, Cursor, PinRef, Release, ReplicaState, ReplicaStatus};
 pub use values::{canonical_cid, Cid};

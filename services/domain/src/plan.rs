@@ -22,6 +22,10 @@ pub struct PlanContext {
     /// providers share its network). Off by default: a client's origins must not make the
     /// cluster's nodes probe their own internal network.
     pub dial_private_origins: bool,
+    /// The time of planning (ns since the epoch): whether a failed replica's retry is due.
+    pub now_ns: i64,
+    /// When failed replicas are retried ([`crate::retry`]).
+    pub retry: crate::retry::RetryPolicy,
 }
 
 /// One step for the shard to carry out.
@@ -104,7 +108,7 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
             .filter_map(|id| context.nodes.iter().find(|n| &n.id == id))
             .map(|n| n.region.clone())
             .collect();
-        let nodes = allocate(
+        let mut nodes = allocate(
             &state.cid,
             &context.nodes,
             &exclude,
@@ -113,6 +117,33 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
             desired - live.len(),
             context.min_free_bytes,
         );
+        // Short of nodes that never failed: failed replicas whose backoff has passed are
+        // tried again on their node (with the same placement filters).
+        let short = (desired - live.len()).saturating_sub(nodes.len());
+        let due = crate::retry::due_retries(state, &context.retry, context.now_ns);
+        if short > 0 && !due.is_empty() {
+            let mut exclude = exclude;
+            for node in &due {
+                exclude.remove(node);
+            }
+            exclude.extend(nodes.iter().cloned());
+            let mut regions = used_regions;
+            regions.extend(
+                nodes
+                    .iter()
+                    .filter_map(|id| context.nodes.iter().find(|n| &n.id == id))
+                    .map(|n| n.region.clone()),
+            );
+            nodes.extend(allocate(
+                &state.cid,
+                &context.nodes,
+                &exclude,
+                &regions,
+                &state.preferred_regions,
+                short,
+                context.min_free_bytes,
+            ));
+        }
         if !nodes.is_empty() {
             actions.push(Action::Allocate {
                 nodes,
@@ -153,8 +184,13 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
 
 /// True while the CID needs attention from the repair loop: actions to carry out, or fewer
 /// live replicas than desired (e.g. queued while no node is reachable).
+///
+/// A CID whose pins show `failed` (its failed replicas ran out of automatic retries) needs
+/// nothing more until `PinRecoverRequested` (or an event of its own) changes its state.
 pub fn needs_work(state: &CidState, context: &PlanContext, actions: &[Action]) -> bool {
-    !actions.is_empty() || live_replicas(state, context).len() < state.desired_replicas()
+    !actions.is_empty()
+        || (live_replicas(state, context).len() < state.desired_replicas()
+            && state.pin_status() != crate::pin::PinStatus::Failed)
 }
 
 /// The replicas that count towards the CID's target: allocated or pinned on a node that is

@@ -39,6 +39,12 @@ pub struct ReplicaState {
     pub status: ReplicaStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Failure rounds since the replica was last pinned or recovered (`PinRecoverRequested`):
+    /// the automatic retries of a failed replica back off by it and stop at a limit
+    /// ([`crate::retry`]).
+    pub failures: u32,
+    /// When the replica last failed (the `ReplicaFailed` envelope's time, ns since the epoch).
+    pub failed_ns: i64,
 }
 
 /// How many live pins of the CID ask for `replicas_min..=replicas_max`. The CID keeps these
@@ -104,6 +110,11 @@ pub struct CidState {
     /// Whether the CID is in its partition's pending set (the repair loop's work list): the
     /// shard writes the set only when this changes, so settled CIDs cost no pending-set write.
     pub pending: bool,
+    /// When a failed replica of this CID is retried next (ns since the epoch), if one will be
+    /// (`None`: no failed replica, or each ran out of automatic retries). Derived by the shard
+    /// from the replicas and the retry policy ([`crate::retry::next_retry`]), like `pending`:
+    /// while it is set, a CID without live replicas shows `queued`, not `failed`.
+    pub retry_at_ns: Option<i64>,
 }
 
 /// The effect of one event on the pins of this CID, for the shard to persist.
@@ -172,6 +183,19 @@ impl CidState {
     /// replace, unpin), if it exists on this CID. Returns the pin row it creates or removes;
     /// the view every pin shows is derived afterwards with [`CidState::view`].
     pub fn apply(&mut self, offset: u64, event: &Event, pin: Option<&PinRow>) -> Option<PinChange> {
+        self.apply_at(offset, 0, event, pin)
+    }
+
+    /// [`CidState::apply`] of an event whose envelope was created at `timestamp_ns`: the
+    /// time a `ReplicaFailed` records, from which its retry backs off. (`apply` passes 0: a
+    /// failure of unknown time is due for retry at once.)
+    pub fn apply_at(
+        &mut self,
+        offset: u64,
+        timestamp_ns: i64,
+        event: &Event,
+        pin: Option<&PinRow>,
+    ) -> Option<PinChange> {
         if self.already_applied(offset) {
             return None;
         }
@@ -230,6 +254,8 @@ impl CidState {
                         status: ReplicaStatus::Allocated,
                         attempts: 0,
                         last_error: None,
+                        failures: 0,
+                        failed_ns: 0,
                     });
                     if replica.status == ReplicaStatus::Failed {
                         replica.status = ReplicaStatus::Allocated;
@@ -241,6 +267,7 @@ impl CidState {
                     replica.status = ReplicaStatus::Pinned;
                     replica.attempts = replica.attempts.saturating_add(*attempts);
                     replica.last_error = None;
+                    replica.failures = 0;
                 }
             }
             Event::ReplicaFailed {
@@ -251,9 +278,21 @@ impl CidState {
                 if let Some(replica) = self.replicas.get_mut(node) {
                     if replica.status == ReplicaStatus::Allocated {
                         replica.status = ReplicaStatus::Failed;
+                        // One round per failure of an allocated replica: a repeated outcome
+                        // of the same round does not count twice.
+                        replica.failures = replica.failures.saturating_add(1);
+                        replica.failed_ns = timestamp_ns;
                     }
                     replica.attempts = replica.attempts.saturating_add(*attempts);
                     replica.last_error = Some(reason.clone());
+                }
+            }
+            Event::PinRecoverRequested { .. } => {
+                // Every failed replica starts its rounds over: due for a retry at once.
+                for replica in self.replicas.values_mut() {
+                    if replica.status == ReplicaStatus::Failed {
+                        replica.failures = 0;
+                    }
                 }
             }
             Event::ReplicaUnpinned { node } => {
@@ -333,6 +372,10 @@ impl CidState {
             return PinStatus::Pinning;
         }
         if failed > 0 {
+            // Failed for good only once no automatic retry remains; until then it waits.
+            if self.retry_at_ns.is_some() {
+                return PinStatus::Queued;
+            }
             return PinStatus::Failed;
         }
         PinStatus::Queued
@@ -398,6 +441,9 @@ impl CidState {
             .collect();
         if !errors.is_empty() {
             info.insert("failure".into(), errors.join("; "));
+        }
+        if let Some(retry_at_ns) = self.retry_at_ns {
+            info.insert("retry_at_ns".into(), retry_at_ns.to_string());
         }
         info
     }

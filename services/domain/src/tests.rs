@@ -67,6 +67,7 @@ fn nodes(n: usize) -> PlanContext {
             .collect(),
         min_free_bytes: 0,
         dial_private_origins: true,
+        ..PlanContext::default()
     }
 }
 

@@ -444,6 +444,7 @@ fn event(pool: &CidPool) -> BoxedStrategy<Event> {
         1 => node().prop_map(|node| Event::ReplicaUnpinned { node }),
         1 => (node(), text(30)).prop_map(|(node, reason)| Event::ReplicaMissing { node, reason }),
         1 => node().prop_map(|node| Event::UnknownPinRemoved { node }),
+        1 => requestid().prop_map(|requestid| Event::PinRecoverRequested { requestid }),
         1 => (target, regions, text(30)).prop_map(|(replicas, preferred_regions, reason)| {
             Event::TargetChanged {
                 replicas,
@@ -521,6 +522,7 @@ fn fleet() -> PlanContext {
             .collect(),
         min_free_bytes: 0,
         dial_private_origins: false,
+        ..PlanContext::default()
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::StateCache;
 use crate::metrics::METRICS;
+use crate::retry::RetryTimers;
 use crate::shard::{
     ApplyBatch, Claimed, ClearCache, GetSnapshot, PlannedAction, Replan, ShardActor, ShardParts,
     ShardSnapshot,
@@ -60,6 +61,8 @@ pub struct OrchestratorConfig {
     pub anti_entropy_checks_per_sec: u32,
     /// Unpin, on a node, pins pinhive holds no replica of there (otherwise only reported).
     pub anti_entropy_remove_unknown: bool,
+    /// When failed replicas are retried (backoff per failure round, a limit).
+    pub retry: pinhive_domain::RetryPolicy,
 }
 
 impl Default for OrchestratorConfig {
@@ -82,6 +85,7 @@ impl Default for OrchestratorConfig {
             anti_entropy_interval: crate::antientropy::DEFAULT_INTERVAL,
             anti_entropy_checks_per_sec: 100,
             anti_entropy_remove_unknown: false,
+            retry: pinhive_domain::RetryPolicy::default(),
         }
     }
 }
@@ -192,6 +196,8 @@ pub struct Orchestrator {
     /// Paces anti-entropy's point checks; the last pass's report per node.
     pub(crate) check_rate: crate::antientropy::CheckRate,
     pub(crate) anti_entropy_reports: crate::antientropy::Reports,
+    /// CIDs waiting for a failed replica's retry, by due time (the repair task wakes them).
+    timers: Arc<RetryTimers>,
 }
 
 /// Batches of one partition whose actions may be carried out while the consumer goes on
@@ -222,6 +228,7 @@ impl Orchestrator {
         let mut shards = Vec::with_capacity(partitions as usize);
         let mut applied = Vec::with_capacity(partitions as usize);
         let cache = StateCache::new(config.cache_bytes);
+        let timers = Arc::new(RetryTimers::new(partitions));
         for partition in 0..partitions {
             let start = store
                 .committed(partition)?
@@ -237,6 +244,8 @@ impl Orchestrator {
                 cache: cache.clone(),
                 min_free_bytes: config.min_free_bytes,
                 dial_private_origins: config.dial_private_origins,
+                retry: config.retry,
+                timers: timers.clone(),
             };
             shards.push(SyncArbiter::start(1, move || {
                 ShardActor::new(partition, parts.clone())
@@ -264,6 +273,7 @@ impl Orchestrator {
             repair_passes: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             check_rate,
             anti_entropy_reports: Default::default(),
+            timers,
         });
         let mut tasks = Vec::new();
         match membership {
@@ -636,56 +646,74 @@ impl Orchestrator {
     /// `repair_budget`, then sleeps `repair_interval` (a change of the node registry wakes it
     /// early). The cursor survives between passes and wakes: every pending CID is reached within
     /// a bounded number of passes however often node health flaps, and a pass restarts from the
-    /// start of the set only when it reached its end.
+    /// start of the set only when it reached its end. In between, CIDs whose failed replicas
+    /// are due for a retry are re-planned when due (`crate::retry`).
     async fn repair(self: Arc<Self>, partition: u32, mut stop: watch::Receiver<bool>) {
         let shard = self.shards[partition as usize].clone();
         let mut changes = self.registry.changes();
         let mut shutdown = self.shutdown.subscribe();
         let mut cursor: Option<String> = None;
+        let mut next_pass = tokio::time::Instant::now();
         loop {
-            let deadline = tokio::time::Instant::now() + self.config.repair_budget;
-            while tokio::time::Instant::now() < deadline {
-                let store = self.store.clone();
-                let (after, page) = (cursor.clone(), self.config.repair_page);
-                let cids = tokio::task::spawn_blocking(move || {
-                    store.pending_cids(partition, after.as_deref(), page)
-                })
-                .await;
-                let cids = match cids {
-                    Ok(Ok(cids)) => cids,
-                    Ok(Err(error)) => {
-                        tracing::warn!(partition, error = %error, "repair could not read the pending set");
-                        break;
-                    }
-                    Err(_) => break,
-                };
-                let Some(last) = cids.last().cloned() else {
-                    cursor = None; // reached the end: the next pass starts over
+            // Retries that are due, at most a page per round, until none is left.
+            loop {
+                let due = self.timers.take_due(
+                    partition,
+                    pinhive_events::now_ns(),
+                    self.config.repair_page,
+                );
+                if due.is_empty() {
                     break;
-                };
-                cursor = Some(last);
-                METRICS
-                    .mailbox_depth
-                    .with_label_values(&[&partition.to_string()])
-                    .inc();
-                match shard.send(Replan { cids }).await {
-                    Ok(Ok(actions)) => {
-                        self.execute(actions).await;
-                    }
-                    Ok(Err(error @ StoreError::Fenced { .. })) => {
-                        self.give_up_fenced(partition, &stop, &error);
-                        return;
-                    }
-                    _ => {}
+                }
+                if !self.replan(partition, &shard, due, &stop).await {
+                    return;
                 }
             }
-            if let Some(passes) = self.repair_passes.get(partition as usize) {
-                passes.fetch_add(1, Ordering::Relaxed);
+            if tokio::time::Instant::now() >= next_pass {
+                let deadline = tokio::time::Instant::now() + self.config.repair_budget;
+                while tokio::time::Instant::now() < deadline {
+                    let store = self.store.clone();
+                    let (after, page) = (cursor.clone(), self.config.repair_page);
+                    let cids = tokio::task::spawn_blocking(move || {
+                        store.pending_cids(partition, after.as_deref(), page)
+                    })
+                    .await;
+                    let cids = match cids {
+                        Ok(Ok(cids)) => cids,
+                        Ok(Err(error)) => {
+                            tracing::warn!(partition, error = %error, "repair could not read the pending set");
+                            break;
+                        }
+                        Err(_) => break,
+                    };
+                    let Some(last) = cids.last().cloned() else {
+                        cursor = None; // reached the end: the next pass starts over
+                        break;
+                    };
+                    cursor = Some(last);
+                    if !self.replan(partition, &shard, cids, &stop).await {
+                        return;
+                    }
+                }
+                if let Some(passes) = self.repair_passes.get(partition as usize) {
+                    passes.fetch_add(1, Ordering::Relaxed);
+                }
+                next_pass = tokio::time::Instant::now() + self.config.repair_interval;
+            }
+            let mut wake = next_pass;
+            if let Some(due) = self.timers.next_due(partition) {
+                let wait = u64::try_from(due.saturating_sub(pinhive_events::now_ns())).unwrap_or(0);
+                wake = wake.min(tokio::time::Instant::now() + Duration::from_nanos(wait));
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.config.repair_interval) => {}
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.timers.earlier(partition) => {}
                 changed = changes.changed() => {
                     if changed.is_err() { return; }
+                    // A node that joined or came back may take a waiting replica at once:
+                    // the pass re-plans every pending CID (and queues the waiting ones again).
+                    self.timers.clear(partition);
+                    next_pass = tokio::time::Instant::now();
                 }
                 _ = shutdown.changed() => return,
                 _ = stop.changed() => return,
@@ -694,6 +722,32 @@ impl Orchestrator {
                 return;
             }
         }
+    }
+
+    /// Asks the shard to re-plan `cids` and carries out the actions; false if the partition
+    /// was fenced (its tasks stop).
+    async fn replan(
+        &self,
+        partition: u32,
+        shard: &Addr<ShardActor>,
+        cids: Vec<String>,
+        stop: &watch::Receiver<bool>,
+    ) -> bool {
+        METRICS
+            .mailbox_depth
+            .with_label_values(&[&partition.to_string()])
+            .inc();
+        match shard.send(Replan { cids }).await {
+            Ok(Ok(actions)) => {
+                self.execute(actions).await;
+            }
+            Ok(Err(error @ StoreError::Fenced { .. })) => {
+                self.give_up_fenced(partition, stop, &error);
+                return false;
+            }
+            _ => {}
+        }
+        true
     }
 
     /// How long journal entries (pin history) are kept.

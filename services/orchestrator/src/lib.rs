@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod control;
 pub mod metrics;
 pub mod rereplicate;
+pub mod retry;
 pub mod s3;
 pub mod shard;
 

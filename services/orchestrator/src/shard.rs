@@ -31,6 +31,7 @@ use pinhive_store::{
 
 use crate::cache::StateCache;
 use crate::metrics::METRICS;
+use crate::retry::RetryTimers;
 
 /// An action planned for one CID, for the consumer to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +156,9 @@ pub struct ShardActor {
     registry: NodeRegistry,
     min_free_bytes: u64,
     dial_private_origins: bool,
+    retry: pinhive_domain::RetryPolicy,
+    /// Wake-ups of this partition's CIDs waiting for a retry (shared with the repair task).
+    timers: Arc<RetryTimers>,
     cache: StateCache,
     /// Committed counter values of this partition.
     counters: LruCache<(String, PinStatus), i64>,
@@ -184,6 +188,10 @@ pub struct ShardParts {
     pub cache: StateCache,
     pub min_free_bytes: u64,
     pub dial_private_origins: bool,
+    /// When failed replicas are retried.
+    pub retry: pinhive_domain::RetryPolicy,
+    /// Shared by every shard and repair task of the process.
+    pub timers: Arc<RetryTimers>,
 }
 
 /// Counter rows a shard keeps in memory (per partition; owners × statuses touched).
@@ -224,6 +232,8 @@ impl ShardActor {
             registry: parts.registry,
             min_free_bytes: parts.min_free_bytes,
             dial_private_origins: parts.dial_private_origins,
+            retry: parts.retry,
+            timers: parts.timers,
             cache: parts.cache,
             counters: LruCache::new(NonZeroUsize::new(COUNTER_CACHE).unwrap_or(NonZeroUsize::MIN)),
             commit: None,
@@ -240,6 +250,7 @@ impl ShardActor {
     /// Drops everything cached about this partition: the next batch reads the store again.
     fn forget(&mut self) {
         self.cache.clear_partition(self.partition);
+        self.timers.clear(self.partition);
         self.counters.clear();
         self.commit = None;
         self.quarantine = None;
@@ -310,6 +321,8 @@ impl ShardActor {
             nodes: self.registry.views(),
             min_free_bytes: self.min_free_bytes,
             dial_private_origins: self.dial_private_origins,
+            now_ns: pinhive_events::now_ns(),
+            retry: self.retry,
         }
     }
 
@@ -733,10 +746,12 @@ impl ShardActor {
             let Some(touched) = work.touched.get_mut(&cid) else {
                 continue;
             };
-            match touched
-                .after
-                .apply(record.offset, &envelope.event, pin.as_ref())
-            {
+            match touched.after.apply_at(
+                record.offset,
+                envelope.timestamp_ns,
+                &envelope.event,
+                pin.as_ref(),
+            ) {
                 Some(PinChange::Created(row)) => {
                     let requestid = row.record.requestid.clone();
                     touched.created.push(requestid.clone());
@@ -864,6 +879,7 @@ impl ShardActor {
         let mut deltas: BTreeMap<(String, PinStatus), i64> = BTreeMap::new();
         let mut planned: Vec<PlannedAction> = Vec::new();
         let mut settled: Vec<CidState> = Vec::new();
+        let mut wakes: Vec<(String, Option<(i64, bool)>)> = Vec::new();
         let Work {
             touched,
             mut pins,
@@ -874,6 +890,10 @@ impl ShardActor {
                 .iter()
                 .filter_map(|id| pins.get_mut(id).and_then(Option::take))
                 .collect();
+            // Derived like `pending`: when a failed replica is retried next (the view shows
+            // `queued` rather than `failed` meanwhile).
+            touched.after.retry_at_ns =
+                pinhive_domain::next_retry(&touched.after, &context.nodes, &context.retry);
             let view = touched.after.view(&node_addresses);
             let (step, step_end) = match walk_start(&touched.before, &touched.after, &view) {
                 Some(cursor) => self.walk_step(&cid, &cursor, &touched)?,
@@ -956,6 +976,12 @@ impl ShardActor {
                 rows.pending.push((cid.clone(), needed));
                 state.pending = needed;
             }
+            // A CID waiting for a retry is woken when it is due (see `crate::retry`).
+            let wake = state
+                .retry_at_ns
+                .filter(|at| needed && *at > context.now_ns)
+                .map(|at| (at, actions.is_empty()));
+            wakes.push((cid.clone(), wake));
             if (state != touched.before || garbage) && (touched.stored || !garbage) {
                 if keep_undo {
                     undo.push(Undo::Cid {
@@ -1006,6 +1032,7 @@ impl ShardActor {
                 self.check_owner(&commit)?;
             }
             self.store.write_shard_batch(&rows)?;
+            self.set_wakes(wakes);
             return Ok(planned);
         }
         let write_spans: Vec<tracing::Span> = apply_spans
@@ -1050,6 +1077,7 @@ impl ShardActor {
         self.commit = Some(committed);
 
         // Only now, with the batch committed, update the caches and release the actions.
+        self.set_wakes(wakes);
         for state in settled {
             if state.is_garbage() {
                 self.cache.remove(&state.cid);
@@ -1084,7 +1112,12 @@ impl ShardActor {
     fn replan(&mut self, cids: Vec<String>) -> Result<Vec<PlannedAction>, StoreError> {
         self.committed()?;
         let mut work = Work::default();
+        let now_ns = pinhive_events::now_ns();
         for cid in cids {
+            // Waiting for a retry with nothing else to do: its wake-up re-plans it.
+            if self.timers.deferred(self.partition, &cid, now_ns) {
+                continue;
+            }
             self.touch(&mut work, &cid)?;
             // It came from the pending set: if it needs nothing, the entry goes, whatever
             // its state's flag says.
@@ -1092,7 +1125,20 @@ impl ShardActor {
                 touched.after.pending = true;
             }
         }
+        if work.touched.is_empty() {
+            return Ok(Vec::new());
+        }
         self.settle(work, Vec::new(), None, &HashMap::new(), &[])
+    }
+
+    /// Queues (or drops) the retry wake-ups of a committed batch's CIDs.
+    fn set_wakes(&self, wakes: Vec<(String, Option<(i64, bool)>)>) {
+        for (cid, wake) in wakes {
+            match wake {
+                Some((at, idle)) => self.timers.schedule(self.partition, &cid, at, idle),
+                None => self.timers.cancel(self.partition, &cid),
+            }
+        }
     }
 
     /// One step of a node walk (see [`WalkNode`]).

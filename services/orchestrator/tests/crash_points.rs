@@ -284,6 +284,8 @@ fn start_shard(store: Arc<FaultyStore>, log: &Arc<dyn Log>) -> Addr<ShardActor> 
         cache: StateCache::new(64 << 20),
         min_free_bytes: 0,
         dial_private_origins: false,
+        retry: pinhive_domain::RetryPolicy::default(),
+        timers: std::sync::Arc::new(pinhive_orchestrator::retry::RetryTimers::new(1)),
     };
     SyncArbiter::start(1, move || ShardActor::new(0, parts.clone()))
 }

@@ -249,6 +249,8 @@ async fn fan_out(pins: usize) -> FanOut {
         cache: StateCache::new(64 << 20),
         min_free_bytes: 0,
         dial_private_origins: false,
+        retry: pinhive_domain::RetryPolicy::default(),
+        timers: std::sync::Arc::new(pinhive_orchestrator::retry::RetryTimers::new(1)),
     };
     let shard = SyncArbiter::start(1, move || ShardActor::new(0, parts.clone()));
     for batch in stored.chunks(BUILD_BATCH) {

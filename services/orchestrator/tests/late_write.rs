@@ -82,6 +82,8 @@ async fn start_shard(store: Arc<ScyllaStore>, epoch: u64, log: &Arc<dyn Log>) ->
         cache: StateCache::new(64 << 20),
         min_free_bytes: 0,
         dial_private_origins: false,
+        retry: pinhive_domain::RetryPolicy::default(),
+        timers: std::sync::Arc::new(pinhive_orchestrator::retry::RetryTimers::new(1)),
     };
     let shard = SyncArbiter::start(1, move || ShardActor::new(0, parts.clone()));
     shard.send(Claimed { epoch }).await.expect("the shard runs");

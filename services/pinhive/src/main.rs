@@ -3,6 +3,7 @@
 
 mod access;
 mod nodes;
+mod pins;
 mod token;
 mod topics;
 
@@ -49,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: nodes::NodesCommand,
     },
+    /// Pins of a running service: recover failed pins (API).
+    Pins {
+        #[command(subcommand)]
+        command: pins::PinsCommand,
+    },
     /// Feed access (read) events to the replica optimizer.
     Access {
         #[command(subcommand)]
@@ -72,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Topics { command } => topics::run(command),
         Command::Access { command } => return access::run(command),
         Command::Nodes { command } => nodes::run(command),
+        Command::Pins { command } => pins::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

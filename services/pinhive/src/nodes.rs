@@ -158,8 +158,27 @@ fn call(
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let url = format!("{}{path}", connection.url.trim_end_matches('/'));
-    let mut request = client.request(method, &url).bearer_auth(&connection.token);
+    request(
+        &client,
+        &connection.url,
+        &connection.token,
+        method,
+        path,
+        body,
+    )
+}
+
+/// One API call with `client`; a `Failure` body becomes the error's message.
+pub(crate) fn request(
+    client: &reqwest::blocking::Client,
+    base_url: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let url = format!("{}{path}", base_url.trim_end_matches('/'));
+    let mut request = client.request(method, &url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }

@@ -63,6 +63,17 @@ pub struct ServeArgs {
     /// Attempts per pin/unpin before a replica is declared failed.
     #[arg(long, env = "PINHIVE_PIN_ATTEMPTS")]
     pub pin_attempts: Option<usize>,
+    /// Seconds before a failed replica is retried the first time; doubled each further
+    /// failure round.
+    #[arg(long, env = "PINHIVE_PIN_RETRY_BASE_SECS")]
+    pub pin_retry_base_secs: Option<u64>,
+    /// The longest wait (seconds) between two retries of a failed replica.
+    #[arg(long, env = "PINHIVE_PIN_RETRY_MAX_SECS")]
+    pub pin_retry_max_secs: Option<u64>,
+    /// Automatic retries of a failed replica before it stays `failed` (until `pins recover`;
+    /// 0: never retried unasked).
+    #[arg(long, env = "PINHIVE_PIN_RETRY_LIMIT")]
+    pub pin_retry_limit: Option<u32>,
     /// Seconds between repair passes over CIDs with outstanding work.
     #[arg(long, env = "PINHIVE_REPAIR_INTERVAL_SECS")]
     pub repair_interval_secs: Option<u64>,
@@ -143,6 +154,9 @@ pub struct Config {
     pub replicas_max: u8,
     pub pin_timeout_secs: u64,
     pub pin_attempts: usize,
+    pub pin_retry_base_secs: u64,
+    pub pin_retry_max_secs: u64,
+    pub pin_retry_limit: u32,
     pub repair_interval_secs: u64,
     pub node_grace_secs: u64,
     pub health_interval_secs: u64,
@@ -188,6 +202,9 @@ impl Default for Config {
             replicas_max: 3,
             pin_timeout_secs: 60,
             pin_attempts: 4,
+            pin_retry_base_secs: 30,
+            pin_retry_max_secs: 3600,
+            pin_retry_limit: 5,
             repair_interval_secs: 10,
             node_grace_secs: 60,
             health_interval_secs: 5,
@@ -253,6 +270,9 @@ impl Config {
         flag!(replicas_max);
         flag!(pin_timeout_secs);
         flag!(pin_attempts);
+        flag!(pin_retry_base_secs);
+        flag!(pin_retry_max_secs);
+        flag!(pin_retry_limit);
         flag!(repair_interval_secs);
         flag!(node_grace_secs);
         flag!(health_interval_secs);
@@ -296,6 +316,14 @@ impl Config {
         if self.pin_attempts == 0 {
             bail!("pin_attempts must be at least 1");
         }
+        if self.pin_retry_base_secs == 0 || self.pin_retry_max_secs < self.pin_retry_base_secs {
+            bail!(
+                "pin_retry_base_secs must be at least 1 and pin_retry_max_secs at least \
+                 pin_retry_base_secs (not {} and {})",
+                self.pin_retry_base_secs,
+                self.pin_retry_max_secs
+            );
+        }
         if self.health_interval_secs == 0 {
             bail!("health_interval_secs must be at least 1");
         }
@@ -333,6 +361,15 @@ impl Config {
         }
         parse_replication(&self.store_replication)?;
         Ok(())
+    }
+
+    /// When failed replicas are retried.
+    pub fn retry_policy(&self) -> pinhive_domain::RetryPolicy {
+        pinhive_domain::RetryPolicy {
+            base: Duration::from_secs(self.pin_retry_base_secs),
+            cap: Duration::from_secs(self.pin_retry_max_secs),
+            retries: self.pin_retry_limit,
+        }
     }
 
     pub fn pin_timeout(&self) -> Duration {
