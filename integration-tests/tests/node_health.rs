@@ -82,6 +82,41 @@ async fn pin_all(
     (requestids, placement)
 }
 
+/// A test's world: three daemons holding `count` objects, pinhive over them (`extra` flags),
+/// a user's and an admin's client, and every CID pinned (where, by daemon index).
+struct World {
+    daemons: Vec<IpfsDaemon>,
+    cids: Vec<String>,
+    pinhive: Pinhive,
+    client: Client,
+    admin: Client,
+    requestids: Vec<String>,
+    placement: BTreeMap<String, Vec<usize>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn world(count: usize, extra: &[&str]) -> World {
+    let (daemons, cids) = fleet(count).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "alice", false).unwrap();
+    let admin_token = create_token(&data, "ops", true).unwrap();
+    let pinhive = start(&data, &daemons, extra).await;
+    let client = Client::new(&pinhive.url, &token);
+    let admin = Client::new(&pinhive.url, &admin_token);
+    let (requestids, placement) = pin_all(&client, &daemons, &cids).await;
+    World {
+        daemons,
+        cids,
+        pinhive,
+        client,
+        admin,
+        requestids,
+        placement,
+        _dir: dir,
+    }
+}
+
 /// Which daemons (by index) pin each CID; a dead daemon holds nothing.
 async fn holders(daemons: &[IpfsDaemon], cids: &[String]) -> BTreeMap<String, Vec<usize>> {
     let mut placement = BTreeMap::new();
@@ -141,15 +176,18 @@ async fn metric(base: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_node_is_made_again_on_the_others_at_the_capped_rate() {
-    let (mut daemons, cids) = fleet(12).await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let token = create_token(&data, "alice", false).unwrap();
-    let admin_token = create_token(&data, "ops", true).unwrap();
     // Re-replication capped at 2 replicas per second, 1 per destination node.
-    let pinhive = start(
-        &data,
-        &daemons,
+    let World {
+        mut daemons,
+        cids,
+        pinhive,
+        client: _client,
+        admin,
+        requestids,
+        placement,
+        _dir,
+    } = world(
+        12,
         &[
             "--node-grace-secs",
             "2",
@@ -160,9 +198,6 @@ async fn a_lost_node_is_made_again_on_the_others_at_the_capped_rate() {
         ],
     )
     .await;
-    let client = Client::new(&pinhive.url, &token);
-    let admin = Client::new(&pinhive.url, &admin_token);
-    let (requestids, placement) = pin_all(&client, &daemons, &cids).await;
     let lost: Vec<String> = placement
         .iter()
         .filter(|(_, on)| on.contains(&0))
@@ -223,15 +258,16 @@ async fn a_lost_node_is_made_again_on_the_others_at_the_capped_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_back_within_the_grace_period_moves_nothing() {
-    let (mut daemons, cids) = fleet(6).await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let token = create_token(&data, "alice", false).unwrap();
-    let admin_token = create_token(&data, "ops", true).unwrap();
-    let pinhive = start(&data, &daemons, &["--node-grace-secs", "600"]).await;
-    let client = Client::new(&pinhive.url, &token);
-    let admin = Client::new(&pinhive.url, &admin_token);
-    let (requestids, placement) = pin_all(&client, &daemons, &cids).await;
+    let World {
+        mut daemons,
+        cids,
+        pinhive,
+        client: _client,
+        admin,
+        requestids,
+        placement,
+        _dir,
+    } = world(6, &["--node-grace-secs", "600"]).await;
 
     let killed_at = pinhive_events::now_ns();
     daemons[0].kill_hard();
@@ -253,15 +289,16 @@ async fn a_node_back_within_the_grace_period_moves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_gives_up_every_replica_then_is_removed() {
-    let (daemons, cids) = fleet(6).await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let token = create_token(&data, "alice", false).unwrap();
-    let admin_token = create_token(&data, "ops", true).unwrap();
-    let pinhive = start(&data, &daemons, &[]).await;
-    let client = Client::new(&pinhive.url, &token);
-    let admin = Client::new(&pinhive.url, &admin_token);
-    let (_, placement) = pin_all(&client, &daemons, &cids).await;
+    let World {
+        daemons,
+        cids,
+        pinhive: _pinhive,
+        client: _client,
+        admin,
+        requestids: _requestids,
+        placement,
+        _dir,
+    } = world(6, &[]).await;
     let held = placement.values().filter(|on| on.contains(&0)).count();
     assert!(held > 0, "n0 holds no CID: {placement:?}");
     assert_eq!(
@@ -422,15 +459,16 @@ async fn report_after(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_repins_what_a_node_lost_and_reports_what_it_pins_unknown() {
-    let (daemons, cids) = fleet(4).await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let token = create_token(&data, "alice", false).unwrap();
-    let admin_token = create_token(&data, "ops", true).unwrap();
-    let pinhive = start(&data, &daemons, &["--anti-entropy-interval-secs", "1"]).await;
-    let client = Client::new(&pinhive.url, &token);
-    let admin = Client::new(&pinhive.url, &admin_token);
-    let (requestids, placement) = pin_all(&client, &daemons, &cids).await;
+    let World {
+        daemons,
+        cids,
+        pinhive,
+        client,
+        admin,
+        requestids,
+        placement,
+        _dir,
+    } = world(4, &["--anti-entropy-interval-secs", "1"]).await;
 
     // A clean pass first: nothing drifted, nothing is corrected.
     let started = pinhive_events::now_ns();
@@ -523,14 +561,17 @@ async fn anti_entropy_repins_what_a_node_lost_and_reports_what_it_pins_unknown()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_removes_unknown_pins_when_told_to() {
-    let (daemons, cids) = fleet(2).await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let token = create_token(&data, "alice", false).unwrap();
-    let admin_token = create_token(&data, "ops", true).unwrap();
-    let pinhive = start(
-        &data,
-        &daemons,
+    let World {
+        daemons,
+        cids,
+        pinhive: _pinhive,
+        client: _client,
+        admin,
+        requestids: _requestids,
+        placement,
+        _dir,
+    } = world(
+        2,
         &[
             "--anti-entropy-interval-secs",
             "1",
@@ -539,9 +580,6 @@ async fn anti_entropy_removes_unknown_pins_when_told_to() {
         ],
     )
     .await;
-    let client = Client::new(&pinhive.url, &token);
-    let admin = Client::new(&pinhive.url, &admin_token);
-    let (_, placement) = pin_all(&client, &daemons, &cids).await;
     let stranger = daemons[1]
         .add(b"an unknown pin to remove", 1)
         .await

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use fail::FailScenario;
 use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
-use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested};
+use pinhive_events::{Event, NodeDescriptor};
 use pinhive_ipfs::{NodeRegistry, SimulatedIpfs};
-use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
+use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log};
 use pinhive_orchestrator::metrics::METRICS;
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{
@@ -31,7 +31,7 @@ use pinhive_store::{
     PinPage, PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord,
 };
 
-use support::{cid, simulated_fleet, until};
+use support::{cid, pin_request, simulated_fleet, until};
 
 const PARTITIONS: u32 = 4;
 const PINS: usize = 24;
@@ -57,24 +57,6 @@ impl Store for Stepwise {
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         self.inner.commit(commit)
     }
-}
-
-fn request(i: usize) -> Record {
-    Record::from_envelope(&Envelope::new(
-        cid(i),
-        Event::PinRequested(PinRequested {
-            requestid: format!("req-{i}"),
-            owner: "alice".into(),
-            cid: cid(i),
-            name: None,
-            origins: vec![],
-            meta: Default::default(),
-            created_ns: i as i64 + 1,
-            replicas_min: 2,
-            replicas_max: 2,
-            replaces: None,
-        }),
-    ))
 }
 
 /// How a check knows its fault happened before it crashes.
@@ -123,7 +105,7 @@ async fn converges_through(failpoint: &str, actions: &str, shows: Shows, stepwis
     let mut acknowledged = BTreeSet::new();
     let mut refused = BTreeSet::new();
     for i in 0..PINS {
-        match log.append(vec![request(i)]).await {
+        match log.append(vec![pin_request(i, 2)]).await {
             Ok(_) => acknowledged.insert(i),
             Err(_) => refused.insert(i),
         };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pinhive_domain::PinStatus;
-use pinhive_events::{Envelope, Event, PinRequested};
+use pinhive_events::{Envelope, Event};
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
@@ -16,27 +16,9 @@ use pinhive_store::{total_count, EmbeddedStore, Store, SCOPE_ALL_PINS};
 
 mod support;
 
-use support::{cid, until_async as until};
+use support::{cid, pin_request, until_async as until};
 
 const PINS: usize = 40;
-
-fn request(i: usize) -> Record {
-    Record::from_envelope(&Envelope::new(
-        cid(i),
-        Event::PinRequested(PinRequested {
-            requestid: format!("req-{i}"),
-            owner: "alice".into(),
-            cid: cid(i),
-            name: None,
-            origins: vec![],
-            meta: Default::default(),
-            created_ns: i as i64 + 1,
-            replicas_min: 1,
-            replicas_max: 1,
-            replaces: None,
-        }),
-    ))
-}
 
 fn unpin(i: usize) -> Record {
     Record::from_envelope(&Envelope::new(
@@ -114,7 +96,7 @@ async fn an_old_owner_is_fenced_and_the_new_one_applies() {
         owner_epoch(&first).await > 0
     })
     .await;
-    log.append((0..PINS / 2).map(request).collect())
+    log.append((0..PINS / 2).map(|i| pin_request(i, 1)).collect())
         .await
         .unwrap();
     until("the first owner applied the first half", || async {
@@ -132,7 +114,7 @@ async fn an_old_owner_is_fenced_and_the_new_one_applies() {
 
     // The next records: the first owner's next batch (or repair pass that writes) is
     // refused, and it stops the partition.
-    let mut rest: Vec<Record> = (PINS / 2..PINS).map(request).collect();
+    let mut rest: Vec<Record> = (PINS / 2..PINS).map(|i| pin_request(i, 1)).collect();
     rest.extend((0..PINS / 4).map(unpin));
     log.append(rest).await.unwrap();
     until("the fenced owner stopped partition 0", || async {

@@ -17,7 +17,7 @@ use pinhive_store::{total_count, EmbeddedStore, Store};
 
 mod support;
 
-use support::{cid, simulated_fleet, until};
+use support::{cid, pin_request, simulated_fleet, until};
 
 const PARTITIONS: u32 = 4;
 
@@ -32,24 +32,6 @@ fn open_log_and_store(dir: &std::path::Path) -> (Arc<dyn Log>, Arc<dyn Store>) {
     .unwrap();
     let store = EmbeddedStore::open(&dir.join("store")).unwrap();
     (Arc::new(log), Arc::new(store))
-}
-
-fn request(i: usize) -> Record {
-    Record::from_envelope(&Envelope::new(
-        cid(i),
-        Event::PinRequested(PinRequested {
-            requestid: format!("req-{i}"),
-            owner: "alice".into(),
-            cid: cid(i),
-            name: None,
-            origins: vec![],
-            meta: Default::default(),
-            created_ns: i as i64 + 1,
-            replicas_min: 2,
-            replicas_max: 2,
-            replaces: None,
-        }),
-    ))
 }
 
 #[actix_rt::test]
@@ -73,7 +55,9 @@ async fn pins_reach_simulated_nodes_and_replay_redoes_nothing() {
     )
     .unwrap();
     let pins = 200;
-    log.append((0..pins).map(request).collect()).await.unwrap();
+    log.append((0..pins).map(|i| pin_request(i, 2)).collect())
+        .await
+        .unwrap();
     let pinned = |store: &Arc<dyn Store>| {
         total_count(store.as_ref(), "alice", PinStatus::Pinned, PARTITIONS).unwrap()
     };
@@ -230,7 +214,7 @@ async fn lost_outcomes_are_recovered_by_the_repair_loop() {
     let pins = 20;
     let records: Vec<Record> = (0..pins)
         .map(|i| {
-            let mut record = request(i);
+            let mut record = pin_request(i, 2);
             // One replica each: the single node.
             let mut envelope =
                 pinhive_events::codec::decode(record.content_type, &record.key, &record.value)

@@ -87,6 +87,27 @@ pub fn cid(i: usize) -> String {
     cid::Cid::new_v1(0x55, hash).to_string()
 }
 
+/// The request of pin `req-{i}` (owner alice) of [`cid`]`(i)` with min = max = `replicas`, as
+/// the API appends it.
+pub fn pin_request(i: usize, replicas: u8) -> pinhive_log::Record {
+    use pinhive_events::{Envelope, Event, PinRequested};
+    pinhive_log::Record::from_envelope(&Envelope::new(
+        cid(i),
+        Event::PinRequested(PinRequested {
+            requestid: format!("req-{i}"),
+            owner: "alice".into(),
+            cid: cid(i),
+            name: None,
+            origins: vec![],
+            meta: Default::default(),
+            created_ns: i as i64 + 1,
+            replicas_min: replicas,
+            replicas_max: replicas,
+            replaces: None,
+        }),
+    ))
+}
+
 /// Waits until `check` holds, polling it every 10 ms; fails the test after 30 s.
 pub async fn until_async<F, Fut>(what: &str, mut check: F)
 where
