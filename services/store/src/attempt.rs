@@ -7,21 +7,24 @@
 //!   attempt. It starts with the varint of `batch`, whose first byte is never `0xFF` (bincode
 //!   reserves it).
 //! * Layout 2 on: `0xFF`, the layout number (one byte), the bincode of the attempt.
+//! * Layout 3: the CID states of [`Undo::Cid`] in their row-version-2 layout (failure rounds,
+//!   issue 12); layouts 1 and 2 hold them in the old one (`crate::row::v1`).
 //!
 //! A layout-1 attempt decodes with `attempted: None` for every pin row: its rollback removes
 //! the entries of the values it reads back only, as the release that wrote it did. A layout
 //! this release does not know is a [`StoreError::Corrupt`] that names it. A layout-1 release
 //! reading a layout-2 attempt fails at the first byte (an invalid varint), never misreads it.
 
-use pinhive_domain::{CidState, PinRow};
+use pinhive_domain::PinRow;
 use serde::{Deserialize, Serialize};
 
+use crate::row::v1::CidState as CidStateV1;
 use crate::{Attempt, StoreError, Undo};
 
 /// First byte of a versioned attempt: bincode never starts a `u64` varint with it.
 const VERSIONED: u8 = 0xFF;
 /// The layout this release writes.
-const LAYOUT: u8 = 2;
+const LAYOUT: u8 = 3;
 const WHAT: &str = "commit attempt";
 
 impl Attempt {
@@ -37,8 +40,9 @@ impl Attempt {
     pub fn from_bytes(bytes: &[u8]) -> Result<Attempt, StoreError> {
         match bytes {
             [VERSIONED, LAYOUT, body @ ..] => decode_whole(body),
+            [VERSIONED, 2, body @ ..] => decode_whole::<layout2::Attempt>(body).map(Attempt::from),
             [VERSIONED, layout, ..] => Err(corrupt(format!(
-                "layout {layout}, but this release reads layouts 1 and {LAYOUT}: it was written \
+                "layout {layout}, but this release reads layouts 1 to {LAYOUT}: it was written \
                  by a later pinhive release; run that release (or later) on this partition"
             ))),
             _ => decode_whole::<layout1::Attempt>(bytes).map(Attempt::from),
@@ -82,8 +86,61 @@ mod layout1 {
         },
         Cid {
             cid: String,
-            state: Option<CidState>,
+            state: Option<CidStateV1>,
         },
+    }
+}
+
+/// The attempt as layout 2 holds it: the current [`Undo`], with CID states of the old layout.
+mod layout2 {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Attempt {
+        pub(super) batch: u64,
+        pub(super) undo: Vec<Undo>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[allow(clippy::large_enum_variant)]
+    pub(super) enum Undo {
+        Pin {
+            requestid: String,
+            row: Option<PinRow>,
+            attempted: Option<PinRow>,
+        },
+        Cid {
+            cid: String,
+            state: Option<CidStateV1>,
+        },
+    }
+}
+
+impl From<layout2::Attempt> for Attempt {
+    fn from(old: layout2::Attempt) -> Attempt {
+        let undo = old
+            .undo
+            .into_iter()
+            .map(|undo| match undo {
+                layout2::Undo::Pin {
+                    requestid,
+                    row,
+                    attempted,
+                } => Undo::Pin {
+                    requestid,
+                    row,
+                    attempted,
+                },
+                layout2::Undo::Cid { cid, state } => Undo::Cid {
+                    cid,
+                    state: state.map(Into::into),
+                },
+            })
+            .collect();
+        Attempt {
+            batch: old.batch,
+            undo,
+        }
     }
 }
 
@@ -98,7 +155,10 @@ impl From<layout1::Attempt> for Attempt {
                     row,
                     attempted: None,
                 },
-                layout1::Undo::Cid { cid, state } => Undo::Cid { cid, state },
+                layout1::Undo::Cid { cid, state } => Undo::Cid {
+                    cid,
+                    state: state.map(Into::into),
+                },
             })
             .collect();
         Attempt {
@@ -113,6 +173,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use pinhive_domain::{PinRecord, PinStatus};
+
+    use pinhive_domain::CidState;
 
     use super::*;
 
@@ -147,7 +209,7 @@ mod tests {
                 },
                 layout1::Undo::Cid {
                     cid: "cidA".into(),
-                    state: Some(CidState::new("cidA")),
+                    state: Some(crate::row::tests::v1_state("cidA")),
                 },
                 layout1::Undo::Pin {
                     requestid: "r2".into(),
@@ -240,5 +302,43 @@ mod tests {
         bytes.push(0);
         let error = Attempt::from_bytes(&bytes).unwrap_err();
         assert!(error.to_string().contains("left over"), "{error}");
+    }
+
+    /// An attempt of layout 2 (the previous release) holds CID states of the old layout.
+    #[test]
+    fn a_layout_2_attempt_reads_its_old_cid_states() {
+        let old = layout2::Attempt {
+            batch: 9,
+            undo: vec![
+                layout2::Undo::Pin {
+                    requestid: "r1".into(),
+                    row: None,
+                    attempted: Some(row(PinStatus::Pinned)),
+                },
+                layout2::Undo::Cid {
+                    cid: "cidA".into(),
+                    state: Some(crate::row::tests::v1_state("cidA")),
+                },
+            ],
+        };
+        let mut bytes = vec![VERSIONED, 2];
+        bytes.extend(bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap());
+        assert_eq!(
+            Attempt::from_bytes(&bytes).unwrap(),
+            Attempt {
+                batch: 9,
+                undo: vec![
+                    Undo::Pin {
+                        requestid: "r1".into(),
+                        row: None,
+                        attempted: Some(row(PinStatus::Pinned)),
+                    },
+                    Undo::Cid {
+                        cid: "cidA".into(),
+                        state: Some(CidState::new("cidA")),
+                    },
+                ],
+            }
+        );
     }
 }

@@ -9,6 +9,10 @@
 //!   `no_row_type_starts_with_the_marker`.
 //! * Version 1 on: `0xFF`, the version (one byte), the bincode of the row. Version 1 is the
 //!   same bincode as version 0; the header is what lets version 2 differ.
+//! * Version 2: a CID state's replicas record their failure rounds and last failure time, and
+//!   the state its next retry (issue 12: failed pins retried with backoff). Every other row
+//!   type is the same bincode as in versions 0 and 1; a CID state of version 0 or 1 is read
+//!   in its old layout ([`v1::CidState`]); its failed replicas count as out of retries.
 //!
 //! A row of a version this release does not know is a [`StoreError::Corrupt`] that names the
 //! version. The same scheme as the commit attempt's layout ([`crate::Attempt::to_bytes`]).
@@ -17,10 +21,12 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::StoreError;
 
+use pinhive_domain::CidState;
+
 /// First byte of a versioned row: bincode never starts a varint with it.
 const VERSIONED: u8 = 0xFF;
 /// The row version this release writes.
-pub const ROW_VERSION: u8 = 1;
+pub const ROW_VERSION: u8 = 2;
 
 /// `value` in the current row version.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -32,8 +38,8 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// A row of version 0 (no header) or of the current version; `what` names the row in errors.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    let body = match bytes {
-        [VERSIONED, ROW_VERSION, body @ ..] => body,
+    let (version, body) = match bytes {
+        [VERSIONED, version @ 1..=ROW_VERSION, body @ ..] => (*version, body),
         [VERSIONED, version, ..] => {
             return Err(StoreError::Corrupt {
                 what,
@@ -49,18 +55,115 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
                 reason: "row version marker without a version".into(),
             })
         }
-        unversioned => unversioned,
+        unversioned => (0, unversioned),
     };
+    let corrupt = |error: bincode::error::DecodeError| StoreError::Corrupt {
+        what,
+        reason: error.to_string(),
+    };
+    // Every caller decodes through here, whatever store or helper it uses, so the one type
+    // whose layout changed is told apart by its type, not by a name its caller passes.
+    if version < 2 && std::any::type_name::<T>() == std::any::type_name::<CidState>() {
+        let (old, _): (v1::CidState, usize) =
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map_err(corrupt)?;
+        let current =
+            bincode::serde::encode_to_vec(CidState::from(old), bincode::config::standard())
+                .map_err(|error| StoreError::Corrupt {
+                    what,
+                    reason: error.to_string(),
+                })?;
+        return bincode::serde::decode_from_slice(&current, bincode::config::standard())
+            .map(|(value, _)| value)
+            .map_err(corrupt);
+    }
     bincode::serde::decode_from_slice(body, bincode::config::standard())
         .map(|(value, _)| value)
-        .map_err(|error| StoreError::Corrupt {
-            what,
-            reason: error.to_string(),
-        })
+        .map_err(corrupt)
+}
+
+/// The CID state as row versions 0 and 1 (and commit attempts of layouts 1 and 2) hold it,
+/// field for field, in order.
+pub(crate) mod v1 {
+    use std::collections::BTreeMap;
+
+    use pinhive_domain::state::BoundCount;
+    use pinhive_domain::{Cursor, PinRef, Release, ReplicaStatus};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    pub struct ReplicaState {
+        pub status: ReplicaStatus,
+        pub attempts: u32,
+        pub last_error: Option<String>,
+    }
+
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    pub struct CidState {
+        pub cid: String,
+        pub applied_offset: Option<u64>,
+        pub bounds: Vec<BoundCount>,
+        pub holds: BTreeMap<String, PinRef>,
+        pub releases: BTreeMap<String, Release>,
+        pub replicas: BTreeMap<String, ReplicaState>,
+        pub target_override: Option<u8>,
+        pub preferred_regions: Vec<String>,
+        pub origins: Vec<String>,
+        pub next_seq: u64,
+        pub view: Option<u64>,
+        pub propagation: Option<Cursor>,
+        pub rewalk: bool,
+        pub pending: bool,
+    }
+
+    /// A replica that failed before failure rounds were recorded has run out of automatic
+    /// retries (`u32::MAX` rounds, whatever the limit): it stays failed, as it did in the
+    /// release that wrote it, until `pins recover` — an upgrade does not retry every failed
+    /// pin at once. The retry time is derived again when the shard next settles the CID.
+    impl From<CidState> for pinhive_domain::CidState {
+        fn from(old: CidState) -> Self {
+            let replicas = old
+                .replicas
+                .into_iter()
+                .map(|(node, replica)| {
+                    let failures = if replica.status == ReplicaStatus::Failed {
+                        u32::MAX
+                    } else {
+                        0
+                    };
+                    let replica = pinhive_domain::ReplicaState {
+                        status: replica.status,
+                        attempts: replica.attempts,
+                        last_error: replica.last_error,
+                        failures,
+                        failed_ns: 0,
+                    };
+                    (node, replica)
+                })
+                .collect();
+            pinhive_domain::CidState {
+                cid: old.cid,
+                applied_offset: old.applied_offset,
+                bounds: old.bounds,
+                holds: old.holds,
+                releases: old.releases,
+                replicas,
+                target_override: old.target_override,
+                preferred_regions: old.preferred_regions,
+                origins: old.origins,
+                next_seq: old.next_seq,
+                view: old.view,
+                propagation: old.propagation,
+                rewalk: old.rewalk,
+                pending: old.pending,
+                retry_at_ns: None,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use pinhive_domain::{CidState, PinRecord, PinRow, PinStatus};
@@ -183,5 +286,69 @@ mod tests {
             })[0],
         ];
         assert!(firsts.iter().all(|first| *first != VERSIONED), "{firsts:?}");
+    }
+
+    /// A CID state as versions 0 and 1 held it, with nothing in it.
+    pub(crate) fn v1_state(cid: &str) -> v1::CidState {
+        v1::CidState {
+            cid: cid.into(),
+            applied_offset: None,
+            bounds: vec![],
+            holds: BTreeMap::new(),
+            releases: BTreeMap::new(),
+            replicas: BTreeMap::new(),
+            target_override: None,
+            preferred_regions: vec![],
+            origins: vec![],
+            next_seq: 0,
+            view: None,
+            propagation: None,
+            rewalk: false,
+            pending: false,
+        }
+    }
+
+    /// A CID state written before failure rounds (version 1, or 0 without a header) reads in
+    /// its old layout; its failed replica is out of automatic retries, its pinned one has no
+    /// failure round.
+    #[test]
+    fn a_cid_state_of_version_1_reads_with_its_failed_replicas_out_of_retries() {
+        use pinhive_domain::ReplicaStatus;
+        let mut old = v1_state("cidA");
+        old.applied_offset = Some(42);
+        old.pending = true;
+        for (node, status) in [("n0", ReplicaStatus::Failed), ("n1", ReplicaStatus::Pinned)] {
+            old.replicas.insert(
+                node.into(),
+                v1::ReplicaState {
+                    status,
+                    attempts: 3,
+                    last_error: Some("timed out".into()),
+                },
+            );
+        }
+        let mut version_1 = vec![VERSIONED, 1];
+        version_1.extend(legacy(&old));
+        for bytes in [version_1, legacy(&old)] {
+            let state: CidState = decode("cid state", &bytes).unwrap();
+            assert_eq!(state.applied_offset, Some(42));
+            assert!(state.pending);
+            assert_eq!(state.replicas["n0"].failures, u32::MAX);
+            assert_eq!(
+                state.replicas["n0"].last_error.as_deref(),
+                Some("timed out")
+            );
+            assert_eq!(state.replicas["n1"].failures, 0);
+            assert_eq!(state.replicas["n1"].status, ReplicaStatus::Pinned);
+            assert_eq!(state.retry_at_ns, None);
+        }
+        // The old layout does not read as the current one: the fallback is needed.
+        let mut as_current = vec![VERSIONED, ROW_VERSION];
+        as_current.extend(legacy(&old));
+        assert!(decode::<CidState>("cid state", &as_current).is_err());
+        // Other row types read the same in every version.
+        let mut pin_1 = vec![VERSIONED, 1];
+        pin_1.extend(legacy(&pin()));
+        assert_eq!(decode::<PinRow>("pin", &pin_1).unwrap(), pin());
     }
 }
