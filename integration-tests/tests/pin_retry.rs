@@ -136,6 +136,15 @@ async fn a_failed_pin_is_retried_with_backoff_then_failed_then_recovered() {
         assert!(allocated[1] - failures[0] >= SECOND, "{events:?}");
         assert!(allocated[2] - failures[1] >= 2 * SECOND, "{events:?}");
     }
+    // Two retries of each pin, counted.
+    let retries = pinhive_integration_tests::metric_sum(
+        &pinhive.url,
+        "pinhive_shard_replica_retries_total",
+        "",
+    )
+    .await;
+    assert!(retries >= 4.0, "{retries} retries counted");
+
     // Unknown pins: 404 with the spec's Failure body.
     let (status, body) = admin
         .send(admin.request(reqwest::Method::POST, "/admin/pins/no-such-pin/recover"))

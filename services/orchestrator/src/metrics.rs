@@ -33,6 +33,8 @@ pub struct ShardMetrics {
     pub anti_entropy_filter_bytes: IntGaugeVec,
     pub anti_entropy_drift: IntCounterVec,
     pub expired: IntCounterVec,
+    pub replica_retries: IntCounterVec,
+    pub retry_queue: IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
@@ -174,6 +176,17 @@ pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
         "pinhive_expiry_events_total",
         "PinExpired events the expiry task appended (a pin whose expiry moved later since, or \
          that is gone, makes one too: the shard finds it moot)",
+        &["partition"],
+    ),
+    replica_retries: pinhive_telemetry::counter_vec(
+        "pinhive_shard_replica_retries_total",
+        "Failed replicas allocated again on their node (a retry after the backoff, or pins \
+         recover), as planned",
+        &["partition"],
+    ),
+    retry_queue: pinhive_telemetry::gauge_vec(
+        "pinhive_shard_retry_queue",
+        "CIDs queued in memory for their failed replica's retry (the repair task wakes them)",
         &["partition"],
     ),
 });

@@ -880,6 +880,7 @@ impl ShardActor {
         let mut planned: Vec<PlannedAction> = Vec::new();
         let mut settled: Vec<CidState> = Vec::new();
         let mut wakes: Vec<(String, Option<(i64, bool)>)> = Vec::new();
+        let mut retries: u64 = 0;
         let Work {
             touched,
             mut pins,
@@ -961,6 +962,7 @@ impl ShardActor {
                 parent.and_then(|_| pinhive_telemetry::traceparent_of(&plan_span));
             let garbage = state.is_garbage();
             let allocates = actions.iter().any(|a| matches!(a, Action::Allocate { .. }));
+            retries += allocated_again(&state, &actions);
             // (Without an allocation — no node to take the replica — the CID is pending as
             // usual, and the repair loop places it once a node can take it.)
             let needed = !garbage
@@ -1033,6 +1035,10 @@ impl ShardActor {
             }
             self.store.write_shard_batch(&rows)?;
             self.set_wakes(wakes);
+            METRICS
+                .replica_retries
+                .with_label_values(&[&self.partition.to_string()])
+                .inc_by(retries);
             return Ok(planned);
         }
         let write_spans: Vec<tracing::Span> = apply_spans
@@ -1090,6 +1096,10 @@ impl ShardActor {
             self.counters
                 .put((counter.owner, counter.status), counter.value);
         }
+        METRICS
+            .replica_retries
+            .with_label_values(&[&self.partition.to_string()])
+            .inc_by(retries);
         for planned in &planned {
             let kind = match planned.action {
                 Action::Allocate { .. } => "allocate",
@@ -1139,6 +1149,10 @@ impl ShardActor {
                 None => self.timers.cancel(self.partition, &cid),
             }
         }
+        METRICS
+            .retry_queue
+            .with_label_values(&[&self.partition.to_string()])
+            .set(i64::try_from(self.timers.len(self.partition)).unwrap_or(i64::MAX));
     }
 
     /// One step of a node walk (see [`WalkNode`]).
@@ -1185,6 +1199,25 @@ impl ShardActor {
     }
 }
 
+/// Failed replicas `actions` allocate again (retries), for the metric.
+fn allocated_again(state: &CidState, actions: &[Action]) -> u64 {
+    let again = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Allocate { nodes, .. } => Some(nodes),
+            _ => None,
+        })
+        .flatten()
+        .filter(|node| {
+            state
+                .replicas
+                .get(*node)
+                .is_some_and(|replica| replica.status == pinhive_domain::ReplicaStatus::Failed)
+        })
+        .count();
+    u64::try_from(again).unwrap_or(u64::MAX)
+}
+
 /// Names `value` among the values whose entries a rollback's `write` removes, unless it is the
 /// value put back (its entries stay) or named already.
 fn name_stale(write: &mut PinWrite, value: Option<PinRow>) {
@@ -1208,10 +1241,12 @@ impl Actor for ShardActor {
             &METRICS.events_skipped,
             &METRICS.dead_letters,
             &METRICS.store_errors,
+            &METRICS.replica_retries,
         ] {
             counter.with_label_values(&[&partition]);
         }
         METRICS.mailbox_depth.with_label_values(&[&partition]);
+        METRICS.retry_queue.with_label_values(&[&partition]);
         METRICS.batch_seconds.with_label_values(&[&partition]);
         if let Err(error) = self.publish_aggregates() {
             tracing::warn!(partition = self.partition, error = %error, "could not load aggregate counters");
