@@ -116,6 +116,12 @@ fn variants_keep_their_positions() {
             12,
         ),
         (Event::UnknownPinRemoved { node: node() }, 13),
+        (
+            Event::PinRecoverRequested {
+                requestid: "r".into(),
+            },
+            14,
+        ),
     ];
     for (event, expected) in &known {
         assert_eq!(
