@@ -16,8 +16,11 @@ use std::collections::{BTreeSet, HashMap};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// Entries one partition's queue holds at most (≈ 100 B each).
-pub const RETRY_QUEUE_CAPACITY: usize = 65_536;
+/// Entries the queues of one process hold at most, split evenly among the partitions (≈ 200 B
+/// each with a CID of 59 bytes: ≈ 26 MiB when full).
+pub const RETRY_QUEUE_CAPACITY: usize = 131_072;
+/// Entries a partition's queue holds at least, however many partitions share the capacity.
+const MIN_PARTITION_CAPACITY: usize = 64;
 
 /// The queues of every partition, shared by the shards (which fill them) and the repair
 /// tasks (which wait on them).
@@ -80,9 +83,11 @@ impl Queue {
 
 impl RetryTimers {
     pub fn new(partitions: u32) -> Self {
-        Self::with_capacity(partitions, RETRY_QUEUE_CAPACITY)
+        let share = RETRY_QUEUE_CAPACITY / usize::try_from(partitions.max(1)).unwrap_or(1);
+        Self::with_capacity(partitions, share.max(MIN_PARTITION_CAPACITY))
     }
 
+    /// Queues of `capacity` entries per partition.
     pub fn with_capacity(partitions: u32, capacity: usize) -> Self {
         RetryTimers {
             partitions: (0..partitions)
