@@ -484,6 +484,9 @@ async fn anti_entropy_repins_what_a_node_lost_and_reports_what_it_pins_unknown()
     let held_by_n0 = placement.values().filter(|on| on.contains(&0)).count() as u64;
     assert_eq!(clean["believed"].as_u64(), Some(held_by_n0), "{clean}");
     assert_eq!(clean["listed"].as_u64(), Some(held_by_n0), "{clean}");
+    // Integrity sampling read the roots it sampled (all of them: fewer pins than samples).
+    assert_eq!(clean["sampled"].as_u64(), Some(held_by_n0), "{clean}");
+    assert_eq!(clean["unreadable"], 0, "{clean}");
 
     // Unpin a CID on n0 behind pinhive's back, and pin one pinhive never heard of.
     let (lost, _) = placement

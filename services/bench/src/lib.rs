@@ -15,11 +15,15 @@
 //! * `rereplication`: a simulated fleet loses one node; time to full re-replication, peak
 //!   allocation events/s and CIDs ever below `min`, with the re-replication caps beside the
 //!   same run with the caps lifted.
+//! * `anti-entropy`: one anti-entropy pass (`Orchestrator::reconcile`) over a node believed to
+//!   hold N pins with injected drift both ways: pass time, peak RSS, filter bytes, drift found,
+//!   beside the naive reconciliation (listing and index in hash sets) on the same store.
 //!
 //! Invariant: a benchmark never changes what it measures; it drives the service through its
 //! public surfaces (HTTP, the log, the store before start) and the wiring in `pinhive-server`.
 
 pub mod analytics;
+pub mod anti_entropy;
 pub mod kafka;
 pub mod pipeline;
 pub mod rereplication;
@@ -55,6 +59,9 @@ pub enum BenchMode {
     /// A simulated fleet loses one node: time to full re-replication, peak allocation events/s,
     /// CIDs ever below min; capped beside lifted.
     Rereplication(rereplication::RereplicationArgs),
+    /// One anti-entropy pass over a node believed to hold N pins, with drift both ways: time,
+    /// peak RSS, filter bytes, drift found; beside the naive hash-set diff.
+    AntiEntropy(anti_entropy::AntiEntropyArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -65,6 +72,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchMode::Analytics(analytics)) => analytics::run(analytics),
         Some(BenchMode::StoreSize(store_size)) => store_size::run(store_size),
         Some(BenchMode::Rereplication(rereplication)) => rereplication::run(rereplication),
+        Some(BenchMode::AntiEntropy(anti_entropy)) => anti_entropy::run(anti_entropy),
     }
 }
 

@@ -83,6 +83,9 @@ impl IpfsApi for TwoAddressNode {
     async fn pin_ls_all(&self) -> Result<pinhive_ipfs::PinStream, IpfsError> {
         self.inner.pin_ls_all().await
     }
+    async fn block_stat(&self, cid: &str) -> Result<u64, IpfsError> {
+        self.inner.block_stat(cid).await
+    }
     async fn swarm_connect(&self, multiaddr: &str) -> Result<(), IpfsError> {
         self.inner.swarm_connect(multiaddr).await
     }

@@ -94,6 +94,17 @@ pub async fn listing_streams_every_pin(fixture: &dyn Fixture) {
     assert!(!listed.contains(&canonical(&removed)));
 }
 
+/// `block/stat` reads a held root block, and fails (in bounded time) for one the node lacks.
+pub async fn block_stat_of_held_and_absent_roots(fixture: &dyn Fixture) {
+    let api = fixture.api();
+    let held = fixture.content("a held block").await;
+    api.pin_add(&held, PIN_TIMEOUT).await.expect("pin/add");
+    assert!(api.block_stat(&held).await.expect("block/stat") > 0);
+    // A CID of content no node has (its digest is of bytes nobody added).
+    let absent = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+    assert!(api.block_stat(absent).await.is_err());
+}
+
 /// Declares one `#[tokio::test]` per contract check, each on a fresh fixture from `$fresh` (an
 /// async function returning the fixture and whatever must outlive it).
 #[macro_export]
@@ -103,7 +114,8 @@ macro_rules! ipfs_contract_tests {
             identity_and_space,
             pin_then_ls,
             pin_rm_is_idempotent,
-            listing_streams_every_pin
+            listing_streams_every_pin,
+            block_stat_of_held_and_absent_roots
         );
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {

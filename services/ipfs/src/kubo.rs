@@ -347,6 +347,21 @@ impl IpfsApi for KuboClient {
         )))
     }
 
+    async fn block_stat(&self, cid: &str) -> Result<u64, IpfsError> {
+        // The node's own timeout bounds a search of the network for a block it lacks.
+        let json = self
+            .call(
+                "block/stat",
+                &[("arg", cid), ("timeout", "5s")],
+                Some(Duration::from_secs(10)),
+            )
+            .await?;
+        match json.get("Size") {
+            Some(size) => Ok(number(Some(size))),
+            None => Err(IpfsError::BadResponse(format!("block/stat: {json}"))),
+        }
+    }
+
     async fn swarm_connect(&self, multiaddr: &str) -> Result<(), IpfsError> {
         // Origins are hints: a dial that does not succeed quickly is abandoned, so a client's
         // unreachable addresses never hold up the pin.

@@ -87,6 +87,9 @@ pub trait IpfsApi: Send + Sync + 'static {
     /// one pin at a time and the answer is never held whole (a node may pin millions). The
     /// stream ends with an error item if the node breaks off.
     async fn pin_ls_all(&self) -> Result<PinStream, IpfsError>;
+    /// Size of `cid`'s root block if the node holds it locally; an error if it cannot read it
+    /// within a few seconds (integrity sampling: a pinned CID whose root is unreadable).
+    async fn block_stat(&self, cid: &str) -> Result<u64, IpfsError>;
     async fn swarm_connect(&self, multiaddr: &str) -> Result<(), IpfsError>;
 }
 

@@ -103,6 +103,15 @@ impl IpfsApi for SimulatedIpfs {
         Ok(Box::pin(futures::stream::iter(pins)))
     }
 
+    async fn block_stat(&self, cid: &str) -> Result<u64, IpfsError> {
+        self.step().await?;
+        if self.holds(cid) {
+            Ok(1024)
+        } else {
+            Err(IpfsError::TimedOut(format!("block/stat {cid}: not held")))
+        }
+    }
+
     async fn swarm_connect(&self, _multiaddr: &str) -> Result<(), IpfsError> {
         self.step().await
     }

@@ -19,6 +19,11 @@
 //! ran is never "corrected". Point checks are paced (`anti_entropy_checks_per_sec`). A false
 //! positive of a filter hides a drift for one pass at most: each pass seeds its filters anew.
 //!
+//! Integrity sampling: while the listing streams, a uniform sample of the pins both sides agree
+//! on is kept (the `anti_entropy_integrity_samples` with the smallest seeded hash: bounded
+//! memory); after the listing each sampled root gets a `block/stat`. An unreadable root is
+//! reported (metrics, the node's report), not corrected: the pin is there, its data is not.
+//!
 //! Corrections: a missing replica → `ReplicaMissing` (the shard pins it there again); an
 //! unknown pin is reported (metrics, log, the node's report) and, only with
 //! `anti_entropy_remove_unknown`, unpinned on the node and recorded as `UnknownPinRemoved`.
@@ -64,6 +69,10 @@ pub struct AntiEntropyReport {
     pub unknown: u64,
     /// Unknown pins removed from the node (`anti_entropy_remove_unknown`).
     pub removed: u64,
+    /// Roots sampled for integrity (`block/stat`), and those the node could not read.
+    pub sampled: u64,
+    pub unreadable: u64,
+    pub unreadable_cids: Vec<String>,
     /// Some of the unknown pins (at most 20).
     pub unknown_cids: Vec<String>,
     /// Bytes of the two filters.
@@ -209,6 +218,7 @@ impl Pass<'_> {
         }
 
         let mut unknown = Vec::new();
+        let mut sample = Sample::new(self.orchestrator.config.anti_entropy_integrity_samples, seed);
         let mut pins = self
             .api
             .pin_ls_all()
@@ -227,7 +237,9 @@ impl Pass<'_> {
             }
             self.report.listed += 1;
             observed.insert(&cid);
-            if !believed.contains(&cid) {
+            if believed.contains(&cid) {
+                sample.offer(&cid);
+            } else {
                 // Checked after the listing ends: the stream is not held open by point checks.
                 unknown.push(cid);
                 if unknown.len() >= self.orchestrator.config.repair_page {
@@ -237,6 +249,7 @@ impl Pass<'_> {
         }
         drop(pins);
         self.check_all(unknown).await?;
+        self.check_integrity(sample.into_cids()).await;
 
         for &partition in &partitions {
             let mut missing = Vec::new();
@@ -298,6 +311,29 @@ impl Pass<'_> {
                 Some(next) => cursor = next,
                 None => return Ok(()),
             }
+        }
+    }
+
+    /// `block/stat` of each sampled root (see the module docs).
+    async fn check_integrity(&mut self, cids: Vec<String>) {
+        for cid in cids {
+            self.orchestrator.check_rate.acquire().await;
+            self.report.sampled += 1;
+            let result = match self.api.block_stat(&cid).await {
+                Ok(_) => "ok",
+                Err(error) => {
+                    self.report.unreadable += 1;
+                    if self.report.unreadable_cids.len() < REPORTED_UNKNOWN {
+                        self.report.unreadable_cids.push(cid.clone());
+                    }
+                    tracing::warn!(node = self.node, cid, error = %error, "a pinned root cannot be read on its node");
+                    "unreadable"
+                }
+            };
+            METRICS
+                .anti_entropy_integrity
+                .with_label_values(&[result])
+                .inc();
         }
     }
 
@@ -374,8 +410,69 @@ impl Pass<'_> {
     }
 }
 
+/// A uniform sample of at most `size` CIDs of a stream, in bounded memory: the CIDs with the
+/// smallest hashes under the pass's seed (bottom-k).
+struct Sample {
+    size: usize,
+    seed: u128,
+    kept: std::collections::BinaryHeap<(u64, String)>,
+}
+
+impl Sample {
+    fn new(size: usize, seed: u128) -> Self {
+        Sample {
+            size,
+            seed,
+            kept: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    fn offer(&mut self, cid: &str) {
+        if self.size == 0 {
+            return;
+        }
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(cid.as_bytes(), self.seed as u64);
+        if self.kept.len() < self.size {
+            self.kept.push((hash, cid.to_string()));
+        } else if self.kept.peek().is_some_and(|(largest, _)| hash < *largest) {
+            self.kept.pop();
+            self.kept.push((hash, cid.to_string()));
+        }
+    }
+
+    fn into_cids(self) -> Vec<String> {
+        self.kept.into_sorted_vec().into_iter().map(|(_, cid)| cid).collect()
+    }
+}
+
 /// The reports of one instance, by node.
 pub(crate) type Reports = parking_lot::Mutex<BTreeMap<String, AntiEntropyReport>>;
 
 /// Default pause between two passes over the nodes (one hour).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::Sample;
+
+    #[test]
+    fn the_sample_is_bounded_and_uniform() {
+        let mut sample = Sample::new(100, 7);
+        for i in 0..100_000 {
+            sample.offer(&format!("cid-{i}"));
+        }
+        let cids = sample.into_cids();
+        assert_eq!(cids.len(), 100);
+        // Uniform: about as many from each half of the stream.
+        let early = cids
+            .iter()
+            .filter(|c| c[4..].parse::<u32>().unwrap() < 50_000)
+            .count();
+        assert!((30..=70).contains(&early), "{early} of 100 from the first half");
+        assert!(Sample::new(0, 7).into_cids().is_empty());
+        let mut few = Sample::new(10, 7);
+        few.offer("a");
+        few.offer("b");
+        assert_eq!(few.into_cids().len(), 2);
+    }
+}

@@ -61,6 +61,8 @@ pub struct OrchestratorConfig {
     pub anti_entropy_checks_per_sec: u32,
     /// Unpin, on a node, pins pinhive holds no replica of there (otherwise only reported).
     pub anti_entropy_remove_unknown: bool,
+    /// Pinned roots per node and pass read back with `block/stat` (0: no sampling).
+    pub anti_entropy_integrity_samples: usize,
     /// When failed replicas are retried (backoff per failure round, a limit).
     pub retry: pinhive_domain::RetryPolicy,
 }
@@ -85,6 +87,7 @@ impl Default for OrchestratorConfig {
             anti_entropy_interval: crate::antientropy::DEFAULT_INTERVAL,
             anti_entropy_checks_per_sec: 100,
             anti_entropy_remove_unknown: false,
+            anti_entropy_integrity_samples: 8,
             retry: pinhive_domain::RetryPolicy::default(),
         }
     }

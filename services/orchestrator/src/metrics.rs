@@ -32,6 +32,7 @@ pub struct ShardMetrics {
     pub anti_entropy_seconds: HistogramVec,
     pub anti_entropy_filter_bytes: IntGaugeVec,
     pub anti_entropy_drift: IntCounterVec,
+    pub anti_entropy_integrity: IntCounterVec,
     pub expired: IntCounterVec,
     pub replica_retries: IntCounterVec,
     pub retry_queue: IntGaugeVec,
@@ -171,6 +172,11 @@ pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
         "pinhive_anti_entropy_checks_total",
         "Point checks of anti-entropy, by verdict (consistent, missing, unknown)",
         &["verdict"],
+    ),
+    anti_entropy_integrity: pinhive_telemetry::counter_vec(
+        "pinhive_anti_entropy_integrity_total",
+        "Sampled pinned roots read with block/stat by anti-entropy, by result (ok, unreadable)",
+        &["result"],
     ),
     expired: pinhive_telemetry::counter_vec(
         "pinhive_expiry_events_total",

@@ -101,6 +101,9 @@ pub struct ServeArgs {
     /// Unpin from a node the pins pinhive holds no replica of there (default: only report).
     #[arg(long, env = "PINHIVE_ANTI_ENTROPY_REMOVE_UNKNOWN")]
     pub anti_entropy_remove_unknown: Option<bool>,
+    /// Pinned roots per node and anti-entropy pass read back with `block/stat` (0: none).
+    #[arg(long, env = "PINHIVE_ANTI_ENTROPY_INTEGRITY_SAMPLES")]
+    pub anti_entropy_integrity_samples: Option<usize>,
     /// Seconds consumed log segments are kept before deletion.
     #[arg(long, env = "PINHIVE_LOG_RETENTION_SECS")]
     pub log_retention_secs: Option<u64>,
@@ -165,6 +168,7 @@ pub struct Config {
     pub anti_entropy_interval_secs: u64,
     pub anti_entropy_checks_per_sec: u32,
     pub anti_entropy_remove_unknown: bool,
+    pub anti_entropy_integrity_samples: usize,
     pub log_retention_secs: u64,
     pub history_retention_secs: u64,
     pub log_format: String,
@@ -213,6 +217,7 @@ impl Default for Config {
             anti_entropy_interval_secs: 3600,
             anti_entropy_checks_per_sec: 100,
             anti_entropy_remove_unknown: false,
+            anti_entropy_integrity_samples: 8,
             log_retention_secs: 24 * 3600,
             history_retention_secs: 7 * 24 * 3600,
             log_format: "text".into(),
@@ -281,6 +286,7 @@ impl Config {
         flag!(anti_entropy_interval_secs);
         flag!(anti_entropy_checks_per_sec);
         flag!(anti_entropy_remove_unknown);
+        flag!(anti_entropy_integrity_samples);
         flag!(log_retention_secs);
         flag!(history_retention_secs);
         flag!(log_format);

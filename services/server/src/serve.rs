@@ -395,6 +395,7 @@ pub async fn start(
             anti_entropy_interval: Duration::from_secs(config.anti_entropy_interval_secs),
             anti_entropy_checks_per_sec: config.anti_entropy_checks_per_sec,
             anti_entropy_remove_unknown: config.anti_entropy_remove_unknown,
+            anti_entropy_integrity_samples: config.anti_entropy_integrity_samples,
             retry: config.retry_policy(),
             ..OrchestratorConfig::default()
         },
