@@ -431,6 +431,9 @@ impl IpfsApi for StreamingNode {
             .map(move |i| Ok(listing[i].clone()))
             .boxed())
     }
+    async fn block_stat(&self, cid: &str) -> Result<u64, IpfsError> {
+        self.inner.block_stat(cid).await
+    }
     async fn swarm_connect(&self, multiaddr: &str) -> Result<(), IpfsError> {
         self.inner.swarm_connect(multiaddr).await
     }
