@@ -129,6 +129,20 @@ pub enum Event {
     /// them at once and, if they fail again, with the full number of automatic retries.
     /// Keyed by the pin's CID. Sent by the API only.
     PinRecoverRequested { requestid: String },
+    /// Pin `requestid` expired: the partition owner's expiry task appends it once the pin's
+    /// entry in the expiry index is due (`expires_ns` is the entry's time, not after now).
+    /// Keyed by the pin's CID. The shard removes the pin like an unpin, without the owner
+    /// check, if the pin still expires at or before `expires_ns` (an expiry moved later since
+    /// leaves it), and deletes the index entry either way. Sent by pinhive only.
+    PinExpired { requestid: String, expires_ns: i64 },
+    /// The owner of pin `requestid` (or an admin) set its expiry (`Some`, ns since the Unix
+    /// epoch, after the request's time) or cleared it (`None`) through the admin API. Keyed by
+    /// the pin's CID; the shard rewrites the pin's `meta.expires_at` and its expiry-index
+    /// entry. Sent by the API only.
+    PinExpirySet {
+        requestid: String,
+        expires_ns: Option<i64>,
+    },
 }
 
 /// The lifecycle state every instance agrees on for a node (folded from the control log).
@@ -181,6 +195,8 @@ impl Event {
             Event::ReplicaMissing { .. } => "replica_missing",
             Event::UnknownPinRemoved { .. } => "unknown_pin_removed",
             Event::PinRecoverRequested { .. } => "pin_recover_requested",
+            Event::PinExpired { .. } => "pin_expired",
+            Event::PinExpirySet { .. } => "pin_expiry_set",
             Event::TargetChanged { .. } => "target_changed",
             Event::NodeRegistered(_) => "node_registered",
             Event::NodeStatusChanged { .. } => "node_status_changed",

@@ -130,6 +130,14 @@ mod tests {
             Event::PinRecoverRequested {
                 requestid: "a".into(),
             },
+            Event::PinExpired {
+                requestid: "a".into(),
+                expires_ns: 7,
+            },
+            Event::PinExpirySet {
+                requestid: "a".into(),
+                expires_ns: Some(7),
+            },
             Event::TargetChanged {
                 replicas: 3,
                 preferred_regions: vec!["eu".into()],

@@ -80,6 +80,16 @@ fn event() -> BoxedStrategy<Event> {
         (text(), text()).prop_map(|(node, reason)| Event::ReplicaMissing { node, reason }),
         text().prop_map(|node| Event::UnknownPinRemoved { node }),
         text().prop_map(|requestid| Event::PinRecoverRequested { requestid }),
+        (text(), any::<i64>()).prop_map(|(requestid, expires_ns)| Event::PinExpired {
+            requestid,
+            expires_ns
+        }),
+        (text(), proptest::option::of(any::<i64>())).prop_map(|(requestid, expires_ns)| {
+            Event::PinExpirySet {
+                requestid,
+                expires_ns,
+            }
+        }),
         (any::<u8>(), texts(4), text()).prop_map(|(replicas, preferred_regions, reason)| {
             Event::TargetChanged {
                 replicas,

@@ -122,6 +122,20 @@ fn variants_keep_their_positions() {
             },
             14,
         ),
+        (
+            Event::PinExpired {
+                requestid: "r".into(),
+                expires_ns: 1,
+            },
+            15,
+        ),
+        (
+            Event::PinExpirySet {
+                requestid: "r".into(),
+                expires_ns: None,
+            },
+            16,
+        ),
     ];
     for (event, expected) in &known {
         assert_eq!(

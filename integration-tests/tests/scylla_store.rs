@@ -53,7 +53,10 @@ async fn the_service_runs_on_the_scylla_store_and_keeps_its_state_there() {
     let store = format!("scylla://{}/pinhive", cql.addr());
 
     let migrated = run(&["migrate", "--config", &config, "--store", &store]);
-    assert!(migrated.contains("applied migrations [1, 2]"), "{migrated}");
+    assert!(
+        migrated.contains("applied migrations [1, 2, 3]"),
+        "{migrated}"
+    );
     let again = run(&["migrate", "--config", &config, "--store", &store]);
     assert!(again.contains("up to date"), "{again}");
     let token = run(&["token", "create", "--name", "alice", "--store", &store]);

@@ -154,9 +154,10 @@ async fn pin_history(
     use pinhive_events::Event;
     let relevant = entries.into_iter().filter(|entry| match &entry.event {
         Event::PinRequested(r) => r.requestid == requestid,
-        Event::UnpinRequested { requestid: r, .. } | Event::PinReplaced { requestid: r, .. } => {
-            *r == requestid
-        }
+        Event::UnpinRequested { requestid: r, .. }
+        | Event::PinReplaced { requestid: r, .. }
+        | Event::PinExpired { requestid: r, .. }
+        | Event::PinExpirySet { requestid: r, .. } => *r == requestid,
         _ => entry.timestamp_ns >= pin.created_ns,
     });
     let events: Vec<HistoryEntry> = relevant

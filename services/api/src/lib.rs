@@ -9,6 +9,7 @@ pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod expiry;
 pub mod metrics;
 pub mod model;
 pub mod nodes;
@@ -147,6 +148,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .configure(nodes::routes)
             .configure(access::routes)
             .configure(quarantine::routes)
+            .configure(expiry::routes)
             .configure(recover::routes)
             .default_service(web::to(routing::not_found));
     }

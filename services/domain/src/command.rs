@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use pinhive_events::{Envelope, Event, PinRequested, Replaces};
 
 use crate::values::{
-    check_meta, check_requestid, check_requestid_reference, sanitize_origins, Cid, Origins, Owner,
-    PinName,
+    check_meta, check_requestid, check_requestid_reference, sanitize_origins, Cid, Expiry, Origins,
+    Owner, PinName,
 };
 
 /// Most replicas a pin or a target may ask for.
@@ -42,6 +42,8 @@ pub enum Rejection {
     InvalidName(String),
     #[error("invalid meta: {0}")]
     InvalidMeta(String),
+    #[error("invalid expiry: {0}")]
+    InvalidExpiry(String),
     #[error("invalid requestid {0:?}: 1..128 characters of A-Z a-z 0-9 - _ . :")]
     InvalidRequestId(String),
     #[error("invalid replica bounds: {0}")]
@@ -119,6 +121,8 @@ pub struct PinCommand {
     pub name: Option<PinName>,
     pub origins: Origins,
     pub meta: BTreeMap<String, String>,
+    /// `meta.expires_at`, parsed: the pin is unpinned once it is due.
+    pub expiry: Option<Expiry>,
     pub replicas: ReplicaBounds,
 }
 
@@ -128,12 +132,14 @@ impl PinCommand {
         let owner = Owner::parse(owner)?;
         let name = raw.name.as_deref().map(PinName::parse).transpose()?;
         check_meta(&raw.meta)?;
+        let expiry = Expiry::of_meta(&raw.meta)?;
         Ok(PinCommand {
             cid,
             owner,
             name,
             origins: sanitize_origins(&raw.origins),
             meta: raw.meta,
+            expiry,
             replicas,
         })
     }
@@ -147,6 +153,9 @@ impl PinCommand {
         check_requestid(&requestid)?;
         if created_ns <= 0 {
             return Err(Rejection::InvalidCreated(created_ns));
+        }
+        if let Some(expiry) = self.expiry {
+            expiry.check_after(created_ns)?;
         }
         let (canonical, spelling) = self.cid.into_parts();
         Ok((
@@ -189,6 +198,15 @@ pub enum Command {
         requestid: String,
         owner: Owner,
         cid: Cid,
+    },
+    /// Set (`Some`) or clear (`None`) the expiry of pin `requestid` of `cid` (the edge checked
+    /// that the caller owns it or is an admin). `now_ns`: the edge's clock; an expiry must be
+    /// after it.
+    SetExpiry {
+        requestid: String,
+        cid: Cid,
+        expiry: Option<Expiry>,
+        now_ns: i64,
     },
 }
 
@@ -254,6 +272,24 @@ pub fn decide(command: Command) -> Result<Vec<Decided>, Rejection> {
                 event: Event::UnpinRequested {
                     requestid,
                     owner: owner.into_string(),
+                },
+            }])
+        }
+        Command::SetExpiry {
+            requestid,
+            cid,
+            expiry,
+            now_ns,
+        } => {
+            check_requestid_reference(&requestid)?;
+            let expiry = expiry
+                .map(|expiry| expiry.check_after(now_ns))
+                .transpose()?;
+            Ok(vec![Decided {
+                key: cid.canonical().to_string(),
+                event: Event::PinExpirySet {
+                    requestid,
+                    expires_ns: expiry.map(Expiry::ns),
                 },
             }])
         }
@@ -394,6 +430,22 @@ pub fn admit(envelope: &Envelope, provenance: Provenance) -> Result<Event, Rejec
             Ok(envelope.event.clone())
         }
         other if external => Err(Rejection::NotARequest { kind: other.kind() }),
+        Event::PinExpired { requestid, .. } => {
+            check_key(&envelope.key)?;
+            check_requestid_reference(requestid)?;
+            Ok(envelope.event.clone())
+        }
+        Event::PinExpirySet {
+            requestid,
+            expires_ns,
+        } => {
+            check_key(&envelope.key)?;
+            check_requestid_reference(requestid)?;
+            if let Some(ns) = expires_ns {
+                Expiry::from_ns(*ns)?;
+            }
+            Ok(envelope.event.clone())
+        }
         Event::NodeRegistered(_) | Event::NodeStatusChanged { .. } | Event::NodeRemoved { .. } => {
             Ok(envelope.event.clone())
         }

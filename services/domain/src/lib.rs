@@ -41,7 +41,9 @@ pub use retry::{next_retry, RetryPolicy};
 pub use rows::{PinRow, PinView, PIN_BUCKET};
 pub use state::{CidState, Cursor, PinRef, Release, ReplicaState, ReplicaStatus};
 pub use values::{canonical_cid, Cid};
-pub use writes::{derive_writes, walk_start, CidInput, CidWrites, PinRowWrite, PROPAGATE_STEP};
+pub use writes::{
+    derive_writes, walk_start, CidInput, CidWrites, ExpiryIndexChange, PinRowWrite, PROPAGATE_STEP,
+};
 
 #[cfg(test)]
 mod tests;

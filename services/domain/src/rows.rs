@@ -74,6 +74,30 @@ impl PinRow {
         &self.record.requestid
     }
 
+    /// When the pin expires (`meta.expires_at`). A value that does not parse (only a pin made
+    /// before expiry existed can hold one: every edge checks it now) means no expiry.
+    pub fn expiry(&self) -> Option<crate::values::Expiry> {
+        crate::values::Expiry::of_meta(&self.record.meta)
+            .ok()
+            .flatten()
+    }
+
+    /// This row with its expiry set or cleared (`meta.expires_at` rewritten).
+    pub fn with_expiry(mut self, expiry: Option<crate::values::Expiry>) -> Self {
+        let key = crate::values::META_EXPIRES_AT;
+        match expiry {
+            Some(expiry) => {
+                self.record
+                    .meta
+                    .insert(key.to_string(), expiry.to_rfc3339());
+            }
+            None => {
+                self.record.meta.remove(key);
+            }
+        }
+        self
+    }
+
     /// True if the row shows `view`.
     pub fn shows(&self, view: &PinView) -> bool {
         self.record.status == view.status

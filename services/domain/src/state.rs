@@ -122,8 +122,10 @@ pub struct CidState {
 pub enum PinChange {
     /// A new pin; its status, info and delegates are filled in from the CID's view.
     Created(PinRow),
-    /// The pin left the API (deleted or replaced).
+    /// The pin left the API (deleted, replaced or expired).
     Removed(PinRow),
+    /// The pin's own fields changed (its expiry); it stays in the same pin bucket.
+    Updated(PinRow),
 }
 
 impl CidState {
@@ -247,6 +249,21 @@ impl CidState {
                 let pin = pin?;
                 self.pin_gone(pin);
                 return Some(PinChange::Removed(pin.clone()));
+            }
+            Event::PinExpired { expires_ns, .. } => {
+                // Like an unpin, without the owner check; only if the pin still expires by
+                // then (its expiry may have been moved later since the entry was written).
+                let pin = pin?;
+                if pin.expiry().is_none_or(|expiry| expiry.ns() > *expires_ns) {
+                    return None;
+                }
+                self.pin_gone(pin);
+                return Some(PinChange::Removed(pin.clone()));
+            }
+            Event::PinExpirySet { expires_ns, .. } => {
+                let pin = pin?;
+                let expiry = expires_ns.and_then(|ns| crate::values::Expiry::from_ns(ns).ok());
+                return Some(PinChange::Updated(pin.clone().with_expiry(expiry)));
             }
             Event::ReplicasAllocated { nodes, .. } => {
                 for node in nodes {
@@ -465,9 +482,10 @@ impl CidState {
 pub fn named_pin(event: &Event) -> Option<&str> {
     match event {
         Event::PinRequested(request) => Some(&request.requestid),
-        Event::PinReplaced { requestid, .. } | Event::UnpinRequested { requestid, .. } => {
-            Some(requestid)
-        }
+        Event::PinReplaced { requestid, .. }
+        | Event::UnpinRequested { requestid, .. }
+        | Event::PinExpired { requestid, .. }
+        | Event::PinExpirySet { requestid, .. } => Some(requestid),
         _ => None,
     }
 }

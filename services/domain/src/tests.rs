@@ -89,7 +89,7 @@ impl Folded {
     fn apply(&mut self, offset: u64, event: &Event) {
         let pin = named_pin(event).and_then(|id| self.rows.get(id)).cloned();
         match self.state.apply(offset, event, pin.as_ref()) {
-            Some(PinChange::Created(row)) => {
+            Some(PinChange::Created(row)) | Some(PinChange::Updated(row)) => {
                 self.rows.insert(row.record.requestid.clone(), row);
             }
             Some(PinChange::Removed(row)) => {

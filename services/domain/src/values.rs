@@ -208,6 +208,74 @@ pub fn check_meta(meta: &BTreeMap<String, String>) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The `meta` key that carries a pin's expiry (Pinning Service API and external producers):
+/// an RFC 3339 timestamp with a time zone, e.g. `2026-12-01T00:00:00Z`. A pin whose
+/// `meta.expires_at` is due is unpinned (docs/api.md, "Expiry").
+pub const META_EXPIRES_AT: &str = "expires_at";
+
+/// A pin's expiry: nanoseconds since the Unix epoch, positive. Built from the RFC 3339 text of
+/// `meta.expires_at` (or the admin API's body); written back in UTC with the nanoseconds it
+/// has (`to_rfc3339`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Expiry(i64);
+
+impl Expiry {
+    pub fn parse(text: &str) -> Result<Expiry, Rejection> {
+        let bad = |why: String| {
+            Rejection::InvalidExpiry(format!(
+                "{why} ({META_EXPIRES_AT} {:?}): an RFC 3339 time with a zone is expected, \
+                 e.g. 2026-12-01T00:00:00Z",
+                short(text)
+            ))
+        };
+        let time = chrono::DateTime::parse_from_rfc3339(text.trim())
+            .map_err(|error| bad(error.to_string()))?;
+        match time.timestamp_nanos_opt() {
+            Some(ns) if ns > 0 => Ok(Expiry(ns)),
+            _ => Err(bad("out of range (1970 to 2262)".into())),
+        }
+    }
+
+    /// An expiry from its nanoseconds (the log's and the store's form).
+    pub fn from_ns(ns: i64) -> Result<Expiry, Rejection> {
+        if ns <= 0 {
+            return Err(Rejection::InvalidExpiry(format!(
+                "{ns} is not after the Unix epoch"
+            )));
+        }
+        Ok(Expiry(ns))
+    }
+
+    /// The expiry `meta` asks for, if it has the key.
+    pub fn of_meta(meta: &BTreeMap<String, String>) -> Result<Option<Expiry>, Rejection> {
+        meta.get(META_EXPIRES_AT)
+            .map(|text| Expiry::parse(text))
+            .transpose()
+    }
+
+    /// A request made at `now_ns` may only ask for a later expiry: an expiry in the past is a
+    /// mistake the client should hear about (400), not a pin that vanishes at once.
+    pub fn check_after(self, now_ns: i64) -> Result<Expiry, Rejection> {
+        if self.0 <= now_ns {
+            return Err(Rejection::InvalidExpiry(format!(
+                "{META_EXPIRES_AT} {} is not in the future",
+                self.to_rfc3339()
+            )));
+        }
+        Ok(self)
+    }
+
+    pub fn ns(self) -> i64 {
+        self.0
+    }
+
+    /// UTC, with as many fraction digits as the value needs (`2026-12-01T00:00:00Z`).
+    pub fn to_rfc3339(self) -> String {
+        chrono::DateTime::from_timestamp_nanos(self.0)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    }
+}
+
 /// Origins are hints: a client (Kubo's `pin remote add`, its MFS auto-pinning) sends every
 /// address its node has. Unparseable ones, ones without a `/p2p/<peer id>`, and duplicates are
 /// dropped; the first [`MAX_ORIGINS`] valid ones are kept, in the client's order. Never an
@@ -428,6 +496,40 @@ mod tests {
         assert!(check_meta(&big).is_err(), "over 64 KiB in all");
         let empty_key: BTreeMap<String, String> = [(String::new(), "x".into())].into();
         assert!(check_meta(&empty_key).is_err());
+    }
+
+    #[test]
+    fn expiries() {
+        let at = Expiry::parse("2026-12-01T00:00:00Z").unwrap();
+        assert_eq!(at.ns(), 1_796_083_200_000_000_000);
+        assert_eq!(at.to_rfc3339(), "2026-12-01T00:00:00Z");
+        // Any zone, any precision; written back in UTC.
+        let zoned = Expiry::parse(" 2026-12-01T01:00:00.5+01:00 ").unwrap();
+        assert_eq!(zoned.ns(), at.ns() + 500_000_000);
+        assert_eq!(zoned.to_rfc3339(), "2026-12-01T00:00:00.500Z");
+        assert_eq!(Expiry::parse(&zoned.to_rfc3339()).unwrap(), zoned);
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-12-01",
+            "2026-12-01T00:00:00",
+            "1969-12-31T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+            "2300-01-01T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+        ] {
+            assert!(
+                matches!(Expiry::parse(bad), Err(Rejection::InvalidExpiry(_))),
+                "{bad:?}"
+            );
+        }
+        let meta: BTreeMap<String, String> =
+            [(META_EXPIRES_AT.into(), "2026-12-01T00:00:00Z".into())].into();
+        assert_eq!(Expiry::of_meta(&meta).unwrap(), Some(at));
+        assert_eq!(Expiry::of_meta(&BTreeMap::new()).unwrap(), None);
+        assert!(at.check_after(at.ns() - 1).is_ok());
+        assert!(at.check_after(at.ns()).is_err(), "not in the future");
+        assert!(Expiry::from_ns(0).is_err());
     }
 
     #[test]

@@ -51,6 +51,20 @@ pub struct CidInput<'a> {
     pub step: Vec<PinRow>,
     /// Where the walk goes on after `step`; `None` when it reached the end.
     pub step_end: Option<Cursor>,
+    /// Expiry-index entries (request id, time) that the batch's `PinExpired` events name:
+    /// carried out or moot, they go whether or not the pin went.
+    pub expired: Vec<(String, i64)>,
+}
+
+/// An expiry-index change for one pin of the CID: it has (`present`) or no longer has an entry
+/// at `expires_ns`. The index is a superset of the live pins' expiries: an entry left behind
+/// (a crash, a moved expiry) is harmless, since the shard checks the pin when the entry's
+/// `PinExpired` comes back and deletes the entry then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiryIndexChange {
+    pub requestid: String,
+    pub expires_ns: i64,
+    pub present: bool,
 }
 
 /// A pin row write: the committed row (if any) and the new value (`None`: delete).
@@ -73,6 +87,10 @@ pub struct CidWrites {
     /// Node-index membership changes (the node now holds, or no longer holds, an allocated or
     /// pinned replica), in node order; each is also a ±1 of the node's replica counter.
     pub node_index: Vec<(NodeId, bool)>,
+    /// Expiry-index changes, in (time, request id) order: entries of pins created (or whose
+    /// expiry was set) by the batch, removed entries of pins that went or whose expiry moved,
+    /// and the entries the batch's `PinExpired` events name.
+    pub expiry_index: Vec<ExpiryIndexChange>,
 }
 
 /// The rows and counter changes of one CID's part of a batch (see the module docs).
@@ -85,7 +103,9 @@ pub fn derive_writes(input: CidInput<'_>) -> CidWrites {
         removed,
         step,
         step_end,
+        expired,
     } = input;
+    let expiry_index = expiry_index_changes(&created, &removed, expired);
     let mut pins = Vec::with_capacity(created.len() + removed.len() + step.len());
     let mut owner_deltas = Vec::new();
     let mut removed = removed;
@@ -149,7 +169,40 @@ pub fn derive_writes(input: CidInput<'_>) -> CidWrites {
         replicas_desired_delta,
         replicas_pinned_delta,
         node_index,
+        expiry_index,
     }
+}
+
+/// The expiry-index side of a batch: entries of pins gone or moved go, entries named by
+/// `PinExpired` events go, and every live pin of the batch with an expiry has its entry (which
+/// wins over a removal of the same entry: a pin rewritten with the same expiry).
+fn expiry_index_changes(
+    created: &[PinRow],
+    removed: &[PinRow],
+    expired: Vec<(String, i64)>,
+) -> Vec<ExpiryIndexChange> {
+    let mut changes: std::collections::BTreeMap<(i64, String), bool> = expired
+        .into_iter()
+        .map(|(requestid, expires_ns)| ((expires_ns, requestid), false))
+        .collect();
+    for row in removed {
+        if let Some(expiry) = row.expiry() {
+            changes.insert((expiry.ns(), row.record.requestid.clone()), false);
+        }
+    }
+    for row in created {
+        if let Some(expiry) = row.expiry() {
+            changes.insert((expiry.ns(), row.record.requestid.clone()), true);
+        }
+    }
+    changes
+        .into_iter()
+        .map(|((expires_ns, requestid), present)| ExpiryIndexChange {
+            requestid,
+            expires_ns,
+            present,
+        })
+        .collect()
 }
 
 /// The nodes holding an allocated or pinned replica of the CID (what the node index lists).

@@ -812,7 +812,7 @@ proptest! {
                 continue;
             }
             match state.apply(offset as u64, &event, pin.as_ref()) {
-                Some(PinChange::Created(row)) => {
+                Some(PinChange::Created(row)) | Some(PinChange::Updated(row)) => {
                     rows.insert(row.record.requestid.clone(), row);
                 }
                 Some(PinChange::Removed(row)) => {

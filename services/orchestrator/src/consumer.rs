@@ -55,6 +55,8 @@ pub struct OrchestratorConfig {
     /// and per destination node; 0 lifts the cap.
     pub rereplication_rate: u32,
     pub rereplication_rate_per_node: u32,
+    /// Pause between two expiry ticks of a partition (`crate::expiry`); zero turns expiry off.
+    pub expiry_interval: Duration,
     /// Pause between two anti-entropy rounds over the nodes; zero turns anti-entropy off.
     pub anti_entropy_interval: Duration,
     /// Point checks per second anti-entropy may make (0: unpaced).
@@ -84,6 +86,7 @@ impl Default for OrchestratorConfig {
             shared_store: false,
             rereplication_rate: 100,
             rereplication_rate_per_node: 20,
+            expiry_interval: crate::expiry::DEFAULT_INTERVAL,
             anti_entropy_interval: crate::antientropy::DEFAULT_INTERVAL,
             anti_entropy_checks_per_sec: 100,
             anti_entropy_remove_unknown: false,
@@ -343,6 +346,7 @@ impl Orchestrator {
         futures::join!(
             self.clone().consume(partition, stop.clone()),
             self.clone().repair(partition, stop.clone()),
+            self.clone().expire(partition, stop.clone()),
             self.clone().walk_nodes(partition, stop),
         );
     }

@@ -13,6 +13,7 @@ pub mod antientropy;
 pub mod cache;
 pub mod consumer;
 pub mod control;
+pub mod expiry;
 pub mod metrics;
 pub mod rereplicate;
 pub mod retry;

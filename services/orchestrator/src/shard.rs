@@ -112,6 +112,7 @@ impl Handler<Claimed> for ShardActor {
     fn handle(&mut self, claimed: Claimed, _: &mut Self::Context) {
         // A new ownership starts from the store, not from what an earlier one cached.
         self.forget();
+        self.expiry = crate::expiry::ExpiryMark::default();
         self.owner_epoch = claimed.epoch;
         self.snapshot.owner_epoch = claimed.epoch;
     }
@@ -148,9 +149,9 @@ pub struct ShardSnapshot {
 pub const FORWARD_MARK: &str = "#migration/forwarded";
 
 pub struct ShardActor {
-    partition: u32,
+    pub(crate) partition: u32,
     partitions: u32,
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     /// For forwarding legacy-keyed records only; the shard appends nothing else.
     log: Arc<dyn Log>,
     registry: NodeRegistry,
@@ -174,6 +175,8 @@ pub struct ShardActor {
     /// failed on one (see `Handler<ApplyBatch>`).
     blamed: Option<String>,
     snapshot: ShardSnapshot,
+    /// How far the partition's expiry task has read the expiry index (see `crate::expiry`).
+    pub(crate) expiry: crate::expiry::ExpiryMark,
 }
 
 /// What a shard is given besides its partition.
@@ -208,6 +211,8 @@ struct Touched {
     created: Vec<String>,
     /// Committed pins this batch removed.
     removed: Vec<PinRow>,
+    /// Expiry-index entries named by the batch's `PinExpired` events (request id, time).
+    expired: Vec<(String, i64)>,
 }
 
 /// The working set of one batch.
@@ -244,6 +249,7 @@ impl ShardActor {
                 partition,
                 ..ShardSnapshot::default()
             },
+            expiry: crate::expiry::ExpiryMark::default(),
         }
     }
 
@@ -327,7 +333,7 @@ impl ShardActor {
     }
 
     /// The partition's commit row, after rolling back an attempt that never committed.
-    fn committed(&mut self) -> Result<CommitState, StoreError> {
+    pub(crate) fn committed(&mut self) -> Result<CommitState, StoreError> {
         if let Some(commit) = &self.commit {
             return Ok(commit.clone());
         }
@@ -353,7 +359,7 @@ impl ShardActor {
     /// this shard did: rewrites the commit row as read (`state`), conditioned on the owner
     /// epoch. Guards the row writes no attempt covers (a rollback, a pending-set cleanup),
     /// so a fenced shard does not start them. Nothing to check when unfenced.
-    fn check_owner(&self, state: &CommitState) -> Result<(), StoreError> {
+    pub(crate) fn check_owner(&self, state: &CommitState) -> Result<(), StoreError> {
         if self.owner_epoch == 0 {
             return Ok(());
         }
@@ -409,6 +415,21 @@ impl ShardActor {
                         }
                     };
                     name_stale(&mut batch.pins[index], attempted.clone());
+                    // The expiry entry of a restored pin: the batch may have deleted it.
+                    if let Some(expiry) = row.as_ref().and_then(PinRow::expiry) {
+                        let due_ns =
+                            self.expiry
+                                .due_ns(self.store.as_ref(), self.partition, expiry.ns())?;
+                        batch.expiry.push(pinhive_store::ExpiryWrite {
+                            due_ns,
+                            cid: row
+                                .as_ref()
+                                .map(|row| row.record.canonical_cid())
+                                .unwrap_or_default(),
+                            requestid: requestid.clone(),
+                            present: true,
+                        });
+                    }
                 }
                 Undo::Cid { cid, state } => {
                     // The pending set follows the state's flag (a batch writes the set only
@@ -766,7 +787,26 @@ impl ShardActor {
                     }
                     work.pins.insert(requestid, None);
                 }
+                Some(PinChange::Updated(row)) => {
+                    // Written like a pin removed and made again under its request id (one
+                    // row write, in the same bucket: see `derive_writes`).
+                    let requestid = row.record.requestid.clone();
+                    if !touched.created.contains(&requestid) {
+                        if let Some(committed) = pin.clone() {
+                            touched.removed.push(committed);
+                        }
+                        touched.created.push(requestid.clone());
+                    }
+                    work.pins.insert(requestid, Some(row));
+                }
                 None => {}
+            }
+            if let pinhive_events::Event::PinExpired {
+                requestid,
+                expires_ns,
+            } = &envelope.event
+            {
+                touched.expired.push((requestid.clone(), *expires_ns));
             }
             if let Some(span) = span {
                 spans.insert(cid.clone(), span.clone());
@@ -811,6 +851,7 @@ impl ShardActor {
                     stored,
                     created: Vec::new(),
                     removed: Vec::new(),
+                    expired: Vec::new(),
                 },
             );
         }
@@ -908,6 +949,7 @@ impl ShardActor {
                 removed: touched.removed,
                 step,
                 step_end,
+                expired: touched.expired,
             });
             for write in writes.pins {
                 let requestid = match (&write.new, &write.committed) {
@@ -945,6 +987,23 @@ impl ShardActor {
                     node,
                     cid: cid.clone(),
                     present,
+                });
+            }
+            for change in writes.expiry_index {
+                // An entry written at or before a window the expiry task has read already
+                // is moved just after it (`ExpiryMark::due_ns`); a removal names the entry as
+                // it was written for the pin's expiry.
+                let due_ns = if change.present {
+                    self.expiry
+                        .due_ns(self.store.as_ref(), self.partition, change.expires_ns)?
+                } else {
+                    change.expires_ns
+                };
+                rows.expiry.push(pinhive_store::ExpiryWrite {
+                    due_ns,
+                    cid: cid.clone(),
+                    requestid: change.requestid,
+                    present: change.present,
                 });
             }
             let mut state = writes.state;

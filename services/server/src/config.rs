@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Seconds between repair passes over CIDs with outstanding work.
     #[arg(long, env = "PINHIVE_REPAIR_INTERVAL_SECS")]
     pub repair_interval_secs: Option<u64>,
+    /// Seconds between two expiry ticks of a partition: pins whose `meta.expires_at` is due
+    /// are unpinned at most this late (0: expiry off).
+    #[arg(long, env = "PINHIVE_EXPIRY_INTERVAL_SECS")]
+    pub expiry_interval_secs: Option<u64>,
     /// Seconds a node may fail its health checks before it is `down` and its replicas are
     /// made again elsewhere (until then it is `degraded`: nothing moves).
     #[arg(long, env = "PINHIVE_NODE_GRACE_SECS")]
@@ -161,6 +165,7 @@ pub struct Config {
     pub pin_retry_max_secs: u64,
     pub pin_retry_limit: u32,
     pub repair_interval_secs: u64,
+    pub expiry_interval_secs: u64,
     pub node_grace_secs: u64,
     pub health_interval_secs: u64,
     pub rereplication_rate: u32,
@@ -210,6 +215,7 @@ impl Default for Config {
             pin_retry_max_secs: 3600,
             pin_retry_limit: 5,
             repair_interval_secs: 10,
+            expiry_interval_secs: 5,
             node_grace_secs: 60,
             health_interval_secs: 5,
             rereplication_rate: 100,
@@ -279,6 +285,7 @@ impl Config {
         flag!(pin_retry_max_secs);
         flag!(pin_retry_limit);
         flag!(repair_interval_secs);
+        flag!(expiry_interval_secs);
         flag!(node_grace_secs);
         flag!(health_interval_secs);
         flag!(rereplication_rate);

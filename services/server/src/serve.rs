@@ -384,6 +384,7 @@ pub async fn start(
         registry.clone(),
         OrchestratorConfig {
             repair_interval: Duration::from_secs(config.repair_interval_secs.max(1)),
+            expiry_interval: Duration::from_secs(config.expiry_interval_secs),
             retention: Duration::from_secs(config.log_retention_secs),
             journal_retention: Duration::from_secs(config.history_retention_secs),
             dead_letter_retention: Duration::from_secs(config.history_retention_secs),

@@ -3,7 +3,8 @@
 //! A shard batch is written in three waves, each a set of independent single-row writes sent
 //! concurrently (at most 64 in flight): (1) the pin rows, (2) their listing and pin-list
 //! entries (new ones written, those of the committed and stale values that the new value
-//! lacks deleted) with bucket markers, the journal, the pending set and the node index, (3)
+//! lacks deleted) with bucket markers, the journal, the pending set, the node index and the
+//! expiry index, (3)
 //! the CID states.
 //! So a pin row always reaches the store before its entries (a rollback reads the row back to
 //! find them) and the CID states (which carry `applied_offset`) come last, as the `Store`
@@ -44,6 +45,7 @@ impl ScyllaStore {
     pub(crate) async fn write_rows(&self, batch: &ShardBatch) -> Result<(), StoreError> {
         let (mut side_writes, side_markers) = self.journal_and_pending(batch);
         side_writes.extend(self.node_cid_writes(batch));
+        side_writes.extend(self.expiry_writes(batch));
         // A request id written twice in one batch: the later write goes in a later round, so
         // the two never race. The journal, pending and node-index writes join the last
         // round's entries.

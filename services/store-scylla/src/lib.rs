@@ -4,7 +4,9 @@
 //!   docs/data-model.md one for one, plus the small marker tables a partitioned range needs
 //!   to be walked without a scan (`listing_buckets`, `cid_pin_buckets`, `journal_days`,
 //!   `dead_letter_partitions`). The node index `node_cids` is split into [`NODE_CID_SLOTS`]
-//!   partitions per (node, log partition), walked slot by slot.
+//!   partitions per (node, log partition), walked slot by slot; the expiry index
+//!   `expiry_index` into [`EXPIRY_SLOTS`] partitions per (log partition, hour bucket), read
+//!   window by window.
 //! * Access: prepared statements only, prepared once at [`ScyllaStore::open`]; each is a
 //!   single-partition read (with `LIMIT`, or paged with the driver's paging state for
 //!   listings) or a single-row write. All but the owner-epoch LWTs (below) are marked
@@ -37,6 +39,7 @@
 
 mod batch;
 mod driver;
+mod expiry;
 mod listing;
 mod migrate;
 mod node_index;
@@ -45,6 +48,7 @@ mod store;
 mod uri;
 
 pub use driver::ScyllaOptions;
+pub use expiry::{EXPIRY_BUCKET_NS, EXPIRY_READS_PER_CALL, EXPIRY_SLOTS};
 pub use migrate::{
     migrate, migrate_with, render, split_statements, Migration, Replication, MIGRATIONS,
 };

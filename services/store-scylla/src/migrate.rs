@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_node_cids",
         text: include_str!("../../../schemas/cql/0002_node_cids.cql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_expiry_index",
+        text: include_str!("../../../schemas/cql/0003_expiry_index.cql"),
+    },
 ];
 
 /// Keyspace replication.
@@ -340,6 +345,19 @@ mod tests {
         assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS ph_test.node_cids ("));
         assert!(
             statements[0].contains("PRIMARY KEY ((node, log_partition, slot), cid)"),
+            "{}",
+            statements[0]
+        );
+    }
+
+    #[test]
+    fn the_expiry_index_migration_creates_its_table_only() {
+        let statements = render(&MIGRATIONS[2], "ph_test", &Replication::single());
+        assert_eq!(statements.len(), 1, "{statements:?}");
+        assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS ph_test.expiry_index ("));
+        assert!(
+            statements[0]
+                .contains("PRIMARY KEY ((log_partition, bucket, slot), due_ns, cid, requestid)"),
             "{}",
             statements[0]
         );

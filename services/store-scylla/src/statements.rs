@@ -53,6 +53,10 @@ pub(crate) struct Statements {
     pub delete_node_cid: PreparedStatement,
     pub node_cids_from: PreparedStatement,
     pub node_cids_after: PreparedStatement,
+    pub put_expiry: PreparedStatement,
+    pub delete_expiry: PreparedStatement,
+    pub expiry_due_from: PreparedStatement,
+    pub expiry_due_after: PreparedStatement,
     pub put_journal: PreparedStatement,
     pub put_journal_day: PreparedStatement,
     pub put_journal_time: PreparedStatement,
@@ -263,6 +267,20 @@ impl Statements {
                 "SELECT cid FROM {ks}.node_cids WHERE node = ? AND log_partition = ? \
                  AND slot = ? AND cid > ? LIMIT ?",
             )
+            .await?,
+            put_expiry: p("INSERT INTO {ks}.expiry_index \
+                 (log_partition, bucket, slot, due_ns, cid, requestid) VALUES (?, ?, ?, ?, ?, ?)")
+            .await?,
+            delete_expiry: p("DELETE FROM {ks}.expiry_index WHERE log_partition = ? \
+                 AND bucket = ? AND slot = ? AND due_ns = ? AND cid = ? AND requestid = ?")
+            .await?,
+            expiry_due_from: p("SELECT due_ns, cid, requestid FROM {ks}.expiry_index \
+                 WHERE log_partition = ? AND bucket = ? AND slot = ? \
+                 AND due_ns > ? AND due_ns <= ? LIMIT ?")
+            .await?,
+            expiry_due_after: p("SELECT due_ns, cid, requestid FROM {ks}.expiry_index \
+                 WHERE log_partition = ? AND bucket = ? AND slot = ? \
+                 AND (due_ns, cid, requestid) > (?, ?, ?) AND (due_ns) <= (?) LIMIT ?")
             .await?,
             put_journal: p("INSERT INTO {ks}.journal (cid, day, log_offset, entry) \
                  VALUES (?, ?, ?, ?)")

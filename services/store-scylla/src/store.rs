@@ -1,5 +1,6 @@
 //! `ScyllaStore`: the `Store` trait over CQL. Table by table the mapping of
-//! docs/data-model.md (schemas/cql/: 0001_initial.cql, 0002_node_cids.cql); what each method
+//! docs/data-model.md (schemas/cql/: 0001_initial.cql, 0002_node_cids.cql,
+//! 0003_expiry_index.cql); what each method
 //! sends is listed on it.
 
 use std::collections::HashSet;
@@ -466,6 +467,26 @@ impl Store for ScyllaStore {
     ) -> Result<(Vec<String>, Option<NodeCidCursor>), StoreError> {
         self.driver
             .run(self.node_cids_async(node, partition, from, limit))
+    }
+
+    /// `expiry_index` bucket by bucket and slot by slot over the window, `LIMIT` each, at
+    /// most [`crate::EXPIRY_READS_PER_CALL`] reads a call: see `expiry_due_async`.
+    fn expiry_due(
+        &self,
+        partition: u32,
+        after_ns: i64,
+        up_to_ns: i64,
+        from: &pinhive_store::ExpiryCursor,
+        limit: usize,
+    ) -> Result<
+        (
+            Vec<pinhive_store::ExpiryEntry>,
+            Option<pinhive_store::ExpiryCursor>,
+        ),
+        StoreError,
+    > {
+        self.driver
+            .run(self.expiry_due_async(partition, after_ns, up_to_ns, from, limit))
     }
 
     fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError> {

@@ -294,6 +294,9 @@ fn statements_per_pin_on_the_hot_path() {
         // No replica placed or removed here: a placement or removal is one more write each
         // (`a_node_index_change_is_one_write_and_a_walk_reads_slot_by_slot`).
         node_cids: vec![],
+        // No pin with an expiry here: an entry is one more write
+        // (`an_expiry_entry_is_one_write_and_a_walk_reads_a_bucket_per_call`).
+        expiry: vec![],
         cids: vec![CidWrite {
             cid: cid.into(),
             state: Some(CidState::new(cid)),
@@ -604,4 +607,76 @@ fn a_node_index_change_is_one_write_and_a_walk_reads_slot_by_slot() {
     seen.sort();
     assert_eq!(seen, cids);
     assert!(pages >= 200 / 16, "{pages} pages");
+}
+
+/// The expiry index as the server sees it: an entry set or removed is one single-row write; a
+/// walk reads one bucket's slots at most per call (`LIMIT` each), so a window within one hour
+/// costs one read per slot, and a window over many hours is walked over several bounded calls.
+#[test]
+fn an_expiry_entry_is_one_write_and_a_walk_reads_a_bucket_per_call() {
+    use pinhive_store::{ExpiryCursor, ExpiryWrite};
+    use pinhive_store_scylla::{EXPIRY_BUCKET_NS, EXPIRY_READS_PER_CALL, EXPIRY_SLOTS};
+
+    let server = start_server();
+    let store = fresh_store(&server);
+    let hour = EXPIRY_BUCKET_NS;
+    let t0 = 498_912 * hour;
+    let entries = |dues: &[i64], present: bool| ShardBatch {
+        partition: 5,
+        expiry: dues
+            .iter()
+            .enumerate()
+            .map(|(i, due_ns)| ExpiryWrite {
+                due_ns: *due_ns,
+                cid: format!("bafkrei{i:052}"),
+                requestid: format!("r-{i}"),
+                present,
+            })
+            .collect(),
+        ..ShardBatch::default()
+    };
+
+    server.server.reset_stats();
+    let walk = store
+        .expiry_due(5, t0, t0 + hour - 1, &ExpiryCursor::default(), 100)
+        .unwrap();
+    assert_eq!(walk, (vec![], None));
+    let stats = server.server.stats();
+    assert_eq!(
+        stats.statements_containing("expiry_index WHERE"),
+        u64::from(EXPIRY_SLOTS),
+        "a window within one bucket: one read per slot, {stats:?}"
+    );
+
+    let before = store.sent();
+    store.write_shard_batch(&entries(&[t0 + 1], true)).unwrap();
+    assert_eq!(store.sent().statements - before.statements, 1, "an entry");
+    store.write_shard_batch(&entries(&[t0 + 1], false)).unwrap();
+    assert_eq!(store.sent().statements - before.statements, 2, "a removal");
+
+    // 200 entries over five hours; walked over a window of six hours.
+    let dues: Vec<i64> = (0..200).map(|i| t0 + 1 + i * (5 * hour / 200)).collect();
+    store.write_shard_batch(&entries(&dues, true)).unwrap();
+    let mut cursor = ExpiryCursor::default();
+    let mut seen = Vec::new();
+    let mut calls = 0;
+    loop {
+        let before = store.sent();
+        let (page, next) = store.expiry_due(5, t0, t0 + 6 * hour, &cursor, 16).unwrap();
+        let reads = store.sent().statements - before.statements;
+        assert!(page.len() <= 16);
+        assert!(
+            reads as usize <= EXPIRY_READS_PER_CALL,
+            "{reads} reads in one call"
+        );
+        seen.extend(page.into_iter().map(|entry| entry.due_ns));
+        calls += 1;
+        match next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, dues);
+    assert!(calls >= 200 / 16, "{calls} calls");
 }

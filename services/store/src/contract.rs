@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
 use pinhive_events::{Event, NodeDescriptor};
 
+mod expiry;
+pub use expiry::*;
+
 use crate::{
     total_count, Attempt, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry,
     NameMatch, NodeCidCursor, NodeCidWrite, PinQuery, PinWrite, ShardBatch, Store, TokenRecord,
@@ -112,7 +115,11 @@ macro_rules! store_contract_tests {
             unfenced_commits_still_work,
             node_cids_membership,
             node_cids_walk_visits_each_once,
-            node_cids_in_prefix_order
+            node_cids_in_prefix_order,
+            expiry_index_membership,
+            expiry_due_window_bounds,
+            expiry_due_walk_visits_each_once,
+            expiry_in_prefix_order
         );
     };
     (@each optional $fresh:path; $($check:ident),* $(,)?) => {
@@ -482,6 +489,7 @@ pub fn any_prefix_then_the_batch_equals_the_batch(store: &dyn Store) {
         }],
         pending: vec![("cidA".into(), true)],
         node_cids: vec![node_cid("n1", "cidA", true)],
+        expiry: vec![],
         cids: vec![CidWrite {
             cid: "cidA".into(),
             state: Some(state(5)),
@@ -1303,6 +1311,7 @@ pub fn node_cids_in_prefix_order(store: &dyn Store) {
         }],
         pending: vec![("cidA".into(), true)],
         node_cids: vec![node_cid("n1", "cidA", true), node_cid("n2", "cidA", true)],
+        expiry: vec![],
         cids: vec![CidWrite {
             cid: "cidA".into(),
             state: Some(CidState::new("cidA")),

@@ -19,8 +19,9 @@ use crate::keys;
 use crate::merge::{self, ListingSource, MergeSource};
 use crate::query::{NameMatch, PinPage, PinQuery};
 use crate::{
-    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, NodeCidCursor, Quarantine,
-    S3Object, ShardBatch, Store, StoreError, TokenRecord, QUARANTINE_LIMIT,
+    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, ExpiryCursor, ExpiryEntry, JournalEntry,
+    NodeCidCursor, Quarantine, S3Object, ShardBatch, Store, StoreError, TokenRecord,
+    QUARANTINE_LIMIT,
 };
 
 pub struct EmbeddedStore {
@@ -34,6 +35,7 @@ pub struct EmbeddedStore {
     journal_by_time: Keyspace,
     pending: Keyspace,
     node_cids: Keyspace,
+    expiry: Keyspace,
     checkpoints: Keyspace,
     tokens: Keyspace,
     nodes: Keyspace,
@@ -175,6 +177,7 @@ impl EmbeddedStore {
             journal_by_time: open("journal_by_time")?,
             pending: open("pending")?,
             node_cids: open("node_cids")?,
+            expiry: open("expiry")?,
             checkpoints,
             tokens: open("tokens")?,
             nodes: open("nodes")?,
@@ -188,7 +191,7 @@ impl EmbeddedStore {
         })
     }
 
-    fn keyspaces(&self) -> [&Keyspace; 16] {
+    fn keyspaces(&self) -> [&Keyspace; 17] {
         [
             &self.cids,
             &self.pins,
@@ -199,6 +202,7 @@ impl EmbeddedStore {
             &self.journal_by_time,
             &self.pending,
             &self.node_cids,
+            &self.expiry,
             &self.checkpoints,
             &self.tokens,
             &self.nodes,
@@ -268,6 +272,19 @@ impl EmbeddedStore {
                 write.insert(&self.node_cids, key, []);
             } else {
                 write.remove(&self.node_cids, key);
+            }
+        }
+        // The last write of an entry wins, as for the node index.
+        let mut expiry = std::collections::BTreeMap::new();
+        for entry in &batch.expiry {
+            let key = keys::expiry_key(batch.partition, entry.due_ns, &entry.cid, &entry.requestid);
+            expiry.insert(key, entry.present);
+        }
+        for (key, present) in expiry {
+            if present {
+                write.insert(&self.expiry, key, []);
+            } else {
+                write.remove(&self.expiry, key);
             }
         }
         for cid in &batch.cids {
@@ -659,6 +676,74 @@ impl Store for EmbeddedStore {
             after: cids.last().cloned(),
         };
         Ok((cids, Some(next)))
+    }
+
+    /// One range read of the partition's entries from the window's start (or after the
+    /// cursor's entry) to its end; one entry past `limit` is read to tell whether the walk
+    /// goes on. The cursor's bucket and slot are always 0: the embedded index is one ordered
+    /// range per partition.
+    fn expiry_due(
+        &self,
+        partition: u32,
+        after_ns: i64,
+        up_to_ns: i64,
+        from: &ExpiryCursor,
+        limit: usize,
+    ) -> Result<(Vec<ExpiryEntry>, Option<ExpiryCursor>), StoreError> {
+        use std::ops::Bound;
+        if limit == 0 {
+            return Ok((Vec::new(), Some(from.clone())));
+        }
+        if up_to_ns <= after_ns {
+            return Ok((Vec::new(), None));
+        }
+        let start = match &from.after {
+            Some(after) => Bound::Excluded(keys::expiry_key(
+                partition,
+                after.due_ns,
+                &after.cid,
+                &after.requestid,
+            )),
+            None => Bound::Included(keys::expiry_time_prefix(partition, after_ns + 1)),
+        };
+        let end = match up_to_ns.checked_add(1) {
+            Some(next) => Bound::Excluded(keys::expiry_time_prefix(partition, next)),
+            None => match keys::prefix_end(&partition.to_be_bytes()) {
+                Some(end) => Bound::Excluded(end),
+                None => Bound::Unbounded,
+            },
+        };
+        let mut entries = Vec::new();
+        for guard in self
+            .expiry
+            .range::<Vec<u8>, _>((start, end))
+            .take(limit + 1)
+        {
+            let key = guard.key().map_err(backend)?;
+            let (due_ns, cid, requestid) =
+                keys::parse_expiry_key(&key).ok_or_else(|| StoreError::Corrupt {
+                    what: "expiry index key",
+                    reason: format!(
+                        "{} bytes, not partition, time, cid NUL requestid",
+                        key.len()
+                    ),
+                })?;
+            entries.push(ExpiryEntry {
+                due_ns,
+                cid,
+                requestid,
+            });
+        }
+        if entries.len() <= limit {
+            return Ok((entries, None));
+        }
+        entries.truncate(limit);
+        let next = ExpiryCursor {
+            bucket: 0,
+            slot: 0,
+            after: entries.last().cloned(),
+        };
+        Ok((entries, Some(next)))
     }
 
     fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError> {

@@ -155,6 +155,33 @@ pub fn node_cid_key(node: &str, partition: u32, cid: &str) -> Vec<u8> {
     key
 }
 
+/// The expiry index: `partition(4, big-endian) due(8, big-endian, sign bit flipped so that the
+/// bytes sort like the numbers) cid NUL requestid` (no value): a partition's entries in due
+/// order, so the entries due in a window are one range read. CIDs and request ids hold no NUL.
+pub fn expiry_time_prefix(partition: u32, due_ns: i64) -> Vec<u8> {
+    let mut key = partition.to_be_bytes().to_vec();
+    key.extend_from_slice(&((due_ns as u64) ^ (1 << 63)).to_be_bytes());
+    key
+}
+
+pub fn expiry_key(partition: u32, due_ns: i64, cid: &str, requestid: &str) -> Vec<u8> {
+    let mut key = expiry_time_prefix(partition, due_ns);
+    key.extend_from_slice(cid.as_bytes());
+    key.push(0);
+    key.extend_from_slice(requestid.as_bytes());
+    key
+}
+
+/// The (due, cid, requestid) of an expiry-index key; `None` if it is not one.
+pub fn parse_expiry_key(key: &[u8]) -> Option<(i64, String, String)> {
+    let due = u64::from_be_bytes(key.get(4..12)?.try_into().ok()?) ^ (1 << 63);
+    let rest = key.get(12..)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let cid = String::from_utf8(rest[..nul].to_vec()).ok()?;
+    let requestid = String::from_utf8(rest[nul + 1..].to_vec()).ok()?;
+    Some((due as i64, cid, requestid))
+}
+
 /// The first key after every key that starts with `prefix` (`None`: no such key, the prefix
 /// is all 0xff bytes).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -182,6 +209,20 @@ mod tests {
         let end = prefix_end(&a).unwrap();
         assert!(node_cid_key("a", 1, "\u{7f}\u{7f}") < end);
         assert!(node_cid_key("a", 2, "") >= end);
+    }
+
+    #[test]
+    fn expiry_keys_sort_by_partition_then_time_and_parse_back() {
+        let key = expiry_key(3, 1_700_000_000_000_000_000, "bafkcid", "r-1");
+        assert_eq!(
+            parse_expiry_key(&key),
+            Some((1_700_000_000_000_000_000, "bafkcid".into(), "r-1".into()))
+        );
+        assert!(expiry_key(3, -1, "z", "z") < expiry_key(3, 0, "a", "a"));
+        assert!(expiry_key(3, 5, "z", "z") < expiry_key(3, 6, "a", "a"));
+        assert!(expiry_key(3, i64::MAX, "z", "z") < expiry_key(4, i64::MIN, "a", "a"));
+        assert!(expiry_key(3, 5, "a", "b") < expiry_time_prefix(3, 6));
+        assert_eq!(parse_expiry_key(&[0, 0, 0]), None);
     }
 
     #[test]

@@ -216,6 +216,34 @@ pub struct NodeCidCursor {
     pub after: Option<String>,
 }
 
+/// An expiry-index write: pin `requestid` of `cid` (a CID of the batch's partition) is due at
+/// `due_ns` (`present`), or that entry goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiryWrite {
+    pub due_ns: i64,
+    pub cid: String,
+    pub requestid: String,
+    pub present: bool,
+}
+
+/// One entry of a partition's expiry index: pin `requestid` of `cid` is due at `due_ns`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExpiryEntry {
+    pub due_ns: i64,
+    pub cid: String,
+    pub requestid: String,
+}
+
+/// Where a walk of the due entries of a partition goes on (opaque to callers: a store that
+/// splits the index by time and slot, ScyllaDB, keeps its place in `bucket` and `slot`; `after`
+/// is the last entry returned, if the walk stopped inside a slot).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExpiryCursor {
+    pub bucket: i64,
+    pub slot: u32,
+    pub after: Option<ExpiryEntry>,
+}
+
 /// The rows one shard batch writes before its commit. No write here is atomic with another:
 /// they reach the store in [`ShardBatch::prefix`] order, any prefix of them may be all a crash
 /// leaves, and the rollback of the attempt plus a retry of the batch ends in the same state as
@@ -226,6 +254,11 @@ pub struct NodeCidCursor {
 /// exact copy: membership writes are idempotent, and an entry an interrupted batch left
 /// behind is harmless (the walker finds that the CID has no replica on that node and deletes
 /// the entry). So the attempt records no undo for it.
+///
+/// The expiry index (`expiry`, read by [`Store::expiry_due`]) is a superset too: an entry of a
+/// pin that is gone, or whose expiry moved, only makes the expiry task append a `PinExpired`
+/// that the shard finds moot (and deletes the entry). A rollback writes back the entries of
+/// the pin rows it restores.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ShardBatch {
     pub partition: u32,
@@ -234,8 +267,10 @@ pub struct ShardBatch {
     /// CIDs that still need work (`true`) or are settled (`false`); the repair loop walks the
     /// pending set of its partition.
     pub pending: Vec<(String, bool)>,
-    /// Node-index membership of the partition's CIDs (written after `pending`, before `cids`).
+    /// Node-index membership of the partition's CIDs (written after `pending`, before `expiry`).
     pub node_cids: Vec<NodeCidWrite>,
+    /// Expiry-index entries of the partition's pins (written after `node_cids`, before `cids`).
+    pub expiry: Vec<ExpiryWrite>,
     /// Written last: a CID row carries `applied_offset`, the last thing written per CID.
     pub cids: Vec<CidWrite>,
 }
@@ -247,6 +282,7 @@ impl ShardBatch {
             + self.journal.len()
             + self.pending.len()
             + self.node_cids.len()
+            + self.expiry.len()
             + self.cids.len()
     }
 
@@ -269,6 +305,7 @@ impl ShardBatch {
             journal: self.journal[..take(self.journal.len())].to_vec(),
             pending: self.pending[..take(self.pending.len())].to_vec(),
             node_cids: self.node_cids[..take(self.node_cids.len())].to_vec(),
+            expiry: self.expiry[..take(self.expiry.len())].to_vec(),
             cids: self.cids[..take(self.cids.len())].to_vec(),
         }
     }
@@ -428,6 +465,20 @@ pub trait Store: Send + Sync + 'static {
         from: &NodeCidCursor,
         limit: usize,
     ) -> Result<(Vec<String>, Option<NodeCidCursor>), StoreError>;
+    /// Entries of `partition`'s expiry index due in `(after_ns, up_to_ns]`, from `from` on, at
+    /// most `limit`, and the cursor to go on with (`None`: the window holds no more). Each call
+    /// is a bounded number of bounded range reads — never a scan of the index or of the pins —
+    /// so a page may come back empty with a cursor (a store split by time walked empty parts
+    /// of a wide window). A walk visits every entry present in the window for its whole
+    /// duration exactly once (order unspecified).
+    fn expiry_due(
+        &self,
+        partition: u32,
+        after_ns: i64,
+        up_to_ns: i64,
+        from: &ExpiryCursor,
+        limit: usize,
+    ) -> Result<(Vec<ExpiryEntry>, Option<ExpiryCursor>), StoreError>;
 
     /// The pin as the API shows it.
     fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError> {

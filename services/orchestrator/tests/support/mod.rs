@@ -29,6 +29,7 @@ macro_rules! delegate_store_reads {
         fn counter(&self, owner: &str, status: PinStatus, partition: u32) -> Result<Option<i64>, StoreError>;
         fn pending_cids(&self, partition: u32, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
         fn node_cids(&self, node: &str, partition: u32, from: &pinhive_store::NodeCidCursor, limit: usize) -> Result<(Vec<String>, Option<pinhive_store::NodeCidCursor>), StoreError>;
+        fn expiry_due(&self, partition: u32, after_ns: i64, up_to_ns: i64, from: &pinhive_store::ExpiryCursor, limit: usize) -> Result<(Vec<pinhive_store::ExpiryEntry>, Option<pinhive_store::ExpiryCursor>), StoreError>;
         fn get_pin(&self, requestid: &str) -> Result<Option<PinRecord>, StoreError>;
         fn list_pins(&self, query: &PinQuery, partitions: u32) -> Result<PinPage, StoreError>;
         fn prune_journal(&self, partition: u32, before_ns: i64, limit: usize) -> Result<usize, StoreError>;
