@@ -28,6 +28,9 @@ async fn pin_replace_delete_and_fail_against_a_real_daemon() {
             "2",
             "--pin-attempts",
             "2",
+            // A failed pin shows `failed` at once (retries: tests/pin_retry.rs).
+            "--pin-retry-limit",
+            "0",
         ],
     )
     .await

@@ -218,7 +218,10 @@ impl Pass<'_> {
         }
 
         let mut unknown = Vec::new();
-        let mut sample = Sample::new(self.orchestrator.config.anti_entropy_integrity_samples, seed);
+        let mut sample = Sample::new(
+            self.orchestrator.config.anti_entropy_integrity_samples,
+            seed,
+        );
         let mut pins = self
             .api
             .pin_ls_all()
@@ -441,7 +444,11 @@ impl Sample {
     }
 
     fn into_cids(self) -> Vec<String> {
-        self.kept.into_sorted_vec().into_iter().map(|(_, cid)| cid).collect()
+        self.kept
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(_, cid)| cid)
+            .collect()
     }
 }
 
@@ -468,7 +475,10 @@ mod tests {
             .iter()
             .filter(|c| c[4..].parse::<u32>().unwrap() < 50_000)
             .count();
-        assert!((30..=70).contains(&early), "{early} of 100 from the first half");
+        assert!(
+            (30..=70).contains(&early),
+            "{early} of 100 from the first half"
+        );
         assert!(Sample::new(0, 7).into_cids().is_empty());
         let mut few = Sample::new(10, 7);
         few.offer("a");
