@@ -115,8 +115,9 @@ async fn pins_with_a_short_expiry_are_unpinned_on_the_daemons() {
         );
     }
 
-    // Expiring in a few seconds, asked for in `meta` (long enough to be pinned first).
-    let expires_at = in_seconds(10);
+    // Expiring in a few seconds, asked for in `meta` (long enough to be pinned first, with a
+    // wide margin for a slow machine).
+    let expires_at = in_seconds(20);
     let meta_pin = pin(&client, by_meta, json!({"expires_at": expires_at})).await;
     // Two pins of one CID, both expiring then; the second's expiry is cleared by its owner.
     let shared_expiring = pin(&client, shared, json!({"expires_at": expires_at})).await;

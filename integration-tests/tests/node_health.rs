@@ -487,6 +487,7 @@ async fn anti_entropy_repins_what_a_node_lost_and_reports_what_it_pins_unknown()
     // Integrity sampling read the roots it sampled (all of them: fewer pins than samples).
     assert_eq!(clean["sampled"].as_u64(), Some(held_by_n0), "{clean}");
     assert_eq!(clean["unreadable"], 0, "{clean}");
+    assert_eq!(clean["saturated"], false, "{clean}");
 
     // Unpin a CID on n0 behind pinhive's back, and pin one pinhive never heard of.
     let (lost, _) = placement

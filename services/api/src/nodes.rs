@@ -95,6 +95,7 @@ async fn describe(state: &web::Data<AppState>, id: &str) -> Result<Value, ApiErr
             "unreadable": report.unreadable,
             "unreadable_cids": report.unreadable_cids,
             "filter_bytes": report.filter_bytes,
+            "saturated": report.saturated,
             "error": report.error,
         })),
     }))

@@ -37,7 +37,7 @@ use fastbloom::BloomFilter;
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use pinhive_domain::antientropy::{correction, judge, Verdict};
-use pinhive_domain::PinStatus;
+use pinhive_domain::{CidState, PinStatus};
 use pinhive_events::{Envelope, NodeState};
 use pinhive_ipfs::IpfsApi;
 use pinhive_log::Record;
@@ -49,6 +49,9 @@ use crate::metrics::METRICS;
 
 /// False-positive rate of both filters.
 const FALSE_POSITIVES: f64 = 0.01;
+/// Largest filter a pass builds (about 320 MB each at 1%): a node may hold more pins, at a
+/// higher false-positive rate (reported as saturated).
+const MAX_FILTER_ITEMS: usize = 1 << 28;
 /// Unknown pins a node's report names (the rest are counted).
 const REPORTED_UNKNOWN: usize = 20;
 
@@ -77,6 +80,9 @@ pub struct AntiEntropyReport {
     pub unknown_cids: Vec<String>,
     /// Bytes of the two filters.
     pub filter_bytes: u64,
+    /// More entries went into a filter than its counters sized it for: its false-positive
+    /// rate, hence what the pass misses, is higher than 1%.
+    pub saturated: bool,
     /// Why the pass stopped early, if it did.
     pub error: Option<String>,
 }
@@ -192,7 +198,9 @@ impl Pass<'_> {
         if self.partitions.is_empty() {
             return Ok(());
         }
-        let expected = self.expected_pins().await?;
+        // Counters far off (a store written before the node index) must not make a filter
+        // unbounded; a filter given more than it was sized for is reported as saturated.
+        let expected = self.expected_pins().await?.min(MAX_FILTER_ITEMS);
         // A fresh seed per pass: a false positive of one pass is not one of the next.
         let seed = u128::from(pinhive_events::now_ns().unsigned_abs());
         let filter = |items: usize| {
@@ -210,12 +218,16 @@ impl Pass<'_> {
             .set(i64::try_from(self.report.filter_bytes).unwrap_or(i64::MAX));
 
         let partitions = self.partitions.clone();
+        let mut indexed = 0usize;
         for &partition in &partitions {
             self.walk(partition, |cid| {
                 believed.insert(cid);
+                indexed += 1;
             })
             .await?;
         }
+        let listed_capacity = (expected + expected / 4).max(1024);
+        self.report.saturated = indexed > expected.max(1024);
 
         let mut unknown = Vec::new();
         let mut sample = Sample::new(
@@ -228,6 +240,9 @@ impl Pass<'_> {
             .await
             .map_err(|e| format!("pin/ls: {e}"))?;
         while let Some(item) = pins.next().await {
+            if self.orchestrator.stopping() {
+                return Err("shutting down".into());
+            }
             let listed = item.map_err(|e| format!("pin/ls: {e}"))?;
             // The node may spell a CID another way (CIDv0, another base): the index and the
             // log key use the canonical form.
@@ -243,7 +258,7 @@ impl Pass<'_> {
             if believed.contains(&cid) {
                 sample.offer(&cid);
             } else {
-                // Checked after the listing ends: the stream is not held open by point checks.
+                // Checked a page at a time (the stream waits meanwhile: bounded memory).
                 unknown.push(cid);
                 if unknown.len() >= self.orchestrator.config.repair_page {
                     self.check_all(std::mem::take(&mut unknown)).await?;
@@ -251,6 +266,17 @@ impl Pass<'_> {
             }
         }
         drop(pins);
+        self.report.saturated |= self.report.listed as usize > listed_capacity;
+        if self.report.saturated {
+            tracing::warn!(
+                node = self.node,
+                expected,
+                indexed,
+                listed = self.report.listed,
+                "anti-entropy filters saturated (the node's replica counters are off): this \
+                 pass finds less drift than it should"
+            );
+        }
         self.check_all(unknown).await?;
         self.check_integrity(sample.into_cids()).await;
 
@@ -340,29 +366,59 @@ impl Pass<'_> {
         }
     }
 
-    /// Judges each candidate (a point `pin/ls`, then the stored state) and appends the
-    /// corrections.
+    /// Judges each candidate and appends the corrections (also those gathered before an
+    /// error ends the pass: a correction made is never dropped).
     async fn check_all(&mut self, candidates: Vec<String>) -> Result<(), String> {
-        let config = &self.orchestrator.config;
         let mut corrections = Vec::new();
+        let result = self.judge_all(candidates, &mut corrections).await;
+        if !corrections.is_empty() {
+            self.orchestrator
+                .log
+                .append(corrections)
+                .await
+                .map_err(|e| format!("appending corrections: {e}"))?;
+        }
+        result
+    }
+
+    /// The stored state of `cid`.
+    async fn load(&self, cid: &str) -> Result<Option<CidState>, String> {
+        let store = self.orchestrator.store.clone();
+        let key = cid.to_string();
+        tokio::task::spawn_blocking(move || store.load_cid(&key))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Judges each candidate: the stored state, a point `pin/ls`, the stored state again — a
+    /// verdict only if no event touched the CID meanwhile (a pin landing or an unpin whose
+    /// outcome is on its way is left to the next pass).
+    async fn judge_all(
+        &mut self,
+        candidates: Vec<String>,
+        corrections: &mut Vec<Record>,
+    ) -> Result<(), String> {
+        let config = &self.orchestrator.config;
         for cid in candidates {
             if self.orchestrator.stopping() {
                 return Err("shutting down".into());
             }
             self.orchestrator.check_rate.acquire().await;
             self.report.checked += 1;
+            let before = self.load(&cid).await?;
             let pinned = self
                 .api
                 .pin_ls(&cid)
                 .await
                 .map_err(|e| format!("pin/ls {cid}: {e}"))?;
-            let store = self.orchestrator.store.clone();
-            let key = cid.clone();
-            let state = tokio::task::spawn_blocking(move || store.load_cid(&key))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            let verdict = judge(state.as_ref(), &self.node, pinned);
+            let state = self.load(&cid).await?;
+            let applied = |s: &Option<CidState>| s.as_ref().and_then(|s| s.applied_offset);
+            let verdict = if applied(&before) == applied(&state) {
+                judge(state.as_ref(), &self.node, pinned)
+            } else {
+                Verdict::Consistent
+            };
             METRICS
                 .anti_entropy_drift
                 .with_label_values(&[verdict.as_str()])
@@ -394,6 +450,19 @@ impl Pass<'_> {
                             .await
                             .map_err(|e| format!("pin/rm {cid}: {e}"))?;
                         self.report.removed += 1;
+                        // A replica placed on the node since the check (a request applied in
+                        // between) is pinned there again at once: the blocks are still there.
+                        let after = self.load(&cid).await?;
+                        if judge(after.as_ref(), &self.node, false) == Verdict::Missing {
+                            corrections.push(Record::from_envelope(&Envelope::new(
+                                cid.clone(),
+                                pinhive_events::Event::ReplicaMissing {
+                                    node: self.node.clone(),
+                                    reason: "placed while anti-entropy removed an unknown pin"
+                                        .into(),
+                                },
+                            )));
+                        }
                     }
                 }
             }
@@ -401,13 +470,6 @@ impl Pass<'_> {
             {
                 corrections.push(Record::from_envelope(&Envelope::new(cid, event)));
             }
-        }
-        if !corrections.is_empty() {
-            self.orchestrator
-                .log
-                .append(corrections)
-                .await
-                .map_err(|e| format!("appending corrections: {e}"))?;
         }
         Ok(())
     }

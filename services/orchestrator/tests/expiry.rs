@@ -135,20 +135,29 @@ impl Service {
 #[actix_rt::test]
 async fn due_pins_leave_the_nodes_through_events_and_others_stay() {
     let service = start().await;
-    let expires = pinhive_events::now_ns() + 1_500 * MS;
+    // Requested with an expiry an hour away, so every pin is placed first however slow the
+    // machine; then the expiring ones are moved to a moment from now.
+    let later = pinhive_events::now_ns() + 3_600_000 * MS;
     let mut records = Vec::new();
     for i in 0..12 {
-        let due = (i % 2 == 0).then_some(expires);
+        let due = (i % 2 == 0).then_some(later);
         records.push(request(i, &format!("r-{i}"), due));
     }
     // CID 12: one pin expiring, one not.
-    records.push(request(12, "r-12-expiring", Some(expires)));
+    records.push(request(12, "r-12-expiring", Some(later)));
     records.push(request(12, "r-12-kept", None));
     service.log.append(records).await.unwrap();
     until("every CID on two nodes", || {
         (0..13).all(|i| service.holders(i) == 2)
     })
     .await;
+    let expires = pinhive_events::now_ns() + 300 * MS;
+    let mut sooner: Vec<Record> = (0..12)
+        .filter(|i| i % 2 == 0)
+        .map(|i| expiry_set(i, &format!("r-{i}"), Some(expires)))
+        .collect();
+    sooner.push(expiry_set(12, "r-12-expiring", Some(expires)));
+    service.log.append(sooner).await.unwrap();
 
     until("due pins gone and unpinned", || {
         (0..12)
@@ -230,25 +239,24 @@ async fn a_pin_applied_after_its_window_was_read_still_expires() {
 async fn a_moved_expiry_decides_and_the_walk_resumes_after_a_restart() {
     let service = start().await;
     let first = pinhive_events::now_ns() + 800 * MS;
+    // Each pin and its change in one append (one CID: applied in order, normally in one
+    // batch), so a slow machine cannot let `first` pass between them.
     service
         .log
         .append(vec![
             request(1, "moved-later", Some(first)),
-            request(2, "moved-sooner", Some(first + 3_600_000 * MS)),
-            request(3, "cleared", Some(first)),
-        ])
-        .await
-        .unwrap();
-    until("pinned", || (1..4).all(|i| service.holders(i) == 2)).await;
-    service
-        .log
-        .append(vec![
             expiry_set(1, "moved-later", Some(first + 3_600_000 * MS)),
+            request(2, "moved-sooner", Some(first + 3_600_000 * MS)),
             expiry_set(2, "moved-sooner", Some(first)),
+            request(3, "cleared", Some(first)),
             expiry_set(3, "cleared", None),
         ])
         .await
         .unwrap();
+    until("the kept ones pinned", || {
+        [1, 3].iter().all(|i| service.holders(*i) == 2)
+    })
+    .await;
     until("the sooner one expired", || !service.exists("moved-sooner")).await;
     // Every partition's walk passed the first time: the others would have gone with it.
     service.wait_through(first).await;

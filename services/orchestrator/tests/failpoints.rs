@@ -98,6 +98,14 @@ async fn converges_through(failpoint: &str, actions: &str, shows: Shows, stepwis
         ..OrchestratorConfig::default()
     };
     let retries_before = retries();
+    // The failure gauges are process-wide: start from zero (tests run one at a time under the
+    // scenario's lock), so a gauge an earlier check left set does not pass for this fault.
+    for partition in 0..PARTITIONS {
+        METRICS
+            .batch_failures
+            .with_label_values(&[&partition.to_string()])
+            .set(0);
+    }
 
     fail::cfg(failpoint, actions).unwrap();
     let orchestrator =
