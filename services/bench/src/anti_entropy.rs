@@ -42,7 +42,10 @@ use pinhive_store::{
     NodeCidWrite, PinWrite, ShardBatch, Store,
 };
 
-use crate::pipeline::{bench_cid, progress};
+use crate::pipeline::{bench_cid, progress, settle};
+
+/// Process CPU use (share of one core) below which the store counts as settled.
+const SETTLED_CPU: f64 = 0.1;
 
 #[derive(Args, Debug, Clone)]
 pub struct AntiEntropyArgs {
@@ -141,7 +144,7 @@ pub fn run(args: AntiEntropyArgs) -> anyhow::Result<()> {
             counts.iter().max().copied().unwrap_or(0),
             node.inner.pinned_count()
         );
-        let settled = settle(Duration::from_secs(args.settle_secs)).await;
+        let settled = settle(Duration::from_secs(args.settle_secs), SETTLED_CPU).await;
         println!("  store settled after {:.1} s", settled.as_secs_f64());
 
         let config = OrchestratorConfig {
@@ -160,7 +163,7 @@ pub fn run(args: AntiEntropyArgs) -> anyhow::Result<()> {
         )?;
         // Let the shards claim their partitions and their consumers reach the (empty) log end.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        settle(Duration::from_secs(10)).await;
+        settle(Duration::from_secs(10), SETTLED_CPU).await;
         let api: Arc<dyn IpfsApi> = match args.listing {
             Listing::Stream => node.clone(),
             Listing::Snapshot => node.inner.clone(),
@@ -173,7 +176,7 @@ pub fn run(args: AntiEntropyArgs) -> anyhow::Result<()> {
             warmed == args.pins as u64,
             "the index holds {warmed} entries"
         );
-        settle(Duration::from_secs(10)).await;
+        settle(Duration::from_secs(10), SETTLED_CPU).await;
 
         let bloom = if args.only != Some(Method::Naive) {
             println!("  index walked once (store cache warm); measuring the pass");
@@ -605,35 +608,6 @@ fn rss_bytes() -> u64 {
                 })
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-/// Waits until the process used less than a tenth of a core over one second, or `bound`.
-async fn settle(bound: Duration) -> Duration {
-    let started = Instant::now();
-    let mut last = process_cpu();
-    while started.elapsed() < bound {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = process_cpu();
-        if now.saturating_sub(last).as_secs_f64() < 0.1 {
-            break;
-        }
-        last = now;
-    }
-    started.elapsed()
-}
-
-/// User + system CPU time of the whole process so far.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let time = |t: libc::timeval| {
-        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 fn mib(bytes: u64) -> f64 {

@@ -334,3 +334,33 @@ pub async fn wait_pinned(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until the process used less than `max_cpu` of a core over one second (the store's
+/// background work after a load has calmed down), or until `bound`; returns the time waited.
+pub async fn settle(bound: Duration, max_cpu: f64) -> Duration {
+    let started = Instant::now();
+    let mut last = process_cpu();
+    while started.elapsed() < bound {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = process_cpu();
+        if now.saturating_sub(last).as_secs_f64() < max_cpu {
+            break;
+        }
+        last = now;
+    }
+    started.elapsed()
+}
+
+/// User + system CPU time of the whole process so far.
+pub fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}

@@ -32,7 +32,7 @@ use pinhive_server::config::Config;
 use pinhive_server::serve::start;
 use pinhive_server::simulated::{simulated_drivers, simulated_node_specs};
 
-use crate::pipeline::{bench_cid, progress, wait_pinned};
+use crate::pipeline::{bench_cid, progress, settle, wait_pinned};
 use fleet::Fleet;
 use timeline::{Figures, Observed};
 
@@ -179,7 +179,7 @@ async fn scenario(args: &RereplicationArgs, caps: Caps) -> anyhow::Result<Run> {
     let load = started.elapsed();
     // The load leaves the store compacting for a while (the profile: fjall's workers took
     // three quarters of both cores); a node is lost in steady state, not during that.
-    let settle = settle(Duration::from_secs(args.settle_secs)).await;
+    let settle = settle(Duration::from_secs(args.settle_secs), SETTLED_CPU).await;
 
     // Loss: what was held where, where the log ends, then the lost node fails every call.
     let holdings = {
@@ -352,32 +352,3 @@ async fn stop(
 
 /// Process CPU use (share of one core) below which the service counts as settled.
 const SETTLED_CPU: f64 = 0.15;
-
-/// Waits until the process used less than `SETTLED_CPU` of a core over one second, or `bound`.
-async fn settle(bound: Duration) -> Duration {
-    let started = Instant::now();
-    let mut last = process_cpu();
-    while started.elapsed() < bound {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = process_cpu();
-        if now.saturating_sub(last).as_secs_f64() < SETTLED_CPU {
-            break;
-        }
-        last = now;
-    }
-    started.elapsed()
-}
-
-/// User + system CPU time of the whole process so far.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let time = |t: libc::timeval| {
-        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
-}
