@@ -9,7 +9,8 @@
 //! * [`retry`]: when a failed replica is tried again (backoff per failure round, a limit).
 //! * [`antientropy`]: what a node's pins say about a CID against its state, and the
 //!   correction (an event) for each disagreement.
-//! * [`allocator`]: weighted rendezvous placement across healthy nodes and regions.
+//! * [`allocator`]: weighted rendezvous placement across healthy nodes and regions;
+//!   [`rebalance`]: which CIDs move a replica to a node that joined, and from which node.
 //! * [`nodes`]: node lifecycle (up, degraded, down, draining) folded from the control log, the
 //!   health rule that moves it, and how endangered a CID is ([`Urgency`]).
 //! * [`pin`]: the Pinning Service API status of a pin, derived from its CID's replicas.
@@ -24,6 +25,7 @@ pub mod command;
 pub mod nodes;
 pub mod pin;
 pub mod plan;
+pub mod rebalance;
 pub mod retry;
 pub mod rows;
 pub mod state;

@@ -58,20 +58,7 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
     // count: neither is live, and nothing is asked of those nodes (a node that comes back is
     // planned again). A `degraded` node's replicas still count; a `draining` node's do not,
     // but it is asked to unpin them once enough replicas elsewhere are pinned.
-    let mut live = live_replicas(state, context);
-    rank(&state.cid, &mut live);
-    // Replicas in the preferred regions (where the demand is) are the last to go when the
-    // target shrinks; the order is otherwise the stable rendezvous order.
-    if !state.preferred_regions.is_empty() {
-        let preferred = |id: &NodeId| {
-            context
-                .nodes
-                .iter()
-                .find(|n| &n.id == id)
-                .is_some_and(|n| state.preferred_regions.contains(&n.region))
-        };
-        live.sort_by_key(|id| !preferred(id));
-    }
+    let live = keep_order(state, context, live_replicas(state, context));
 
     let origins: Vec<String> = state
         .origins
@@ -80,17 +67,24 @@ pub fn plan(state: &CidState, context: &PlanContext) -> Vec<Action> {
         .cloned()
         .collect();
     let mut actions = Vec::new();
-    let mut unwanted: BTreeSet<NodeId> = live.iter().skip(desired).cloned().collect();
+    let pinned =
+        |node: &NodeId| state.replicas.get(node).map(|r| r.status) == Some(ReplicaStatus::Pinned);
+    // Replicas beyond the target go once the ones kept are pinned, never before: a replica
+    // moving to a better-ranked node (a node that joined) is unpinned from the old one only
+    // when the new one holds the data, and a shrinking target never drops a pinned copy
+    // while a kept one is still pinning.
+    let mut unwanted: BTreeSet<NodeId> = if live.iter().take(desired).all(pinned) {
+        live.iter().skip(desired).cloned().collect()
+    } else {
+        BTreeSet::new()
+    };
     if !state.is_referenced() {
         // Nothing references the CID: every replica goes, failed ones included (a failed pin
         // may have left a partial or late pin behind; `pin/rm` of an absent pin is a no-op).
         unwanted.extend(state.replicas.keys().cloned());
     }
     // A draining node gives its replica up once the CID's counting replicas are pinned.
-    let pinned_live = live
-        .iter()
-        .filter(|node| state.replicas.get(*node).map(|r| r.status) == Some(ReplicaStatus::Pinned))
-        .count();
+    let pinned_live = live.iter().filter(|node| pinned(node)).count();
     if pinned_live >= desired {
         unwanted.extend(
             state
@@ -193,9 +187,31 @@ pub fn needs_work(state: &CidState, context: &PlanContext, actions: &[Action]) -
             && state.pin_status() != crate::pin::PinStatus::Failed)
 }
 
+/// `replicas` in the order they are kept, best first: the stable rendezvous order, with the
+/// replicas in the preferred regions (where the demand is) first — the last ones go when the
+/// CID has more than its target.
+pub fn keep_order(
+    state: &CidState,
+    context: &PlanContext,
+    mut replicas: Vec<NodeId>,
+) -> Vec<NodeId> {
+    rank(&state.cid, &mut replicas);
+    if !state.preferred_regions.is_empty() {
+        let preferred = |id: &NodeId| {
+            context
+                .nodes
+                .iter()
+                .find(|n| &n.id == id)
+                .is_some_and(|n| state.preferred_regions.contains(&n.region))
+        };
+        replicas.sort_by_key(|id| !preferred(id));
+    }
+    replicas
+}
+
 /// The replicas that count towards the CID's target: allocated or pinned on a node that is
 /// registered and `up` or `degraded`.
-fn live_replicas(state: &CidState, context: &PlanContext) -> Vec<NodeId> {
+pub(crate) fn live_replicas(state: &CidState, context: &PlanContext) -> Vec<NodeId> {
     state
         .replicas
         .iter()

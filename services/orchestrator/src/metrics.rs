@@ -38,7 +38,8 @@ pub struct ShardMetrics {
     pub retry_queue: IntGaugeVec,
 }
 
-pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
+pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| {
+    ShardMetrics {
     events_applied: pinhive_telemetry::counter_vec(
         "pinhive_shard_events_applied_total",
         "Events folded into state",
@@ -139,7 +140,7 @@ pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
     ),
     rereplicated: pinhive_telemetry::counter_vec(
         "pinhive_rereplication_replicas_total",
-        "Replicas allocated by node walks (re-replication and drains), by urgency of the CID",
+        "Replicas allocated by node walks (re-replication and drains), by urgency of the CID; `rebalance`: moved to a node that joined",
         &["urgency"],
     ),
     node_walk_cids: pinhive_telemetry::counter_vec(
@@ -195,4 +196,5 @@ pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| ShardMetrics {
         "CIDs queued in memory for their failed replica's retry (the repair task wakes them)",
         &["partition"],
     ),
+}
 });

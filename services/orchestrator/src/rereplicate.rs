@@ -18,7 +18,7 @@
 //!
 //! The ordering is per partition: partitions walk in parallel, sharing the limiters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -99,6 +99,14 @@ impl Orchestrator {
         let mut shutdown = self.shutdown.subscribe();
         // The last completed walk per node.
         let mut walked: HashMap<String, WalkKey> = HashMap::new();
+        // Nodes whose join this partition has rebalanced to (or that were there when it
+        // started: a restart moves nothing).
+        let mut joined: HashSet<String> = self
+            .registry
+            .entries()
+            .into_iter()
+            .map(|e| e.descriptor.id)
+            .collect();
         loop {
             let due: Vec<(String, WalkKey, bool)> = self
                 .registry
@@ -151,8 +159,48 @@ impl Orchestrator {
                     }
                 }
             }
+            // A node that joined is rebalanced to once it takes replicas (agreed `up`, and
+            // this instance reaches it); one that is not up yet waits for the next round.
+            let joiners: Vec<String> = self
+                .registry
+                .views()
+                .into_iter()
+                .filter(|view| view.healthy && !joined.contains(&view.id))
+                .map(|view| view.id)
+                .collect();
+            for node in joiners {
+                METRICS
+                    .node_walks_active
+                    .with_label_values::<&str>(&[])
+                    .inc();
+                let outcome = self.rebalance(partition, &node, &stop).await;
+                METRICS
+                    .node_walks_active
+                    .with_label_values::<&str>(&[])
+                    .dec();
+                match outcome {
+                    Ok(Walked::Done) => {
+                        tracing::info!(partition, node, "rebalance to the joined node complete");
+                        joined.insert(node);
+                    }
+                    // Not up any more: no destination; if it comes back up later, it is a
+                    // node that returned, not one that joined.
+                    Ok(Walked::Changed) => {
+                        joined.insert(node);
+                    }
+                    Ok(Walked::Stopped) => return,
+                    Err(error @ StoreError::Fenced { .. }) => {
+                        self.give_up_fenced(partition, &stop, &error);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(partition, node, error = %error, "rebalance walk failed; retrying later");
+                    }
+                }
+            }
             // Nodes that left are forgotten (a node registered again under the same id is new).
             walked.retain(|node, _| self.registry.get(node).is_some());
+            joined.retain(|node| self.registry.get(node).is_some());
             tokio::select! {
                 _ = tokio::time::sleep(self.config.repair_interval) => {}
                 changed = changes.changed() => {
@@ -176,59 +224,120 @@ impl Orchestrator {
         returned: bool,
         stop: &watch::Receiver<bool>,
     ) -> Result<Walked, StoreError> {
-        let shard = self.shards[partition as usize].clone();
+        let unchanged = || {
+            self.registry.get(node).map(|e| WalkKey {
+                state: e.state.state,
+                since_ns: e.state.since_ns,
+            }) == Some(key.clone())
+        };
         for &urgency in passes(key.state, returned) {
-            let mut cursor = NodeCidCursor::default();
-            loop {
-                if self.stopping() || *stop.borrow() {
-                    return Ok(Walked::Stopped);
-                }
-                let current = self.registry.get(node).map(|e| WalkKey {
-                    state: e.state.state,
-                    since_ns: e.state.since_ns,
-                });
-                if current.as_ref() != Some(key) {
-                    return Ok(Walked::Changed);
-                }
-                let (cids, next) = self.node_cids_page(node, partition, &cursor).await?;
-                if !cids.is_empty() {
-                    METRICS
-                        .mailbox_depth
-                        .with_label_values(&[&partition.to_string()])
-                        .inc();
-                    let step = shard
-                        .send(WalkNode {
-                            node: node.to_string(),
-                            cids,
-                            urgency,
-                        })
-                        .await
-                        .map_err(|e| StoreError::Backend(e.to_string()))??;
-                    for (result, count) in [
-                        ("planned", step.planned),
-                        ("skipped", step.skipped),
-                        ("stray", step.stray),
-                    ] {
-                        METRICS
-                            .node_walk_cids
-                            .with_label_values(&[result])
-                            .inc_by(count as u64);
-                    }
-                    if !self.execute_paced(step.actions, urgency).await {
-                        // The walk owns the allocations it planned (the CIDs are not pending
-                        // for them): walk again rather than leave one behind.
-                        return Err(StoreError::Backend(
-                            "an allocation could not be appended to the log".into(),
-                        ));
-                    }
-                }
-                match next {
-                    Some(next) => cursor = next,
-                    None => break,
-                }
+            let walked = self
+                .walk_index(partition, node, urgency, None, &unchanged, stop)
+                .await?;
+            if !matches!(walked, Walked::Done) {
+                return Ok(walked);
             }
         }
         Ok(Walked::Done)
+    }
+
+    /// Moves replicas to `joined` (a node that joined while this partition ran): walks the
+    /// index of every other node whose replicas count, once, planning the allocations
+    /// [`pinhive_domain::rebalance::source`] asks for (each at the paced rate). Stops when
+    /// `joined` is no longer `up` (its walk is then over: a node that goes down is not a
+    /// destination).
+    async fn rebalance(
+        &self,
+        partition: u32,
+        joined: &str,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Walked, StoreError> {
+        let still_up = || {
+            self.registry
+                .get(joined)
+                .is_some_and(|e| e.state.state == NodeState::Up)
+        };
+        let sources: Vec<String> = self
+            .registry
+            .entries()
+            .into_iter()
+            .filter(|e| e.descriptor.id != joined && e.state.state.holds_replicas())
+            .map(|e| e.descriptor.id)
+            .collect();
+        for source in sources {
+            let joined = Some(joined.to_string());
+            let walked = self
+                .walk_index(partition, &source, Urgency::Met, joined, &still_up, stop)
+                .await?;
+            if !matches!(walked, Walked::Done) {
+                return Ok(walked);
+            }
+        }
+        Ok(Walked::Done)
+    }
+
+    /// One pass over `node`'s index on `partition`, page by page, while `valid` holds.
+    async fn walk_index(
+        &self,
+        partition: u32,
+        node: &str,
+        urgency: Urgency,
+        rebalance_to: Option<String>,
+        valid: &dyn Fn() -> bool,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Walked, StoreError> {
+        let shard = self.shards[partition as usize].clone();
+        let mut cursor = NodeCidCursor::default();
+        loop {
+            if self.stopping() || *stop.borrow() {
+                return Ok(Walked::Stopped);
+            }
+            if !valid() {
+                return Ok(Walked::Changed);
+            }
+            let (cids, next) = self.node_cids_page(node, partition, &cursor).await?;
+            if !cids.is_empty() {
+                METRICS
+                    .mailbox_depth
+                    .with_label_values(&[&partition.to_string()])
+                    .inc();
+                let step = shard
+                    .send(WalkNode {
+                        node: node.to_string(),
+                        cids,
+                        urgency,
+                        rebalance_to: rebalance_to.clone(),
+                    })
+                    .await
+                    .map_err(|e| StoreError::Backend(e.to_string()))??;
+                for (result, count) in [
+                    ("planned", step.planned),
+                    ("skipped", step.skipped),
+                    ("stray", step.stray),
+                ] {
+                    METRICS
+                        .node_walk_cids
+                        .with_label_values(&[result])
+                        .inc_by(count as u64);
+                }
+                let label = if rebalance_to.is_some() {
+                    "rebalance"
+                } else {
+                    urgency.as_str()
+                };
+                if !self.execute_paced(step.actions, label).await {
+                    // The walk owns the allocations it planned (the CIDs are not pending
+                    // for them): walk again rather than leave one behind.
+                    return Err(StoreError::Backend(
+                        "an allocation could not be appended to the log".into(),
+                    ));
+                }
+            }
+            match next {
+                Some(next) => cursor = next,
+                None => return Ok(Walked::Done),
+            }
+        }
     }
 
     /// One page (`repair_page` CIDs) of `node`'s index on `partition`, and where to go on.
@@ -247,7 +356,7 @@ impl Orchestrator {
 
     /// Carries out a walk's actions, each allocation after its permits (see the module docs).
     /// False if an append failed.
-    async fn execute_paced(&self, actions: Vec<PlannedAction>, urgency: Urgency) -> bool {
+    async fn execute_paced(&self, actions: Vec<PlannedAction>, label: &str) -> bool {
         let mut rest = Vec::new();
         let mut appended = true;
         for planned in actions {
@@ -260,7 +369,7 @@ impl Orchestrator {
             }
             METRICS
                 .rereplicated
-                .with_label_values(&[urgency.as_str()])
+                .with_label_values(&[label])
                 .inc_by(nodes.len() as u64);
             appended &= self.execute(vec![planned]).await;
         }

@@ -76,6 +76,10 @@ pub struct WalkNode {
     pub node: String,
     pub cids: Vec<String>,
     pub urgency: pinhive_domain::Urgency,
+    /// A rebalance walk instead: plan, for each CID that should move its replica on `node` to
+    /// this joined node ([`pinhive_domain::rebalance::source`]), the allocation there (the
+    /// plan unpins `node`'s replica once the new one is pinned). Nothing else is planned.
+    pub rebalance_to: Option<String>,
 }
 
 /// What one step of a node walk found and planned.
@@ -1235,6 +1239,24 @@ impl ShardActor {
                     cid,
                     present: false,
                 });
+                continue;
+            }
+            if let Some(joined) = &message.rebalance_to {
+                if pinhive_domain::rebalance::source(&state, &context, joined).as_ref()
+                    == Some(&message.node)
+                {
+                    step.planned += 1;
+                    step.actions.push(PlannedAction {
+                        cid,
+                        action: Action::Allocate {
+                            nodes: vec![joined.clone()],
+                            target: u8::try_from(state.desired_replicas()).unwrap_or(u8::MAX),
+                        },
+                        traceparent: None,
+                    });
+                } else {
+                    step.skipped += 1;
+                }
                 continue;
             }
             let urgency = pinhive_domain::urgency(&state, &context);

@@ -136,10 +136,25 @@ pub async fn simulated_fleet(
     log: &Arc<dyn Log>,
     registry: &pinhive_ipfs::NodeRegistry,
 ) -> Vec<Arc<pinhive_ipfs::SimulatedIpfs>> {
-    use pinhive_ipfs::{IpfsApi, NodeDriver, NodeDriverConfig, SimulatedIpfs};
-    let fleet: Vec<Arc<SimulatedIpfs>> = (0..count)
-        .map(|i| Arc::new(SimulatedIpfs::new(&format!("peer-{i}"), Duration::ZERO)))
+    let fleet: Vec<_> = (0..count)
+        .map(|i| start_simulated_node(i, log, registry))
         .collect();
+    until("every simulated node reachable", || {
+        registry.reachable_count() == count
+    })
+    .await;
+    fleet
+}
+
+/// Starts the driver of simulated daemon `n{i}` (region `r{i}`), as [`simulated_fleet`] does,
+/// without waiting for it.
+pub fn start_simulated_node(
+    i: usize,
+    log: &Arc<dyn Log>,
+    registry: &pinhive_ipfs::NodeRegistry,
+) -> Arc<pinhive_ipfs::SimulatedIpfs> {
+    use pinhive_ipfs::{IpfsApi, NodeDriver, NodeDriverConfig, SimulatedIpfs};
+    let node = Arc::new(SimulatedIpfs::new(&format!("peer-{i}"), Duration::ZERO));
     let config = NodeDriverConfig {
         health_interval: Duration::from_millis(50),
         min_backoff: Duration::from_millis(5),
@@ -147,25 +162,19 @@ pub async fn simulated_fleet(
         breaker_threshold: 1000,
         ..NodeDriverConfig::default()
     };
-    for (i, node) in fleet.iter().enumerate() {
-        let api: Arc<dyn IpfsApi> = node.clone();
-        NodeDriver::new(
-            pinhive_events::NodeDescriptor {
-                id: format!("n{i}"),
-                rpc_url: format!("sim://{i}"),
-                region: format!("r{i}"),
-                weight: 1,
-            },
-            api,
-            Arc::new(pinhive_orchestrator::consumer::LogSink::new(log.clone())),
-            registry.clone(),
-            config.clone(),
-        )
-        .spawn();
-    }
-    until("every simulated node reachable", || {
-        registry.reachable_count() == count
-    })
-    .await;
-    fleet
+    let api: Arc<dyn IpfsApi> = node.clone();
+    NodeDriver::new(
+        pinhive_events::NodeDescriptor {
+            id: format!("n{i}"),
+            rpc_url: format!("sim://{i}"),
+            region: format!("r{i}"),
+            weight: 1,
+        },
+        api,
+        Arc::new(pinhive_orchestrator::consumer::LogSink::new(log.clone())),
+        registry.clone(),
+        config,
+    )
+    .spawn();
+    node
 }
