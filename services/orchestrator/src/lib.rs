@@ -10,6 +10,7 @@
 //!   between the two loses nothing.
 
 pub mod antientropy;
+pub mod backfill;
 pub mod cache;
 pub mod consumer;
 pub mod control;

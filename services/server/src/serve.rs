@@ -137,12 +137,32 @@ async fn open_log(
 /// first with `--migrate`). The driver connects from a blocking thread.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if config.store == "embedded" {
-        return match EmbeddedStore::open_with(&config.store_dir(), config.store_memory()) {
+        let store = match EmbeddedStore::open_with(&config.store_dir(), config.store_memory()) {
             Err(StoreError::Locked { path }) => {
                 anyhow::bail!("{path} is in use by another pinhive process")
             }
-            other => Ok(Arc::new(other.context("opening the store")?)),
+            other => Arc::new(other.context("opening the store")?),
         };
+        // Once per data directory: the indexes an earlier release did not write.
+        let partitions = config.partitions;
+        let upgraded = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                pinhive_orchestrator::backfill::backfill_indexes(&store, partitions)
+            })
+            .await?
+            .context("backfilling the node and expiry indexes")?
+        };
+        if let Some(done) = upgraded.filter(|done| done.cid_states + done.pins > 0) {
+            tracing::info!(
+                cid_states = done.cid_states,
+                node_entries = done.node_entries,
+                pins = done.pins,
+                expiry_entries = done.expiry_entries,
+                "backfilled the node and expiry indexes of an earlier release's data"
+            );
+        }
+        return Ok(store);
     }
     let (uri, migrate) = (config.store.clone(), config.migrate);
     let replication = crate::config::parse_replication(&config.store_replication)?;

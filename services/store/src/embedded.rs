@@ -365,6 +365,52 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    /// One page of every CID state, in CID order, after `after`: a scan of the whole table,
+    /// for one-time upgrades only ([`crate::StoreError`] on a row that does not decode).
+    pub fn cid_states_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CidState>, StoreError> {
+        let start = match after {
+            Some(after) => std::ops::Bound::Excluded(after.as_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for guard in self
+            .cids
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+            .take(limit)
+        {
+            let (_, value) = guard.into_inner().map_err(backend)?;
+            out.push(decode("cid state", &value)?);
+        }
+        Ok(out)
+    }
+
+    /// One page of every pin row, in requestid order, after `after`: a scan of the whole
+    /// table, for one-time upgrades only.
+    pub fn pin_rows_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PinRow>, StoreError> {
+        let start = match after {
+            Some(after) => std::ops::Bound::Excluded(after.as_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for guard in self
+            .pins
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+            .take(limit)
+        {
+            let (_, value) = guard.into_inner().map_err(backend)?;
+            out.push(decode("pin row", &value)?);
+        }
+        Ok(out)
+    }
+
     fn get_decoded<T: DeserializeOwned>(
         &self,
         keyspace: &Keyspace,
