@@ -1,5 +1,5 @@
 //! Pin expiry on real js-ipfs daemons: pins with a short expiry — set in `meta.expires_at` at
-//! creation, or later through `PUT /admin/pins/{requestid}/expiry` — are unpinned on the
+//! creation, or later through `PUT /admin/pins/{requestid}/expiry` (or `pinhive pins expire`) — are unpinned on the
 //! daemons (their own `pin/ls`) once due, through `PinExpired` events; a pin without expiry
 //! (also one whose expiry was cleared, and one sharing its CID with an expired pin) stays.
 //! Bad expiries are 400 with a `Failure` body.
@@ -10,6 +10,16 @@ use pinhive_integration_tests::{create_token, eventually, Client, IpfsDaemon, Pi
 use serde_json::{json, Value};
 
 const CONVERGE: Duration = Duration::from_secs(120);
+
+/// `pinhive pins expire ARGS` against `service` with `token`.
+fn expire_cli(service: &Pinhive, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(pinhive_integration_tests::binary())
+        .args(["pins", "expire"])
+        .args(args)
+        .args(["--url", &service.url, "--token", token])
+        .output()
+        .expect("running pinhive pins expire")
+}
 
 /// RFC 3339 of now + `seconds`.
 fn in_seconds(seconds: i64) -> String {
@@ -75,6 +85,7 @@ async fn pins_with_a_short_expiry_are_unpinned_on_the_daemons() {
     let data = dir.path().join("data");
     let token = create_token(&data, "alice", false).unwrap();
     let admin_token = create_token(&data, "root", true).unwrap();
+    let stranger = create_token(&data, "mallory", false).unwrap();
     let mut args: Vec<String> = [
         "--replicas-min",
         "2",
@@ -132,16 +143,31 @@ async fn pins_with_a_short_expiry_are_unpinned_on_the_daemons() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["pin"]["meta"]["expires_at"], expires_at, "{body}");
 
-    // The owner clears an expiry (DELETE); an admin sets one; bad bodies and foreign pins are
-    // refused.
-    let (status, body) = client
-        .send(client.request(
-            reqwest::Method::DELETE,
-            &format!("/admin/pins/{shared_kept}/expiry"),
-        ))
-        .await;
-    assert_eq!(status, 202, "{body}");
+    // The owner clears an expiry (`pinhive pins expire --clear`: DELETE); an admin sets one;
+    // bad bodies and foreign pins are refused.
+    let cleared = expire_cli(&service, &token, &[&shared_kept, "--clear"]);
+    assert!(cleared.status.success(), "{cleared:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&cleared.stdout).trim(),
+        format!("pin {shared_kept}: no expiry")
+    );
+    let (status, body) = client.get(&format!("/pins/{shared_kept}")).await;
+    assert_eq!(status, 200, "{body}");
     assert!(body["pin"]["meta"].get("expires_at").is_none(), "{body}");
+    // The CLI's errors: a bad time (400 from the API) and a foreign pin (404) exit non-zero
+    // with the API's reason.
+    let bad = expire_cli(&service, &token, &[&shared_kept, "--at", "soon"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"),
+        "{bad:?}"
+    );
+    let foreign = expire_cli(&service, &stranger, &[&shared_kept, "--clear"]);
+    assert!(!foreign.status.success());
+    assert!(
+        String::from_utf8_lossy(&foreign.stderr).contains("404"),
+        "{foreign:?}"
+    );
     for bad in [
         json!({"expires_at": "soon"}),
         json!({"expires_at": in_seconds(-1)}),

@@ -1,7 +1,8 @@
 //! `pinhive pins`: pins of a running service, through its API. `recover` retries the failed
 //! replicas of one pin (`REQUESTID`) or of every failed pin of the token's owner
 //! (`--all-failed`) now, with their automatic retries started over
-//! (`POST /admin/pins/{requestid}/recover`).
+//! (`POST /admin/pins/{requestid}/recover`); `expire` sets or clears a pin's expiry
+//! (`/admin/pins/{requestid}/expiry`).
 
 use std::time::Duration;
 
@@ -39,6 +40,21 @@ pub enum PinsCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Set or clear a pin's expiry (`PUT`/`DELETE /admin/pins/{requestid}/expiry`): at that
+    /// time the pin is unpinned, as if its owner had deleted it.
+    Expire {
+        /// The pin.
+        requestid: String,
+        /// When it expires: an RFC 3339 time with a zone, after now
+        /// (e.g. 2027-01-31T00:00:00Z).
+        #[arg(long, required_unless_present = "clear", conflicts_with = "clear")]
+        at: Option<String>,
+        /// Remove its expiry: the pin stays until deleted.
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 pub fn run(command: PinsCommand) -> anyhow::Result<()> {
@@ -65,7 +81,44 @@ pub fn run(command: PinsCommand) -> anyhow::Result<()> {
                 _ => bail!("give a REQUESTID or --all-failed"),
             }
         }
+        PinsCommand::Expire {
+            requestid,
+            at,
+            clear,
+            connection,
+        } => {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?;
+            let path = format!("/admin/pins/{}/expiry", path_segment(&requestid));
+            let (method, body) = match (at, clear) {
+                (Some(at), false) => (
+                    reqwest::Method::PUT,
+                    Some(serde_json::json!({ "expires_at": at })),
+                ),
+                (None, true) => (reqwest::Method::DELETE, None),
+                _ => bail!("give --at TIME or --clear"),
+            };
+            let pin = request(
+                &client,
+                &connection.url,
+                &connection.token,
+                method,
+                &path,
+                body,
+            )?;
+            match pin["pin"]["meta"]["expires_at"].as_str() {
+                Some(at) => println!("pin {requestid}: expires at {at}"),
+                None => println!("pin {requestid}: no expiry"),
+            }
+            Ok(())
+        }
     }
+}
+
+/// `value` percent-encoded for a URL path segment.
+fn path_segment(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).collect()
 }
 
 fn recover(
@@ -73,15 +126,12 @@ fn recover(
     connection: &Connection,
     requestid: &str,
 ) -> anyhow::Result<Value> {
-    let id: String =
-        percent_encoding::utf8_percent_encode(requestid, percent_encoding::NON_ALPHANUMERIC)
-            .collect();
     request(
         client,
         &connection.url,
         &connection.token,
         reqwest::Method::POST,
-        &format!("/admin/pins/{id}/recover"),
+        &format!("/admin/pins/{}/recover", path_segment(requestid)),
         None,
     )
 }
@@ -105,10 +155,7 @@ fn recover_all_failed(
     loop {
         let mut path = format!("/pins?status=failed&limit={page}");
         if let Some(before) = &before {
-            let before: String =
-                percent_encoding::utf8_percent_encode(before, percent_encoding::NON_ALPHANUMERIC)
-                    .collect();
-            path.push_str(&format!("&before={before}"));
+            path.push_str(&format!("&before={}", path_segment(before)));
         }
         let listing = request(
             client,
