@@ -3,8 +3,9 @@
 //!
 //! * **Every prefix, then a retry, ends as a clean apply.** A history is applied cleanly, then
 //!   a batch B holding every event type (requests, a replace pair and its settling, an unpin, a
-//!   pin created and removed in B, a rejected unpin, every replica outcome, a target change, and
-//!   view changes that start, restart and continue the bounded walk over a CID's pins). B is
+//!   pin created and removed in B, a rejected unpin, every replica outcome, a target change,
+//!   anti-entropy's corrections, a recovery, expiries set, due and moot, and view changes that
+//!   start, restart and continue the bounded walk over a CID's pins). B is
 //!   made to fail after each prefix of its row batch (`ShardBatch::prefix(n)` for every `n`),
 //!   and at the commit that names its rows and at the commit that commits it; then B is applied
 //!   again, by the same shard (which forgets its caches on the error) and by a new shard on the
@@ -698,7 +699,51 @@ async fn scenario() -> Scenario {
         .pinned(&z, "n2")
         .pin("w-100", "alice", &w, (1, 1), None)
         .allocate(&y, &["n1"])
-        .pinned(&y, "n1");
+        .pinned(&y, "n1")
+        // Anti-entropy's corrections, a recovery, and expiry: x-5 gets a far expiry, w-050 a
+        // near one that then expires (its pin goes), w-051 expires without an expiry (moot).
+        .event(
+            &x,
+            Event::ReplicaMissing {
+                node: "n2".into(),
+                reason: "not in the node's pin/ls".into(),
+            },
+        )
+        .event(&x, Event::UnknownPinRemoved { node: "n4".into() })
+        .event(
+            &x,
+            Event::PinRecoverRequested {
+                requestid: "x-3".into(),
+            },
+        )
+        .event(
+            &x,
+            Event::PinExpirySet {
+                requestid: "x-5".into(),
+                expires_ns: Some(4_000_000_000_000_000_000),
+            },
+        )
+        .event(
+            &w,
+            Event::PinExpirySet {
+                requestid: "w-050".into(),
+                expires_ns: Some(1_000_000_000),
+            },
+        )
+        .event(
+            &w,
+            Event::PinExpired {
+                requestid: "w-050".into(),
+                expires_ns: 2_000_000_000,
+            },
+        )
+        .event(
+            &w,
+            Event::PinExpired {
+                requestid: "w-051".into(),
+                expires_ns: 2_000_000_000,
+            },
+        );
 
     let dir = scratch_dir();
     let log = open_log(&dir.path().join("log"));
