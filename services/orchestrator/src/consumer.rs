@@ -553,10 +553,23 @@ impl Orchestrator {
             .max(self.log.start_offset(partition));
         self.applied[partition as usize].send_replace(next);
         let mut failures: u32 = 0;
+        // Consecutive failed reads: a log outage is reported when it starts, every 64th retry
+        // (about every 8 minutes at the longest backoff) and when it ends, not at every retry.
+        let mut read_failures: u32 = 0;
         let mut shutdown = self.shutdown.subscribe();
         while !self.stopping() && !*stop.borrow() {
             let records = match self.log.read(partition, next, self.config.read_bytes).await {
-                Ok(records) => records,
+                Ok(records) => {
+                    if read_failures > 0 {
+                        tracing::info!(
+                            partition,
+                            failed_reads = read_failures,
+                            "log reads work again"
+                        );
+                        read_failures = 0;
+                    }
+                    records
+                }
                 Err(LogError::OffsetOutOfRange { start, .. }) => {
                     tracing::error!(
                         partition,
@@ -568,7 +581,15 @@ impl Orchestrator {
                     continue;
                 }
                 Err(error) => {
-                    tracing::error!(partition, error = %error, "log read failed");
+                    if read_failures.is_multiple_of(64) {
+                        tracing::warn!(
+                            partition,
+                            error = %error,
+                            failed_reads = read_failures + 1,
+                            "log read failed; retrying with backoff"
+                        );
+                    }
+                    read_failures = read_failures.saturating_add(1);
                     backoff(&mut failures, &mut shutdown).await;
                     continue;
                 }
