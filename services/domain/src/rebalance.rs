@@ -94,16 +94,6 @@ mod tests {
             .collect()
     }
 
-    fn replica(status: ReplicaStatus) -> ReplicaState {
-        ReplicaState {
-            status,
-            attempts: 1,
-            last_error: None,
-            failures: 0,
-            failed_ns: 0,
-        }
-    }
-
     /// A CID with `replicas` pins' worth of min = max, pinned where the allocator puts it on
     /// `nodes`.
     fn settled(cid: &str, replicas: u8, nodes: &[NodeView]) -> (CidState, PlanContext) {
@@ -128,9 +118,26 @@ mod tests {
         );
         state.replicas = placed
             .into_iter()
-            .map(|n| (n, replica(ReplicaStatus::Pinned)))
+            .map(|n| (n, ReplicaState::new(ReplicaStatus::Pinned)))
             .collect::<BTreeMap<_, _>>();
         (state, context)
+    }
+
+    /// The first CID (of two replicas, settled on `before`) that moves a replica to `joined`
+    /// once the nodes are `after`.
+    fn a_moving_cid(
+        before: &[NodeView],
+        after: &[NodeView],
+        joined: &NodeId,
+    ) -> (CidState, PlanContext) {
+        (0..1000)
+            .map(|i| {
+                let (state, mut context) = settled(&format!("cid-{i}"), 2, before);
+                context.nodes = after.to_vec();
+                (state, context)
+            })
+            .find(|(state, context)| source(state, context, joined).is_some())
+            .expect("some CID moves")
     }
 
     #[test]
@@ -157,19 +164,12 @@ mod tests {
         let mut after = before.clone();
         after.push(node("joined", "r0"));
         let joined = "joined".to_string();
-        let (mut state, context) = (0..1000)
-            .map(|i| {
-                let (state, mut context) = settled(&format!("cid-{i}"), 2, &before);
-                context.nodes = after.clone();
-                (state, context)
-            })
-            .find(|(state, context)| source(state, context, &joined).is_some())
-            .expect("some CID moves");
+        let (mut state, context) = a_moving_cid(&before, &after, &joined);
         let from = source(&state, &context, &joined).unwrap();
         // The walk appends the allocation; while the new replica pins, nothing is unpinned.
         state
             .replicas
-            .insert(joined.clone(), replica(ReplicaStatus::Allocated));
+            .insert(joined.clone(), ReplicaState::new(ReplicaStatus::Allocated));
         let actions = plan(&state, &context);
         assert!(
             actions.iter().all(|a| !matches!(a, Action::Unpin { .. })),
@@ -196,21 +196,14 @@ mod tests {
         let mut after = before.clone();
         after.push(node("joined", "r0"));
         let joined = "joined".to_string();
-        let (state, context) = (0..1000)
-            .map(|i| {
-                let (state, mut context) = settled(&format!("cid-{i}"), 2, &before);
-                context.nodes = after.clone();
-                (state, context)
-            })
-            .find(|(state, context)| source(state, context, &joined).is_some())
-            .expect("some CID moves");
+        let (state, context) = a_moving_cid(&before, &after, &joined);
         let mut pinning = state.clone();
         pinning.replicas.values_mut().next().unwrap().status = ReplicaStatus::Allocated;
         assert_eq!(source(&pinning, &context, &joined), None);
         let mut failed = state.clone();
         failed
             .replicas
-            .insert("n9".into(), replica(ReplicaStatus::Failed));
+            .insert("n9".into(), ReplicaState::new(ReplicaStatus::Failed));
         assert_eq!(source(&failed, &context, &joined), None);
         for change in [
             (|n: &mut NodeView| n.healthy = false) as fn(&mut NodeView),

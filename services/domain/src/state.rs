@@ -47,6 +47,19 @@ pub struct ReplicaState {
     pub failed_ns: i64,
 }
 
+impl ReplicaState {
+    /// A replica in `status` that never failed nor was tried.
+    pub fn new(status: ReplicaStatus) -> Self {
+        ReplicaState {
+            status,
+            attempts: 0,
+            last_error: None,
+            failures: 0,
+            failed_ns: 0,
+        }
+    }
+}
+
 /// How many live pins of the CID ask for `replicas_min..=replicas_max`. The CID keeps these
 /// counts instead of its pins: its row stays bounded (at most 64 × 64 entries, in practice a
 /// handful) whatever the number of pins referencing it.
@@ -267,13 +280,10 @@ impl CidState {
             }
             Event::ReplicasAllocated { nodes, .. } => {
                 for node in nodes {
-                    let replica = self.replicas.entry(node.clone()).or_insert(ReplicaState {
-                        status: ReplicaStatus::Allocated,
-                        attempts: 0,
-                        last_error: None,
-                        failures: 0,
-                        failed_ns: 0,
-                    });
+                    let replica = self
+                        .replicas
+                        .entry(node.clone())
+                        .or_insert_with(|| ReplicaState::new(ReplicaStatus::Allocated));
                     if replica.status == ReplicaStatus::Failed {
                         replica.status = ReplicaStatus::Allocated;
                     }

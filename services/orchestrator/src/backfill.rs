@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use pinhive_domain::writes::held_on;
 use pinhive_store::{EmbeddedStore, ExpiryWrite, NodeCidWrite, ShardBatch, Store, StoreError};
 
-use crate::expiry::EXPIRY_MARK;
+use crate::expiry::persisted_through;
 
 /// The checkpoint (consumer name, partition 0) that says the backfill ran.
 pub const BACKFILL_MARK: &str = "#backfill/indexes";
@@ -87,14 +87,7 @@ pub fn backfill_indexes(
             let mark = match through.get(&partition) {
                 Some(mark) => *mark,
                 None => {
-                    let mark = match store.checkpoint(EXPIRY_MARK, partition)? {
-                        Some(mark) => i64::try_from(mark).unwrap_or(i64::MAX),
-                        None => {
-                            let now = pinhive_events::now_ns();
-                            store.set_checkpoint(EXPIRY_MARK, partition, now.max(0) as u64)?;
-                            now
-                        }
-                    };
+                    let mark = persisted_through(store, partition)?;
                     through.insert(partition, mark);
                     mark
                 }

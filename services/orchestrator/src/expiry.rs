@@ -61,14 +61,7 @@ impl ExpiryMark {
         if let Some(through) = self.through {
             return Ok(through);
         }
-        let through = match store.checkpoint(EXPIRY_MARK, partition)? {
-            Some(through) => i64::try_from(through).unwrap_or(i64::MAX),
-            None => {
-                let now = pinhive_events::now_ns();
-                store.set_checkpoint(EXPIRY_MARK, partition, now.max(0) as u64)?;
-                now
-            }
-        };
+        let through = persisted_through(store, partition)?;
         self.through = Some(through);
         Ok(through)
     }
@@ -84,6 +77,19 @@ impl ExpiryMark {
         let mark = self.through(store, partition)?.max(self.read);
         Ok(expires_ns.max(mark.saturating_add(1)))
     }
+}
+
+/// The persisted end of `partition`'s last complete expiry window; a partition without one
+/// starts at the current time, persisted first.
+pub fn persisted_through(store: &dyn Store, partition: u32) -> Result<i64, StoreError> {
+    Ok(match store.checkpoint(EXPIRY_MARK, partition)? {
+        Some(through) => i64::try_from(through).unwrap_or(i64::MAX),
+        None => {
+            let now = pinhive_events::now_ns();
+            store.set_checkpoint(EXPIRY_MARK, partition, now.max(0) as u64)?;
+            now
+        }
+    })
 }
 
 /// Sent by the partition's expiry task: the next page of the entries due in the window

@@ -90,6 +90,8 @@ enum Walked {
     /// The node's state changed, or it left: look again.
     Changed,
     Stopped,
+    /// An error ended it (logged): it runs again next round.
+    Failed,
 }
 
 impl Orchestrator {
@@ -129,17 +131,13 @@ impl Orchestrator {
                 })
                 .collect();
             for (node, key, returned) in due {
-                METRICS
-                    .node_walks_active
-                    .with_label_values::<&str>(&[])
-                    .inc();
-                let outcome = self.walk(partition, &node, &key, returned, &stop).await;
-                METRICS
-                    .node_walks_active
-                    .with_label_values::<&str>(&[])
-                    .dec();
-                match outcome {
-                    Ok(Walked::Done) => {
+                let outcome = self.walk(partition, &node, &key, returned, &stop);
+                match self
+                    .settled(partition, &node, "node walk", outcome, &stop)
+                    .await
+                {
+                    None => return,
+                    Some(Walked::Done) => {
                         tracing::info!(
                             partition,
                             node,
@@ -148,15 +146,7 @@ impl Orchestrator {
                         );
                         walked.insert(node, key);
                     }
-                    Ok(Walked::Changed) => {}
-                    Ok(Walked::Stopped) => return,
-                    Err(error @ StoreError::Fenced { .. }) => {
-                        self.give_up_fenced(partition, &stop, &error);
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(partition, node, error = %error, "node walk failed; retrying later");
-                    }
+                    Some(_) => {}
                 }
             }
             // A node that joined is rebalanced to once it takes replicas (agreed `up`, and
@@ -169,33 +159,25 @@ impl Orchestrator {
                 .map(|view| view.id)
                 .collect();
             for node in joiners {
-                METRICS
-                    .node_walks_active
-                    .with_label_values::<&str>(&[])
-                    .inc();
-                let outcome = self.rebalance(partition, &node, &stop).await;
-                METRICS
-                    .node_walks_active
-                    .with_label_values::<&str>(&[])
-                    .dec();
-                match outcome {
-                    Ok(Walked::Done) => {
-                        tracing::info!(partition, node, "rebalance to the joined node complete");
+                let outcome = self.rebalance(partition, &node, &stop);
+                match self
+                    .settled(partition, &node, "rebalance walk", outcome, &stop)
+                    .await
+                {
+                    None => return,
+                    // Done, or not up any more (no destination; if it comes back up later, it
+                    // is a node that returned, not one that joined).
+                    Some(walked @ (Walked::Done | Walked::Changed)) => {
+                        if matches!(walked, Walked::Done) {
+                            tracing::info!(
+                                partition,
+                                node,
+                                "rebalance to the joined node complete"
+                            );
+                        }
                         joined.insert(node);
                     }
-                    // Not up any more: no destination; if it comes back up later, it is a
-                    // node that returned, not one that joined.
-                    Ok(Walked::Changed) => {
-                        joined.insert(node);
-                    }
-                    Ok(Walked::Stopped) => return,
-                    Err(error @ StoreError::Fenced { .. }) => {
-                        self.give_up_fenced(partition, &stop, &error);
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(partition, node, error = %error, "rebalance walk failed; retrying later");
-                    }
+                    Some(Walked::Failed | Walked::Stopped) => {}
                 }
             }
             // Nodes that left are forgotten (a node registered again under the same id is new).
@@ -211,6 +193,34 @@ impl Orchestrator {
             }
             if self.stopping() || *stop.borrow() {
                 return;
+            }
+        }
+    }
+
+    /// Runs one walk, counted in `pinhive_node_walks_active`: `None` when the partition's walks
+    /// must end (stopped, or fenced), else the walk's outcome (`Failed`: logged here).
+    async fn settled(
+        &self,
+        partition: u32,
+        node: &str,
+        what: &str,
+        walk: impl std::future::Future<Output = Result<Walked, StoreError>>,
+        stop: &watch::Receiver<bool>,
+    ) -> Option<Walked> {
+        let active = METRICS.node_walks_active.with_label_values::<&str>(&[]);
+        active.inc();
+        let outcome = walk.await;
+        active.dec();
+        match outcome {
+            Ok(Walked::Stopped) => None,
+            Ok(walked) => Some(walked),
+            Err(error @ StoreError::Fenced { .. }) => {
+                self.give_up_fenced(partition, stop, &error);
+                None
+            }
+            Err(error) => {
+                tracing::warn!(partition, node, error = %error, "{what} failed; retrying later");
+                Some(Walked::Failed)
             }
         }
     }

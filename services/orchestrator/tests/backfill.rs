@@ -17,16 +17,6 @@ use support::cid;
 
 const PARTITIONS: u32 = 4;
 
-fn replica(status: ReplicaStatus) -> ReplicaState {
-    ReplicaState {
-        status,
-        attempts: 1,
-        last_error: None,
-        failures: 0,
-        failed_ns: 0,
-    }
-}
-
 /// What an earlier release left: CID states and pin rows, and neither index.
 fn earlier_release(store: &EmbeddedStore, cids: usize) {
     for i in 0..cids {
@@ -34,9 +24,12 @@ fn earlier_release(store: &EmbeddedStore, cids: usize) {
         let partition = pinhive_log::partition_for(cid.as_bytes(), PARTITIONS);
         let mut state = CidState::new(&cid);
         state.replicas = BTreeMap::from([
-            ("n0".to_string(), replica(ReplicaStatus::Pinned)),
-            (format!("n{}", 1 + i % 3), replica(ReplicaStatus::Allocated)),
-            ("gone".to_string(), replica(ReplicaStatus::Failed)),
+            ("n0".to_string(), ReplicaState::new(ReplicaStatus::Pinned)),
+            (
+                format!("n{}", 1 + i % 3),
+                ReplicaState::new(ReplicaStatus::Allocated),
+            ),
+            ("gone".to_string(), ReplicaState::new(ReplicaStatus::Failed)),
         ]);
         let mut meta = BTreeMap::new();
         if i.is_multiple_of(2) {
@@ -156,13 +149,19 @@ fn an_earlier_releases_data_gets_both_indexes_once() {
                 partition
             );
             let i: usize = entry.requestid["req-".len()..].parse().unwrap();
-            let want = if i.is_multiple_of(4) { through + 1 } else { far };
+            let want = if i.is_multiple_of(4) {
+                through + 1
+            } else {
+                far
+            };
             assert_eq!(entry.due_ns, want, "{entry:?}");
             found.insert(i, entry.cid);
         }
     }
     assert_eq!(found.len(), cids / 2);
-    assert!(found.iter().all(|(i, c)| i.is_multiple_of(2) && *c == cid(*i)));
+    assert!(found
+        .iter()
+        .all(|(i, c)| i.is_multiple_of(2) && *c == cid(*i)));
 
     // Marked: a second start does nothing; a reopened store keeps the mark.
     assert_eq!(backfill_indexes(&store, PARTITIONS).unwrap(), None);

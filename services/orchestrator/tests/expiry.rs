@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pinhive_events::{Envelope, Event, PinRequested};
 use pinhive_ipfs::{NodeRegistry, SimulatedIpfs};
-use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
+use pinhive_log::{Log, Record};
 use pinhive_orchestrator::expiry::EXPIRY_MARK;
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{EmbeddedStore, Store};
@@ -31,16 +31,7 @@ struct Service {
 
 async fn start() -> Service {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(
-        EmbeddedLog::open(
-            &dir.path().join("log"),
-            EmbeddedLogConfig {
-                partitions: PARTITIONS,
-                ..EmbeddedLogConfig::default()
-            },
-        )
-        .unwrap(),
-    );
+    let log = support::open_log(dir.path(), PARTITIONS);
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store")).unwrap());
     let registry = NodeRegistry::default();
     let fleet = simulated_fleet(3, &log, &registry).await;

@@ -23,7 +23,6 @@ use fail::FailScenario;
 use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
 use pinhive_events::{Event, NodeDescriptor};
 use pinhive_ipfs::{NodeRegistry, SimulatedIpfs};
-use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log};
 use pinhive_orchestrator::metrics::METRICS;
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{
@@ -75,16 +74,7 @@ enum Shows {
 async fn converges_through(failpoint: &str, actions: &str, shows: Shows, stepwise: bool) {
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(
-        EmbeddedLog::open(
-            &dir.path().join("log"),
-            EmbeddedLogConfig {
-                partitions: PARTITIONS,
-                ..EmbeddedLogConfig::default()
-            },
-        )
-        .unwrap(),
-    );
+    let log = support::open_log(dir.path(), PARTITIONS);
     let embedded = EmbeddedStore::open(&dir.path().join("store")).unwrap();
     let store: Arc<dyn Store> = if stepwise {
         Arc::new(Stepwise { inner: embedded })

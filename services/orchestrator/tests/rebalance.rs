@@ -9,7 +9,7 @@ use std::time::Duration;
 use pinhive_domain::PinStatus;
 use pinhive_events::{codec, Event};
 use pinhive_ipfs::NodeRegistry;
-use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log};
+use pinhive_log::Log;
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
 use pinhive_store::{total_count, EmbeddedStore, Store};
 
@@ -51,16 +51,7 @@ async fn allocations_to(log: &Arc<dyn Log>, node: &str) -> Vec<(i64, String)> {
 #[actix_rt::test]
 async fn a_joined_node_takes_about_k_over_n_of_the_cids_at_the_bounded_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(
-        EmbeddedLog::open(
-            &dir.path().join("log"),
-            EmbeddedLogConfig {
-                partitions: PARTITIONS,
-                ..EmbeddedLogConfig::default()
-            },
-        )
-        .unwrap(),
-    );
+    let log = support::open_log(dir.path(), PARTITIONS);
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store")).unwrap());
     let registry = NodeRegistry::default();
     let mut fleet = simulated_fleet(4, &log, &registry).await;

@@ -77,6 +77,28 @@ impl Default for StoreMemory {
 const LAYOUT: &[u8] = b"2";
 const LAYOUT_KEY: &[u8] = b"#layout";
 
+/// Up to `limit` rows of `keyspace` after key `after`, decoded, in key order.
+fn scan_page<T: DeserializeOwned>(
+    keyspace: &Keyspace,
+    what: &'static str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
+    let start = match after {
+        Some(after) => std::ops::Bound::Excluded(after.as_bytes().to_vec()),
+        None => std::ops::Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    for guard in keyspace
+        .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+        .take(limit)
+    {
+        let (_, value) = guard.into_inner().map_err(backend)?;
+        out.push(decode(what, &value)?);
+    }
+    Ok(out)
+}
+
 fn s3_key(bucket: &str, key: &str) -> Vec<u8> {
     let mut out = bucket.as_bytes().to_vec();
     out.push(0);
@@ -372,20 +394,7 @@ impl EmbeddedStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<CidState>, StoreError> {
-        let start = match after {
-            Some(after) => std::ops::Bound::Excluded(after.as_bytes().to_vec()),
-            None => std::ops::Bound::Unbounded,
-        };
-        let mut out = Vec::new();
-        for guard in self
-            .cids
-            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
-            .take(limit)
-        {
-            let (_, value) = guard.into_inner().map_err(backend)?;
-            out.push(decode("cid state", &value)?);
-        }
-        Ok(out)
+        scan_page(&self.cids, "cid state", after, limit)
     }
 
     /// One page of every pin row, in requestid order, after `after`: a scan of the whole
@@ -395,20 +404,7 @@ impl EmbeddedStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<PinRow>, StoreError> {
-        let start = match after {
-            Some(after) => std::ops::Bound::Excluded(after.as_bytes().to_vec()),
-            None => std::ops::Bound::Unbounded,
-        };
-        let mut out = Vec::new();
-        for guard in self
-            .pins
-            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
-            .take(limit)
-        {
-            let (_, value) = guard.into_inner().map_err(backend)?;
-            out.push(decode("pin row", &value)?);
-        }
-        Ok(out)
+        scan_page(&self.pins, "pin row", after, limit)
     }
 
     fn get_decoded<T: DeserializeOwned>(

@@ -128,6 +128,20 @@ pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
     until_async(what, || std::future::ready(check())).await
 }
 
+/// An embedded log of `partitions` partitions under `dir/log`.
+pub fn open_log(dir: &std::path::Path, partitions: u32) -> Arc<dyn Log> {
+    Arc::new(
+        pinhive_log::EmbeddedLog::open(
+            &dir.join("log"),
+            pinhive_log::EmbeddedLogConfig {
+                partitions,
+                ..pinhive_log::EmbeddedLogConfig::default()
+            },
+        )
+        .expect("open the embedded log"),
+    )
+}
+
 /// Starts a node driver for each of `count` simulated daemons (`n0`, `n1`, … in regions
 /// `r0`, `r1`, …) publishing outcomes into `log`, with fast health checks and backoff, and
 /// waits until every one is reachable.
