@@ -315,7 +315,8 @@ pub async fn wait_pinned(
     what: &str,
 ) -> anyhow::Result<()> {
     let bar = progress(target, what);
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // Ten minutes, and one more second per thousand pins (a 1M-pin load on a busy machine).
+    let deadline = Instant::now() + Duration::from_secs(600 + target / 1000);
     loop {
         let store = store.clone();
         let pinned = tokio::task::spawn_blocking(move || {

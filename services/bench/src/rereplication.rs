@@ -112,11 +112,16 @@ pub fn run(args: RereplicationArgs) -> anyhow::Result<()> {
     let runs = system.block_on(async {
         let mut runs = Vec::new();
         for caps in variants {
-            runs.push(scenario(&args, caps).await?);
+            let run = scenario(&args, caps).await?;
+            // Each run's figures as soon as it ends: a later run that fails loses nothing.
+            report::print(&args, std::slice::from_ref(&run));
+            runs.push(run);
         }
         anyhow::Ok(runs)
     })?;
-    report::print(&args, &runs);
+    if runs.len() > 1 {
+        report::print(&args, &runs);
+    }
     Ok(())
 }
 
@@ -219,14 +224,18 @@ async fn scenario(args: &RereplicationArgs, caps: Caps) -> anyhow::Result<Run> {
     let target = replicas * args.cids;
     let bar = progress(held_by_lost as u64, "replicas re-made");
     let deadline = Duration::from_secs(args.timeout_secs);
-    wait_for("re-replication", deadline, || {
+    let waited = wait_for("re-replication", deadline, || {
         let others = fleet.replicas_held(Some(LOST));
         let missing = target.saturating_sub(others);
         bar.set_position(held_by_lost.saturating_sub(missing) as u64);
         missing == 0
     })
-    .await?;
+    .await;
     bar.finish_and_clear();
+    if let Err(error) = waited {
+        diagnose(&service.store, &fleet, &holdings, lost_index, replicas).await;
+        return Err(error);
+    }
 
     // The outcome events follow the daemons' answers: fold until the log shows them all.
     let read_until = Instant::now() + Duration::from_secs(30);
@@ -260,6 +269,46 @@ async fn scenario(args: &RereplicationArgs, caps: Caps) -> anyhow::Result<Run> {
         walk_replicas,
         figures,
     })
+}
+
+/// Why a run did not finish: how many CIDs lack replicas on the other nodes, and the stored
+/// state of a few of them.
+async fn diagnose(
+    store: &Arc<dyn pinhive_store::Store>,
+    fleet: &Arc<Fleet>,
+    holdings: &timeline::Holdings,
+    lost_index: u16,
+    replicas: usize,
+) {
+    let affected: Vec<String> = holdings
+        .of
+        .iter()
+        .filter(|(_, held)| held.contains(&lost_index))
+        .map(|(cid, _)| cid.clone())
+        .collect();
+    let now = {
+        let fleet = fleet.clone();
+        let affected = affected.clone();
+        tokio::task::spawn_blocking(move || fleet.holdings(&affected)).await
+    };
+    let Ok(now) = now else { return };
+    let short: Vec<&String> = now
+        .of
+        .iter()
+        .filter(|(_, held)| held.iter().filter(|&&i| i != lost_index).count() < replicas)
+        .map(|(cid, _)| cid)
+        .collect();
+    println!(
+        "  stalled: {} of {} affected CIDs lack a replica on the other nodes",
+        short.len(),
+        affected.len()
+    );
+    for cid in short.into_iter().take(5) {
+        match store.load_cid(cid) {
+            Ok(state) => println!("    {cid}: {state:?}"),
+            Err(error) => println!("    {cid}: store error {error}"),
+        }
+    }
 }
 
 /// A pin of `cid` with min = max = `replicas`, as `POST /pins` would append it.
