@@ -54,7 +54,7 @@ async fn the_service_runs_on_the_scylla_store_and_keeps_its_state_there() {
 
     let migrated = run(&["migrate", "--config", &config, "--store", &store]);
     assert!(
-        migrated.contains("applied migrations [1, 2, 3]"),
+        migrated.contains("applied migrations [1, 2, 3, 4]"),
         "{migrated}"
     );
     let again = run(&["migrate", "--config", &config, "--store", &store]);

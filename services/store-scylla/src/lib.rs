@@ -6,7 +6,8 @@
 //!   `dead_letter_partitions`). The node index `node_cids` is split into [`NODE_CID_SLOTS`]
 //!   partitions per (node, log partition), walked slot by slot; the expiry index
 //!   `expiry_index` into [`EXPIRY_SLOTS`] partitions per (log partition, hour bucket), read
-//!   window by window.
+//!   window by window. The quarantine `quarantine` is one partition per log partition, at
+//!   most `pinhive_store::QUARANTINE_LIMIT` rows.
 //! * Access: prepared statements only, prepared once at [`ScyllaStore::open`]; each is a
 //!   single-partition read (with `LIMIT`, or paged with the driver's paging state for
 //!   listings) or a single-row write. All but the owner-epoch LWTs (below) are marked
@@ -43,6 +44,7 @@ mod expiry;
 mod listing;
 mod migrate;
 mod node_index;
+mod quarantine;
 mod statements;
 mod store;
 mod uri;

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_expiry_index",
         text: include_str!("../../../schemas/cql/0003_expiry_index.cql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_quarantine",
+        text: include_str!("../../../schemas/cql/0004_quarantine.cql"),
+    },
 ];
 
 /// Keyspace replication.
@@ -358,6 +363,18 @@ mod tests {
         assert!(
             statements[0]
                 .contains("PRIMARY KEY ((log_partition, bucket, slot), due_ns, cid, requestid)"),
+            "{}",
+            statements[0]
+        );
+    }
+
+    #[test]
+    fn the_quarantine_migration_creates_its_table_only() {
+        let statements = render(&MIGRATIONS[3], "ph_test", &Replication::single());
+        assert_eq!(statements.len(), 1, "{statements:?}");
+        assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS ph_test.quarantine ("));
+        assert!(
+            statements[0].contains("PRIMARY KEY ((log_partition), cid)"),
             "{}",
             statements[0]
         );

@@ -86,6 +86,14 @@ pub(crate) struct Statements {
     pub s3_by_cid: PreparedStatement,
     pub put_analytics: PreparedStatement,
     pub analytics: PreparedStatement,
+    pub put_quarantine: PreparedStatement,
+    /// Whether a CID of a log partition is quarantined (a point read of its key).
+    pub quarantine_cid: PreparedStatement,
+    /// The quarantined CIDs of a log partition, up to a limit (the limit check).
+    pub quarantine_cids: PreparedStatement,
+    /// The entries of a log partition, up to a limit, in CID order.
+    pub quarantined: PreparedStatement,
+    pub delete_quarantine: PreparedStatement,
 }
 
 /// Listing tables and the name of their index column, in `ListingKind` order.
@@ -381,6 +389,20 @@ impl Statements {
             analytics: p("SELECT next_offset, state FROM {ks}.analytics \
                  WHERE access_partition = ? LIMIT 1")
             .await?,
+            put_quarantine: p(
+                "INSERT INTO {ks}.quarantine (log_partition, cid, entry) VALUES (?, ?, ?)",
+            )
+            .await?,
+            quarantine_cid: p(
+                "SELECT cid FROM {ks}.quarantine WHERE log_partition = ? AND cid = ? LIMIT 1",
+            )
+            .await?,
+            quarantine_cids: p("SELECT cid FROM {ks}.quarantine WHERE log_partition = ? LIMIT ?")
+                .await?,
+            quarantined: p("SELECT entry FROM {ks}.quarantine WHERE log_partition = ? LIMIT ?")
+                .await?,
+            delete_quarantine: p("DELETE FROM {ks}.quarantine WHERE log_partition = ? AND cid = ?")
+                .await?,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! `ScyllaStore`: the `Store` trait over CQL. Table by table the mapping of
 //! docs/data-model.md (schemas/cql/: 0001_initial.cql, 0002_node_cids.cql,
-//! 0003_expiry_index.cql); what each method
+//! 0003_expiry_index.cql, 0004_quarantine.cql); what each method
 //! sends is listed on it.
 
 use std::collections::HashSet;
@@ -13,7 +13,7 @@ use pinhive_domain::{CidState, Cursor, PinRow, PinStatus};
 use pinhive_events::NodeDescriptor;
 use pinhive_store::{
     AnalyticsCheckpoint, Attempt, Commit, CommitState, DeadLetter, JournalEntry, NodeCidCursor,
-    PinPage, PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord,
+    PinPage, PinQuery, Quarantine, S3Object, ShardBatch, Store, StoreError, TokenRecord,
 };
 use scylla::client::session::Session;
 use scylla::deserialize::row::DeserializeRow;
@@ -706,6 +706,22 @@ impl Store for ScyllaStore {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         self.driver.run(self.dead_letters_async(after, limit))
+    }
+
+    /// `quarantine`: a point read, a `LIMIT` read of the partition's CIDs, one insert (see
+    /// `put_quarantine_async`).
+    fn put_quarantine(&self, entry: &Quarantine) -> Result<(), StoreError> {
+        self.driver.run(self.put_quarantine_async(entry))
+    }
+
+    /// One range of the log partition's `quarantine` partition, `LIMIT` 1,000.
+    fn quarantined(&self, partition: u32) -> Result<Vec<Quarantine>, StoreError> {
+        self.driver.run(self.quarantined_async(partition))
+    }
+
+    /// A point read, then a single-row delete if the entry is there.
+    fn clear_quarantine(&self, partition: u32, cid: &str) -> Result<bool, StoreError> {
+        self.driver.run(self.clear_quarantine_async(partition, cid))
     }
 
     fn put_analytics_checkpoint(

@@ -32,30 +32,49 @@ fn start_server() -> TestServer {
     }
 }
 
-pub fn fresh_scylla_on_test_server() -> (Box<dyn Store>, TestServer) {
-    let server = start_server();
-    let store = common::migrated_store(&server.server.addr().to_string());
-    (store, server)
+/// A migrated keyspace on its own test server, and the options its store opens with.
+pub struct Keyspace {
+    uri: String,
+    options: ScyllaOptions,
+    _server: TestServer,
 }
 
-pinhive_store::store_contract_tests!(fresh_scylla_on_test_server);
+fn fresh_keyspace_with(options: ScyllaOptions) -> (Box<dyn Store>, Keyspace) {
+    let server = start_server();
+    let uri = common::migrated_keyspace(&server.server.addr().to_string());
+    let store = ScyllaStore::open_with(&uri, options.clone()).expect("open");
+    let keyspace = Keyspace {
+        uri,
+        options,
+        _server: server,
+    };
+    (Box::new(store), keyspace)
+}
+
+pub fn fresh_scylla_on_test_server() -> (Box<dyn Store>, Keyspace) {
+    fresh_keyspace_with(ScyllaOptions::default())
+}
+
+/// A new store (new session, statements prepared again) on the same keyspace and server.
+pub fn reopen(keyspace: &Keyspace) -> Box<dyn Store> {
+    Box::new(ScyllaStore::open_with(&keyspace.uri, keyspace.options.clone()).expect("reopen"))
+}
+
+pinhive_store::store_contract_tests!(fresh_scylla_on_test_server, reopen reopen);
 
 /// The contract again with 10 ns listing buckets: every listing check then walks many
 /// buckets (markers, bucket pages, one range per bucket) instead of one.
 mod small_buckets {
     use super::*;
 
-    pub fn fresh() -> (Box<dyn Store>, TestServer) {
-        let server = start_server();
-        let options = ScyllaOptions {
+    pub fn fresh() -> (Box<dyn Store>, Keyspace) {
+        fresh_keyspace_with(ScyllaOptions {
             listing_bucket_ns: 10,
             ..ScyllaOptions::default()
-        };
-        let store = common::migrated_store_with(&server.server.addr().to_string(), options);
-        (Box::new(store), server)
+        })
     }
 
-    pinhive_store::store_contract_tests!(fresh);
+    pinhive_store::store_contract_tests!(fresh, reopen super::reopen);
 }
 
 fn fresh_store(server: &TestServer) -> ScyllaStore {
@@ -679,4 +698,70 @@ fn an_expiry_entry_is_one_write_and_a_walk_reads_a_bucket_per_call() {
     seen.sort();
     assert_eq!(seen, dues);
     assert!(calls >= 200 / 16, "{calls} calls");
+}
+
+/// The quarantine as the server sees it: a new entry is a point read, one read of the
+/// partition's CIDs with `LIMIT` (the limit check) and one insert; an entry already there is
+/// the point read only; the list is one `LIMIT` read; a clear of a CID never quarantined is
+/// the point read only (no tombstone), of a quarantined one the read and one delete. Every
+/// statement at LOCAL_QUORUM, none conditional.
+#[test]
+fn a_quarantine_put_is_two_bounded_reads_and_one_insert() {
+    use pinhive_store::Quarantine;
+
+    let server = start_server();
+    let store = fresh_store(&server);
+    let entry = Quarantine {
+        partition: 4,
+        cid: "bafkreiaaaa".into(),
+        reason: "quarantined CID: stored cid state bafkreiaaaa is corrupt".into(),
+        offset: 17,
+        quarantined_ns: 1_796_083_200_000_000_000,
+    };
+    server.server.reset_stats();
+    let before = store.sent();
+    store.put_quarantine(&entry).unwrap();
+    assert_eq!(store.sent().statements - before.statements, 3);
+    let stats = server.server.stats();
+    let limit_reads: u64 = stats
+        .by_statement
+        .iter()
+        .filter(|(text, _)| {
+            text.starts_with("SELECT cid FROM") && text.ends_with("WHERE log_partition = ? LIMIT ?")
+        })
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(limit_reads, 1, "{stats:?}");
+    assert_eq!(stats.statements_containing("INSERT INTO ph_test"), 1);
+
+    let before = store.sent();
+    store.put_quarantine(&entry).unwrap();
+    assert_eq!(store.sent().statements - before.statements, 1, "kept");
+    let before = store.sent();
+    assert_eq!(store.quarantined(4).unwrap(), vec![entry.clone()]);
+    assert_eq!(store.sent().statements - before.statements, 1, "one read");
+
+    let before = store.sent();
+    assert!(!store.clear_quarantine(4, "bafkreibbbb").unwrap());
+    assert_eq!(store.sent().statements - before.statements, 1);
+    assert_eq!(server.server.stats().statements_containing("DELETE"), 0);
+    assert!(store.clear_quarantine(4, "bafkreiaaaa").unwrap());
+    assert_eq!(server.server.stats().statements_containing("DELETE"), 1);
+
+    let stats = server.server.stats();
+    let ours: Vec<_> = stats
+        .consistency_by_statement
+        .iter()
+        .filter(|(text, _)| text.contains(".quarantine "))
+        .collect();
+    assert_eq!(ours.len(), 5, "five statements: {ours:?}");
+    for (text, levels) in ours {
+        assert_eq!(
+            levels.iter().collect::<Vec<_>>(),
+            vec!["LocalQuorum"],
+            "{text}"
+        );
+        assert!(!text.contains(" IF "), "no LWT: {text}");
+        assert!(!text.contains("ALLOW FILTERING"), "{text}");
+    }
 }

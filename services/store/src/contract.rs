@@ -8,6 +8,8 @@ use pinhive_events::{Event, NodeDescriptor};
 
 mod expiry;
 pub use expiry::*;
+mod quarantine;
+pub use quarantine::*;
 
 use crate::{
     total_count, Attempt, CidWrite, Commit, CommitState, CounterRow, DeadLetter, JournalEntry,
@@ -83,10 +85,22 @@ pub fn s3_objects(store: &dyn Store) {
 /// `store_contract_tests!(optional $fresh)`: `$fresh` returns `Result<(store, keep), reason>`;
 /// on `Err` the check prints `skipped: <reason>` on stderr (never a silent pass) and returns —
 /// for a store that needs an external service (a real ScyllaDB cluster).
+///
+/// `store_contract_tests!([optional] $fresh, reopen $reopen)` adds the checks that reopen the
+/// store: `$reopen(&keep)` opens the data of the store `$fresh` returned with `keep` again
+/// (each such check drops its first store before it reopens).
 #[macro_export]
 macro_rules! store_contract_tests {
+    (optional $fresh:path, reopen $reopen:path) => {
+        $crate::store_contract_tests!(@checks @optional $fresh);
+        $crate::store_contract_tests!(@reopen optional $fresh, $reopen; quarantine_survives_reopen);
+    };
     (optional $fresh:path) => {
         $crate::store_contract_tests!(@checks @optional $fresh);
+    };
+    ($fresh:path, reopen $reopen:path) => {
+        $crate::store_contract_tests!(@checks @required $fresh);
+        $crate::store_contract_tests!(@reopen required $fresh, $reopen; quarantine_survives_reopen);
     };
     ($fresh:path) => {
         $crate::store_contract_tests!(@checks @required $fresh);
@@ -119,7 +133,11 @@ macro_rules! store_contract_tests {
             expiry_index_membership,
             expiry_due_window_bounds,
             expiry_due_walk_visits_each_once,
-            expiry_in_prefix_order
+            expiry_in_prefix_order,
+            quarantine_put_keeps_the_first_entry,
+            quarantined_lists_one_partition_in_cid_order,
+            quarantine_limit_is_per_partition,
+            clear_quarantine_is_true_once
         );
     };
     (@each optional $fresh:path; $($check:ident),* $(,)?) => {
@@ -146,6 +164,32 @@ macro_rules! store_contract_tests {
             fn $check() {
                 let (store, _keep) = $fresh();
                 $crate::contract::$check(store.as_ref());
+            }
+        )*
+    };
+    (@reopen optional $fresh:path, $reopen:path; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let (store, keep) = match $fresh() {
+                    Ok(fresh) => fresh,
+                    Err(reason) => {
+                        use std::io::Write as _;
+                        let line = format!("{}: skipped: {reason}\n", stringify!($check));
+                        let _ = std::io::stderr().write_all(line.as_bytes());
+                        return;
+                    }
+                };
+                $crate::contract::$check(store, &|| $reopen(&keep));
+            }
+        )*
+    };
+    (@reopen required $fresh:path, $reopen:path; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let (store, keep) = $fresh();
+                $crate::contract::$check(store, &|| $reopen(&keep));
             }
         )*
     };

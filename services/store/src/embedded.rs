@@ -1125,9 +1125,14 @@ mod tests {
         (Box::new(store), dir)
     }
 
+    /// The same data directory opened again (the first store is dropped by then).
+    fn reopen(dir: &tempfile::TempDir) -> Box<dyn Store> {
+        Box::new(EmbeddedStore::open(dir.path()).unwrap())
+    }
+
     /// The store contract, one test per check.
     mod contract {
-        crate::store_contract_tests!(super::fresh);
+        crate::store_contract_tests!(super::fresh, reopen super::reopen);
     }
 
     #[test]

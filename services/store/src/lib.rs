@@ -539,25 +539,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError>;
 
-    /// Quarantines `entry.cid` (idempotent: an existing entry is kept). Refused with
-    /// `Backend` when the partition holds [`QUARANTINE_LIMIT`] entries already. The default
-    /// refuses: a store without the table cannot quarantine (the shard then retries the batch).
-    fn put_quarantine(&self, entry: &Quarantine) -> Result<(), StoreError> {
-        Err(StoreError::Backend(format!(
-            "this store cannot quarantine CID {} (no quarantine table)",
-            entry.cid
-        )))
-    }
+    /// Quarantines `entry.cid` in `entry.partition` (idempotent: an existing entry is kept,
+    /// not overwritten). Refused with `Backend`, writing nothing, when the partition holds
+    /// [`QUARANTINE_LIMIT`] entries already (the shard then retries its batch).
+    fn put_quarantine(&self, entry: &Quarantine) -> Result<(), StoreError>;
     /// The quarantined CIDs of `partition` (at most [`QUARANTINE_LIMIT`]), in CID order: one
     /// bounded range read.
-    fn quarantined(&self, _partition: u32) -> Result<Vec<Quarantine>, StoreError> {
-        Ok(Vec::new())
-    }
+    fn quarantined(&self, partition: u32) -> Result<Vec<Quarantine>, StoreError>;
     /// Ends the quarantine of `cid` in `partition`; false if it was not quarantined. The
     /// shard applies its records again from the next one it reads.
-    fn clear_quarantine(&self, _partition: u32, _cid: &str) -> Result<bool, StoreError> {
-        Ok(false)
-    }
+    fn clear_quarantine(&self, partition: u32, cid: &str) -> Result<bool, StoreError>;
 
     /// Replaces the analytics checkpoint of access partition `partition`.
     fn put_analytics_checkpoint(

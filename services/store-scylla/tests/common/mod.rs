@@ -27,6 +27,11 @@ pub fn migrated_store(hosts: &str) -> Box<dyn Store> {
 
 /// [`migrated_store`] with options.
 pub fn migrated_store_with(hosts: &str, options: ScyllaOptions) -> ScyllaStore {
+    ScyllaStore::open_with(&migrated_keyspace(hosts), options).expect("open")
+}
+
+/// Migrates a fresh keyspace on the cluster `hosts`; its `scylla://` URI.
+pub fn migrated_keyspace(hosts: &str) -> String {
     let uri = format!("scylla://{hosts}/{}", fresh_keyspace());
     let applied = migrate(&uri, &Replication::single()).expect("migrate");
     assert!(!applied.is_empty(), "a fresh keyspace gets every migration");
@@ -36,7 +41,7 @@ pub fn migrated_store_with(hosts: &str, options: ScyllaOptions) -> ScyllaStore {
             .is_empty(),
         "a second run applies nothing"
     );
-    ScyllaStore::open_with(&uri, options).expect("open")
+    uri
 }
 
 /// The host list of a `scylla://` URI, for a fresh keyspace on the same cluster.
