@@ -1,7 +1,8 @@
 //! Issue 12: a batch that fails on a stored row that cannot be decoded does not stall its
 //! partition. The CID whose record needs the row is quarantined (persisted), its records are
 //! dead-lettered with the reason, the rest of the batch applies and the checkpoint advances;
-//! once an operator clears the quarantine, the CID's records apply again.
+//! once an operator clears the quarantine, the CID's records apply again. On the embedded
+//! store and on the ScyllaDB store (migration 0004), the latter against the CQL test server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +17,15 @@ use pinhive_store::{
     AnalyticsCheckpoint, Commit, CommitState, DeadLetter, EmbeddedStore, JournalEntry, PinPage,
     PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord,
 };
+use pinhive_store_scylla::{migrate, Replication, ScyllaStore};
 
 mod support;
 
-use support::{cid, until};
+use support::{cid, until_async};
 
-/// The embedded store, but `load_cid` of one CID fails as a row that cannot be decoded.
+/// A store, but `load_cid` of one CID fails as a row that cannot be decoded.
 struct CorruptingStore {
-    inner: EmbeddedStore,
+    inner: Box<dyn Store>,
     corrupt: Mutex<Option<String>>,
 }
 
@@ -69,9 +71,27 @@ fn request(requestid: &str, i: usize) -> Record {
     ))
 }
 
-/// True once the partition's committed checkpoint is the end of the log.
-fn caught_up(store: &CorruptingStore, log: &Arc<dyn Log>) -> bool {
-    store.committed(0).unwrap().next_offset == Some(log.end_offset(0))
+/// `read` on the store, on a blocking thread (as every caller of a `Store` runs it): a
+/// blocking call inside the actix runtime's own task could wait on a wake-up deferred to it.
+async fn on_store<T: Send + 'static>(
+    store: &Arc<CorruptingStore>,
+    read: impl FnOnce(&CorruptingStore) -> T + Send + 'static,
+) -> T {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store))
+        .await
+        .expect("the store read runs")
+}
+
+/// Waits until the partition's committed checkpoint is the end of the log.
+async fn until_caught_up(what: &str, store: &Arc<CorruptingStore>, log: &Arc<dyn Log>) {
+    let end = Some(log.end_offset(0));
+    until_async(what, || {
+        on_store(store, move |store| {
+            store.committed(0).unwrap().next_offset == end
+        })
+    })
+    .await;
 }
 
 /// Log offsets of the records appended (the embedded log's offsets are positions, not counts).
@@ -99,9 +119,35 @@ async fn log_records(log: &Arc<dyn Log>) -> usize {
 #[actix_rt::test]
 async fn a_corrupt_row_quarantines_its_cid_and_the_partition_goes_on() {
     let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
+    corrupt_row_scenario(dir.path(), Box::new(store)).await;
+}
+
+/// The same on the ScyllaDB store: before migration 0004 it could not quarantine, and a
+/// corrupt row stalled its partition for good.
+#[test]
+fn on_the_scylla_store_a_corrupt_row_quarantines_its_cid_and_the_partition_goes_on() {
+    // The server and the store are set up outside the actix runtime: the server runs on a
+    // runtime of its own, and migrating blocks.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("test server runtime");
+    let server = runtime
+        .block_on(pinhive_cql_server::CqlServer::start())
+        .expect("start the CQL test server");
+    let uri = format!("scylla://{}/quarantine_test", server.addr());
+    migrate(&uri, &Replication::single()).expect("migrate");
+    let store = ScyllaStore::open(&uri).expect("open the store");
+    let dir = tempfile::tempdir().unwrap();
+    actix_rt::System::new().block_on(corrupt_row_scenario(dir.path(), Box::new(store)));
+}
+
+async fn corrupt_row_scenario(dir: &std::path::Path, inner: Box<dyn Store>) {
     let log: Arc<dyn Log> = Arc::new(
         EmbeddedLog::open(
-            &dir.path().join("log"),
+            &dir.join("log"),
             EmbeddedLogConfig {
                 partitions: 1,
                 ..EmbeddedLogConfig::default()
@@ -110,7 +156,7 @@ async fn a_corrupt_row_quarantines_its_cid_and_the_partition_goes_on() {
         .unwrap(),
     );
     let store = Arc::new(CorruptingStore {
-        inner: EmbeddedStore::open(&dir.path().join("store")).unwrap(),
+        inner,
         corrupt: Mutex::new(Some(cid(2))),
     });
     log.append(vec![request("r1", 1), request("r2", 2), request("r3", 3)])
@@ -125,16 +171,18 @@ async fn a_corrupt_row_quarantines_its_cid_and_the_partition_goes_on() {
     .unwrap();
 
     // One batch: the other CIDs apply, the checkpoint moves past all three records.
-    until("the batch applied without the corrupt CID", || {
-        caught_up(&store, &log)
+    until_caught_up("the batch applied without the corrupt CID", &store, &log).await;
+    let offsets = offsets(&log).await;
+    let (pins, letters, quarantined) = on_store(&store, |store| {
+        (
+            ["r1", "r2", "r3"].map(|id| store.get_pin(id).unwrap().is_some()),
+            store.dead_letters(None, 10).unwrap(),
+            store.quarantined(0).unwrap(),
+        )
     })
     .await;
-    assert!(store.get_pin("r1").unwrap().is_some());
-    assert!(store.get_pin("r3").unwrap().is_some());
-    assert!(store.get_pin("r2").unwrap().is_none());
-    let letters = store.dead_letters(None, 10).unwrap();
+    assert_eq!(pins, [true, false, true]);
     assert_eq!(letters.len(), 1, "{letters:?}");
-    let offsets = offsets(&log).await;
     assert_eq!(letters[0].offset, offsets[1]);
     assert!(
         letters[0].reason.contains("quarantined")
@@ -143,7 +191,6 @@ async fn a_corrupt_row_quarantines_its_cid_and_the_partition_goes_on() {
         "the reason names the corrupt row: {}",
         letters[0].reason
     );
-    let quarantined = store.quarantined(0).unwrap();
     assert_eq!(quarantined.len(), 1);
     assert_eq!(quarantined[0].cid, cid(2));
 
@@ -153,10 +200,15 @@ async fn a_corrupt_row_quarantines_its_cid_and_the_partition_goes_on() {
     log.append(vec![request("r2b", 2), request("r4", 4)])
         .await
         .unwrap();
-    until("the next batch applied", || caught_up(&store, &log)).await;
-    assert!(store.get_pin("r2b").unwrap().is_none());
-    assert!(store.get_pin("r4").unwrap().is_some());
-    let letters = store.dead_letters(None, 10).unwrap();
+    until_caught_up("the next batch applied", &store, &log).await;
+    let (pins, letters) = on_store(&store, |store| {
+        (
+            ["r2b", "r4"].map(|id| store.get_pin(id).unwrap().is_some()),
+            store.dead_letters(None, 10).unwrap(),
+        )
+    })
+    .await;
+    assert_eq!(pins, [false, true]);
     assert_eq!(
         letters.iter().map(|l| l.offset).collect::<Vec<_>>(),
         vec![offsets[1], support::read_all(&log, 5).await[3].offset]
@@ -168,18 +220,26 @@ async fn a_corrupt_row_quarantines_its_cid_and_the_partition_goes_on() {
     );
 
     // The operator clears it: the CID's next records apply.
-    assert!(store.clear_quarantine(0, &cid(2)).unwrap());
-    assert!(!store.clear_quarantine(0, &cid(2)).unwrap());
-    log.append(vec![request("r2c", 2)]).await.unwrap();
-    until("the cleared CID's record applied", || {
-        caught_up(&store, &log)
+    let cleared = on_store(&store, |store| {
+        [
+            store.clear_quarantine(0, &cid(2)).unwrap(),
+            store.clear_quarantine(0, &cid(2)).unwrap(),
+        ]
     })
     .await;
-    assert!(store.get_pin("r2c").unwrap().is_some());
-    assert_eq!(store.dead_letters(None, 10).unwrap().len(), 2);
-    assert_eq!(
-        store.load_cid(&cid(2)).unwrap().map(|state| state.pins()),
-        Some(1)
-    );
+    assert_eq!(cleared, [true, false]);
+    log.append(vec![request("r2c", 2)]).await.unwrap();
+    until_caught_up("the cleared CID's record applied", &store, &log).await;
+    let (applied, letters, pins) = on_store(&store, |store| {
+        (
+            store.get_pin("r2c").unwrap().is_some(),
+            store.dead_letters(None, 10).unwrap().len(),
+            store.load_cid(&cid(2)).unwrap().map(|state| state.pins()),
+        )
+    })
+    .await;
+    assert!(applied);
+    assert_eq!(letters, 2);
+    assert_eq!(pins, Some(1));
     orchestrator.shutdown(Duration::from_secs(5)).await;
 }
