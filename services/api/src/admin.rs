@@ -260,6 +260,9 @@ async fn s3_events(
         Err(S3Error::Transient(reason)) => {
             Err(ApiError::new(crate::error::ErrorCode::Unavailable, reason))
         }
+        Err(S3Error::OverQuota { exceeded, .. }) => Err(ApiError::from(
+            pinhive_orchestrator::quota::QuotaError::Exceeded(exceeded),
+        )),
     }
 }
 

@@ -56,19 +56,21 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let token = token?;
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            // Cached by the secret itself: a request with a cached token costs no hashing.
+            // Cached by the secret itself: a request with a cached token costs no store read.
             let cached = state
                 .tokens
                 .lock()
                 .get(&token)
                 .filter(|(_, seen)| seen.elapsed() < crate::TOKEN_CACHE_TTL)
                 .map(|(record, _)| record.clone());
+            // The token's identity: the hash the store keeps it under, never the secret.
+            let identity = pinhive_store::hash_secret(&token);
             let record = match cached {
                 Some(record) => record,
                 None => {
                     let store = state.store.clone();
-                    let hash = pinhive_store::hash_secret(&token);
-                    let record = web::block(move || store.get_token(&hash))
+                    let lookup = identity.clone();
+                    let record = web::block(move || store.get_token(&lookup))
                         .await??
                         .ok_or_else(|| {
                             ApiError::new(ErrorCode::Unauthorized, "unknown access token")
@@ -80,6 +82,15 @@ impl FromRequest for Caller {
                     record
                 }
             };
+            // Only known tokens are limited (and tracked): unknown ones are 401 above.
+            if let Err(wait) = state.rate_limiter.check(&identity) {
+                let secs = crate::ratelimit::retry_after_secs(wait);
+                return Err(ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("this token is over its request rate limit; retry in {secs} s"),
+                )
+                .retry_after(secs));
+            }
             Ok(Caller {
                 owner: record.owner,
                 admin: record.admin,

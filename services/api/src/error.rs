@@ -14,6 +14,10 @@ pub enum ErrorCode {
     Conflict,
     PayloadTooLarge,
     TooManyRequests,
+    /// The owner holds as many pins as its quota allows (403; waiting does not help).
+    PinQuotaExceeded,
+    /// The owner has as many pins in flight as its quota allows (429 with `Retry-After`).
+    InFlightQuotaExceeded,
     Unavailable,
     Internal,
 }
@@ -29,6 +33,8 @@ impl ErrorCode {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::PinQuotaExceeded => StatusCode::FORBIDDEN,
+            ErrorCode::InFlightQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -45,13 +51,16 @@ impl ErrorCode {
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
+            ErrorCode::PinQuotaExceeded => "PIN_QUOTA_EXCEEDED",
+            ErrorCode::InFlightQuotaExceeded => "IN_FLIGHT_QUOTA_EXCEEDED",
             ErrorCode::Unavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL_SERVER_ERROR",
         }
     }
 
     /// The code answering with `status`, if the closed set has one (used to give actix's own
-    /// error responses a `Failure` body).
+    /// error responses a `Failure` body; the quota codes share their statuses with the
+    /// general ones, which are the answer).
     pub fn from_status(status: StatusCode) -> Option<ErrorCode> {
         [
             ErrorCode::BadRequest,
@@ -75,6 +84,8 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub details: String,
+    /// `Retry-After` seconds of a 429/503 (1 unless the refusal knows better).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -82,7 +93,13 @@ impl ApiError {
         ApiError {
             code,
             details: details.into(),
+            retry_after_secs: None,
         }
+    }
+    /// Sets the `Retry-After` of a 429 or 503.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
     pub fn bad_request(details: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::BadRequest, details)
@@ -116,9 +133,10 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.code.status());
         if matches!(
             self.code,
-            ErrorCode::TooManyRequests | ErrorCode::Unavailable
+            ErrorCode::TooManyRequests | ErrorCode::InFlightQuotaExceeded | ErrorCode::Unavailable
         ) {
-            response.insert_header(("Retry-After", "1"));
+            let secs = self.retry_after_secs.unwrap_or(1).max(1);
+            response.insert_header(("Retry-After", secs.to_string()));
         }
         if self.code == ErrorCode::Unauthorized {
             response.insert_header(("WWW-Authenticate", "Bearer"));
@@ -186,6 +204,29 @@ impl From<actix_web::error::JsonPayloadError> for ApiError {
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(error: actix_web::error::BlockingError) -> Self {
         ApiError::new(ErrorCode::Unavailable, error.to_string())
+    }
+}
+
+/// Seconds a client over its in-flight quota is told to wait: pins settle in seconds to
+/// minutes, so sooner is mostly refused again.
+pub const IN_FLIGHT_RETRY_AFTER_SECS: u64 = 5;
+
+/// An owner over a quota: 403 `PIN_QUOTA_EXCEEDED` when it holds its most pins (waiting does
+/// not help), 429 `IN_FLIGHT_QUOTA_EXCEEDED` with `Retry-After` when it has its most pins in
+/// flight (they settle by themselves).
+impl From<pinhive_orchestrator::quota::QuotaError> for ApiError {
+    fn from(error: pinhive_orchestrator::quota::QuotaError) -> Self {
+        use pinhive_orchestrator::quota::QuotaError;
+        match error {
+            QuotaError::Exceeded(exceeded) if exceeded.is_transient() => {
+                ApiError::new(ErrorCode::InFlightQuotaExceeded, exceeded.to_string())
+                    .retry_after(IN_FLIGHT_RETRY_AFTER_SECS)
+            }
+            QuotaError::Exceeded(exceeded) => {
+                ApiError::new(ErrorCode::PinQuotaExceeded, exceeded.to_string())
+            }
+            QuotaError::Store(error) => ApiError::from(error),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod model;
 pub mod nodes;
 pub mod pins;
 pub mod quarantine;
+pub mod ratelimit;
 pub mod recover;
 pub mod routing;
 
@@ -38,6 +39,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Owner of the pins created from S3 notifications.
     pub s3_owner: String,
+    /// Requests per second (and burst) each token may make; `None`: unlimited.
+    pub rate_limit: Option<ratelimit::RateLimit>,
 }
 
 impl Default for ApiConfig {
@@ -48,6 +51,7 @@ impl Default for ApiConfig {
             apply_wait: Duration::from_secs(2),
             max_body_bytes: 64 * 1024,
             s3_owner: "s3".into(),
+            rate_limit: None,
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct AppState {
     /// read and no hashing for its token.
     pub(crate) tokens:
         Mutex<lru::LruCache<String, (pinhive_store::TokenRecord, std::time::Instant)>>,
+    /// Request rate limits per token.
+    pub(crate) rate_limiter: ratelimit::TokenRateLimiter,
 }
 
 /// How long a cached token stays trusted without a store read.
@@ -83,15 +89,19 @@ impl AppState {
         config: ApiConfig,
     ) -> Self {
         AppState {
-            s3: Arc::new(pinhive_orchestrator::s3::S3Ingest::new(
-                log.clone(),
-                store.clone(),
-                config.s3_owner.clone(),
-                pinhive_domain::command::ReplicaBounds::clamped(
-                    config.replicas_min,
-                    config.replicas_max,
-                ),
-            )),
+            s3: Arc::new(
+                pinhive_orchestrator::s3::S3Ingest::new(
+                    log.clone(),
+                    store.clone(),
+                    config.s3_owner.clone(),
+                    pinhive_domain::command::ReplicaBounds::clamped(
+                        config.replicas_min,
+                        config.replicas_max,
+                    ),
+                )
+                .with_quota(orchestrator.quota().clone()),
+            ),
+            rate_limiter: ratelimit::TokenRateLimiter::new(config.rate_limit),
             registry: orchestrator.registry().clone(),
             log,
             store,

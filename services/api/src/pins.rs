@@ -2,10 +2,12 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use pinhive_domain::command::ReplicaBounds;
+use pinhive_domain::quota::Admission;
 use pinhive_domain::values::Owner;
 use pinhive_domain::{canonical_cid, decide, Cid, Command, Decided, PinRecord};
 use pinhive_events::{Envelope, Event, PinRequested};
 use pinhive_log::{Position, Record};
+use pinhive_orchestrator::quota::Entry;
 use tracing::Instrument;
 
 use crate::auth::Caller;
@@ -153,6 +155,21 @@ async fn respond_with_pin(
     Ok(HttpResponse::Accepted().json(render(state, pin)))
 }
 
+/// The owner's quota admits the request (403/429 otherwise, see `ApiError`'s conversion).
+async fn admit_quota(
+    state: &AppState,
+    caller: &Caller,
+    admission: Admission,
+) -> Result<(), ApiError> {
+    let gate = state.orchestrator.quota().clone();
+    if gate.quota().is_unlimited() {
+        return Ok(());
+    }
+    let owner = caller.owner.clone();
+    web::block(move || gate.admit(&owner, admission, Entry::Http)).await??;
+    Ok(())
+}
+
 async fn add_pin(
     state: web::Data<AppState>,
     caller: Caller,
@@ -161,6 +178,7 @@ async fn add_pin(
     let pin = body
         .into_inner()
         .into_command(&caller.owner, replica_bounds(&state)?)?;
+    admit_quota(&state, &caller, Admission::NewPin).await?;
     let decided = decide(Command::Pin {
         pin,
         requestid: pinhive_events::new_event_id(),
@@ -213,6 +231,7 @@ async fn replace_pin(
         .into_inner()
         .into_command(&caller.owner, replica_bounds(&state)?)?;
     let old_cid = Cid::parse(&old.cid).map_err(ApiError::internal)?;
+    admit_quota(&state, &caller, Admission::Replacement).await?;
     let decided = decide(Command::Replace {
         pin,
         requestid: pinhive_events::new_event_id(),

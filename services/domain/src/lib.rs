@@ -13,6 +13,7 @@
 //!   [`rebalance`]: which CIDs move a replica to a node that joined, and from which node.
 //! * [`nodes`]: node lifecycle (up, degraded, down, draining) folded from the control log, the
 //!   health rule that moves it, and how endangered a CID is ([`Urgency`]).
+//! * [`quota`]: per-owner quotas (most pins held, most in flight) against the owner's counts.
 //! * [`pin`]: the Pinning Service API status of a pin, derived from its CID's replicas.
 //! * [`values`]: typed values of outside input (canonical [`values::Cid`], owner, name, meta,
 //!   origins); [`command`]: `decide` (edge commands → events) and `admit` (every log record
@@ -25,6 +26,7 @@ pub mod command;
 pub mod nodes;
 pub mod pin;
 pub mod plan;
+pub mod quota;
 pub mod rebalance;
 pub mod retry;
 pub mod rows;

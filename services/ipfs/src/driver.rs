@@ -1,12 +1,14 @@
 //! Node driver actor: one per IPFS node.
 //!
-//! Receives [`NodeCommand`]s from shards, runs at most `concurrency` RPCs at once, retries
+//! Receives [`NodeCommand`]s from shards, runs at most `concurrency` RPCs at once — shared
+//! fairly between the owners the commands are for ([`crate::fair`]: per-owner queues,
+//! max-min fair shares, a reserve for owners below their share) —, retries
 //! retryable errors with exponential backoff and jitter, stops calling a failing node while its
 //! circuit breaker is open, and publishes every final outcome as an event into the log. A
 //! command it cannot take (queue full, breaker open, duplicate of one in flight) is dropped:
 //! the shard's repair loop plans it again from state, so nothing is lost.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +30,11 @@ pub struct NodeDriverConfig {
     pub concurrency: usize,
     /// Commands accepted (running or queued) before new ones are dropped.
     pub max_queued: usize,
+    /// Slots only owners below their fair share may take (`None`: a quarter of
+    /// `concurrency`); see [`crate::fair`].
+    pub reserved_slots: Option<usize>,
+    /// Commands one owner may have accepted (`None`: a quarter of `max_queued`).
+    pub max_queued_per_owner: Option<usize>,
     /// How long a node searches for content in one `pin/add`.
     pub pin_timeout: Duration,
     /// Attempts per command (first try included).
@@ -44,6 +51,8 @@ impl Default for NodeDriverConfig {
         NodeDriverConfig {
             concurrency: 32,
             max_queued: 4096,
+            reserved_slots: None,
+            max_queued_per_owner: None,
             pin_timeout: Duration::from_secs(60),
             attempts: 4,
             min_backoff: Duration::from_millis(500),
@@ -69,6 +78,27 @@ pub struct NodeCommand {
     pub cid: String,
     pub op: NodeOp,
     pub traceparent: Option<String>,
+    /// Whose pin this serves, for the fair share of the node's slots (the owner of the CID's
+    /// oldest pin); `None` (unpins, or no pin left) shares one queue.
+    pub owner: Option<String>,
+}
+
+/// The fair-share queue of commands without an owner.
+const NO_OWNER: &str = "#none";
+
+impl NodeDriverConfig {
+    /// The fair queue's shape.
+    pub fn fair_limits(&self) -> crate::fair::FairLimits {
+        let defaults = crate::fair::FairLimits::new(self.concurrency, self.max_queued);
+        crate::fair::FairLimits {
+            reserved: self.reserved_slots.unwrap_or(defaults.reserved),
+            max_per_owner: self
+                .max_queued_per_owner
+                .unwrap_or(defaults.max_per_owner)
+                .max(1),
+            ..defaults
+        }
+    }
 }
 
 /// Asks the driver to check the node now (sent by its own timer).
@@ -82,10 +112,10 @@ pub struct NodeDriver {
     work: Arc<Work>,
     /// Commands accepted (running or queued), for refusing duplicates and bounding the queue.
     in_flight: Arc<Mutex<HashSet<(String, bool)>>>,
-    /// Accepted commands waiting for one of the `concurrency` running slots. A waiting command
-    /// is its data only (a few hundred bytes), not a suspended future.
-    queue: VecDeque<NodeCommand>,
-    running: usize,
+    /// Accepted commands, per owner, waiting for one of the `concurrency` running slots (and
+    /// the count of those running). A waiting command is its data only (a few hundred bytes),
+    /// not a suspended future.
+    queue: crate::fair::FairQueue<NodeCommand>,
     /// RPC attempts and failures counted at the previous health check (for its error rate).
     counted: (u64, u64),
 }
@@ -98,6 +128,7 @@ impl NodeDriver {
         registry: NodeRegistry,
         config: NodeDriverConfig,
     ) -> Self {
+        let queue = crate::fair::FairQueue::new(config.fair_limits());
         NodeDriver {
             work: Arc::new(Work {
                 node: descriptor.id.clone(),
@@ -113,20 +144,15 @@ impl NodeDriver {
                 rpc_failures: AtomicU64::new(0),
             }),
             in_flight: Arc::default(),
-            queue: VecDeque::new(),
-            running: 0,
+            queue,
             counted: (0, 0),
             descriptor,
         }
     }
 
-    /// Starts queued commands while fewer than `concurrency` run.
+    /// Starts queued commands while a slot is free for one (see [`crate::fair`]).
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.running < self.work.config.concurrency.max(1) {
-            let Some(command) = self.queue.pop_front() else {
-                return;
-            };
-            self.running += 1;
+        while let Some((owner, command)) = self.queue.start_next() {
             let key = command_key(&command);
             let work = self.work.clone();
             let in_flight = self.in_flight.clone();
@@ -136,8 +162,8 @@ impl NodeDriver {
                     in_flight.lock().remove(&key);
                 }
                 .into_actor(self)
-                .map(|_, driver, ctx| {
-                    driver.running -= 1;
+                .map(move |_, driver, ctx| {
+                    driver.queue.done(&owner);
                     driver.pump(ctx);
                 }),
             );
@@ -199,6 +225,15 @@ impl Handler<CheckHealth> for NodeDriver {
             counts.1.saturating_sub(self.counted.1),
         );
         self.counted = counts;
+        let node = self.descriptor.id.as_str();
+        METRICS
+            .running
+            .with_label_values(&[node])
+            .set(i64::try_from(self.queue.running()).unwrap_or(i64::MAX));
+        METRICS
+            .queue_owners
+            .with_label_values(&[node])
+            .set(i64::try_from(self.queue.owners()).unwrap_or(i64::MAX));
         let error_rate = (attempts > 0).then(|| failures as f64 / attempts as f64);
         ctx.spawn(
             async move {
@@ -301,9 +336,19 @@ impl Handler<NodeCommand> for NodeDriver {
                     .inc();
                 return;
             }
+            let owner = command.owner.clone();
+            if let Err(refused) = self
+                .queue
+                .push(owner.as_deref().unwrap_or(NO_OWNER), command)
+            {
+                METRICS
+                    .dropped_commands
+                    .with_label_values(&[&self.descriptor.id, refused.as_str()])
+                    .inc();
+                return;
+            }
             in_flight.insert(key);
         }
-        self.queue.push_back(command);
         self.pump(ctx);
     }
 }

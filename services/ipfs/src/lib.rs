@@ -9,6 +9,7 @@
 pub mod breaker;
 pub mod contract;
 pub mod driver;
+pub mod fair;
 pub mod kubo;
 pub mod metrics;
 pub mod registry;

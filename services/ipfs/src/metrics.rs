@@ -17,6 +17,8 @@ pub struct IpfsMetrics {
     pub node_up: IntGaugeVec,
     pub free_bytes: IntGaugeVec,
     pub in_flight: IntGaugeVec,
+    pub running: IntGaugeVec,
+    pub queue_owners: IntGaugeVec,
     pub dropped_commands: IntCounterVec,
 }
 
@@ -62,9 +64,20 @@ pub static METRICS: LazyLock<IpfsMetrics> = LazyLock::new(|| IpfsMetrics {
         "Commands accepted by a node driver and not finished",
         &["node"],
     ),
+    running: pinhive_telemetry::gauge_vec(
+        "pinhive_ipfs_commands_running",
+        "Commands holding one of a node driver's slots (RPCs under way)",
+        &["node"],
+    ),
+    queue_owners: pinhive_telemetry::gauge_vec(
+        "pinhive_ipfs_queue_owners",
+        "Owners with commands queued or running on a node driver (its fair-share divisor)",
+        &["node"],
+    ),
     dropped_commands: pinhive_telemetry::counter_vec(
         "pinhive_ipfs_dropped_commands_total",
-        "Commands a driver refused (duplicate, queue full, breaker open); repair re-plans them",
+        "Commands a driver refused (duplicate, queue full, owner_queue_full, breaker open); \
+         repair re-plans them",
         &["node", "reason"],
     ),
 });

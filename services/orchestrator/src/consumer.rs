@@ -67,6 +67,8 @@ pub struct OrchestratorConfig {
     pub anti_entropy_integrity_samples: usize,
     /// When failed replicas are retried (backoff per failure round, a limit).
     pub retry: pinhive_domain::RetryPolicy,
+    /// Per-owner quotas every entry path enforces ([`crate::quota`]).
+    pub quota: pinhive_domain::quota::Quota,
 }
 
 impl Default for OrchestratorConfig {
@@ -92,6 +94,7 @@ impl Default for OrchestratorConfig {
             anti_entropy_remove_unknown: false,
             anti_entropy_integrity_samples: 8,
             retry: pinhive_domain::RetryPolicy::default(),
+            quota: pinhive_domain::quota::Quota::default(),
         }
     }
 }
@@ -204,6 +207,8 @@ pub struct Orchestrator {
     pub(crate) anti_entropy_reports: crate::antientropy::Reports,
     /// CIDs waiting for a failed replica's retry, by due time (the repair task wakes them).
     timers: Arc<RetryTimers>,
+    /// Per-owner quotas, shared by every entry path of this instance.
+    quota: Arc<crate::quota::QuotaGate>,
 }
 
 /// Batches of one partition whose actions may be carried out while the consumer goes on
@@ -235,6 +240,11 @@ impl Orchestrator {
         let mut applied = Vec::with_capacity(partitions as usize);
         let cache = StateCache::new(config.cache_bytes);
         let timers = Arc::new(RetryTimers::new(partitions));
+        let quota = Arc::new(crate::quota::QuotaGate::new(
+            config.quota,
+            store.clone(),
+            partitions,
+        ));
         for partition in 0..partitions {
             let start = store
                 .committed(partition)?
@@ -252,6 +262,7 @@ impl Orchestrator {
                 dial_private_origins: config.dial_private_origins,
                 retry: config.retry,
                 timers: timers.clone(),
+                quota: quota.clone(),
             };
             shards.push(SyncArbiter::start(1, move || {
                 ShardActor::new(partition, parts.clone())
@@ -280,6 +291,7 @@ impl Orchestrator {
             check_rate,
             anti_entropy_reports: Default::default(),
             timers,
+            quota,
         });
         let mut tasks = Vec::new();
         match membership {
@@ -300,6 +312,11 @@ impl Orchestrator {
 
     pub fn registry(&self) -> &NodeRegistry {
         &self.registry
+    }
+
+    /// The per-owner quota gate every entry path of this instance asks.
+    pub fn quota(&self) -> &Arc<crate::quota::QuotaGate> {
+        &self.quota
     }
 
     /// Whether other instances write the same store (see [`OrchestratorConfig::shared_store`]).
@@ -861,9 +878,10 @@ impl Orchestrator {
                     planned.cid,
                     NodeOp::Pin { origins },
                     planned.traceparent,
+                    planned.owner,
                 ),
                 Action::Unpin { node } => {
-                    self.command(&node, planned.cid, NodeOp::Unpin, planned.traceparent)
+                    self.command(&node, planned.cid, NodeOp::Unpin, planned.traceparent, None)
                 }
                 Action::ReleaseHold { requestid, cid } => {
                     let settled = |key: String| {
@@ -899,7 +917,14 @@ impl Orchestrator {
         true
     }
 
-    fn command(&self, node: &str, cid: String, op: NodeOp, traceparent: Option<String>) {
+    fn command(
+        &self,
+        node: &str,
+        cid: String,
+        op: NodeOp,
+        traceparent: Option<String>,
+        owner: Option<String>,
+    ) {
         let Some(entry) = self.registry.get(node) else {
             return;
         };
@@ -907,6 +932,7 @@ impl Orchestrator {
             cid,
             op,
             traceparent,
+            owner,
         }) {
             tracing::debug!(node, error = %error, "node driver busy; repair will resend");
         }

@@ -16,6 +16,7 @@ pub mod consumer;
 pub mod control;
 pub mod expiry;
 pub mod metrics;
+pub mod quota;
 pub mod rereplicate;
 pub mod retry;
 pub mod s3;

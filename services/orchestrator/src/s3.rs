@@ -65,6 +65,13 @@ pub enum S3Error {
     /// Log or store unavailable: retry the same notification.
     #[error("s3 ingest failed, retrying: {0}")]
     Transient(String),
+    /// The S3 owner is over a quota: the webhook answers 403/429, the Kafka consumer
+    /// dead-letters the notification (records before it in the same notification applied).
+    #[error("{key}: {exceeded}")]
+    OverQuota {
+        key: String,
+        exceeded: pinhive_domain::quota::QuotaExceeded,
+    },
 }
 
 /// What one notification record did.
@@ -93,6 +100,8 @@ pub struct S3Ingest {
     store: Arc<dyn Store>,
     owner: String,
     replicas: ReplicaBounds,
+    /// The owner's quota, checked before a pin is appended (`None`: unlimited).
+    quota: Option<Arc<crate::quota::QuotaGate>>,
 }
 
 fn decode_key(raw: &str) -> String {
@@ -172,7 +181,14 @@ impl S3Ingest {
             store,
             owner,
             replicas,
+            quota: None,
         }
+    }
+
+    /// Checks every pin against the owner's quota first (a refusal: [`S3Error::OverQuota`]).
+    pub fn with_quota(mut self, quota: Arc<crate::quota::QuotaGate>) -> Self {
+        self.quota = Some(quota);
+        self
     }
 
     async fn blocking<T: Send + 'static>(
@@ -242,6 +258,30 @@ impl S3Ingest {
                 let malformed = |e: Rejection| S3Error::Malformed(format!("{}: {e}", parsed.key));
                 let pin = PinCommand::new(raw, &self.owner, self.replicas).map_err(malformed)?;
                 let created_ns = pinhive_events::now_ns();
+                if let Some(gate) = &self.quota {
+                    let admission = match existing {
+                        None => pinhive_domain::quota::Admission::NewPin,
+                        Some(_) => pinhive_domain::quota::Admission::Replacement,
+                    };
+                    let (gate, owner) = (gate.clone(), self.owner.clone());
+                    let admitted = tokio::task::spawn_blocking(move || {
+                        gate.admit(&owner, admission, crate::quota::Entry::S3)
+                    })
+                    .await
+                    .map_err(|e| S3Error::Transient(e.to_string()))?;
+                    match admitted {
+                        Ok(()) => {}
+                        Err(crate::quota::QuotaError::Exceeded(exceeded)) => {
+                            return Err(S3Error::OverQuota {
+                                key: parsed.key.clone(),
+                                exceeded,
+                            })
+                        }
+                        Err(crate::quota::QuotaError::Store(e)) => {
+                            return Err(S3Error::Transient(e.to_string()))
+                        }
+                    }
+                }
                 let command = match &existing {
                     None => Command::Pin {
                         pin,
@@ -335,6 +375,10 @@ impl S3Ingest {
                     }
                     Err(S3Error::Malformed(reason)) => {
                         self.dead_letter(&topic, &record, reason).await;
+                        break;
+                    }
+                    Err(over @ S3Error::OverQuota { .. }) => {
+                        self.dead_letter(&topic, &record, over.to_string()).await;
                         break;
                     }
                     Err(S3Error::Transient(error)) => {

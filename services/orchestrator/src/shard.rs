@@ -31,7 +31,9 @@ use pinhive_store::{
 
 use crate::cache::StateCache;
 use crate::metrics::METRICS;
+use crate::quota::Entry;
 use crate::retry::RetryTimers;
+use pinhive_domain::quota::Admission;
 
 /// An action planned for one CID, for the consumer to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,9 @@ pub struct PlannedAction {
     pub cid: String,
     pub action: Action,
     pub traceparent: Option<String>,
+    /// For a pin: the owner whose share of the node's slots it uses (the owner of one of the
+    /// CID's oldest pins, see [`ShardActor::slot_owner`]); `None` for other actions.
+    pub owner: Option<String>,
 }
 
 /// Sent by the partition's consumer with the next records in log order. The reply comes after
@@ -167,6 +172,9 @@ pub struct ShardActor {
     cache: StateCache,
     /// Committed counter values of this partition.
     counters: LruCache<(String, PinStatus), i64>,
+    quota: Arc<crate::quota::QuotaGate>,
+    /// Whose share of the node slots a CID's pins use ([`ShardActor::slot_owner`]).
+    slot_owners: LruCache<String, String>,
     /// The partition's commit row as last written (`None`: read it, and roll back an
     /// uncommitted attempt, before the next batch).
     commit: Option<CommitState>,
@@ -199,10 +207,14 @@ pub struct ShardParts {
     pub retry: pinhive_domain::RetryPolicy,
     /// Shared by every shard and repair task of the process.
     pub timers: Arc<RetryTimers>,
+    /// Per-owner quotas: checked here for external producers' pin requests.
+    pub quota: Arc<crate::quota::QuotaGate>,
 }
 
 /// Counter rows a shard keeps in memory (per partition; owners × statuses touched).
 const COUNTER_CACHE: usize = 4_096;
+/// CIDs whose slot owner a shard keeps in memory.
+const SLOT_OWNER_CACHE: usize = 4_096;
 
 /// One CID touched by a batch.
 struct Touched {
@@ -243,8 +255,12 @@ impl ShardActor {
             dial_private_origins: parts.dial_private_origins,
             retry: parts.retry,
             timers: parts.timers,
+            quota: parts.quota,
             cache: parts.cache,
             counters: LruCache::new(NonZeroUsize::new(COUNTER_CACHE).unwrap_or(NonZeroUsize::MIN)),
+            slot_owners: LruCache::new(
+                NonZeroUsize::new(SLOT_OWNER_CACHE).unwrap_or(NonZeroUsize::MIN),
+            ),
             commit: None,
             owner_epoch: 0,
             quarantine: None,
@@ -751,6 +767,22 @@ impl ShardActor {
                     self.reject(record, reason, &mut outcome)?;
                     continue;
                 }
+                // The edges checked their own requests against the owner's quota before
+                // appending them; an external producer's are checked here, when first applied.
+                if provenance == Provenance::External {
+                    use crate::quota::QuotaError;
+                    match self
+                        .quota
+                        .admit(&request.owner, Admission::NewPin, Entry::Kafka)
+                    {
+                        Ok(()) => {}
+                        Err(QuotaError::Exceeded(exceeded)) => {
+                            self.reject(record, format!("rejected: {exceeded}"), &mut outcome)?;
+                            continue;
+                        }
+                        Err(QuotaError::Store(error)) => return Err(error),
+                    }
+                }
             }
             let span = sampled.map(|traceparent| {
                 let kind = envelope.event.kind();
@@ -936,6 +968,7 @@ impl ShardActor {
                 .iter()
                 .filter_map(|id| pins.get_mut(id).and_then(Option::take))
                 .collect();
+            let created_owner = created.first().map(|pin| pin.record.owner.clone());
             // Derived like `pending`: when a failed replica is retried next (the view shows
             // `queued` rather than `failed` meanwhile).
             touched.after.retry_at_ns =
@@ -1059,10 +1092,20 @@ impl ShardActor {
                     state: (!garbage).then(|| state.clone()),
                 });
             }
-            planned.extend(actions.into_iter().map(|action| PlannedAction {
-                cid: cid.clone(),
-                action,
-                traceparent: action_traceparent.clone(),
+            let owner = if actions.iter().any(|a| matches!(a, Action::Pin { .. })) {
+                self.slot_owner(&cid, created_owner)
+            } else {
+                None
+            };
+            planned.extend(actions.into_iter().map(|action| {
+                PlannedAction {
+                    owner: matches!(action, Action::Pin { .. })
+                        .then(|| owner.clone())
+                        .flatten(),
+                    cid: cid.clone(),
+                    action,
+                    traceparent: action_traceparent.clone(),
+                }
             }));
             settled.push(state);
         }
@@ -1180,6 +1223,27 @@ impl ShardActor {
         Ok(planned)
     }
 
+    /// The owner whose fair share of a node's slots a pin of `cid` uses: the owner of the
+    /// first pin listed for the CID (its first pin bucket, lowest request id: one of its
+    /// oldest pins), else of a pin this batch created. A CID pinned by several owners is
+    /// charged to one of them, not split. Cached (bounded); a stale entry only shifts whose
+    /// share a command counts against, and a store error leaves the command unowned.
+    fn slot_owner(&mut self, cid: &str, created_owner: Option<String>) -> Option<String> {
+        if let Some(owner) = self.slot_owners.get(cid) {
+            return Some(owner.clone());
+        }
+        let first = self
+            .store
+            .cid_pins(cid, &pinhive_domain::Cursor::default(), 1)
+            .ok()
+            .and_then(|listed| listed.into_iter().next())
+            .and_then(|(_, requestid)| self.store.load_pin(&requestid).ok().flatten())
+            .map(|pin| pin.record.owner);
+        let owner = first.or(created_owner)?;
+        self.slot_owners.put(cid.to_string(), owner.clone());
+        Some(owner)
+    }
+
     /// Plans these CIDs again from their committed state (the repair loop), going on with
     /// any propagation of their view that is still under way.
     fn replan(&mut self, cids: Vec<String>) -> Result<Vec<PlannedAction>, StoreError> {
@@ -1253,6 +1317,7 @@ impl ShardActor {
                             target: u8::try_from(state.desired_replicas()).unwrap_or(u8::MAX),
                         },
                         traceparent: None,
+                        owner: None,
                     });
                 } else {
                     step.skipped += 1;

@@ -278,7 +278,7 @@ async fn append_batches(log: &Arc<dyn Log>, batches: Vec<Vec<Record>>) -> Vec<Ve
 fn start_shard(store: Arc<FaultyStore>, log: &Arc<dyn Log>) -> Addr<ShardActor> {
     let parts = ShardParts {
         partitions: 1,
-        store,
+        store: store.clone(),
         log: log.clone(),
         registry: NodeRegistry::default(),
         // A new shard gets a new cache: what a restarted process has.
@@ -287,6 +287,11 @@ fn start_shard(store: Arc<FaultyStore>, log: &Arc<dyn Log>) -> Addr<ShardActor> 
         dial_private_origins: false,
         retry: pinhive_domain::RetryPolicy::default(),
         timers: std::sync::Arc::new(pinhive_orchestrator::retry::RetryTimers::new(1)),
+        quota: std::sync::Arc::new(pinhive_orchestrator::quota::QuotaGate::new(
+            Default::default(),
+            store.clone(),
+            1,
+        )),
     };
     SyncArbiter::start(1, move || ShardActor::new(0, parts.clone()))
 }

@@ -251,6 +251,11 @@ async fn fan_out(pins: usize) -> FanOut {
         dial_private_origins: false,
         retry: pinhive_domain::RetryPolicy::default(),
         timers: std::sync::Arc::new(pinhive_orchestrator::retry::RetryTimers::new(1)),
+        quota: std::sync::Arc::new(pinhive_orchestrator::quota::QuotaGate::new(
+            Default::default(),
+            store.clone(),
+            1,
+        )),
     };
     let shard = SyncArbiter::start(1, move || ShardActor::new(0, parts.clone()));
     for batch in stored.chunks(BUILD_BATCH) {

@@ -76,7 +76,7 @@ fn scylla_store(server: &TestServer, keyspace: &str) -> Arc<ScyllaStore> {
 async fn start_shard(store: Arc<ScyllaStore>, epoch: u64, log: &Arc<dyn Log>) -> Addr<ShardActor> {
     let parts = ShardParts {
         partitions: 1,
-        store,
+        store: store.clone(),
         log: log.clone(),
         registry: NodeRegistry::default(),
         cache: StateCache::new(64 << 20),
@@ -84,6 +84,11 @@ async fn start_shard(store: Arc<ScyllaStore>, epoch: u64, log: &Arc<dyn Log>) ->
         dial_private_origins: false,
         retry: pinhive_domain::RetryPolicy::default(),
         timers: std::sync::Arc::new(pinhive_orchestrator::retry::RetryTimers::new(1)),
+        quota: std::sync::Arc::new(pinhive_orchestrator::quota::QuotaGate::new(
+            Default::default(),
+            store.clone(),
+            1,
+        )),
     };
     let shard = SyncArbiter::start(1, move || ShardActor::new(0, parts.clone()));
     shard.send(Claimed { epoch }).await.expect("the shard runs");

@@ -138,6 +138,22 @@ pub struct ServeArgs {
     /// Bytes of each embedded store table's write buffer (memtable).
     #[arg(long, env = "PINHIVE_STORE_MEMTABLE_BYTES")]
     pub store_memtable_bytes: Option<u64>,
+    /// Requests per second each API token may make (0: unlimited); over it, 429 with
+    /// `Retry-After`.
+    #[arg(long, env = "PINHIVE_RATE_LIMIT_PER_SEC")]
+    pub rate_limit_per_sec: Option<u32>,
+    /// Requests a token may make at once above its rate (the bucket size).
+    #[arg(long, env = "PINHIVE_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// Most pins one owner may hold (0: unlimited); over it, `POST /pins` is 403
+    /// `PIN_QUOTA_EXCEEDED` and a Kafka/S3 request a dead letter.
+    #[arg(long, env = "PINHIVE_QUOTA_MAX_PINS")]
+    pub quota_max_pins: Option<u64>,
+    /// Most pins one owner may have queued or pinning (0: unlimited); over it, `POST /pins`
+    /// is 429 `IN_FLIGHT_QUOTA_EXCEEDED` with `Retry-After` and a Kafka/S3 request a dead
+    /// letter.
+    #[arg(long, env = "PINHIVE_QUOTA_MAX_IN_FLIGHT")]
+    pub quota_max_in_flight: Option<u64>,
     /// Benchmarks only: replace every IPFS node by N in-process simulated nodes.
     #[arg(long, hide = true, default_value_t = 0)]
     pub ipfs_simulated: usize,
@@ -192,6 +208,10 @@ pub struct Config {
     pub store_replication: String,
     /// The `[analytics]` section (docs/analytics.md).
     pub analytics: pinhive_analytics::AnalyticsConfig,
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    pub quota_max_pins: u64,
+    pub quota_max_in_flight: u64,
 }
 
 impl Default for Config {
@@ -237,6 +257,10 @@ impl Default for Config {
             migrate: false,
             store_replication: "network:3".into(),
             analytics: pinhive_analytics::AnalyticsConfig::default(),
+            rate_limit_per_sec: 1000,
+            rate_limit_burst: 2000,
+            quota_max_pins: 0,
+            quota_max_in_flight: 0,
         }
     }
 }
@@ -304,6 +328,10 @@ impl Config {
         flag!(store_memtable_bytes);
         flag!(store);
         flag!(migrate);
+        flag!(rate_limit_per_sec);
+        flag!(rate_limit_burst);
+        flag!(quota_max_pins);
+        flag!(quota_max_in_flight);
         if args.otlp_endpoint.is_some() {
             config.otlp_endpoint = args.otlp_endpoint.clone();
         }
@@ -373,7 +401,26 @@ impl Config {
             })?;
         }
         parse_replication(&self.store_replication)?;
+        if self.rate_limit_per_sec > 0 && self.rate_limit_burst == 0 {
+            bail!("rate_limit_burst must be at least 1 while rate_limit_per_sec is set");
+        }
         Ok(())
+    }
+
+    /// The per-owner quota (0 in the config: unlimited).
+    pub fn quota(&self) -> pinhive_domain::quota::Quota {
+        pinhive_domain::quota::Quota {
+            max_pins: (self.quota_max_pins > 0).then_some(self.quota_max_pins),
+            max_in_flight: (self.quota_max_in_flight > 0).then_some(self.quota_max_in_flight),
+        }
+    }
+
+    /// The request rate limit per token (`None`: unlimited).
+    pub fn rate_limit(&self) -> Option<pinhive_api::ratelimit::RateLimit> {
+        (self.rate_limit_per_sec > 0).then_some(pinhive_api::ratelimit::RateLimit {
+            per_second: self.rate_limit_per_sec,
+            burst: self.rate_limit_burst,
+        })
     }
 
     /// When failed replicas are retried.

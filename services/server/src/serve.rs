@@ -418,6 +418,7 @@ pub async fn start(
             anti_entropy_remove_unknown: config.anti_entropy_remove_unknown,
             anti_entropy_integrity_samples: config.anti_entropy_integrity_samples,
             retry: config.retry_policy(),
+            quota: config.quota(),
             ..OrchestratorConfig::default()
         },
         membership,
@@ -441,6 +442,7 @@ pub async fn start(
             replicas_min: config.replicas_min,
             replicas_max: config.replicas_max,
             s3_owner: config.s3_owner.clone(),
+            rate_limit: config.rate_limit(),
             ..ApiConfig::default()
         },
     );

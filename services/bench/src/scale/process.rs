@@ -52,6 +52,8 @@ impl ServerProcess {
             .arg("serve")
             .args(["--ipfs-simulated", &spec.simulated_nodes.to_string()])
             .args(["--partitions", &spec.partitions.to_string()])
+            // The load is one token at full speed: no rate limit.
+            .args(["--rate-limit-per-sec", "0"])
             .arg("--data-dir")
             .arg(&spec.data_dir)
             .args(["--listen", &listen.to_string()])
