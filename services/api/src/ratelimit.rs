@@ -20,11 +20,11 @@ use prometheus::IntCounterVec;
 /// How often keys whose bucket refilled are dropped.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-/// Requests refused by a limit, by limit (`rate`, `max_pins`, `max_in_flight`: bounded).
+/// Requests refused by the rate limit (label `limit`: `rate`, room for other request limits).
 pub static LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     pinhive_telemetry::counter_vec(
         "pinhive_http_limited_total",
-        "Requests refused because their token was over its rate limit or its owner over a quota",
+        "Requests refused with 429 because their token was over its request rate limit",
         &["limit"],
     )
 });
