@@ -6,7 +6,9 @@ use pinhive_analytics::IngestError;
 use pinhive_events::access::AccessBatch;
 use serde_json::json;
 
-use crate::auth::{AdminCaller, Caller};
+use pinhive_domain::tokens::Scope;
+
+use crate::auth::{AccessIngester, AdminCaller, PinReader};
 use crate::error::{ApiError, ErrorCode};
 use crate::AppState;
 
@@ -47,7 +49,7 @@ fn analytics(state: &AppState) -> Result<&pinhive_analytics::Analytics, ApiError
 /// tokens only: demand steers where every tenant's replicas go and what the budget buys.
 async fn post_access(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    _ingester: AccessIngester,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let analytics = analytics(&state)?;
@@ -113,7 +115,7 @@ async fn cid_analytics(
 /// recommended regions and nodes, and the optimizer's reason. The pin's owner or an admin.
 async fn pin_analytics(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinReader(caller): PinReader,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let analytics = analytics(&state)?;
@@ -122,7 +124,10 @@ async fn pin_analytics(
     let lookup = requestid.clone();
     let pin = web::block(move || store.get_pin(&lookup)).await??;
     let pin = match pin {
-        Some(pin) if pin.owner == caller.owner || caller.admin => pin,
+        Some(pin) => {
+            caller.check_pin(&pin.owner, &requestid, Scope::PinsRead, "analytics")?;
+            pin
+        }
         _ => {
             return Err(ApiError::not_found(format!(
                 "no pin with requestid {requestid}"

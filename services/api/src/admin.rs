@@ -4,7 +4,9 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::auth::{AdminCaller, Caller};
+use pinhive_domain::tokens::Scope;
+
+use crate::auth::{AdminCaller, PinReader, S3Ingester};
 use crate::error::ApiError;
 use crate::model::format_created;
 use crate::AppState;
@@ -23,10 +25,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ))
         .service(resource("/admin/dead-letters", get(web::to(dead_letters))))
         .service(resource("/admin/shards", get(web::to(shards))))
-        .service(resource(
-            "/admin/tokens",
-            [(Method::POST, web::to(create_token))],
-        ))
         .service(resource(
             "/admin/s3/events",
             [(Method::POST, web::to(s3_events))],
@@ -116,7 +114,7 @@ struct HistoryEntry {
 /// target change of its CID since the pin was created, oldest first.
 async fn pin_history(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinReader(caller): PinReader,
     path: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -125,8 +123,11 @@ async fn pin_history(
     let lookup = requestid.clone();
     let pin = web::block(move || store.get_pin(&lookup)).await??;
     let pin = match pin {
-        Some(pin) if pin.owner == caller.owner || caller.admin => pin,
-        _ => {
+        Some(pin) => {
+            caller.check_pin(&pin.owner, &requestid, Scope::PinsRead, "history")?;
+            pin
+        }
+        None => {
             return Err(ApiError::not_found(format!(
                 "no pin with requestid {requestid}"
             )))
@@ -250,12 +251,20 @@ async fn shards(state: web::Data<AppState>, _admin: AdminCaller) -> HttpResponse
 /// S3 event-notification webhook (the same JSON an S3 gateway publishes to Kafka).
 async fn s3_events(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    S3Ingester(caller): S3Ingester,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     use pinhive_orchestrator::s3::S3Error;
     match state.s3.ingest(&body).await {
-        Ok(outcomes) => Ok(HttpResponse::Ok().json(json!({"applied": outcomes}))),
+        Ok(outcomes) => {
+            crate::audit::record(
+                crate::audit::Action::S3Webhook,
+                &caller,
+                &state.config.s3_owner,
+                &format!("{} notification record(s) applied", outcomes.len()),
+            );
+            Ok(HttpResponse::Ok().json(json!({"applied": outcomes})))
+        }
         Err(S3Error::Malformed(reason)) => Err(ApiError::bad_request(reason)),
         Err(S3Error::Transient(reason)) => {
             Err(ApiError::new(crate::error::ErrorCode::Unavailable, reason))
@@ -312,36 +321,6 @@ async fn s3_by_cid(
     })
     .await??;
     Ok(HttpResponse::Ok().json(json!({"objects": objects})))
-}
-
-#[derive(Deserialize)]
-struct NewToken {
-    name: String,
-    #[serde(default)]
-    admin: bool,
-}
-
-async fn create_token(
-    state: web::Data<AppState>,
-    _admin: AdminCaller,
-    body: web::Json<NewToken>,
-) -> Result<HttpResponse, ApiError> {
-    let NewToken { name, admin } = body.into_inner();
-    if !pinhive_store::valid_owner(&name) {
-        return Err(ApiError::bad_request(
-            "name must be 1..128 bytes, not start with '#', without control characters",
-        ));
-    }
-    let secret = pinhive_store::new_secret();
-    let record = pinhive_store::TokenRecord {
-        owner: name.clone(),
-        created_ns: pinhive_events::now_ns(),
-        admin,
-    };
-    let store = state.store.clone();
-    let hash = pinhive_store::hash_secret(&secret);
-    web::block(move || store.put_token(&hash, &record)).await??;
-    Ok(HttpResponse::Created().json(json!({"name": name, "admin": admin, "token": secret})))
 }
 
 #[cfg(test)]

@@ -1,10 +1,22 @@
-//! Bearer-token authentication: the token's SHA-256 is looked up in the store; the token's
-//! owner scopes every pin operation.
+//! Bearer-token authentication and scope checks.
+//!
+//! The token's SHA-256 is looked up in the store; the token's owner scopes every pin
+//! operation and its scopes ([`Scope`]) say which routes it may call. Each route names the
+//! scope it needs by the extractor it takes: [`PinsReader`], [`PinsWriter`], [`AdminCaller`],
+//! [`S3Ingester`], [`AccessIngester`]; routes on one pin's data that its owner may use too
+//! take [`PinReader`] / [`PinWriter`] (the scope, or `admin`) and then ask
+//! [`Caller::pin_access`].
+//!
+//! Revocation and expiry: a verified token is cached for [`crate::TOKEN_CACHE_TTL`] (500 ms)
+//! only, so a revocation made through any instance sharing the store is seen everywhere
+//! within that time; the instance that revokes evicts it at once. Expiry is checked on every
+//! request, cached or not.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use pinhive_domain::tokens::{Scope, Scopes, TokenStatus};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::AppState;
@@ -12,12 +24,100 @@ use crate::AppState;
 /// The authenticated caller.
 #[derive(Clone, Debug)]
 pub struct Caller {
+    /// The owner name pins are scoped to.
     pub owner: String,
-    pub admin: bool,
+    /// A stable, non-secret id of the token (16 hex digits derived from the secret's hash; the
+    /// same on every instance and across restarts): what rate limits, audit lines and
+    /// `DELETE /admin/tokens/{id}` use.
+    pub token_id: String,
+    /// The token's name (the device or purpose it was made for).
+    pub token_name: String,
+    pub scopes: Scopes,
+    /// When the token stops working (ns since the epoch).
+    pub expires_ns: Option<i64>,
 }
 
-/// An authenticated caller that holds an admin token.
-pub struct AdminCaller(pub Caller);
+/// How a caller reaches one pin's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinAccess {
+    /// The caller owns the pin.
+    Own,
+    /// An admin reaches another owner's pin (audited).
+    AdminOfOtherOwner,
+}
+
+impl Caller {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(scope)
+    }
+
+    /// True if the token holds the `admin` scope.
+    pub fn is_admin(&self) -> bool {
+        self.has(Scope::Admin)
+    }
+
+    /// Whether the caller may use `scope` on a pin of `pin_owner`: its owner with the scope,
+    /// or an admin; `None` otherwise (the route answers 404, as for a pin that does not
+    /// exist, so a tenant learns nothing about other tenants' request ids).
+    pub fn pin_access(&self, pin_owner: &str, scope: Scope) -> Option<PinAccess> {
+        if pin_owner == self.owner && (self.has(scope) || self.is_admin()) {
+            Some(PinAccess::Own)
+        } else if self.is_admin() {
+            Some(PinAccess::AdminOfOtherOwner)
+        } else {
+            None
+        }
+    }
+
+    /// Allows `scope` on pin `requestid` of `pin_owner` ([`Caller::pin_access`]) or answers
+    /// 404; an admin's access to another owner's pin is audited, `what` saying what it did.
+    pub fn check_pin(
+        &self,
+        pin_owner: &str,
+        requestid: &str,
+        scope: Scope,
+        what: &str,
+    ) -> Result<PinAccess, ApiError> {
+        match self.pin_access(pin_owner, scope) {
+            Some(PinAccess::Own) => Ok(PinAccess::Own),
+            Some(PinAccess::AdminOfOtherOwner) => {
+                let action = if scope == Scope::PinsRead {
+                    crate::audit::Action::AdminReadOtherOwner
+                } else {
+                    crate::audit::Action::AdminChangeOtherOwner
+                };
+                crate::audit::record(
+                    action,
+                    self,
+                    requestid,
+                    &format!("{what} of a pin of {pin_owner}"),
+                );
+                Ok(PinAccess::AdminOfOtherOwner)
+            }
+            None => Err(ApiError::not_found(format!(
+                "no pin with requestid {requestid}"
+            ))),
+        }
+    }
+
+    fn require(self, any_of: &[Scope]) -> Result<Caller, ApiError> {
+        if any_of.iter().any(|scope| self.has(*scope)) {
+            return Ok(self);
+        }
+        let needed = any_of
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this token (scopes {}) lacks the scope this route needs: {needed}",
+                self.scopes
+            ),
+        ))
+    }
+}
 
 fn bearer(request: &HttpRequest) -> Result<String, ApiError> {
     let header = request
@@ -46,6 +146,55 @@ fn bearer(request: &HttpRequest) -> Result<String, ApiError> {
     Ok(token.to_string())
 }
 
+fn expired() -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, "access token expired")
+}
+
+async fn authenticate(token: String, state: web::Data<AppState>) -> Result<Caller, ApiError> {
+    let now = pinhive_events::now_ns();
+    // Cached by the secret itself: a request with a cached token costs no hashing.
+    let cached = state
+        .tokens
+        .lock()
+        .get(&token)
+        .filter(|(_, seen)| seen.elapsed() < crate::TOKEN_CACHE_TTL)
+        .map(|(caller, _)| caller.clone());
+    if let Some(caller) = cached {
+        if caller.expires_ns.is_some_and(|expires| now >= expires) {
+            return Err(expired());
+        }
+        return Ok(caller);
+    }
+    let store = state.store.clone();
+    let hash = pinhive_store::hash_secret(&token);
+    let token_id = pinhive_store::token_id(&hash);
+    let record = web::block(move || store.get_token(&hash))
+        .await??
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown access token"))?;
+    match record.status(now) {
+        TokenStatus::Active => {}
+        TokenStatus::Expired => return Err(expired()),
+        TokenStatus::Revoked => {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "access token revoked",
+            ))
+        }
+    }
+    let caller = Caller {
+        owner: record.owner,
+        token_id,
+        token_name: record.name,
+        scopes: record.scopes,
+        expires_ns: record.expires_ns,
+    };
+    state
+        .tokens
+        .lock()
+        .put(token, (caller.clone(), std::time::Instant::now()));
+    Ok(caller)
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
@@ -56,34 +205,10 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let token = token?;
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            // Cached by the secret itself: a request with a cached token costs no store read.
-            let cached = state
-                .tokens
-                .lock()
-                .get(&token)
-                .filter(|(_, seen)| seen.elapsed() < crate::TOKEN_CACHE_TTL)
-                .map(|(record, _)| record.clone());
-            // The token's identity: the hash the store keeps it under, never the secret.
-            let identity = pinhive_store::hash_secret(&token);
-            let record = match cached {
-                Some(record) => record,
-                None => {
-                    let store = state.store.clone();
-                    let lookup = identity.clone();
-                    let record = web::block(move || store.get_token(&lookup))
-                        .await??
-                        .ok_or_else(|| {
-                            ApiError::new(ErrorCode::Unauthorized, "unknown access token")
-                        })?;
-                    state
-                        .tokens
-                        .lock()
-                        .put(token, (record.clone(), std::time::Instant::now()));
-                    record
-                }
-            };
-            // Only known tokens are limited (and tracked): unknown ones are 401 above.
-            if let Err(wait) = state.rate_limiter.check(&identity) {
+            let caller = authenticate(token, state.clone()).await?;
+            // Only known tokens are limited (and tracked): unknown ones are 401 above. Keyed
+            // by the token's stable public id, never the secret.
+            if let Err(wait) = state.rate_limiter.check(&caller.token_id) {
                 let secs = crate::ratelimit::retry_after_secs(wait);
                 return Err(ApiError::new(
                     ErrorCode::TooManyRequests,
@@ -91,29 +216,62 @@ impl FromRequest for Caller {
                 )
                 .retry_after(secs));
             }
-            Ok(Caller {
-                owner: record.owner,
-                admin: record.admin,
-            })
+            Ok(caller)
         })
     }
 }
 
-impl FromRequest for AdminCaller {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+/// Declares an extractor that authenticates and then requires any of the given scopes (403
+/// with the scopes the route needs otherwise).
+macro_rules! scoped {
+    ($(#[$doc:meta])* $name:ident, [$($scope:expr),+]) => {
+        $(#[$doc])*
+        pub struct $name(pub Caller);
 
-    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let caller = Caller::from_request(request, payload);
-        Box::pin(async move {
-            let caller = caller.await?;
-            if !caller.admin {
-                return Err(ApiError::new(
-                    ErrorCode::Forbidden,
-                    "this endpoint needs an admin token (pinhive token create --admin)",
-                ));
+        impl FromRequest for $name {
+            type Error = ApiError;
+            type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+            fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+                let caller = Caller::from_request(request, payload);
+                Box::pin(async move { Ok($name(caller.await?.require(&[$($scope),+])?)) })
             }
-            Ok(AdminCaller(caller))
-        })
-    }
+        }
+    };
 }
+
+scoped!(
+    /// `pins:read`: the caller's own pins (listing, status).
+    PinsReader,
+    [Scope::PinsRead]
+);
+scoped!(
+    /// `pins:write`: adding, replacing and deleting the caller's own pins.
+    PinsWriter,
+    [Scope::PinsWrite]
+);
+scoped!(
+    /// `admin`: the admin API.
+    AdminCaller,
+    [Scope::Admin]
+);
+scoped!(
+    /// `s3:ingest`: the S3 notification webhook.
+    S3Ingester,
+    [Scope::S3Ingest]
+);
+scoped!(
+    /// `access:ingest` (or `admin`): access events for the replica optimizer.
+    AccessIngester,
+    [Scope::AccessIngest, Scope::Admin]
+);
+scoped!(
+    /// One pin's data read by its owner (`pins:read`) or an admin; then [`Caller::pin_access`].
+    PinReader,
+    [Scope::PinsRead, Scope::Admin]
+);
+scoped!(
+    /// One pin changed by its owner (`pins:write`) or an admin; then [`Caller::pin_access`].
+    PinWriter,
+    [Scope::PinsWrite, Scope::Admin]
+);

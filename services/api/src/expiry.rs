@@ -6,7 +6,9 @@ use pinhive_domain::values::{Expiry, META_EXPIRES_AT};
 use pinhive_domain::{decide, Cid, Command, PinRecord};
 use serde_json::Value;
 
-use crate::auth::Caller;
+use pinhive_domain::tokens::Scope;
+
+use crate::auth::{Caller, PinWriter};
 use crate::error::ApiError;
 use crate::pins::{append_and_wait, render};
 use crate::AppState;
@@ -27,7 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// null}` clears it. Answers 202 with the pin as its shard applied the change.
 async fn set_expiry(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinWriter(caller): PinWriter,
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -65,7 +67,7 @@ async fn set_expiry(
 /// `DELETE`: clears the expiry (the pin stays).
 async fn clear_expiry(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinWriter(caller): PinWriter,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     change(&state, &caller, path.into_inner(), None).await
@@ -78,6 +80,12 @@ async fn change(
     expiry: Option<Expiry>,
 ) -> Result<HttpResponse, ApiError> {
     let pin = load_pin(state, caller, requestid).await?;
+    caller.check_pin(
+        &pin.owner,
+        &pin.requestid,
+        Scope::PinsWrite,
+        "expiry change",
+    )?;
     let decided = decide(Command::SetExpiry {
         requestid: pin.requestid.clone(),
         cid: Cid::parse(&pin.cid).map_err(ApiError::internal)?,
@@ -100,7 +108,7 @@ async fn load_pin(
     let lookup = requestid.clone();
     let pin = web::block(move || store.get_pin(&lookup)).await??;
     match pin {
-        Some(pin) if pin.owner == caller.owner || caller.admin => Ok(pin),
+        Some(pin) if caller.pin_access(&pin.owner, Scope::PinsWrite).is_some() => Ok(pin),
         _ => Err(ApiError::not_found(format!(
             "no pin with requestid {requestid}"
         ))),

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod expiry;
@@ -18,6 +19,7 @@ pub mod quarantine;
 pub mod ratelimit;
 pub mod recover;
 pub mod routing;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,14 +73,16 @@ pub struct AppState {
     clock: Mutex<i64>,
     /// Recently seen tokens, by secret (bounded, short-lived), so a request costs no store
     /// read and no hashing for its token.
-    pub(crate) tokens:
-        Mutex<lru::LruCache<String, (pinhive_store::TokenRecord, std::time::Instant)>>,
+    pub(crate) tokens: Mutex<lru::LruCache<String, (auth::Caller, std::time::Instant)>>,
     /// Request rate limits per token.
     pub(crate) rate_limiter: ratelimit::TokenRateLimiter,
 }
 
-/// How long a cached token stays trusted without a store read.
-pub(crate) const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a cached token stays trusted without a store read: the bound on how long a
+/// revocation made through another instance (sharing the store) takes to be seen here. One
+/// store point read per active token per 500 ms per instance is what it costs
+/// (docs/architecture.md, "Tokens").
+pub(crate) const TOKEN_CACHE_TTL: Duration = Duration::from_millis(500);
 
 impl AppState {
     pub fn new(
@@ -122,6 +126,20 @@ impl AppState {
         self
     }
 
+    /// Forgets every cached secret of token `token_id` (this instance revoked it: refused
+    /// here at once, elsewhere within [`TOKEN_CACHE_TTL`]). Walks the bounded cache.
+    pub(crate) fn evict_token(&self, token_id: &str) {
+        let mut tokens = self.tokens.lock();
+        let secrets: Vec<String> = tokens
+            .iter()
+            .filter(|(_, (caller, _))| caller.token_id == token_id)
+            .map(|(secret, _)| secret.clone())
+            .collect();
+        for secret in secrets {
+            tokens.pop(&secret);
+        }
+    }
+
     /// A creation timestamp (ns) strictly greater than every one this process handed out:
     /// the spec's pagination by `created` needs them globally unique.
     pub fn next_created_ns(&self) -> i64 {
@@ -155,6 +173,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             )
             .configure(pins::routes)
             .configure(admin::routes)
+            .configure(tokens::routes)
             .configure(nodes::routes)
             .configure(access::routes)
             .configure(quarantine::routes)

@@ -122,7 +122,7 @@ async fn get_node(
 
 async fn add_node(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    AdminCaller(caller): AdminCaller,
     body: web::Json<NodeDescriptor>,
 ) -> Result<HttpResponse, ApiError> {
     let node = body.into_inner();
@@ -140,6 +140,9 @@ async fn add_node(
         .register(node.clone())
         .await
         .map_err(control_error)?;
+    // The RPC URL is left out: it may carry credentials.
+    let detail = format!("region {:?}, weight {}", node.region, node.weight);
+    crate::audit::record(crate::audit::Action::NodeAdd, &caller, &node.id, &detail);
     Ok(HttpResponse::Created().json(describe(&state, &node.id).await?))
 }
 
@@ -164,7 +167,7 @@ struct RemoveQuery {
 /// `force=true`: its replicas are then lost to pinhive, and made again elsewhere.
 async fn remove_node(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    AdminCaller(caller): AdminCaller,
     path: web::Path<String>,
     query: web::Query<RemoveQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -182,28 +185,31 @@ async fn remove_node(
         .remove(&id, "removed by an operator")
         .await
         .map_err(control_error)?;
+    let detail = format!("{replicas} replicas, force {}", query.force);
+    crate::audit::record(crate::audit::Action::NodeRemove, &caller, &id, &detail);
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn drain_node(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    AdminCaller(caller): AdminCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    set_draining(state, path.into_inner(), true).await
+    set_draining(state, &caller, path.into_inner(), true).await
 }
 
 async fn undrain_node(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    AdminCaller(caller): AdminCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    set_draining(state, path.into_inner(), false).await
+    set_draining(state, &caller, path.into_inner(), false).await
 }
 
 /// Drain (202: the replicas move off over time) or take back (200) a node.
 async fn set_draining(
     state: web::Data<AppState>,
+    caller: &crate::auth::Caller,
     id: String,
     draining: bool,
 ) -> Result<HttpResponse, ApiError> {
@@ -217,6 +223,12 @@ async fn set_draining(
         .set_draining(&id, draining, reason)
         .await
         .map_err(control_error)?;
+    let action = if draining {
+        crate::audit::Action::NodeDrain
+    } else {
+        crate::audit::Action::NodeUndrain
+    };
+    crate::audit::record(action, caller, &id, reason);
     let node = describe(&state, &id).await?;
     Ok(if draining {
         HttpResponse::Accepted().json(node)

@@ -10,7 +10,7 @@ use pinhive_log::{Position, Record};
 use pinhive_orchestrator::quota::Entry;
 use tracing::Instrument;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, PinsReader, PinsWriter};
 use crate::error::ApiError;
 use crate::model::{parse_list_query, pin_status_json, PinBody, PinResultsJson};
 use crate::AppState;
@@ -172,7 +172,7 @@ async fn admit_quota(
 
 async fn add_pin(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinsWriter(caller): PinsWriter,
     body: web::Json<PinBody>,
 ) -> Result<HttpResponse, ApiError> {
     let pin = body
@@ -192,7 +192,7 @@ async fn add_pin(
 
 async fn list_pins(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinsReader(caller): PinsReader,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let params: Vec<(String, String)> = serde_urlencoded::from_str(request.query_string())
@@ -213,7 +213,7 @@ async fn list_pins(
 
 async fn get_pin(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinsReader(caller): PinsReader,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let pin = load_owned_pin(&state, &caller, path.into_inner()).await?;
@@ -222,7 +222,7 @@ async fn get_pin(
 
 async fn replace_pin(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinsWriter(caller): PinsWriter,
     path: web::Path<String>,
     body: web::Json<PinBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -246,15 +246,22 @@ async fn replace_pin(
 
 async fn delete_pin(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinsWriter(caller): PinsWriter,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let pin = load_owned_pin(&state, &caller, path.into_inner()).await?;
+    let requestid = pin.requestid.clone();
     let decided = decide(Command::Unpin {
         requestid: pin.requestid,
         owner: Owner::parse(&caller.owner)?,
         cid: Cid::parse(&pin.cid).map_err(ApiError::internal)?,
     })?;
     append_and_wait(&state, decided).await?;
+    crate::audit::record(
+        crate::audit::Action::PinDelete,
+        &caller,
+        &requestid,
+        &pin.cid,
+    );
     Ok(HttpResponse::Accepted().finish())
 }

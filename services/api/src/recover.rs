@@ -12,7 +12,9 @@ use pinhive_domain::{canonical_cid, Decided};
 use pinhive_events::Event;
 use serde_json::json;
 
-use crate::auth::Caller;
+use pinhive_domain::tokens::Scope;
+
+use crate::auth::PinWriter;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -27,7 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 async fn recover(
     state: web::Data<AppState>,
-    caller: Caller,
+    PinWriter(caller): PinWriter,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let requestid = path.into_inner();
@@ -35,7 +37,10 @@ async fn recover(
     let lookup = requestid.clone();
     let pin = web::block(move || store.get_pin(&lookup)).await??;
     let pin = match pin {
-        Some(pin) if pin.owner == caller.owner || caller.admin => pin,
+        Some(pin) => {
+            caller.check_pin(&pin.owner, &requestid, Scope::PinsWrite, "recovery")?;
+            pin
+        }
         // A foreign pin is indistinguishable from a missing one.
         _ => {
             return Err(ApiError::not_found(format!(

@@ -123,7 +123,10 @@ async fn a_log_outage_answers_503_with_retry_after_and_ready_says_so_until_appen
     let owner = TokenRecord {
         owner: "alice".into(),
         created_ns: 1,
-        admin: false,
+        name: "laptop".into(),
+        scopes: pinhive_domain::tokens::Scopes::default_tenant(),
+        expires_ns: None,
+        revoked_ns: None,
     };
     store
         .put_token(&pinhive_store::hash_secret(TOKEN), &owner)

@@ -88,7 +88,10 @@ pub(crate) fn put_token(
         &pinhive_store::TokenRecord {
             owner: owner.into(),
             created_ns: pinhive_events::now_ns(),
-            admin,
+            name: owner.into(),
+            scopes: pinhive_domain::tokens::Scopes::legacy(admin),
+            expires_ns: None,
+            revoked_ns: None,
         },
     )?;
     Ok(secret)

@@ -15,6 +15,7 @@
 //!   health rule that moves it, and how endangered a CID is ([`Urgency`]).
 //! * [`quota`]: per-owner quotas (most pins held, most in flight) against the owner's counts.
 //! * [`pin`]: the Pinning Service API status of a pin, derived from its CID's replicas.
+//! * [`tokens`]: access-token scopes, expiry and revocation rules.
 //! * [`values`]: typed values of outside input (canonical [`values::Cid`], owner, name, meta,
 //!   origins); [`command`]: `decide` (edge commands → events) and `admit` (every log record
 //!   → event or [`command::Rejection`]), shared by every entry path.
@@ -31,6 +32,7 @@ pub mod rebalance;
 pub mod retry;
 pub mod rows;
 pub mod state;
+pub mod tokens;
 pub mod values;
 pub mod writes;
 

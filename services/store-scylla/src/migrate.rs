@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_quarantine",
         text: include_str!("../../../schemas/cql/0004_quarantine.cql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_token_index",
+        text: include_str!("../../../schemas/cql/0005_token_index.cql"),
+    },
 ];
 
 /// Keyspace replication.

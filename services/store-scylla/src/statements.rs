@@ -67,6 +67,12 @@ pub(crate) struct Statements {
     pub delete_journal_time: PreparedStatement,
     pub put_token: PreparedStatement,
     pub get_token: PreparedStatement,
+    pub put_token_id: PreparedStatement,
+    pub get_token_id: PreparedStatement,
+    pub put_token_by_owner: PreparedStatement,
+    pub delete_token_by_owner: PreparedStatement,
+    pub tokens_by_owner_from: PreparedStatement,
+    pub tokens_by_owner_after: PreparedStatement,
     pub put_node: PreparedStatement,
     pub delete_node: PreparedStatement,
     pub nodes: PreparedStatement,
@@ -318,6 +324,27 @@ impl Statements {
             .await?,
             put_token: p("INSERT INTO {ks}.tokens (secret_hash, token) VALUES (?, ?)").await?,
             get_token: p("SELECT token FROM {ks}.tokens WHERE secret_hash = ? LIMIT 1").await?,
+            put_token_id: p("INSERT INTO {ks}.token_ids (token_id, secret_hash) VALUES (?, ?)")
+                .await?,
+            get_token_id: p("SELECT secret_hash FROM {ks}.token_ids WHERE token_id = ? LIMIT 1")
+                .await?,
+            put_token_by_owner: p(
+                "INSERT INTO {ks}.tokens_by_owner (owner, token_id, token) VALUES (?, ?, ?)",
+            )
+            .await?,
+            delete_token_by_owner: p(
+                "DELETE FROM {ks}.tokens_by_owner WHERE owner = ? AND token_id = ?",
+            )
+            .await?,
+            tokens_by_owner_from: p(
+                "SELECT token_id, token FROM {ks}.tokens_by_owner WHERE owner = ? LIMIT ?",
+            )
+            .await?,
+            tokens_by_owner_after: p(
+                "SELECT token_id, token FROM {ks}.tokens_by_owner WHERE owner = ? \
+                 AND token_id > ? LIMIT ?",
+            )
+            .await?,
             put_node: p("INSERT INTO {ks}.nodes (scope, node_id, node) VALUES ('nodes', ?, ?)")
                 .await?,
             delete_node: p("DELETE FROM {ks}.nodes WHERE scope = 'nodes' AND node_id = ?").await?,

@@ -547,13 +547,96 @@ impl Store for ScyllaStore {
         })
     }
 
+    /// The token row first, then its index entries: a crash between them leaves a token that
+    /// works but is not listed yet; writing it again (a revoke, or a read of a legacy row)
+    /// completes it.
     fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
-        self.driver
-            .run(self.write(&self.statements.put_token, (secret_hash, encode(token))))
+        let id = pinhive_store::token_id(secret_hash);
+        let row = encode(token);
+        self.driver.run(async {
+            self.exec(&self.statements.put_token, (secret_hash, &row))
+                .await?;
+            self.exec(&self.statements.put_token_id, (&id, secret_hash))
+                .await?;
+            match token.revoked_ns {
+                None => {
+                    self.exec(
+                        &self.statements.put_token_by_owner,
+                        (&token.owner, &id, &row),
+                    )
+                    .await?
+                }
+                Some(_) => {
+                    self.exec(&self.statements.delete_token_by_owner, (&token.owner, &id))
+                        .await?
+                }
+            };
+            Ok(())
+        })
     }
 
     fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.blob("token", &self.statements.get_token, (secret_hash,))
+        let bytes = self.driver.run(async {
+            Ok::<_, StoreError>(
+                self.point::<(Option<Vec<u8>>,)>(&self.statements.get_token, (secret_hash,))
+                    .await?
+                    .and_then(|(bytes,)| bytes),
+            )
+        })?;
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        let token: TokenRecord = decode("token", &bytes)?;
+        if pinhive_store::row::version_of(&bytes) < 3 {
+            // Made before the token index: rewritten once, so it is listed and revocable.
+            self.put_token(secret_hash, &token)?;
+        }
+        Ok(Some(token))
+    }
+
+    fn token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError> {
+        let hash = self.driver.run(async {
+            Ok::<_, StoreError>(
+                self.point::<(Option<String>,)>(&self.statements.get_token_id, (id,))
+                    .await?
+                    .and_then(|(hash,)| hash),
+            )
+        })?;
+        match hash {
+            Some(hash) => Ok(self.get_token(&hash)?.map(|token| (hash, token))),
+            None => Ok(None),
+        }
+    }
+
+    fn list_tokens(
+        &self,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        self.driver.run(async {
+            let result = match after {
+                Some(after) => {
+                    self.exec(
+                        &self.statements.tokens_by_owner_after,
+                        (owner, after, limit_of(limit)),
+                    )
+                    .await?
+                }
+                None => {
+                    self.exec(
+                        &self.statements.tokens_by_owner_from,
+                        (owner, limit_of(limit)),
+                    )
+                    .await?
+                }
+            };
+            let mut out = Vec::new();
+            for (id, token) in rows::<(String, Vec<u8>)>(result)?.into_iter().take(limit) {
+                out.push((id, decode("token", &token)?));
+            }
+            Ok(out)
+        })
     }
 
     fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError> {

@@ -116,6 +116,7 @@ macro_rules! store_contract_tests {
             checkpoints_and_pending,
             journal_in_order,
             tokens_nodes_dead_letters,
+            tokens_by_id_and_owner,
             dead_letters_page_after,
             cid_pin_list_walks_by_cursor,
             stale_entries_of_an_interrupted_batch_are_removed,
@@ -767,12 +768,72 @@ pub fn journal_in_order(store: &dyn Store) {
     assert!(store.journal("cidAB", None, 10).unwrap().is_empty());
 }
 
-pub fn tokens_nodes_dead_letters(store: &dyn Store) {
-    let token = TokenRecord {
-        owner: "alice".into(),
+fn token_record(owner: &str, name: &str) -> TokenRecord {
+    TokenRecord {
+        owner: owner.into(),
         created_ns: 1,
-        admin: false,
+        name: name.into(),
+        scopes: pinhive_domain::tokens::Scopes::default_tenant(),
+        expires_ns: Some(1_000),
+        revoked_ns: None,
+    }
+}
+
+/// Tokens are found by public id and listed per owner in id order, a page after a cursor; a
+/// revoked token is still found by id (and reads revoked) but no longer listed.
+pub fn tokens_by_id_and_owner(store: &dyn Store) {
+    let hash = |n: u32| format!("{n:016x}{}", "ab".repeat(24));
+    for (n, owner) in [(3, "alice"), (1, "alice"), (2, "bob"), (4, "alice")] {
+        store
+            .put_token(&hash(n), &token_record(owner, &format!("device-{n}")))
+            .unwrap();
+    }
+    let ids = |page: Vec<(String, TokenRecord)>| -> Vec<String> {
+        page.into_iter().map(|(id, _)| id).collect()
     };
+    let id = |n: u32| crate::token_id(&hash(n));
+    assert_eq!(
+        ids(store.list_tokens("alice", None, 10).unwrap()),
+        [id(1), id(3), id(4)]
+    );
+    assert_eq!(
+        ids(store.list_tokens("alice", None, 2).unwrap()),
+        [id(1), id(3)]
+    );
+    assert_eq!(
+        ids(store.list_tokens("alice", Some(&id(3)), 10).unwrap()),
+        [id(4)]
+    );
+    assert_eq!(ids(store.list_tokens("bob", None, 10).unwrap()), [id(2)]);
+    assert!(store.list_tokens("carol", None, 10).unwrap().is_empty());
+    assert!(store.list_tokens("alic", None, 10).unwrap().is_empty());
+    let listed = store.list_tokens("bob", None, 10).unwrap();
+    assert_eq!(listed[0].1, token_record("bob", "device-2"));
+
+    let (found_hash, found) = store.token_by_id(&id(3)).unwrap().unwrap();
+    assert_eq!(found_hash, hash(3));
+    assert_eq!(found.name, "device-3");
+    assert!(store.token_by_id("0000000000000009").unwrap().is_none());
+
+    let mut revoked = found;
+    revoked.revoked_ns = Some(5);
+    store.put_token(&hash(3), &revoked).unwrap();
+    assert_eq!(
+        ids(store.list_tokens("alice", None, 10).unwrap()),
+        [id(1), id(4)]
+    );
+    assert_eq!(
+        store.get_token(&hash(3)).unwrap().unwrap().revoked_ns,
+        Some(5)
+    );
+    assert_eq!(
+        store.token_by_id(&id(3)).unwrap().unwrap().1.revoked_ns,
+        Some(5)
+    );
+}
+
+pub fn tokens_nodes_dead_letters(store: &dyn Store) {
+    let token = token_record("alice", "laptop");
     store.put_token("h1", &token).unwrap();
     assert_eq!(store.get_token("h1").unwrap(), Some(token));
     assert_eq!(store.get_token("h2").unwrap(), None);

@@ -38,6 +38,8 @@ pub struct EmbeddedStore {
     expiry: Keyspace,
     checkpoints: Keyspace,
     tokens: Keyspace,
+    /// `i\0{id}` → secret hash; `o\0{owner}\0{id}` → token row of a live token.
+    token_index: Keyspace,
     nodes: Keyspace,
     dead_letters: Keyspace,
     quarantine: Keyspace,
@@ -127,6 +129,15 @@ fn backend(error: impl std::fmt::Display) -> StoreError {
 
 use crate::row::{decode, encode};
 
+fn token_id_key(id: &str) -> Vec<u8> {
+    [b"i\0", id.as_bytes()].concat()
+}
+
+/// Owner names hold no control characters (`valid_owner`), so `\0` ends one.
+fn token_owner_key(owner: &str, id: &str) -> Vec<u8> {
+    [b"o\0", owner.as_bytes(), b"\0", id.as_bytes()].concat()
+}
+
 /// A quarantine entry's key: `partition` (4 bytes, big-endian), then the CID.
 fn quarantine_key(partition: u32, cid: &str) -> Vec<u8> {
     let mut key = partition.to_be_bytes().to_vec();
@@ -202,6 +213,7 @@ impl EmbeddedStore {
             expiry: open("expiry")?,
             checkpoints,
             tokens: open("tokens")?,
+            token_index: open("token_index")?,
             nodes: open("nodes")?,
             dead_letters: open("dead_letters")?,
             quarantine: open("quarantine")?,
@@ -213,7 +225,7 @@ impl EmbeddedStore {
         })
     }
 
-    fn keyspaces(&self) -> [&Keyspace; 17] {
+    fn keyspaces(&self) -> [&Keyspace; 18] {
         [
             &self.cids,
             &self.pins,
@@ -227,6 +239,7 @@ impl EmbeddedStore {
             &self.expiry,
             &self.checkpoints,
             &self.tokens,
+            &self.token_index,
             &self.nodes,
             &self.dead_letters,
             &self.s3_objects,
@@ -908,14 +921,73 @@ impl Store for EmbeddedStore {
     }
 
     fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
-        self.tokens
-            .insert(secret_hash.as_bytes(), encode(token))
-            .map_err(backend)?;
+        let id = crate::token_id(secret_hash);
+        let row = encode(token);
+        let mut write = self.db.batch();
+        write.insert(&self.tokens, secret_hash.as_bytes(), row.as_slice());
+        write.insert(&self.token_index, token_id_key(&id), secret_hash.as_bytes());
+        let owner_key = token_owner_key(&token.owner, &id);
+        match token.revoked_ns {
+            None => write.insert(&self.token_index, owner_key, row.as_slice()),
+            Some(_) => write.remove(&self.token_index, owner_key),
+        }
+        write.commit().map_err(backend)?;
         self.db.persist(PersistMode::SyncAll).map_err(backend)
     }
 
     fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.get_decoded(&self.tokens, "token", secret_hash.as_bytes())
+        let Some(bytes) = self.tokens.get(secret_hash.as_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
+        let token: TokenRecord = decode("token", &bytes)?;
+        if crate::row::version_of(&bytes) < 3 {
+            // Made before the token index: rewritten once, so it is listed and revocable.
+            self.put_token(secret_hash, &token)?;
+        }
+        Ok(Some(token))
+    }
+
+    fn token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError> {
+        let hash = match self.token_index.get(token_id_key(id)).map_err(backend)? {
+            Some(hash) => String::from_utf8_lossy(&hash).into_owned(),
+            // A token made before the index, not used since: its id is its hash's prefix, so
+            // one bounded prefix read of the token table finds it.
+            None if id.len() == 16 => match self.tokens.prefix(id.as_bytes()).next() {
+                Some(guard) => {
+                    let (key, _) = guard.into_inner().map_err(backend)?;
+                    String::from_utf8_lossy(&key).into_owned()
+                }
+                None => return Ok(None),
+            },
+            None => return Ok(None),
+        };
+        Ok(self.get_token(&hash)?.map(|token| (hash, token)))
+    }
+
+    fn list_tokens(
+        &self,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        let prefix = token_owner_key(owner, "");
+        let start = match after {
+            Some(after) => {
+                let mut key = token_owner_key(owner, after);
+                key.push(0);
+                key
+            }
+            None => prefix.clone(),
+        };
+        let mut end = prefix.clone();
+        end.push(0xff);
+        let mut out = Vec::new();
+        for guard in self.token_index.range(start..end).take(limit) {
+            let (key, value) = guard.into_inner().map_err(backend)?;
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            out.push((id, decode("token", &value)?));
+        }
+        Ok(out)
     }
 
     fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError> {
@@ -1133,6 +1205,36 @@ mod tests {
     /// The store contract, one test per check.
     mod contract {
         crate::store_contract_tests!(super::fresh, reopen super::reopen);
+    }
+
+    /// A token row an earlier release wrote (version 2, admin bit) works after the upgrade
+    /// with the scopes it implied, is found by id before it is used (a prefix read of the
+    /// token table), and is rewritten as version 3 and listed once it has been read.
+    #[test]
+    fn a_legacy_token_is_found_by_id_and_indexed_once_read() {
+        use pinhive_domain::tokens::Scopes;
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let hash = crate::hash_secret("ph_old");
+        let id = crate::token_id(&hash);
+        let old = crate::row::v2::TokenRecord {
+            owner: "alice".into(),
+            created_ns: 3,
+            admin: true,
+        };
+        let mut bytes = vec![0xFF, 2];
+        bytes.extend(bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap());
+        store.tokens.insert(hash.as_bytes(), bytes).unwrap();
+        assert!(store.list_tokens("alice", None, 10).unwrap().is_empty());
+        let (found_hash, found) = store.token_by_id(&id).unwrap().unwrap();
+        assert_eq!(found_hash, hash);
+        assert_eq!(found.scopes, Scopes::all());
+        assert_eq!(found.name, "alice");
+        // The read rewrote it: version 3, listed under its owner.
+        let raw = store.tokens.get(hash.as_bytes()).unwrap().unwrap();
+        assert_eq!(crate::row::version_of(&raw), crate::row::ROW_VERSION);
+        let listed = store.list_tokens("alice", None, 10).unwrap();
+        assert_eq!(listed, vec![(id, found)]);
     }
 
     #[test]

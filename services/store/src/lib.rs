@@ -311,13 +311,27 @@ impl ShardBatch {
     }
 }
 
-/// An API access token, stored by the SHA-256 of its secret.
+/// An API access token, stored by the SHA-256 of its secret (row version 3 on; a row of an
+/// earlier version reads as `name` = owner and the scopes its admin bit implied, see
+/// [`row`]). Its public id is [`token_id`] of that hash.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct TokenRecord {
     /// The owner name pins are scoped to.
     pub owner: String,
     pub created_ns: i64,
-    pub admin: bool,
+    /// What the token is for (one per device), shown in listings and audit lines.
+    pub name: String,
+    pub scopes: pinhive_domain::tokens::Scopes,
+    /// From this instant on the token is refused (checked per request, no background job).
+    pub expires_ns: Option<i64>,
+    /// When it was revoked; a revoked token is refused and no longer listed.
+    pub revoked_ns: Option<i64>,
+}
+
+impl TokenRecord {
+    pub fn status(&self, now_ns: i64) -> pinhive_domain::tokens::TokenStatus {
+        pinhive_domain::tokens::token_status(self.expires_ns, self.revoked_ns, now_ns)
+    }
 }
 
 /// A dead-lettered log record, as the admin API shows it.
@@ -505,8 +519,33 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<JournalEntry>, StoreError>;
 
+    /// Writes a token row and its index entries: id → hash, and (owner, id) → record while
+    /// the token is not revoked (a revoked one's owner entry is deleted). Durable on return.
     fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
+    /// The token whose secret hashes to `secret_hash`. A row written before row version 3 is
+    /// rewritten in the current layout, with its index entries, the first time it is read.
     fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// The token with public id `id` ([`token_id`]) and its secret hash. The default (test
+    /// wrappers) has no token index.
+    fn token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError> {
+        let _ = id;
+        Err(StoreError::Backend(
+            "this store keeps no token index".into(),
+        ))
+    }
+    /// `owner`'s tokens that are not revoked (expired ones included), in id order after
+    /// `after`, at most `limit`, as (id, record): one bounded range read.
+    fn list_tokens(
+        &self,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        let _ = (owner, after, limit);
+        Err(StoreError::Backend(
+            "this store keeps no token index".into(),
+        ))
+    }
 
     fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError>;
     fn remove_node(&self, id: &str) -> Result<(), StoreError>;
@@ -569,6 +608,13 @@ pub trait Store: Send + Sync + 'static {
 pub fn hash_secret(secret: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// The public id of a token: the first 16 hex digits of its secret's hash. Stable for every
+/// token ever made (none needs rewriting to get one); it reveals nothing usable about the
+/// secret (a 256-bit random value behind SHA-256).
+pub fn token_id(secret_hash: &str) -> String {
+    secret_hash.chars().take(16).collect()
 }
 
 /// A new random token secret (256 bits).

@@ -14,19 +14,23 @@
 //!   type is the same bincode as in versions 0 and 1; a CID state of version 0 or 1 is read
 //!   in its old layout ([`v1::CidState`]); its failed replicas count as out of retries.
 //!
+//! * Version 3: a token row carries its name, scopes, expiry and revocation (issue 13). A token
+//!   row of version 0 to 2 is read in its old layout ([`v2::TokenRecord`]): named after its
+//!   owner, with the scopes its admin bit implied, no expiry.
+//!
 //! A row of a version this release does not know is a [`StoreError::Corrupt`] that names the
 //! version. The same scheme as the commit attempt's layout ([`crate::Attempt::to_bytes`]).
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::StoreError;
+use crate::{StoreError, TokenRecord};
 
 use pinhive_domain::CidState;
 
 /// First byte of a versioned row: bincode never starts a varint with it.
 const VERSIONED: u8 = 0xFF;
 /// The row version this release writes.
-pub const ROW_VERSION: u8 = 2;
+pub const ROW_VERSION: u8 = 3;
 
 /// `value` in the current row version.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -77,9 +81,60 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
             .map(|(value, _)| value)
             .map_err(corrupt);
     }
+    if version < 3 && std::any::type_name::<T>() == std::any::type_name::<TokenRecord>() {
+        let (old, _): (v2::TokenRecord, usize) =
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map_err(corrupt)?;
+        let current =
+            bincode::serde::encode_to_vec(TokenRecord::from(old), bincode::config::standard())
+                .map_err(|error| StoreError::Corrupt {
+                    what,
+                    reason: error.to_string(),
+                })?;
+        return bincode::serde::decode_from_slice(&current, bincode::config::standard())
+            .map(|(value, _)| value)
+            .map_err(corrupt);
+    }
     bincode::serde::decode_from_slice(body, bincode::config::standard())
         .map(|(value, _)| value)
         .map_err(corrupt)
+}
+
+/// The row version of stored bytes (0: no header).
+pub fn version_of(bytes: &[u8]) -> u8 {
+    match bytes {
+        [VERSIONED, version, ..] => *version,
+        _ => 0,
+    }
+}
+
+/// The token row as row versions 0 to 2 hold it.
+pub(crate) mod v2 {
+    use pinhive_domain::tokens::Scopes;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct TokenRecord {
+        pub owner: String,
+        pub created_ns: i64,
+        pub admin: bool,
+    }
+
+    /// A token made before names and scopes keeps working as it did: named after its owner,
+    /// with every scope if it was an admin token (it could pin, use the admin API and post S3
+    /// notifications and access events), `pins:read,pins:write` otherwise; it never expires.
+    impl From<TokenRecord> for crate::TokenRecord {
+        fn from(old: TokenRecord) -> Self {
+            crate::TokenRecord {
+                name: old.owner.clone(),
+                owner: old.owner,
+                created_ns: old.created_ns,
+                scopes: Scopes::legacy(old.admin),
+                expires_ns: None,
+                revoked_ns: None,
+            }
+        }
+    }
 }
 
 /// The CID state as row versions 0 and 1 (and commit attempts of layouts 1 and 2) hold it,
@@ -264,6 +319,14 @@ pub(crate) mod tests {
             legacy(&TokenRecord {
                 owner: "o".repeat(70_000),
                 created_ns: 0,
+                name: String::new(),
+                scopes: pinhive_domain::tokens::Scopes::all(),
+                expires_ns: None,
+                revoked_ns: None,
+            })[0],
+            legacy(&v2::TokenRecord {
+                owner: "o".repeat(70_000),
+                created_ns: 0,
                 admin: true,
             })[0],
             legacy(&S3Object {
@@ -350,5 +413,46 @@ pub(crate) mod tests {
         let mut pin_1 = vec![VERSIONED, 1];
         pin_1.extend(legacy(&pin()));
         assert_eq!(decode::<PinRow>("pin", &pin_1).unwrap(), pin());
+    }
+
+    /// A token row written before names and scopes (versions 0 to 2) reads with the scopes its
+    /// admin bit implied, named after its owner, without expiry; a current row round-trips.
+    #[test]
+    fn a_token_of_version_2_or_earlier_reads_with_the_scopes_its_admin_bit_implied() {
+        use pinhive_domain::tokens::{Scope, Scopes};
+        for admin in [true, false] {
+            let old = v2::TokenRecord {
+                owner: "alice".into(),
+                created_ns: 7,
+                admin,
+            };
+            let mut version_2 = vec![VERSIONED, 2];
+            version_2.extend(legacy(&old));
+            let mut version_1 = vec![VERSIONED, 1];
+            version_1.extend(legacy(&old));
+            for bytes in [legacy(&old), version_1, version_2] {
+                let token: TokenRecord = decode("token", &bytes).unwrap();
+                assert_eq!(token.owner, "alice");
+                assert_eq!(token.name, "alice");
+                assert_eq!(token.created_ns, 7);
+                assert_eq!(token.scopes, Scopes::legacy(admin));
+                assert_eq!(token.scopes.contains(Scope::Admin), admin);
+                assert!(token.scopes.contains(Scope::PinsWrite));
+                assert_eq!(token.expires_ns, None);
+                assert_eq!(token.revoked_ns, None);
+                assert!(version_of(&bytes) < 3);
+            }
+        }
+        let current = TokenRecord {
+            owner: "bob".into(),
+            created_ns: 1,
+            name: "laptop".into(),
+            scopes: Scopes::of(&[Scope::S3Ingest]),
+            expires_ns: Some(99),
+            revoked_ns: Some(50),
+        };
+        let bytes = encode(&current);
+        assert_eq!(version_of(&bytes), ROW_VERSION);
+        assert_eq!(decode::<TokenRecord>("token", &bytes).unwrap(), current);
     }
 }

@@ -37,6 +37,8 @@ macro_rules! delegate_store_reads {
         fn journal(&self, cid: &str, after: Option<u64>, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
         fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError>;
         fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+        fn token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError>;
+        fn list_tokens(&self, owner: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>, StoreError>;
         fn put_node(&self, node: &NodeDescriptor) -> Result<(), StoreError>;
         fn remove_node(&self, id: &str) -> Result<(), StoreError>;
         fn list_nodes(&self) -> Result<Vec<NodeDescriptor>, StoreError>;
