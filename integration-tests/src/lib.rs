@@ -479,6 +479,8 @@ impl Drop for Pinhive {
 pub fn create_token(data_dir: &Path, name: &str, admin: bool) -> anyhow::Result<String> {
     let mut command = Command::new(binary());
     command.args(["token", "create", "--name", name, "--data-dir"]);
+    // Without a token the command writes the store directly (the bootstrap path).
+    command.env_remove("PINHIVE_TOKEN");
     command.arg(data_dir);
     if admin {
         command.arg("--admin");

@@ -26,6 +26,8 @@ const GROUP_CONVERGE: Duration = Duration::from_secs(180);
 fn run(args: &[&str]) -> String {
     let output = Command::new(binary())
         .args(args)
+        // Without a token, `token create` writes the store directly (bootstrap).
+        .env_remove("PINHIVE_TOKEN")
         .output()
         .expect("pinhive runs");
     assert!(
@@ -54,7 +56,7 @@ async fn the_service_runs_on_the_scylla_store_and_keeps_its_state_there() {
 
     let migrated = run(&["migrate", "--config", &config, "--store", &store]);
     assert!(
-        migrated.contains("applied migrations [1, 2, 3, 4]"),
+        migrated.contains("applied migrations [1, 2, 3, 4, 5]"),
         "{migrated}"
     );
     let again = run(&["migrate", "--config", &config, "--store", &store]);
@@ -227,4 +229,63 @@ async fn three_instances_share_the_store_and_a_stopped_one_loses_nothing() {
     assert!(acknowledged.is_subset(&distinct));
     let counts = pin_requested_counts(&admins[2], acknowledged.iter().take(100)).await;
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+}
+
+/// Two instances on one shared store (Kafka mode, the production layout): a token minted
+/// through A works on B; revoked through A, B refuses it within 1 s (its token cache holds a
+/// verified token 500 ms). The token is used on B first, so B has it cached when it is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_instance_is_refused_by_another_within_a_second() {
+    let cql = CqlServer::start().await.expect("CQL test server");
+    let tansu = Tansu::start().await.expect("tansu broker");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let store = format!("scylla://{}/pinhive", cql.addr());
+    run(&["migrate", "--config", &config, "--store", &store]);
+    let root = run(&[
+        "token", "create", "--name", "root", "--admin", "--store", &store,
+    ]);
+    let log = format!("kafka://{}", tansu.bootstrap);
+    let flags = [
+        "--config",
+        config.as_str(),
+        "--store",
+        store.as_str(),
+        "--log",
+        log.as_str(),
+        "--partitions",
+        "2",
+        "--kafka-group",
+        "revocation",
+    ];
+    let a = Pinhive::start(&dir.path().join("a"), &flags).await.unwrap();
+    let b = Pinhive::start(&dir.path().join("b"), &flags).await.unwrap();
+    let on_a = Client::new(&a.url, &root).unchecked();
+    let (status, minted) = on_a
+        .send(
+            on_a.request(reqwest::Method::POST, "/admin/tokens")
+                .json(&json!({"owner": "alice", "name": "phone"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let secret = minted["token"].as_str().unwrap().to_string();
+    let id = minted["id"].as_str().unwrap().to_string();
+    let on_b = Client::new(&b.url, &secret).unchecked();
+    assert_eq!(on_b.get("/pins").await.0, 200, "the new token works on B");
+    let (status, revoked) = on_a.delete(&format!("/admin/tokens/{id}")).await;
+    assert_eq!(status, 200, "{revoked}");
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let (status, body) = on_b.get("/pins").await;
+        if status == 401 {
+            assert!(body.to_string().contains("revoked"), "{body}");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "B still accepts the token 1 s after A revoked it"
+        );
+    }
+    eprintln!("revocation seen on B after {:?}", revoked_at.elapsed());
 }
