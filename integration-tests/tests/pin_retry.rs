@@ -124,7 +124,10 @@ async fn a_failed_pin_is_retried_with_backoff_then_failed_then_recovered() {
     for requestid in &requestids {
         let failed = client.wait_status(requestid, "failed", CONVERGE).await;
         let failure = failed["info"]["failure"].as_str().unwrap_or_default();
-        assert!(failure.starts_with("n0: "), "{failed}");
+        assert_eq!(
+            failure, "content not found on the network (timeout)",
+            "{failed}"
+        );
         assert!(failed["info"].get("retry_at_ns").is_none(), "{failed}");
         // Three rounds on n0 (the first try and 2 retries), each allocated once, each
         // waiting at least its backoff (1 s, then 2 s) after the failure before it.

@@ -10,6 +10,7 @@ use pinhive_domain::tokens::Scope;
 
 use crate::auth::{AccessIngester, AdminCaller, PinReader};
 use crate::error::{ApiError, ErrorCode};
+use crate::owned::{owned_pin, sees_redacted, Access};
 use crate::AppState;
 
 /// Largest `POST /access` body: a full batch of long CIDs fits.
@@ -120,45 +121,59 @@ async fn pin_analytics(
 ) -> Result<HttpResponse, ApiError> {
     let analytics = analytics(&state)?;
     let requestid = path.into_inner();
-    let store = state.store.clone();
-    let lookup = requestid.clone();
-    let pin = web::block(move || store.get_pin(&lookup)).await??;
-    let pin = match pin {
-        Some(pin) => {
-            caller.check_pin(&pin.owner, &requestid, Scope::PinsRead, "analytics")?;
-            pin
-        }
-        _ => {
-            return Err(ApiError::not_found(format!(
-                "no pin with requestid {requestid}"
-            )))
-        }
-    };
+    let row = owned_pin(
+        &state,
+        &caller,
+        &requestid,
+        Access::OwnerOrAdmin {
+            scope: Scope::PinsRead,
+            what: "analytics",
+        },
+    )
+    .await?;
+    let pin = &row.record;
     let cid = pinhive_domain::canonical_cid(&pin.cid).unwrap_or_else(|_| pin.cid.clone());
     let store = state.store.clone();
     let key = cid.clone();
     let cid_state = web::block(move || store.load_cid(&key)).await??;
     let tracked = analytics.explain(&cid).await;
-    let (desired, bounds, nodes, preferred) = match &cid_state {
-        Some(s) => (
-            s.desired_replicas(),
-            s.replica_bounds(),
-            s.replicas
-                .iter()
-                .map(|(node, r)| json!({"node": node, "status": format!("{:?}", r.status).to_lowercase()}))
-                .collect::<Vec<_>>(),
-            s.preferred_regions.clone(),
-        ),
-        None => (0, None, Vec::new(), Vec::new()),
+    // A tenant sees its own pin's bounds and how many replicas are in which status; node ids,
+    // raw errors and the bounds other pins of the CID asked for are for admins
+    // (docs/security.md).
+    let redacted = sees_redacted(&caller);
+    let (desired, preferred) = match &cid_state {
+        Some(s) => (s.desired_replicas(), s.preferred_regions.clone()),
+        None => (0, Vec::new()),
     };
-    // Reachable nodes in the preferred regions: where the allocator places new replicas.
-    let recommended_nodes: Vec<String> = state
-        .registry
-        .entries()
-        .into_iter()
-        .filter(|e| preferred.contains(&e.descriptor.region) && e.health.reachable)
-        .map(|e| e.descriptor.id)
+    let bounds = if redacted {
+        Some((row.replicas_min, row.replicas_max))
+    } else {
+        cid_state.as_ref().and_then(|s| s.replica_bounds())
+    };
+    let nodes: Vec<serde_json::Value> = cid_state
+        .iter()
+        .flat_map(|s| s.replicas.iter())
+        .map(|(node, r)| {
+            let status = format!("{:?}", r.status).to_lowercase();
+            if redacted {
+                json!({"status": status})
+            } else {
+                json!({"node": node, "status": status, "error": r.last_error})
+            }
+        })
         .collect();
+    // Reachable nodes in the preferred regions: where the allocator places new replicas.
+    let recommended_nodes: Vec<String> = if redacted {
+        Vec::new()
+    } else {
+        state
+            .registry
+            .entries()
+            .into_iter()
+            .filter(|e| preferred.contains(&e.descriptor.region) && e.health.reachable)
+            .map(|e| e.descriptor.id)
+            .collect()
+    };
     let current = nodes.len();
     Ok(HttpResponse::Ok().json(json!({
         "requestid": requestid,

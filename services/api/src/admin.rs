@@ -9,7 +9,9 @@ use pinhive_domain::tokens::Scope;
 use crate::auth::{AdminCaller, PinReader, S3Ingester};
 use crate::error::ApiError;
 use crate::model::format_created;
+use crate::owned::{owned_pin, sees_redacted, Access};
 use crate::AppState;
+use pinhive_store::{JournalEntry, StoreError};
 
 /// One resource per path: another method answers 405 with a `Failure` body and `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -38,7 +40,8 @@ async fn health() -> HttpResponse {
 }
 
 /// Ready when the log takes appends, the store answers and at least one IPFS node is
-/// reachable; the body says which dependency fails and what to configure. The log's part is
+/// reachable; the body says which dependency fails and what to configure (IPFS nodes by id
+/// and reachability only: no URL, no raw error). The log's part is
 /// what its last appends found (no broker round trip per call).
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
@@ -59,11 +62,11 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         .entries()
         .into_iter()
         .map(|e| {
+            // Node ids and health only: no token guards this route, and a node's URL or its
+            // last error (which may quote the URL) is for admins (`GET /admin/nodes`).
             json!({
                 "id": e.descriptor.id,
-                "rpc_url": e.descriptor.rpc_url,
                 "reachable": e.health.reachable,
-                "error": e.health.last_error,
             })
         })
         .collect();
@@ -101,76 +104,148 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 #[derive(Serialize)]
-struct HistoryEntry {
+struct HistoryEntry<E> {
     offset: u64,
     partition: u32,
     time: String,
     event_id: String,
     kind: &'static str,
-    event: pinhive_events::Event,
+    event: E,
 }
 
-/// The events that shaped one pin: its request, the allocations, every replica outcome and
-/// target change of its CID since the pin was created, oldest first.
+/// Journal entries one history read fetches, and the most reads one request makes: a page
+/// costs at most `HISTORY_READS` bounded range reads of the CID's journal however many other
+/// pins share the CID; a page that ran out of reads ends with a `next` cursor (possibly after
+/// fewer than `limit` events, even none).
+const HISTORY_CHUNK: usize = 256;
+const HISTORY_READS: usize = 8;
+
+/// A page of a pin's history: its events, and the cursor to go on from (`None`: the journal
+/// was read to its end).
+struct HistoryPage {
+    entries: Vec<JournalEntry>,
+    next: Option<u64>,
+}
+
+/// Reads the CID's journal after `after` in chunks, keeping the entries `keep` selects, until
+/// `limit` are kept, the journal ends, or `HISTORY_READS` reads were made. The filter runs
+/// before the limit: other pins' events never take a place on the page.
+/// One bounded read of a CID's journal: `(cid, after, limit)`, as [`pinhive_store::Store::journal`].
+type JournalRead<'a> =
+    dyn Fn(&str, Option<u64>, usize) -> Result<Vec<JournalEntry>, StoreError> + 'a;
+
+fn read_history(
+    journal: &JournalRead<'_>,
+    cid: &str,
+    legacy: Option<&str>,
+    after: Option<u64>,
+    limit: usize,
+    keep: &dyn Fn(&JournalEntry) -> bool,
+) -> Result<HistoryPage, StoreError> {
+    let mut entries = Vec::new();
+    // A pin made before CID keys were canonical has its early events under the spelling it
+    // was made with (that journal stays where it was; docs/api.md): one bounded read of it,
+    // shown first, on page one.
+    if let Some(legacy) = legacy {
+        entries.extend(
+            journal(legacy, None, HISTORY_CHUNK)?
+                .into_iter()
+                .filter(|entry| keep(entry))
+                .take(limit),
+        );
+    }
+    let mut cursor = after;
+    for _ in 0..HISTORY_READS {
+        if entries.len() >= limit {
+            return Ok(HistoryPage {
+                entries,
+                next: cursor,
+            });
+        }
+        let chunk = journal(cid, cursor, HISTORY_CHUNK)?;
+        let last_chunk = chunk.len() < HISTORY_CHUNK;
+        let mut consumed_all = true;
+        for entry in chunk {
+            if entries.len() >= limit {
+                consumed_all = false;
+                break;
+            }
+            cursor = Some(entry.offset);
+            if keep(&entry) {
+                entries.push(entry);
+            }
+        }
+        if last_chunk && consumed_all {
+            return Ok(HistoryPage {
+                entries,
+                next: None,
+            });
+        }
+    }
+    Ok(HistoryPage {
+        entries,
+        next: cursor,
+    })
+}
+
+/// The events that shaped one pin: its own (request, expiry, recovery, replace, unpin) and
+/// the replica outcomes and target changes of its CID since the pin was created, oldest first.
+/// The pin's owner sees them redacted ([`pinhive_domain::disclosure`]: no node ids, other
+/// pins' request ids or raw node errors); an admin sees the raw events.
 async fn pin_history(
     state: web::Data<AppState>,
     PinReader(caller): PinReader,
     path: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    use pinhive_domain::disclosure::{in_history, tenant_event};
     let requestid = path.into_inner();
-    let store = state.store.clone();
-    let lookup = requestid.clone();
-    let pin = web::block(move || store.get_pin(&lookup)).await??;
-    let pin = match pin {
-        Some(pin) => {
-            caller.check_pin(&pin.owner, &requestid, Scope::PinsRead, "history")?;
-            pin
-        }
-        None => {
-            return Err(ApiError::not_found(format!(
-                "no pin with requestid {requestid}"
-            )))
-        }
-    };
-    let store = state.store.clone();
+    let row = owned_pin(
+        &state,
+        &caller,
+        &requestid,
+        Access::OwnerOrAdmin {
+            scope: Scope::PinsRead,
+            what: "history",
+        },
+    )
+    .await?;
+    let pin = row.record.clone();
     let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
     // The journal is kept per CID state, which is keyed by the canonical CID.
     let cid = pinhive_domain::canonical_cid(&pin.cid).unwrap_or_else(|_| pin.cid.clone());
     let after = query.after;
-    // A pin made before CID keys were canonical has its early events under the spelling it
-    // was made with (that journal stays where it was; docs/api.md): shown first, on page one.
     let legacy = (after.is_none() && cid != pin.cid).then(|| pin.cid.clone());
-    let entries = web::block(move || {
-        let mut entries = match legacy {
-            Some(legacy) => store.journal(&legacy, None, limit)?,
-            None => Vec::new(),
-        };
-        let room = limit.saturating_sub(entries.len());
-        entries.extend(store.journal(&cid, after, room.max(1))?);
-        entries.truncate(limit);
-        Ok::<_, pinhive_store::StoreError>(entries)
+    let store = state.store.clone();
+    let own = row.clone();
+    let page = web::block(move || {
+        let keep = |entry: &JournalEntry| in_history(&entry.event, &own, entry.timestamp_ns);
+        let journal =
+            |cid: &str, after: Option<u64>, limit: usize| store.journal(cid, after, limit);
+        read_history(&journal, &cid, legacy.as_deref(), after, limit, &keep)
     })
     .await??;
-    use pinhive_events::Event;
-    let relevant = entries.into_iter().filter(|entry| match &entry.event {
-        Event::PinRequested(r) => r.requestid == requestid,
-        Event::UnpinRequested { requestid: r, .. }
-        | Event::PinReplaced { requestid: r, .. }
-        | Event::PinExpired { requestid: r, .. }
-        | Event::PinExpirySet { requestid: r, .. } => *r == requestid,
-        _ => entry.timestamp_ns >= pin.created_ns,
-    });
-    let events: Vec<HistoryEntry> = relevant
-        .map(|entry| HistoryEntry {
+    let redacted = sees_redacted(&caller);
+    let mut events = Vec::with_capacity(page.entries.len());
+    for entry in page.entries {
+        let kind = entry.event.kind();
+        let event = if redacted {
+            let Some(shown) = tenant_event(&entry.event, &row, entry.timestamp_ns) else {
+                continue;
+            };
+            serde_json::to_value(shown).map_err(ApiError::internal)?
+        } else {
+            serde_json::to_value(&entry.event).map_err(ApiError::internal)?
+        };
+        events.push(HistoryEntry {
             offset: entry.offset,
             partition: entry.partition,
             time: format_created(entry.timestamp_ns),
             event_id: entry.event_id,
-            kind: entry.event.kind(),
-            event: entry.event,
-        })
-        .collect();
+            kind,
+            event,
+        });
+    }
     // History is kept for the journal retention only: say from when it is complete.
     let retention = state.orchestrator.journal_retention();
     let retained_since = pinhive_events::now_ns()
@@ -179,6 +254,7 @@ async fn pin_history(
         "requestid": pin.requestid,
         "cid": pin.cid,
         "events": events,
+        "next": page.next,
         "retained_since": format_created(retained_since.max(0)),
     })))
 }
@@ -326,6 +402,75 @@ async fn s3_by_cid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Reads = std::rc::Rc<std::cell::Cell<usize>>;
+
+    /// A journal of `n` entries at offsets 0..n, where every `stride`-th one is "ours", and
+    /// the number of reads the history made.
+    fn journal_of(n: u64) -> (Box<JournalRead<'static>>, Reads) {
+        let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = reads.clone();
+        let read = move |cid: &str, after: Option<u64>, limit: usize| {
+            counter.set(counter.get() + 1);
+            let start = after.map_or(0, |a| a + 1);
+            Ok((start..n)
+                .take(limit)
+                .map(|offset| JournalEntry {
+                    cid: cid.to_string(),
+                    partition: 0,
+                    offset,
+                    timestamp_ns: offset as i64,
+                    event_id: offset.to_string(),
+                    event: pinhive_events::Event::ReplicaUnpinned { node: "n".into() },
+                })
+                .collect())
+        };
+        (Box::new(read), reads)
+    }
+
+    #[test]
+    fn history_filters_before_the_limit_in_bounded_reads() {
+        // Ours: every 100th entry of 5,000 (the others are other pins' events).
+        let (journal, reads) = journal_of(5_000);
+        let ours = |e: &JournalEntry| e.offset.is_multiple_of(100);
+        let mut offsets = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            reads.set(0);
+            let page = read_history(&*journal, "c", None, after, 10, &ours).unwrap();
+            assert!(reads.get() <= HISTORY_READS, "{} reads", reads.get());
+            assert!(page.entries.len() <= 10);
+            offsets.extend(page.entries.iter().map(|e| e.offset));
+            pages += 1;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+            assert!(pages < 100, "the walk ends");
+        }
+        // Every one of ours once, in order, none of the others: the filter ran before the limit.
+        assert_eq!(offsets, (0..50).map(|i| i * 100).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn history_pages_that_run_out_of_reads_hand_back_a_cursor() {
+        let (journal, reads) = journal_of(10_000);
+        let none_ours = |_: &JournalEntry| false;
+        let page = read_history(&*journal, "c", None, None, 10, &none_ours).unwrap();
+        assert!(page.entries.is_empty());
+        assert_eq!(reads.get(), HISTORY_READS);
+        assert_eq!(page.next, Some((HISTORY_READS * HISTORY_CHUNK) as u64 - 1));
+        // A journal read to its end has no cursor.
+        let (short, _) = journal_of(30);
+        let all = |_: &JournalEntry| true;
+        let page = read_history(&*short, "c", None, None, 1000, &all).unwrap();
+        assert_eq!(page.entries.len(), 30);
+        assert_eq!(page.next, None);
+        // A full page stops at its last entry: the next page starts right after it.
+        let page = read_history(&*short, "c", None, None, 10, &all).unwrap();
+        assert_eq!(page.next, Some(9));
+    }
 
     #[test]
     fn dead_letter_cursors_are_partition_colon_offset() {

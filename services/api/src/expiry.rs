@@ -3,13 +3,14 @@
 
 use actix_web::{web, HttpResponse};
 use pinhive_domain::values::{Expiry, META_EXPIRES_AT};
-use pinhive_domain::{decide, Cid, Command, PinRecord};
+use pinhive_domain::{decide, Cid, Command};
 use serde_json::Value;
 
 use pinhive_domain::tokens::Scope;
 
 use crate::auth::{Caller, PinWriter};
 use crate::error::ApiError;
+use crate::owned::{owned_pin, Access};
 use crate::pins::{append_and_wait, render};
 use crate::AppState;
 
@@ -79,13 +80,17 @@ async fn change(
     requestid: String,
     expiry: Option<Expiry>,
 ) -> Result<HttpResponse, ApiError> {
-    let pin = load_pin(state, caller, requestid).await?;
-    caller.check_pin(
-        &pin.owner,
-        &pin.requestid,
-        Scope::PinsWrite,
-        "expiry change",
-    )?;
+    let pin = owned_pin(
+        state,
+        caller,
+        &requestid,
+        Access::OwnerOrAdmin {
+            scope: Scope::PinsWrite,
+            what: "expiry change",
+        },
+    )
+    .await?
+    .record;
     let decided = decide(Command::SetExpiry {
         requestid: pin.requestid.clone(),
         cid: Cid::parse(&pin.cid).map_err(ApiError::internal)?,
@@ -93,24 +98,16 @@ async fn change(
         now_ns: pinhive_events::now_ns(),
     })?;
     append_and_wait(state, decided).await?;
-    let pin = load_pin(state, caller, pin.requestid).await?;
+    let pin = owned_pin(
+        state,
+        caller,
+        &pin.requestid,
+        Access::OwnerOrAdmin {
+            scope: Scope::PinsWrite,
+            what: "expiry change",
+        },
+    )
+    .await?
+    .record;
     Ok(HttpResponse::Accepted().json(render(state, pin)))
-}
-
-/// The pin, if the caller owns it or is an admin (a foreign pin is indistinguishable from a
-/// missing one).
-async fn load_pin(
-    state: &AppState,
-    caller: &Caller,
-    requestid: String,
-) -> Result<PinRecord, ApiError> {
-    let store = state.store.clone();
-    let lookup = requestid.clone();
-    let pin = web::block(move || store.get_pin(&lookup)).await??;
-    match pin {
-        Some(pin) if caller.pin_access(&pin.owner, Scope::PinsWrite).is_some() => Ok(pin),
-        _ => Err(ApiError::not_found(format!(
-            "no pin with requestid {requestid}"
-        ))),
-    }
 }

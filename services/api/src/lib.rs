@@ -14,6 +14,7 @@ pub mod expiry;
 pub mod metrics;
 pub mod model;
 pub mod nodes;
+pub mod owned;
 pub mod pins;
 pub mod quarantine;
 pub mod ratelimit;

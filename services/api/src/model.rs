@@ -111,8 +111,18 @@ pub fn pin_status_json(pin: PinRecord, fallback_delegates: &[String]) -> PinStat
             meta: pin.meta,
         },
         delegates,
-        info: pin.info,
+        info: tenant_info(pin.info),
     }
+}
+
+/// `info` as every tenant pinning the CID may see it: a `failure` written by an earlier
+/// release (`"{node}: {raw error}"`) shows as its categories
+/// ([`pinhive_domain::disclosure::sanitize_failure`]); current rows already hold them.
+fn tenant_info(mut info: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    if let Some(failure) = info.get_mut("failure") {
+        *failure = pinhive_domain::disclosure::sanitize_failure(failure);
+    }
+    info
 }
 
 fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {

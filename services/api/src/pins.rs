@@ -13,6 +13,7 @@ use tracing::Instrument;
 use crate::auth::{Caller, PinsReader, PinsWriter};
 use crate::error::ApiError;
 use crate::model::{parse_list_query, pin_status_json, PinBody, PinResultsJson};
+use crate::owned::{owned_pin, Access};
 use crate::AppState;
 
 /// Other methods on these paths answer 405 with a `Failure` body and `Allow`.
@@ -76,16 +77,9 @@ async fn load_owned_pin(
     caller: &Caller,
     requestid: String,
 ) -> Result<PinRecord, ApiError> {
-    let store = state.store.clone();
-    let lookup = requestid.clone();
-    let pin = web::block(move || store.get_pin(&lookup)).await??;
-    match pin {
-        // A foreign pin is indistinguishable from a missing one.
-        Some(pin) if pin.owner == caller.owner => Ok(pin),
-        _ => Err(ApiError::not_found(format!(
-            "no pin with requestid {requestid}"
-        ))),
-    }
+    Ok(owned_pin(state, caller, &requestid, Access::Owner)
+        .await?
+        .record)
 }
 
 /// Appends the events a command decided durably, then waits (bounded) until their shards

@@ -16,6 +16,7 @@ use pinhive_domain::tokens::Scope;
 
 use crate::auth::PinWriter;
 use crate::error::ApiError;
+use crate::owned::{owned_pin, Access};
 use crate::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -33,21 +34,17 @@ async fn recover(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let requestid = path.into_inner();
-    let store = state.store.clone();
-    let lookup = requestid.clone();
-    let pin = web::block(move || store.get_pin(&lookup)).await??;
-    let pin = match pin {
-        Some(pin) => {
-            caller.check_pin(&pin.owner, &requestid, Scope::PinsWrite, "recovery")?;
-            pin
-        }
-        // A foreign pin is indistinguishable from a missing one.
-        _ => {
-            return Err(ApiError::not_found(format!(
-                "no pin with requestid {requestid}"
-            )))
-        }
-    };
+    let pin = owned_pin(
+        &state,
+        &caller,
+        &requestid,
+        Access::OwnerOrAdmin {
+            scope: Scope::PinsWrite,
+            what: "recovery",
+        },
+    )
+    .await?
+    .record;
     // The shard keys the CID's events by its canonical form.
     let cid = canonical_cid(&pin.cid)?;
     crate::pins::append_and_wait(

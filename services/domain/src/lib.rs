@@ -14,6 +14,8 @@
 //! * [`nodes`]: node lifecycle (up, degraded, down, draining) folded from the control log, the
 //!   health rule that moves it, and how endangered a CID is ([`Urgency`]).
 //! * [`quota`]: per-owner quotas (most pins held, most in flight) against the owner's counts.
+//! * [`disclosure`]: what a tenant may see of a CID shared with other tenants (sanitized
+//!   failure reasons, a pin's own history).
 //! * [`pin`]: the Pinning Service API status of a pin, derived from its CID's replicas.
 //! * [`tokens`]: access-token scopes, expiry and revocation rules.
 //! * [`values`]: typed values of outside input (canonical [`values::Cid`], owner, name, meta,
@@ -24,6 +26,7 @@ pub mod allocator;
 pub mod analytics;
 pub mod antientropy;
 pub mod command;
+pub mod disclosure;
 pub mod nodes;
 pub mod pin;
 pub mod plan;

@@ -166,7 +166,7 @@ mod tests {
                 Fail(node, at) => (
                     Event::ReplicaFailed {
                         node: node.to_string(),
-                        reason: "pin/add timed out".into(),
+                        reason: "node timed out: pin/add timed out".into(),
                         attempts: 3,
                     },
                     at * S,
@@ -388,7 +388,7 @@ mod tests {
         assert_eq!(state.pin_status(), PinStatus::Failed);
         assert_eq!(
             state.pin_info().get("failure").map(String::as_str),
-            Some("n0: pin/add timed out")
+            Some(crate::disclosure::FAILURE_NOT_FOUND)
         );
         assert_eq!(state.replicas["n0"].failures, 3);
     }

@@ -460,14 +460,16 @@ impl CidState {
         if !self.preferred_regions.is_empty() {
             info.insert("replicas_regions".into(), self.preferred_regions.join(","));
         }
-        let errors: Vec<String> = self
+        // Every tenant pinning the CID sees this: the reasons' categories only, never a node
+        // id or a node's raw error ([`crate::disclosure`]; admins read the raw reasons in the
+        // pin's history).
+        let reasons = self
             .replicas
-            .iter()
-            .filter(|(_, r)| r.status == ReplicaStatus::Failed)
-            .filter_map(|(node, r)| r.last_error.as_ref().map(|e| format!("{node}: {e}")))
-            .collect();
-        if !errors.is_empty() {
-            info.insert("failure".into(), errors.join("; "));
+            .values()
+            .filter(|r| r.status == ReplicaStatus::Failed)
+            .filter_map(|r| r.last_error.as_deref());
+        if let Some(failure) = crate::disclosure::public_failure(reasons) {
+            info.insert("failure".into(), failure);
         }
         if let Some(retry_at_ns) = self.retry_at_ns {
             info.insert("retry_at_ns".into(), retry_at_ns.to_string());

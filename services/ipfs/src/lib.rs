@@ -102,3 +102,38 @@ pub type PinStream = futures::stream::BoxStream<'static, Result<String, IpfsErro
 pub trait OutcomeSink: Send + Sync + 'static {
     async fn publish(&self, envelope: pinhive_events::Envelope) -> Result<(), String>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::IpfsError;
+    use pinhive_domain::disclosure::{self, failure_category};
+
+    /// The tenant-visible failure reasons are derived from these errors' display (the node
+    /// drivers record `error.to_string()` in `ReplicaFailed`): a change of wording here must
+    /// keep its category.
+    #[test]
+    fn every_error_maps_to_its_tenant_visible_category() {
+        let raw = "http://user:secret@10.0.0.7:5001 said: node unreachable, node timed out";
+        let table = [
+            (
+                IpfsError::TimedOut(raw.into()),
+                disclosure::FAILURE_NOT_FOUND,
+            ),
+            (
+                IpfsError::Rejected(raw.into()),
+                disclosure::FAILURE_REJECTED,
+            ),
+            (
+                IpfsError::Unreachable(raw.into()),
+                disclosure::FAILURE_NODE_UNAVAILABLE,
+            ),
+            (
+                IpfsError::BadResponse(raw.into()),
+                disclosure::FAILURE_NODE_ERROR,
+            ),
+        ];
+        for (error, category) in table {
+            assert_eq!(failure_category(&error.to_string()), category, "{error}");
+        }
+    }
+}
