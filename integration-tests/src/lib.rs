@@ -2,6 +2,8 @@
 //! `pinhive` binary on free loopback ports in private temp dirs, waits for readiness (never
 //! sleeps for it), and kills what it started when dropped.
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -335,6 +337,8 @@ impl Drop for IpfsDaemon {
 pub struct Pinhive {
     child: Option<Child>,
     pub url: String,
+    /// The client the harness checks `/health` with (trusting the test CA over HTTPS).
+    http: reqwest::Client,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     args: Vec<String>,
@@ -366,6 +370,21 @@ impl Pinhive {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_full(data_dir, extra, env, None).await
+    }
+
+    /// Like [`Pinhive::start`] over HTTPS: `extra` holds `--tls-cert`/`--tls-key` of a
+    /// certificate for `localhost` that `ca_pem` signed; `url` is `https://localhost:PORT`.
+    pub async fn start_tls(data_dir: &Path, extra: &[&str], ca_pem: &str) -> anyhow::Result<Self> {
+        Self::start_full(data_dir, extra, &[], Some(ca_pem)).await
+    }
+
+    async fn start_full(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        ca_pem: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let port = free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -375,9 +394,17 @@ impl Pinhive {
             format!("127.0.0.1:{port}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        let (url, http) = match ca_pem {
+            Some(ca_pem) => (
+                format!("https://localhost:{port}"),
+                client_trusting(ca_pem)?,
+            ),
+            None => (format!("http://127.0.0.1:{port}"), reqwest::Client::new()),
+        };
         let mut pinhive = Pinhive {
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
+            url,
+            http,
             data_dir: data_dir.to_path_buf(),
             log_path: data_dir.with_extension(format!("{port}.log")),
             args,
@@ -404,7 +431,7 @@ impl Pinhive {
             .spawn()
             .context("starting pinhive")?;
         self.child = Some(child);
-        let client = reqwest::Client::new();
+        let client = self.http.clone();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(child) = self.child.as_mut() {
@@ -473,6 +500,97 @@ impl Drop for Pinhive {
     fn drop(&mut self) {
         self.kill_hard();
     }
+}
+
+/// An HTTP client that trusts only the CA certificate(s) in `ca_pem` (not the system's).
+pub fn client_trusting(ca_pem: &str) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(60));
+    for root in reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())? {
+        builder = builder.add_root_certificate(root);
+    }
+    Ok(builder.build()?)
+}
+
+/// A certificate authority made at test time (rcgen): no private key is ever committed.
+pub struct TestCa {
+    pub ca_pem: String,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key)?;
+        Ok(TestCa {
+            ca_pem: cert.pem(),
+            cert,
+            key,
+        })
+    }
+
+    /// A server certificate for `localhost` (and 127.0.0.1) signed by this CA: (cert PEM,
+    /// key PEM).
+    pub fn leaf(&self) -> anyhow::Result<(String, String)> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+                127, 0, 0, 1,
+            ])));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A rustls server configuration serving a fresh leaf of this CA.
+    pub fn server_config(&self) -> anyhow::Result<rustls::ServerConfig> {
+        use rustls_pki_types::pem::PemObject;
+        let (cert, key) = self.leaf()?;
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?)
+    }
+}
+
+/// Every file under `dir` whose bytes contain `needle` (to prove a secret was never written).
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            }
+        } else if meta.is_file() {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// `pinhive token create`; must run while no pinhive holds `data_dir`.

@@ -62,7 +62,7 @@ async fn describe(state: &web::Data<AppState>, id: &str) -> Result<Value, ApiErr
     let time = |ns: i64| format_created(ns);
     Ok(json!({
         "id": record.descriptor.id,
-        "rpc_url": record.descriptor.rpc_url,
+        "rpc_url": pinhive_ipfs::auth::redact_url(&record.descriptor.rpc_url),
         "region": record.descriptor.region,
         "weight": record.descriptor.weight,
         "state": record.state.as_str(),
@@ -148,9 +148,18 @@ async fn add_node(
 
 fn check_url(url: &str) -> Result<String, ApiError> {
     let trimmed = url.trim().trim_end_matches('/');
+    let shown = pinhive_ipfs::auth::redact_url(trimmed);
     if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() < 10 {
         return Err(ApiError::bad_request(format!(
-            "rpc_url must be an http(s) URL such as http://127.0.0.1:5001, not {url:?}"
+            "rpc_url must be an http(s) URL such as http://127.0.0.1:5001, not {shown:?}"
+        )));
+    }
+    // A node's descriptor travels in control-log events and shows in this API: a credential
+    // goes into each instance's `[ipfs_auth]` instead (docs/security.md).
+    if pinhive_ipfs::auth::has_credentials(trimmed) {
+        return Err(ApiError::bad_request(format!(
+            "rpc_url must not carry credentials ({shown}): configure the node's Kubo RPC \
+             credential on every instance ([ipfs_auth] or --ipfs-auth-file, keyed by node id)"
         )));
     }
     Ok(trimmed.to_string())

@@ -27,14 +27,47 @@ impl KuboClient {
     /// `base` is the RPC root, e.g. `http://127.0.0.1:5001`. `request_timeout` bounds every
     /// call except `pin/add`, whose bound is its own timeout plus a margin.
     pub fn new(base: &str, request_timeout: Duration) -> Result<Self, IpfsError> {
-        let http = reqwest::Client::builder()
+        Self::with_authorization(base, request_timeout, None)
+    }
+
+    /// A client that sends `authorization` (Kubo's `API.Authorizations`: `Bearer …` or
+    /// `Basic …`, [`crate::auth`]) with every call. User info in `base` (an earlier release's
+    /// only way) is taken out of the URL and sent as Basic auth unless `authorization` is given.
+    pub fn with_authorization(
+        base: &str,
+        request_timeout: Duration,
+        authorization: Option<reqwest::header::HeaderValue>,
+    ) -> Result<Self, IpfsError> {
+        Self::with_options(base, request_timeout, authorization, &[])
+    }
+
+    /// [`KuboClient::with_authorization`] that also trusts `roots` (CA certificates) for an
+    /// `https://` node, besides the system's roots (TLS by rustls).
+    pub fn with_options(
+        base: &str,
+        request_timeout: Duration,
+        authorization: Option<reqwest::header::HeaderValue>,
+        roots: &[reqwest::Certificate],
+    ) -> Result<Self, IpfsError> {
+        let (base, from_url) = crate::auth::split_credentials(base.trim_end_matches('/'));
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(mut value) = authorization.or(from_url) {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(request_timeout)
             .pool_max_idle_per_host(64)
+            .default_headers(headers);
+        for root in roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder
             .build()
             .map_err(|e| IpfsError::BadResponse(e.to_string()))?;
         Ok(KuboClient {
-            base: base.trim_end_matches('/').to_string(),
+            base,
             http,
             idle_timeout: request_timeout,
         })

@@ -6,6 +6,7 @@
 //! Invariant: drivers never touch state; every outcome goes back into the log as an event
 //! (through an [`OutcomeSink`]) keyed by the CID, and the owning shard applies it.
 
+pub mod auth;
 pub mod breaker;
 pub mod contract;
 pub mod driver;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use auth::NodeAuth;
 pub use driver::{NodeCommand, NodeDriver, NodeDriverConfig, NodeOp, StopDriver};
 pub use kubo::KuboClient;
 pub use registry::{AgreedState, NodeHealth, NodeRegistry};

@@ -1,6 +1,7 @@
 //! One typed configuration. Precedence: command-line flag > `PINHIVE_*` environment variable >
 //! config file (`--config`, TOML) > built-in default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,6 +51,21 @@ pub struct ServeArgs {
     /// http://127.0.0.1:5001 when no node is configured anywhere.
     #[arg(long = "ipfs-node", env = "PINHIVE_IPFS_NODES", value_delimiter = ',')]
     pub ipfs_nodes: Vec<String>,
+    /// PEM certificate chain of the HTTP API: with `--tls-key`, the API serves HTTPS only
+    /// (plain HTTP is refused). Both files are read again on SIGHUP.
+    #[arg(long, env = "PINHIVE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "PINHIVE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for `https://` Kubo RPC URLs, besides the system's.
+    #[arg(long, env = "PINHIVE_IPFS_CA_FILE")]
+    pub ipfs_ca_file: Option<PathBuf>,
+    /// TOML file of Kubo RPC credentials by node id (`node-id = "bearer:TOKEN"` or
+    /// `"basic:USER:PASSWORD"`, `"*"` for every node without its own): Kubo's
+    /// `API.Authorizations`. Read by this instance only; never logged or shown.
+    #[arg(long, env = "PINHIVE_IPFS_AUTH_FILE")]
+    pub ipfs_auth_file: Option<PathBuf>,
     /// Log partitions (fixed when the log is created).
     #[arg(long, env = "PINHIVE_PARTITIONS")]
     pub partitions: Option<u32>,
@@ -172,6 +188,15 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub ipfs_nodes: Vec<String>,
+    /// `[ipfs_auth]`: Kubo RPC credentials by node id (see `ServeArgs::ipfs_auth_file`).
+    pub ipfs_auth: Secrets,
+    /// A file of more of them (entries override `[ipfs_auth]`'s).
+    pub ipfs_auth_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for `https://` Kubo nodes besides the system's.
+    pub ipfs_ca_file: Option<PathBuf>,
+    /// TLS of the HTTP API: certificate chain and key (PEM); both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub partitions: u32,
     pub replicas_min: u8,
     pub replicas_max: u8,
@@ -226,6 +251,11 @@ impl Default for Config {
             data_dir: PathBuf::from("pinhive-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ipfs_nodes: Vec::new(),
+            ipfs_auth: Secrets::default(),
+            ipfs_auth_file: None,
+            ipfs_ca_file: None,
+            tls_cert: None,
+            tls_key: None,
             partitions: 16,
             replicas_min: 1,
             replicas_max: 3,
@@ -332,6 +362,16 @@ impl Config {
         flag!(rate_limit_burst);
         flag!(quota_max_pins);
         flag!(quota_max_in_flight);
+        for (flag, field) in [
+            (&args.ipfs_auth_file, &mut config.ipfs_auth_file),
+            (&args.ipfs_ca_file, &mut config.ipfs_ca_file),
+            (&args.tls_cert, &mut config.tls_cert),
+            (&args.tls_key, &mut config.tls_key),
+        ] {
+            if flag.is_some() {
+                *field = flag.clone();
+            }
+        }
         if args.otlp_endpoint.is_some() {
             config.otlp_endpoint = args.otlp_endpoint.clone();
         }
@@ -392,6 +432,13 @@ impl Config {
         for node in &self.ipfs_nodes {
             parse_node(node)?;
         }
+        self.node_auth()?;
+        self.ipfs_roots()?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!(
+                "tls_cert and tls_key go together: give both (--tls-cert and --tls-key) or neither"
+            );
+        }
         self.analytics.validate().map_err(anyhow::Error::msg)?;
         if self.store != "embedded" {
             pinhive_store_scylla::ScyllaUri::parse(&self.store).map_err(|e| {
@@ -421,6 +468,52 @@ impl Config {
             per_second: self.rate_limit_per_sec,
             burst: self.rate_limit_burst,
         })
+    }
+
+    /// The Kubo RPC credentials of this instance: `[ipfs_auth]`, then the auth file's entries,
+    /// then user info found in a configured node URL (for a node without an entry). Never part
+    /// of a node's descriptor: descriptors travel in control-log events.
+    pub fn node_auth(&self) -> anyhow::Result<pinhive_ipfs::NodeAuth> {
+        let mut secrets = self.ipfs_auth.0.clone();
+        if let Some(path) = &self.ipfs_auth_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the IPFS auth file {}", path.display()))?;
+            let file: BTreeMap<String, String> = toml::from_str(&text).map_err(|_| {
+                anyhow::anyhow!(
+                    "the IPFS auth file {} must be a TOML table of node-id = \"bearer:TOKEN\" \
+                     or \"basic:USER:PASSWORD\"",
+                    path.display()
+                )
+            })?;
+            secrets.extend(file);
+        }
+        let mut auth = pinhive_ipfs::NodeAuth::parse(&secrets).map_err(anyhow::Error::msg)?;
+        for text in &self.ipfs_nodes {
+            let node = parse_node(text)?;
+            let (_, from_url) = pinhive_ipfs::auth::split_credentials(node_url(text));
+            if let Some(header) = from_url {
+                auth.add_if_absent(&node.id, header);
+            }
+        }
+        Ok(auth)
+    }
+
+    /// The extra CA certificates trusted for `https://` Kubo nodes (`ipfs_ca_file`).
+    pub fn ipfs_roots(&self) -> anyhow::Result<Vec<reqwest::Certificate>> {
+        let Some(path) = &self.ipfs_ca_file else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the IPFS CA file {}", path.display()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("parsing the IPFS CA file {}", path.display()))?;
+        if roots.is_empty() {
+            bail!(
+                "the IPFS CA file {} holds no PEM certificate",
+                path.display()
+            );
+        }
+        Ok(roots)
     }
 
     /// When failed replicas are retried.
@@ -501,28 +594,50 @@ pub fn parse_replication(text: &str) -> anyhow::Result<pinhive_store_scylla::Rep
     }
 }
 
-/// Parses `[ID=]URL[#REGION]` into a node descriptor; the id defaults to the URL's host:port.
-pub fn parse_node(text: &str) -> anyhow::Result<NodeDescriptor> {
+/// Secrets of the config (`[ipfs_auth]`): `Debug` names the keys only.
+#[derive(Deserialize, Clone, Default)]
+#[serde(transparent)]
+pub struct Secrets(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// The `ID=` and `#REGION` parts of a node spec taken off: its URL as written.
+fn node_spec(text: &str) -> (Option<&str>, &str, &str) {
     let (id, rest) = match text.split_once('=') {
-        Some((id, rest)) if !id.contains("://") => (Some(id.to_string()), rest),
+        Some((id, rest)) if !id.contains("://") => (Some(id), rest),
         _ => (None, text),
     };
-    let (url, region) = match rest.split_once('#') {
-        Some((url, region)) => (url, region.to_string()),
-        None => (rest, String::new()),
-    };
-    let url = url.trim().trim_end_matches('/');
+    let (url, region) = rest.split_once('#').unwrap_or((rest, ""));
+    (id, url.trim().trim_end_matches('/'), region)
+}
+
+fn node_url(text: &str) -> &str {
+    node_spec(text).1
+}
+
+/// Parses `[ID=]URL[#REGION]` into a node descriptor; the id defaults to the URL's host:port.
+/// User info in the URL (`http://user:pass@host:5001`) is not part of the descriptor (which
+/// travels in control-log events): [`Config::node_auth`] sends it as this instance's Basic
+/// credential of the node.
+pub fn parse_node(text: &str) -> anyhow::Result<NodeDescriptor> {
+    let (id, url, region) = node_spec(text);
+    let (url, _) = pinhive_ipfs::auth::split_credentials(url);
+    let shown = pinhive_ipfs::auth::redact_url(node_url(text));
     let Some(host) = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
         .filter(|h| !h.is_empty())
     else {
-        bail!("IPFS node {text:?} must be an http(s) Kubo RPC URL such as http://127.0.0.1:5001");
+        bail!("IPFS node {shown:?} must be an http(s) Kubo RPC URL such as http://127.0.0.1:5001");
     };
     Ok(NodeDescriptor {
-        id: id.unwrap_or_else(|| host.to_string()),
-        rpc_url: url.to_string(),
-        region,
+        id: id.map(str::to_string).unwrap_or_else(|| host.to_string()),
+        rpc_url: url.clone(),
+        region: region.to_string(),
         weight: 1,
     })
 }
@@ -552,6 +667,46 @@ mod tests {
         let n = parse_node("a=http://h:1#eu").unwrap();
         assert_eq!((n.id.as_str(), n.region.as_str()), ("a", "eu"));
         assert!(parse_node("127.0.0.1:5001").is_err());
+        // Credentials leave the descriptor (it travels in control-log events).
+        let n = parse_node("a=http://user:s3cret@h:1#eu").unwrap();
+        assert_eq!(
+            (n.id.as_str(), n.rpc_url.as_str(), n.region.as_str()),
+            ("a", "http://h:1", "eu")
+        );
+        let error = parse_node("user:s3cret@h:1").unwrap_err().to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn node_credentials_come_from_the_instance_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ipfs-auth.toml");
+        std::fs::write(&file, "b = \"bearer:from-file\"\n\"*\" = \"basic:u:p\"\n").unwrap();
+        let config = Config {
+            ipfs_nodes: vec![
+                "a=http://user:pw@h:1".into(),
+                "b=http://h:2".into(),
+                "c=http://h:3".into(),
+            ],
+            ipfs_auth: Secrets([("a".to_string(), "bearer:from-config".to_string())].into()),
+            ipfs_auth_file: Some(file),
+            ..Config::default()
+        };
+        let auth = config.node_auth().unwrap();
+        // Explicit configuration wins over the URL's user info.
+        assert_eq!(auth.for_node("a").unwrap(), "Bearer from-config");
+        assert_eq!(auth.for_node("b").unwrap(), "Bearer from-file");
+        assert_eq!(auth.for_node("c").unwrap(), "Basic dTpw");
+        assert!(!format!("{config:?}").contains("from-config"));
+        let bad = Config {
+            ipfs_auth: Secrets([("a".to_string(), "hunter2".to_string())].into()),
+            ..Config::default()
+        };
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("\"a\"") && !error.contains("hunter2"),
+            "{error}"
+        );
     }
 
     #[test]

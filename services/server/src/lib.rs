@@ -8,3 +8,4 @@
 pub mod config;
 pub mod serve;
 pub mod simulated;
+pub mod tls;

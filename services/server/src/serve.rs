@@ -25,9 +25,21 @@ use crate::config::{parse_node, prepare_data_dir, Config, ServeArgs};
 pub type IpfsFactory =
     Arc<dyn Fn(&NodeDescriptor) -> anyhow::Result<Arc<dyn IpfsApi>> + Send + Sync>;
 
-pub fn kubo_factory(request_timeout: Duration) -> IpfsFactory {
+/// Kubo RPC clients, each sending this instance's credential of its node (`auth`), if any,
+/// and trusting `roots` besides the system's CAs for `https://` nodes.
+pub fn kubo_factory(
+    request_timeout: Duration,
+    auth: pinhive_ipfs::NodeAuth,
+    roots: Vec<reqwest::Certificate>,
+) -> IpfsFactory {
     Arc::new(move |node: &NodeDescriptor| {
-        Ok(Arc::new(KuboClient::new(&node.rpc_url, request_timeout)?) as Arc<dyn IpfsApi>)
+        let client = KuboClient::with_options(
+            &node.rpc_url,
+            request_timeout,
+            auth.for_node(&node.id),
+            &roots,
+        )?;
+        Ok(Arc::new(client) as Arc<dyn IpfsApi>)
     })
 }
 
@@ -71,6 +83,8 @@ impl DriverControl for DriverManager {
 /// A running service (inside an actix System).
 pub struct Service {
     pub addr: SocketAddr,
+    /// `https` when the API serves TLS (`tls_cert`/`tls_key`), else `http`.
+    pub scheme: &'static str,
     pub server: actix_web::dev::Server,
     pub orchestrator: Arc<Orchestrator>,
     pub log: Arc<dyn Log>,
@@ -385,7 +399,9 @@ pub async fn start(
         .collect();
     let node_ids: Vec<String> = configured_nodes.iter().map(|n| n.id.clone()).collect();
     for node in &configured_nodes {
-        tracing::info!(node = %node.id, rpc_url = %node.rpc_url, "ipfs node");
+        // A URL an earlier release registered may still carry user info: never logged.
+        let rpc_url = pinhive_ipfs::auth::redact_url(&node.rpc_url);
+        tracing::info!(node = %node.id, rpc_url = %rpc_url, "ipfs node");
     }
     // The first responses name the nodes' addresses (`delegates`): give every node its first
     // health check before the shards start and before serving (bounded: an unreachable node
@@ -481,9 +497,22 @@ pub async fn start(
             .wrap(actix_web::middleware::from_fn(pinhive_api::metrics::track))
             .configure(pinhive_api::configure(state.clone()))
     })
-        .workers(2)
-        .shutdown_timeout(15)
-        .bind(config.listen)
+    .workers(2)
+    .shutdown_timeout(15);
+    // With a certificate, HTTPS only: a plain HTTP request on the port fails its handshake.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = crate::tls::ReloadingCert::load(cert, key)?;
+            crate::tls::reload_on_sighup(cert.clone())?;
+            Some(cert.server_config()?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(config.listen, tls),
+        None => server.bind(config.listen),
+    }
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 anyhow::anyhow!("cannot listen on {}: the address is already in use (another pinhive?); choose one with --listen", config.listen)
@@ -495,6 +524,7 @@ pub async fn start(
     let server = server.run();
     Ok(Service {
         addr,
+        scheme,
         server,
         orchestrator,
         log,
@@ -539,10 +569,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(nodes = simulated, "benchmark mode: IPFS nodes are simulated in process");
             (crate::simulated::simulated_factory(), crate::simulated::simulated_drivers())
         } else {
-            (kubo_factory(Duration::from_secs(30)), driver_config(&config))
+            let factory =
+                kubo_factory(Duration::from_secs(30), config.node_auth()?, config.ipfs_roots()?);
+            (factory, driver_config(&config))
         };
         let service = start(&config, factory, drivers).await?;
-        tracing::info!(listen = %service.addr, data_dir = %config.data_dir.display(), partitions = config.partitions, "pinhive serving");
+        tracing::info!(listen = %service.addr, scheme = service.scheme, data_dir = %config.data_dir.display(), partitions = config.partitions, "pinhive serving");
         // Returns after SIGTERM/SIGINT once in-flight requests drained.
         service.server.await.context("http server")?;
         tracing::info!("http server stopped; draining shards");
@@ -622,17 +654,25 @@ pub fn check(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut reachable = 0;
+    let auth = config.node_auth()?;
+    let roots = config.ipfs_roots()?;
     for node in nodes {
-        let client = KuboClient::new(&node.rpc_url, Duration::from_secs(5))?;
+        let client = KuboClient::with_options(
+            &node.rpc_url,
+            Duration::from_secs(5),
+            auth.for_node(&node.id),
+            &roots,
+        )?;
+        let url = pinhive_ipfs::auth::redact_url(&node.rpc_url);
         match runtime.block_on(async { client.id().await }) {
             Ok(identity) => {
                 reachable += 1;
                 println!(
-                    "ipfs node {} ({}): ok, peer {}",
-                    node.id, node.rpc_url, identity.peer_id
+                    "ipfs node {} ({url}): ok, peer {}",
+                    node.id, identity.peer_id
                 );
             }
-            Err(error) => println!("ipfs node {} ({}): FAILED: {error}", node.id, node.rpc_url),
+            Err(error) => println!("ipfs node {} ({url}): FAILED: {error}", node.id),
         }
     }
     if reachable == 0 {
