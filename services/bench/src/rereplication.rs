@@ -112,10 +112,9 @@ pub fn run(args: RereplicationArgs) -> anyhow::Result<()> {
     let runs = system.block_on(async {
         let mut runs = Vec::new();
         for caps in variants {
-            let run = scenario(&args, caps).await?;
-            // Each run's figures as soon as it ends: a later run that fails loses nothing.
-            report::print(&args, std::slice::from_ref(&run));
-            runs.push(run);
+            // Each run prints its figures as soon as it has them: a later run that fails
+            // loses nothing.
+            runs.push(scenario(&args, caps).await?);
         }
         anyhow::Ok(runs)
     })?;
@@ -256,10 +255,7 @@ async fn scenario(args: &RereplicationArgs, caps: Caps) -> anyhow::Result<Run> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let walk_replicas = walk_replicas_total() - walked_before;
-    server.stop(true).await;
-    stop(&service.orchestrator, &service.control, &service.registry).await;
-    drop(dir);
-    Ok(Run {
+    let run = Run {
         caps,
         rate,
         rate_per_node,
@@ -268,7 +264,22 @@ async fn scenario(args: &RereplicationArgs, caps: Caps) -> anyhow::Result<Run> {
         inject_to_down: Duration::from_nanos(u64::try_from(down_ns - injected_ns).unwrap_or(0)),
         walk_replicas,
         figures,
-    })
+    };
+    // The figures before the service stops: a stop that hangs (the store's flush at
+    // shutdown) must not take them along.
+    report::print(args, std::slice::from_ref(&run));
+    server.stop(true).await;
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(120),
+        stop(&service.orchestrator, &service.control, &service.registry),
+    )
+    .await;
+    anyhow::ensure!(
+        stopped.is_ok(),
+        "{caps:?} run: the service did not stop within 120 s (figures above)"
+    );
+    drop(dir);
+    Ok(run)
 }
 
 /// Why a run did not finish: how many CIDs lack replicas on the other nodes, and the stored
