@@ -276,6 +276,9 @@ async fn a_token_revoked_on_one_instance_is_refused_by_another_within_a_second()
     assert_eq!(status, 200, "{revoked}");
     let revoked_at = std::time::Instant::now();
     loop {
+        // A request counts from when it was sent: one sent within the second may be answered
+        // later on a slow machine, and its 200 is then still within the promise.
+        let sent = revoked_at.elapsed();
         let (status, body) = on_b.get("/pins").await;
         if status == 401 {
             assert!(body.to_string().contains("revoked"), "{body}");
@@ -283,8 +286,8 @@ async fn a_token_revoked_on_one_instance_is_refused_by_another_within_a_second()
         }
         assert_eq!(status, 200, "{body}");
         assert!(
-            revoked_at.elapsed() < Duration::from_secs(1),
-            "B still accepts the token 1 s after A revoked it"
+            sent < Duration::from_secs(1),
+            "B still accepted the token in a request sent {sent:?} after A revoked it"
         );
     }
     eprintln!("revocation seen on B after {:?}", revoked_at.elapsed());

@@ -2,8 +2,8 @@
 //! token is authenticated: every authenticated route counts, and a caller over its limit gets
 //! 429 `TOO_MANY_REQUESTS` with `Retry-After` (the seconds until its next request is allowed).
 //!
-//! Keyed by the token's identity (the SHA-256 of its secret, the id the store keeps it under;
-//! never the secret). Memory is bounded: a key whose bucket is full again holds nothing worth
+//! Keyed by the token's id (the first 16 hex digits of its secret's SHA-256; never the
+//! secret). Memory is bounded: a key whose bucket is full again holds nothing worth
 //! keeping, and such keys are dropped (`retain_recent`) at most every [`PRUNE_EVERY`], so the
 //! limiter holds only the tokens seen within about one burst's refill time. Each instance
 //! limits on its own: with N instances behind a balancer a token gets up to N times the rate.

@@ -500,13 +500,14 @@ pub async fn start(
     .workers(2)
     .shutdown_timeout(15);
     // With a certificate, HTTPS only: a plain HTTP request on the port fails its handshake.
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => {
-            let cert = crate::tls::ReloadingCert::load(cert, key)?;
-            crate::tls::reload_on_sighup(cert.clone())?;
-            Some(cert.server_config()?)
-        }
+    let cert = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::ReloadingCert::load(cert, key)?),
         _ => None,
+    };
+    crate::tls::reload_on_sighup(cert.clone())?;
+    let tls = match &cert {
+        Some(cert) => Some(cert.server_config()?),
+        None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = match tls {

@@ -101,15 +101,24 @@ fn read_certified_key(cert_path: &Path, key_path: &Path) -> anyhow::Result<Certi
     Ok(certified)
 }
 
-/// Reloads `cert` on every SIGHUP until the process ends (logging the outcome; a failed
-/// reload keeps the certificate in use). Registered before serving, so a SIGHUP never takes
-/// the default action (terminating the process).
-pub fn reload_on_sighup(cert: Arc<ReloadingCert>) -> anyhow::Result<()> {
+/// Reloads `cert` (if the API serves TLS) on every SIGHUP until the process ends (logging the
+/// outcome; a failed reload keeps the certificate in use). Registered before serving, with or
+/// without TLS, so a SIGHUP (`systemctl reload`) never takes the default action: terminating
+/// the process without draining it.
+pub fn reload_on_sighup(cert: Option<Arc<ReloadingCert>>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     actix_rt::spawn(async move {
         while hangups.recv().await.is_some() {
-            match cert.reload() {
+            let Some(cert) = &cert else {
+                tracing::info!("SIGHUP: nothing to reload (the API serves plain HTTP)");
+                continue;
+            };
+            let reloaded = {
+                let cert = cert.clone();
+                tokio::task::spawn_blocking(move || cert.reload()).await
+            };
+            match reloaded.unwrap_or_else(|error| Err(anyhow::anyhow!("reload task: {error}"))) {
                 Ok(()) => {
                     tracing::info!(cert = %cert.cert_path.display(), "tls certificate reloaded")
                 }

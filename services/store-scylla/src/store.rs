@@ -588,8 +588,22 @@ impl Store for ScyllaStore {
         };
         let token: TokenRecord = decode("token", &bytes)?;
         if pinhive_store::row::version_of(&bytes) < 3 {
-            // Made before the token index: rewritten once, so it is listed and revocable.
-            self.put_token(secret_hash, &token)?;
+            // Made before the token index: indexed, so it is listed and revocable by id. Only
+            // the index is written, never the token row: rewriting the row could land after a
+            // revocation written meanwhile (by another instance) and undo it. A token of an
+            // earlier release was never revoked (there was no revocation).
+            let id = pinhive_store::token_id(secret_hash);
+            let row = encode(&token);
+            self.driver.run(async {
+                self.exec(&self.statements.put_token_id, (&id, secret_hash))
+                    .await?;
+                self.exec(
+                    &self.statements.put_token_by_owner,
+                    (&token.owner, &id, &row),
+                )
+                .await?;
+                Ok::<_, StoreError>(())
+            })?;
         }
         Ok(Some(token))
     }

@@ -50,6 +50,9 @@ pub struct EmbeddedStore {
     /// the check and the write are one step (claims and fenced commits of one process; the
     /// data directory's lock keeps other processes out).
     fence: std::sync::Mutex<()>,
+    /// Serialises token writes with the upgrade of a token row read by `get_token`, so an old
+    /// row's rewrite can never land after (and undo) a revocation.
+    tokens_lock: std::sync::Mutex<()>,
 }
 
 /// Memory the embedded store may use, set explicitly (fjall's defaults have no overall cap).
@@ -221,6 +224,7 @@ impl EmbeddedStore {
             s3_by_cid: open("s3_by_cid")?,
             analytics: open("analytics")?,
             fence: std::sync::Mutex::new(()),
+            tokens_lock: std::sync::Mutex::new(()),
             db,
         })
     }
@@ -398,6 +402,29 @@ impl EmbeddedStore {
             batch.commit().map_err(backend)?;
         }
         Ok(())
+    }
+
+    fn lock_tokens(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
+        self.tokens_lock
+            .lock()
+            .map_err(|_| StoreError::Backend("token lock poisoned".into()))
+    }
+
+    /// A token row, its id index entry and its owner listing entry, in one synced batch
+    /// (the caller holds `tokens_lock`).
+    fn write_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
+        let id = crate::token_id(secret_hash);
+        let row = encode(token);
+        let mut write = self.db.batch();
+        write.insert(&self.tokens, secret_hash.as_bytes(), row.as_slice());
+        write.insert(&self.token_index, token_id_key(&id), secret_hash.as_bytes());
+        let owner_key = token_owner_key(&token.owner, &id);
+        match token.revoked_ns {
+            None => write.insert(&self.token_index, owner_key, row.as_slice()),
+            Some(_) => write.remove(&self.token_index, owner_key),
+        }
+        write.commit().map_err(backend)?;
+        self.db.persist(PersistMode::SyncAll).map_err(backend)
     }
 
     /// One page of every CID state, in CID order, after `after`: a scan of the whole table,
@@ -921,28 +948,26 @@ impl Store for EmbeddedStore {
     }
 
     fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<(), StoreError> {
-        let id = crate::token_id(secret_hash);
-        let row = encode(token);
-        let mut write = self.db.batch();
-        write.insert(&self.tokens, secret_hash.as_bytes(), row.as_slice());
-        write.insert(&self.token_index, token_id_key(&id), secret_hash.as_bytes());
-        let owner_key = token_owner_key(&token.owner, &id);
-        match token.revoked_ns {
-            None => write.insert(&self.token_index, owner_key, row.as_slice()),
-            Some(_) => write.remove(&self.token_index, owner_key),
-        }
-        write.commit().map_err(backend)?;
-        self.db.persist(PersistMode::SyncAll).map_err(backend)
+        let _guard = self.lock_tokens()?;
+        self.write_token(secret_hash, token)
     }
 
     fn get_token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         let Some(bytes) = self.tokens.get(secret_hash.as_bytes()).map_err(backend)? else {
             return Ok(None);
         };
+        if crate::row::version_of(&bytes) >= 3 {
+            return decode("token", &bytes).map(Some);
+        }
+        // Made before the token index: rewritten once, so it is listed and revocable. Read
+        // again under the lock: a revocation written meanwhile is kept, not overwritten.
+        let _guard = self.lock_tokens()?;
+        let Some(bytes) = self.tokens.get(secret_hash.as_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
         let token: TokenRecord = decode("token", &bytes)?;
         if crate::row::version_of(&bytes) < 3 {
-            // Made before the token index: rewritten once, so it is listed and revocable.
-            self.put_token(secret_hash, &token)?;
+            self.write_token(secret_hash, &token)?;
         }
         Ok(Some(token))
     }
