@@ -237,20 +237,32 @@ impl IpfsDaemon {
                 String::from_utf8_lossy(&init.stderr)
             );
         }
-        let (swarm, api, gateway, rpc) = (free_port(), free_port(), free_port(), free_port());
         let config_path = repo.join("config");
-        let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path)?)?;
-        config["Bootstrap"] = serde_json::json!([]);
-        config["Addresses"]["Delegates"] = serde_json::json!([]);
-        config["Addresses"]["Swarm"] = serde_json::json!([format!("/ip4/127.0.0.1/tcp/{swarm}")]);
-        config["Addresses"]["API"] = format!("/ip4/127.0.0.1/tcp/{api}").into();
-        config["Addresses"]["Gateway"] = format!("/ip4/127.0.0.1/tcp/{gateway}").into();
-        config["Addresses"]["RPC"] = format!("/ip4/127.0.0.1/tcp/{rpc}").into();
-        config["Discovery"]["MDNS"]["Enabled"] = false.into();
-        config["Discovery"]["webRTCStar"]["Enabled"] = false.into();
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
-
-        let child = spawn_daemon(dir.path()).await?;
+        // A port found free may be taken by another test before the daemon binds it: such a
+        // start is tried again on other ports (at most three attempts).
+        let mut attempts = 0;
+        let (child, api) = loop {
+            attempts += 1;
+            let (swarm, api, gateway, rpc) = (free_port(), free_port(), free_port(), free_port());
+            let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path)?)?;
+            config["Bootstrap"] = serde_json::json!([]);
+            config["Addresses"]["Delegates"] = serde_json::json!([]);
+            config["Addresses"]["Swarm"] =
+                serde_json::json!([format!("/ip4/127.0.0.1/tcp/{swarm}")]);
+            config["Addresses"]["API"] = format!("/ip4/127.0.0.1/tcp/{api}").into();
+            config["Addresses"]["Gateway"] = format!("/ip4/127.0.0.1/tcp/{gateway}").into();
+            config["Addresses"]["RPC"] = format!("/ip4/127.0.0.1/tcp/{rpc}").into();
+            config["Discovery"]["MDNS"]["Enabled"] = false.into();
+            config["Discovery"]["webRTCStar"]["Enabled"] = false.into();
+            std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
+            match spawn_daemon(dir.path()).await {
+                Ok(child) => break (child, api),
+                Err(error) if attempts < 3 && format!("{error:#}").contains("EADDRINUSE") => {
+                    continue
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let api_url = format!("http://127.0.0.1:{api}");
         let mut daemon = IpfsDaemon {
             child,

@@ -267,10 +267,23 @@ impl Analytics {
     }
 
     /// The demand and last decision of `cid` (canonical), if a local partition tracks it.
-    pub async fn explain(&self, cid: &str) -> Option<CidAnalytics> {
+    /// `Err(Busy)` when its partition does not answer within [`EXPLAIN_WAIT`] (e.g. while it
+    /// rebuilds demand from the access topic after a handover): a caller is told to come back
+    /// rather than held.
+    pub async fn explain(&self, cid: &str) -> Result<Option<CidAnalytics>, Busy> {
         let partition = self.shared.access_log.partition_for(cid.as_bytes());
-        let actor = self.running.lock().get(&partition)?.actor.clone();
-        actor.send(Explain(cid.to_string())).await.ok().flatten()
+        let Some(actor) = self
+            .running
+            .lock()
+            .get(&partition)
+            .map(|running| running.actor.clone())
+        else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(EXPLAIN_WAIT, actor.send(Explain(cid.to_string()))).await {
+            Ok(answer) => Ok(answer.ok().flatten()),
+            Err(_) => Err(Busy),
+        }
     }
 
     /// The last epoch of every local partition.
@@ -291,6 +304,13 @@ impl Analytics {
         out
     }
 }
+
+/// How long `explain` waits for a partition's answer.
+pub const EXPLAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An access partition did not answer in time (it is busy, e.g. rebuilding its demand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
 
 /// What a partition checkpoints besides its offset (versioned; `AnalyticsCheckpoint::state`).
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -104,7 +104,7 @@ async fn cid_analytics(
     let analytics = analytics(&state)?;
     let cid = pinhive_domain::canonical_cid(&path.into_inner())
         .map_err(|rejection| ApiError::bad_request(rejection.to_string()))?;
-    let tracked = analytics.explain(&cid).await;
+    let tracked = analytics.explain(&cid).await.map_err(|_| busy())?;
     Ok(HttpResponse::Ok().json(json!({
         "cid": cid,
         "tracked": tracked.is_some(),
@@ -136,7 +136,7 @@ async fn pin_analytics(
     let store = state.store.clone();
     let key = cid.clone();
     let cid_state = web::block(move || store.load_cid(&key)).await??;
-    let tracked = analytics.explain(&cid).await;
+    let tracked = analytics.explain(&cid).await.map_err(|_| busy())?;
     // A tenant sees its own pin's bounds and how many replicas are in which status; node ids,
     // raw errors and the bounds other pins of the CID asked for are for admins
     // (docs/security.md).
@@ -194,4 +194,14 @@ async fn pin_analytics(
             .and_then(|t| t.decision.as_ref().map(|d| d.reason.clone()))
             .unwrap_or_else(|| "not among the tracked heavy hitters: demand too low to earn replicas above min".into()),
     })))
+}
+
+/// 503 + `Retry-After`: the CID's access partition did not answer in time (it may be
+/// rebuilding demand after a handover).
+fn busy() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the CID's analytics partition is busy (rebuilding demand?); try again",
+    )
+    .retry_after(1)
 }
