@@ -306,7 +306,7 @@ impl Analytics {
 }
 
 /// How long `explain` waits for a partition's answer.
-pub const EXPLAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const EXPLAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An access partition did not answer in time (it is busy, e.g. rebuilding its demand).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
