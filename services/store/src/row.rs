@@ -68,32 +68,10 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     // Every caller decodes through here, whatever store or helper it uses, so the one type
     // whose layout changed is told apart by its type, not by a name its caller passes.
     if version < 2 && std::any::type_name::<T>() == std::any::type_name::<CidState>() {
-        let (old, _): (v1::CidState, usize) =
-            bincode::serde::decode_from_slice(body, bincode::config::standard())
-                .map_err(corrupt)?;
-        let current =
-            bincode::serde::encode_to_vec(CidState::from(old), bincode::config::standard())
-                .map_err(|error| StoreError::Corrupt {
-                    what,
-                    reason: error.to_string(),
-                })?;
-        return bincode::serde::decode_from_slice(&current, bincode::config::standard())
-            .map(|(value, _)| value)
-            .map_err(corrupt);
+        return upgrade::<v1::CidState, CidState, T>(what, body);
     }
     if version < 3 && std::any::type_name::<T>() == std::any::type_name::<TokenRecord>() {
-        let (old, _): (v2::TokenRecord, usize) =
-            bincode::serde::decode_from_slice(body, bincode::config::standard())
-                .map_err(corrupt)?;
-        let current =
-            bincode::serde::encode_to_vec(TokenRecord::from(old), bincode::config::standard())
-                .map_err(|error| StoreError::Corrupt {
-                    what,
-                    reason: error.to_string(),
-                })?;
-        return bincode::serde::decode_from_slice(&current, bincode::config::standard())
-            .map(|(value, _)| value)
-            .map_err(corrupt);
+        return upgrade::<v2::TokenRecord, TokenRecord, T>(what, body);
     }
     bincode::serde::decode_from_slice(body, bincode::config::standard())
         .map(|(value, _)| value)
@@ -135,6 +113,25 @@ pub(crate) mod v2 {
             }
         }
     }
+}
+
+/// `body` in an earlier layout `Old`, read as the current `New` (which the caller's `T` is:
+/// re-encoded once and decoded as `T`).
+fn upgrade<Old, New, T>(what: &'static str, body: &[u8]) -> Result<T, StoreError>
+where
+    Old: DeserializeOwned,
+    New: From<Old> + Serialize,
+    T: DeserializeOwned,
+{
+    let corrupt = |reason: String| StoreError::Corrupt { what, reason };
+    let (old, _): (Old, usize) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map_err(|error| corrupt(error.to_string()))?;
+    let current = bincode::serde::encode_to_vec(New::from(old), bincode::config::standard())
+        .map_err(|error| corrupt(error.to_string()))?;
+    bincode::serde::decode_from_slice(&current, bincode::config::standard())
+        .map(|(value, _)| value)
+        .map_err(|error| corrupt(error.to_string()))
 }
 
 /// The CID state as row versions 0 and 1 (and commit attempts of layouts 1 and 2) hold it,
