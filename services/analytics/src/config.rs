@@ -21,6 +21,10 @@ pub struct AnalyticsConfig {
     /// start (`--ipfs-node URL#REGION` and nodes added earlier through the admin API).
     pub regions: Vec<String>,
     pub epoch_secs: f64,
+    /// Least time between two checkpoints of a partition (a stop always checkpoints). A
+    /// checkpoint encodes the whole tracker (megabytes), so it is not written every epoch when
+    /// epochs are short; a crash re-reads the access records counted since the last one.
+    pub checkpoint_secs: f64,
     pub fast_half_life_secs: f64,
     pub slow_half_life_secs: f64,
     pub replica_bytes_per_sec: f64,
@@ -50,6 +54,7 @@ impl Default for AnalyticsConfig {
             access_retention_secs: 3600,
             regions: Vec::new(),
             epoch_secs: 60.0,
+            checkpoint_secs: 60.0,
             fast_half_life_secs: 3600.0,
             slow_half_life_secs: 86_400.0,
             replica_bytes_per_sec: params.replica_bytes_per_sec,
@@ -72,6 +77,7 @@ impl AnalyticsConfig {
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
             ("epoch_secs", self.epoch_secs),
+            ("checkpoint_secs", self.checkpoint_secs),
             ("fast_half_life_secs", self.fast_half_life_secs),
             ("slow_half_life_secs", self.slow_half_life_secs),
             ("replica_bytes_per_sec", self.replica_bytes_per_sec),

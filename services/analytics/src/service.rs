@@ -181,6 +181,8 @@ impl Analytics {
                     partition,
                     tracker,
                     next_offset,
+                    checkpointed_offset: next_offset,
+                    last_checkpoint: Instant::now(),
                     pending_resets,
                     explanations: HashMap::new(),
                     last: PartitionSummary::default(),
@@ -425,6 +427,10 @@ pub struct PartitionActor {
     tracker: Tracker,
     /// Offset after the last record counted (what a checkpoint covers).
     next_offset: u64,
+    /// What the last checkpoint covers, and when it was written (access records before it
+    /// may be released).
+    checkpointed_offset: u64,
+    last_checkpoint: Instant,
     /// CIDs evicted from the tracker with a raised target, whose reset to `min` is not yet
     /// appended (bounded by the table size per epoch).
     pending_resets: Vec<String>,
@@ -620,13 +626,16 @@ impl PartitionActor {
             let evicted = actor.tracker.end_epoch();
             actor.pending_resets.extend(evicted);
             actor.record_outcome(&outcome, epoch);
-            actor.checkpoint();
-            // Records the checkpoint covers are no longer needed once they are old enough
+            if actor.last_checkpoint.elapsed().as_secs_f64() >= actor.shared.config.checkpoint_secs
+            {
+                actor.checkpoint();
+            }
+            // Records the last checkpoint covers are no longer needed once they are old enough
             // (kept a while to rebuild demand if a checkpoint ever becomes unusable).
             let (log, partition, covered) = (
                 actor.shared.access_log.clone(),
                 actor.partition,
-                actor.next_offset,
+                actor.checkpointed_offset,
             );
             let keep = Duration::from_secs(actor.shared.config.access_retention_secs);
             ctx.spawn(
@@ -706,7 +715,8 @@ impl PartitionActor {
         };
     }
 
-    fn checkpoint(&self) {
+    fn checkpoint(&mut self) {
+        self.last_checkpoint = Instant::now();
         let state = PartitionState {
             version: PARTITION_STATE_VERSION,
             tracker: self.tracker.encode(),
@@ -723,7 +733,9 @@ impl PartitionActor {
             .put_analytics_checkpoint(self.partition, &checkpoint)
         {
             tracing::error!(partition = self.partition, error = %error, "analytics checkpoint failed");
+            return;
         }
+        self.checkpointed_offset = checkpoint.next_offset;
     }
 }
 
