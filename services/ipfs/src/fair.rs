@@ -238,6 +238,23 @@ mod tests {
     }
 
     #[test]
+    fn without_a_reserve_an_owner_alone_uses_every_slot_and_a_newcomer_takes_the_next_free_one() {
+        let mut queue = FairQueue::new(limits(4, 0));
+        for i in 0..10 {
+            queue.push("flood", i).unwrap();
+        }
+        assert_eq!(drain(&mut queue), ["flood"; 4]);
+        queue.push("b", 0).unwrap();
+        assert!(queue.start_next().is_none(), "no slot is kept for b");
+        queue.done("flood");
+        assert_eq!(
+            drain(&mut queue),
+            ["b"],
+            "the freed slot goes to b, below its share"
+        );
+    }
+
+    #[test]
     fn free_slots_go_round_robin_between_owners_below_their_share() {
         let mut queue = FairQueue::new(limits(6, 0));
         for owner in ["a", "b", "c"] {

@@ -111,6 +111,14 @@ pub struct ServeArgs {
     /// The same cap per destination node (0: no cap).
     #[arg(long, env = "PINHIVE_REREPLICATION_RATE_PER_NODE")]
     pub rereplication_rate_per_node: Option<u32>,
+    /// RPCs in flight per IPFS node (its driver's slots, shared fairly between owners).
+    #[arg(long, env = "PINHIVE_NODE_SLOTS")]
+    pub node_slots: Option<usize>,
+    /// Slots of a node kept for owners below their fair share, so a newcomer starts at once
+    /// while another owner floods (default: a quarter of `node_slots`; 0: none — an owner
+    /// alone may use every slot, a newcomer waits for the next slot that frees).
+    #[arg(long, env = "PINHIVE_NODE_RESERVED_SLOTS")]
+    pub node_reserved_slots: Option<usize>,
     /// Seconds between two anti-entropy rounds (each node's pins compared with pinhive's
     /// replicas; 0: off).
     #[arg(long, env = "PINHIVE_ANTI_ENTROPY_INTERVAL_SECS")]
@@ -211,6 +219,9 @@ pub struct Config {
     pub health_interval_secs: u64,
     pub rereplication_rate: u32,
     pub rereplication_rate_per_node: u32,
+    pub node_slots: usize,
+    /// `None`: a quarter of `node_slots`.
+    pub node_reserved_slots: Option<usize>,
     pub anti_entropy_interval_secs: u64,
     pub anti_entropy_checks_per_sec: u32,
     pub anti_entropy_remove_unknown: bool,
@@ -270,6 +281,8 @@ impl Default for Config {
             health_interval_secs: 5,
             rereplication_rate: 100,
             rereplication_rate_per_node: 20,
+            node_slots: 32,
+            node_reserved_slots: None,
             anti_entropy_interval_secs: 3600,
             anti_entropy_checks_per_sec: 100,
             anti_entropy_remove_unknown: false,
@@ -344,6 +357,10 @@ impl Config {
         flag!(health_interval_secs);
         flag!(rereplication_rate);
         flag!(rereplication_rate_per_node);
+        flag!(node_slots);
+        if let Some(reserved) = args.node_reserved_slots {
+            config.node_reserved_slots = Some(reserved);
+        }
         flag!(anti_entropy_interval_secs);
         flag!(anti_entropy_checks_per_sec);
         flag!(anti_entropy_remove_unknown);
@@ -396,6 +413,18 @@ impl Config {
         }
         if self.pin_attempts == 0 {
             bail!("pin_attempts must be at least 1");
+        }
+        if self.node_slots == 0 {
+            bail!("node_slots must be at least 1");
+        }
+        if let Some(reserved) = self.node_reserved_slots {
+            if reserved >= self.node_slots {
+                bail!(
+                    "node_reserved_slots ({reserved}) must be below node_slots ({}): some slots \
+                     must be open to every owner",
+                    self.node_slots
+                );
+            }
         }
         if self.pin_retry_base_secs == 0 || self.pin_retry_max_secs < self.pin_retry_base_secs {
             bail!(
@@ -777,6 +806,39 @@ mod tests {
             let error = format!("{:#}", Config::load(&args).unwrap_err());
             assert!(error.contains(names), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn node_slots_and_their_reserve_shape_each_node_fair_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        std::fs::write(&file, "").unwrap();
+        let limits = crate::serve::driver_config(&Config::load(&args).unwrap()).fair_limits();
+        assert_eq!((limits.slots, limits.reserved), (32, 8), "defaults");
+        // 0: work-conserving (an owner alone may use every slot).
+        std::fs::write(&file, "node_slots = 16\nnode_reserved_slots = 0\n").unwrap();
+        let limits = crate::serve::driver_config(&Config::load(&args).unwrap()).fair_limits();
+        assert_eq!((limits.slots, limits.reserved), (16, 0));
+        // Without a reserve setting, a quarter of the slots.
+        std::fs::write(&file, "node_slots = 16\n").unwrap();
+        let limits = crate::serve::driver_config(&Config::load(&args).unwrap()).fair_limits();
+        assert_eq!((limits.slots, limits.reserved), (16, 4));
+        let flagged = ServeArgs {
+            node_reserved_slots: Some(16),
+            ..args.clone()
+        };
+        let error = format!("{:#}", Config::load(&flagged).unwrap_err());
+        assert!(
+            error.contains("node_reserved_slots (16) must be below node_slots (16)"),
+            "{error}"
+        );
+        std::fs::write(&file, "node_slots = 0\n").unwrap();
+        let error = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(error.contains("node_slots must be at least 1"), "{error}");
     }
 
     #[test]

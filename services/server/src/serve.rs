@@ -105,6 +105,8 @@ pub fn driver_config(config: &Config) -> NodeDriverConfig {
         pin_timeout: config.pin_timeout(),
         attempts: config.pin_attempts,
         health_interval: Duration::from_secs(config.health_interval_secs),
+        concurrency: config.node_slots,
+        reserved_slots: config.node_reserved_slots,
         ..NodeDriverConfig::default()
     }
 }
