@@ -570,6 +570,14 @@ async fn every_route_checks_scope_owner_expiry_and_revocation() {
     // An admin reading another owner's pin is audited.
     let ops = Client::new(&base, &secret("ops admin")).unchecked();
     assert_eq!(ops.get(&admin_pin(read_pin, "history")).await.0, 200);
+    // An admin's change of another owner's pin is audited once, after it succeeded.
+    let (status, body) = send(
+        &base,
+        Some(&secret("ops admin")),
+        &call(Method::DELETE, &admin_pin(read_pin, "expiry"), None),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
 
     // Revocation is seen within 1 s (here the revoking instance evicts at once; across
     // instances the cache's 500 ms bound holds: docs/architecture.md).
@@ -622,10 +630,28 @@ async fn every_route_checks_scope_owner_expiry_and_revocation() {
             && has("node_add", "console", "table-node")
             && has("node_drain", "console", "table-node")
             && has("node_remove", "console", "table-node")
-            && has("s3_webhook", "gateway", ""))
+            && has("s3_webhook", "gateway", "")
+            // An admin's reads of other owners' data outside the pin routes.
+            && has("admin_read_other_owner", "console", "alice")
+            && has("admin_read_other_owner", "console", "dead-letters")
+            && has("admin_read_other_owner", "console", "quarantine")
+            && has("admin_read_other_owner", "console", "docs")
+            && has("admin_change_other_owner", "console", read_pin))
         .then_some(lines)
     })
     .await;
+    let expiry_changes = audit
+        .iter()
+        .filter(|line| {
+            let fields = &line["fields"];
+            fields["action"] == "admin_change_other_owner"
+                && fields["subject"] == read_pin.as_str()
+                && fields["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("expiry change"))
+        })
+        .count();
+    assert_eq!(expiry_changes, 1, "one audit line per change: {audit:?}");
     // Each line carries the caller's token id, never a secret.
     let text = serde_json::to_string(&audit).unwrap();
     assert!(text.contains(&root_id), "no token id in the audit lines");

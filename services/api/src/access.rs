@@ -121,7 +121,7 @@ async fn pin_analytics(
 ) -> Result<HttpResponse, ApiError> {
     let analytics = analytics(&state)?;
     let requestid = path.into_inner();
-    let row = owned_pin(
+    let owned = owned_pin(
         &state,
         &caller,
         &requestid,
@@ -131,6 +131,7 @@ async fn pin_analytics(
         },
     )
     .await?;
+    let row = &owned.row;
     let pin = &row.record;
     let cid = pinhive_domain::canonical_cid(&pin.cid).unwrap_or_else(|_| pin.cid.clone());
     let store = state.store.clone();
@@ -175,6 +176,7 @@ async fn pin_analytics(
             .collect()
     };
     let current = nodes.len();
+    owned.audit(&caller);
     Ok(HttpResponse::Ok().json(json!({
         "requestid": requestid,
         "cid": cid,

@@ -200,7 +200,7 @@ async fn pin_history(
 ) -> Result<HttpResponse, ApiError> {
     use pinhive_domain::disclosure::{in_history, tenant_event};
     let requestid = path.into_inner();
-    let row = owned_pin(
+    let owned = owned_pin(
         &state,
         &caller,
         &requestid,
@@ -210,6 +210,7 @@ async fn pin_history(
         },
     )
     .await?;
+    let row = owned.row.clone();
     let pin = row.record.clone();
     let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
     // The journal is kept per CID state, which is keyed by the canonical CID.
@@ -250,6 +251,7 @@ async fn pin_history(
     let retention = state.orchestrator.journal_retention();
     let retained_since = pinhive_events::now_ns()
         .saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+    owned.audit(&caller);
     Ok(HttpResponse::Ok().json(json!({
         "requestid": pin.requestid,
         "cid": pin.cid,
@@ -291,7 +293,7 @@ fn parse_dead_letter_cursor(text: &str) -> Result<(u32, u64), ApiError> {
 /// for the following page, which may be empty), and null otherwise.
 async fn dead_letters(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    AdminCaller(caller): AdminCaller,
     query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let after = query
@@ -306,6 +308,17 @@ async fn dead_letters(
         Some(last) if letters.len() == limit => Some(format!("{}:{}", last.partition, last.offset)),
         _ => None,
     };
+    // Dead letters are records of any owner.
+    crate::audit::admin_read(
+        &caller,
+        None,
+        "dead-letters",
+        &format!(
+            "{} dead letter(s) after {}",
+            letters.len(),
+            query.after.as_deref().unwrap_or("the start")
+        ),
+    );
     Ok(HttpResponse::Ok().json(json!({"dead_letters": letters, "next": next})))
 }
 
@@ -363,23 +376,30 @@ struct S3ObjectsQuery {
 /// Objects of a bucket by key prefix (keyset pagination with `after`), with their CIDs.
 async fn s3_objects(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    AdminCaller(caller): AdminCaller,
     query: web::Query<S3ObjectsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    let bucket = query.bucket.clone();
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let store = state.store.clone();
     let objects = web::block(move || {
         store.list_s3_objects(&query.bucket, &query.prefix, query.after.as_deref(), limit)
     })
     .await??;
+    crate::audit::admin_read(
+        &caller,
+        Some(&state.config.s3_owner),
+        &bucket,
+        &format!("{} S3 object(s) of the bucket", objects.len()),
+    );
     Ok(HttpResponse::Ok().json(json!({"objects": objects})))
 }
 
 /// S3 objects whose content is this CID.
 async fn s3_by_cid(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    AdminCaller(caller): AdminCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     // Any spelling of the CID finds the objects: the mapping is kept by the canonical form, and
@@ -387,6 +407,7 @@ async fn s3_by_cid(
     let given = path.into_inner();
     let cid = pinhive_domain::canonical_cid(&given)?;
     let store = state.store.clone();
+    let subject = cid.clone();
     let objects = web::block(move || {
         let mut objects = store.s3_objects_by_cid(&cid, 1000)?;
         if given.trim() != cid {
@@ -396,6 +417,12 @@ async fn s3_by_cid(
         Ok::<_, pinhive_store::StoreError>(objects)
     })
     .await??;
+    crate::audit::admin_read(
+        &caller,
+        Some(&state.config.s3_owner),
+        &subject,
+        &format!("{} S3 object(s) of the CID", objects.len()),
+    );
     Ok(HttpResponse::Ok().json(json!({"objects": objects})))
 }
 

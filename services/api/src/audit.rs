@@ -1,7 +1,8 @@
 //! The audit trail: one structured log line (tracing target `audit`) and one increment of
 //! `pinhive_audit_events_total{action}` per security-relevant action — token mint and revoke,
-//! node add / remove / drain / undrain, pin delete, S3 webhook call, and an admin's read or
-//! change of another owner's pin. Each line names the caller by token id, token name and owner;
+//! node add / remove / drain / undrain, pin delete, S3 webhook call, an admin's read or
+//! change of another owner's pin, and an admin's read of other owners' data outside the pin
+//! routes (token listings, dead letters, quarantined CIDs, S3 objects). Each line names the caller by token id, token name and owner;
 //! never by secret.
 //!
 //! The lines go wherever the service logs (stderr; `--log-format json` makes them one JSON
@@ -54,6 +55,16 @@ static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["action"],
     )
 });
+
+/// Records an admin's read of data that is not (only) its own owner's — another owner's
+/// tokens, dead letters (records of any owner), quarantined CIDs, the S3 owner's objects — on
+/// `subject`, when `owner` (the data's owner; `None` for data of many owners) is not the
+/// caller's.
+pub fn admin_read(caller: &Caller, owner: Option<&str>, subject: &str, detail: &str) {
+    if owner != Some(caller.owner.as_str()) {
+        record(Action::AdminReadOtherOwner, caller, subject, detail);
+    }
+}
 
 /// Records one audited action by `caller` on `subject` (a token id, node id, requestid,
 /// bucket…), with `detail` saying what exactly (may be empty).

@@ -70,34 +70,16 @@ impl Caller {
     }
 
     /// Allows `scope` on pin `requestid` of `pin_owner` ([`Caller::pin_access`]) or answers
-    /// 404; an admin's access to another owner's pin is audited, `what` saying what it did.
+    /// 404. An admin's access to another owner's pin is audited by the route once its action
+    /// succeeded ([`crate::owned::OwnedPin::audit`]).
     pub fn check_pin(
         &self,
         pin_owner: &str,
         requestid: &str,
         scope: Scope,
-        what: &str,
     ) -> Result<PinAccess, ApiError> {
-        match self.pin_access(pin_owner, scope) {
-            Some(PinAccess::Own) => Ok(PinAccess::Own),
-            Some(PinAccess::AdminOfOtherOwner) => {
-                let action = if scope == Scope::PinsRead {
-                    crate::audit::Action::AdminReadOtherOwner
-                } else {
-                    crate::audit::Action::AdminChangeOtherOwner
-                };
-                crate::audit::record(
-                    action,
-                    self,
-                    requestid,
-                    &format!("{what} of a pin of {pin_owner}"),
-                );
-                Ok(PinAccess::AdminOfOtherOwner)
-            }
-            None => Err(ApiError::not_found(format!(
-                "no pin with requestid {requestid}"
-            ))),
-        }
+        self.pin_access(pin_owner, scope)
+            .ok_or_else(|| ApiError::not_found(format!("no pin with requestid {requestid}")))
     }
 
     fn require(self, any_of: &[Scope]) -> Result<Caller, ApiError> {

@@ -80,17 +80,12 @@ async fn change(
     requestid: String,
     expiry: Option<Expiry>,
 ) -> Result<HttpResponse, ApiError> {
-    let pin = owned_pin(
-        state,
-        caller,
-        &requestid,
-        Access::OwnerOrAdmin {
-            scope: Scope::PinsWrite,
-            what: "expiry change",
-        },
-    )
-    .await?
-    .record;
+    let access = Access::OwnerOrAdmin {
+        scope: Scope::PinsWrite,
+        what: "expiry change",
+    };
+    let owned = owned_pin(state, caller, &requestid, access).await?;
+    let pin = &owned.row.record;
     let decided = decide(Command::SetExpiry {
         requestid: pin.requestid.clone(),
         cid: Cid::parse(&pin.cid).map_err(ApiError::internal)?,
@@ -98,16 +93,11 @@ async fn change(
         now_ns: pinhive_events::now_ns(),
     })?;
     append_and_wait(state, decided).await?;
-    let pin = owned_pin(
-        state,
-        caller,
-        &pin.requestid,
-        Access::OwnerOrAdmin {
-            scope: Scope::PinsWrite,
-            what: "expiry change",
-        },
-    )
-    .await?
-    .record;
+    owned.audit(caller);
+    // The pin as its shard applied the change (the same access: it cannot have changed owner).
+    let pin = owned_pin(state, caller, &requestid, access)
+        .await?
+        .row
+        .record;
     Ok(HttpResponse::Accepted().json(render(state, pin)))
 }

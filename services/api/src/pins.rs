@@ -79,6 +79,7 @@ async fn load_owned_pin(
 ) -> Result<PinRecord, ApiError> {
     Ok(owned_pin(state, caller, &requestid, Access::Owner)
         .await?
+        .row
         .record)
 }
 

@@ -28,7 +28,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// One bounded read per log partition (at most `QUARANTINE_LIMIT` entries each).
-async fn list(state: web::Data<AppState>, _admin: AdminCaller) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: web::Data<AppState>,
+    AdminCaller(caller): AdminCaller,
+) -> Result<HttpResponse, ApiError> {
     let partitions = state.log.partition_count();
     let store = state.store.clone();
     let entries = web::block(move || {
@@ -39,6 +42,13 @@ async fn list(state: web::Data<AppState>, _admin: AdminCaller) -> Result<HttpRes
         Ok::<_, pinhive_store::StoreError>(entries)
     })
     .await??;
+    // Quarantined records are any owner's.
+    crate::audit::admin_read(
+        &caller,
+        None,
+        "quarantine",
+        &format!("{} quarantined CID(s)", entries.len()),
+    );
     Ok(HttpResponse::Ok().json(json!({ "quarantined": entries })))
 }
 

@@ -34,7 +34,7 @@ async fn recover(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let requestid = path.into_inner();
-    let pin = owned_pin(
+    let owned = owned_pin(
         &state,
         &caller,
         &requestid,
@@ -43,8 +43,8 @@ async fn recover(
             what: "recovery",
         },
     )
-    .await?
-    .record;
+    .await?;
+    let pin = &owned.row.record;
     // The shard keys the CID's events by its canonical form.
     let cid = canonical_cid(&pin.cid)?;
     crate::pins::append_and_wait(
@@ -58,6 +58,7 @@ async fn recover(
     )
     .await?;
     tracing::info!(requestid = %requestid, cid = %cid, status = pin.status.as_str(), "pin recovery requested");
+    owned.audit(&caller);
     Ok(HttpResponse::Accepted().json(json!({
         "requestid": requestid,
         "cid": pin.cid,

@@ -180,7 +180,7 @@ struct ListQuery {
 /// required: tokens are indexed per owner, and a listing of every owner would be a scan.
 async fn list_tokens(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    AdminCaller(caller): AdminCaller,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let ListQuery {
@@ -203,6 +203,12 @@ async fn list_tokens(
         .iter()
         .map(|(id, token)| token_json(id, token))
         .collect();
+    audit::admin_read(
+        &caller,
+        Some(&owner),
+        &owner,
+        &format!("token listing ({} tokens)", tokens.len()),
+    );
     Ok(HttpResponse::Ok().json(json!({"owner": owner, "tokens": tokens, "next": next})))
 }
 
@@ -216,11 +222,17 @@ async fn find(state: &AppState, id: String) -> Result<(String, TokenRecord), Api
 
 async fn get_token(
     state: web::Data<AppState>,
-    _admin: AdminCaller,
+    AdminCaller(caller): AdminCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let (_, token) = find(&state, id.clone()).await?;
+    audit::admin_read(
+        &caller,
+        Some(&token.owner),
+        &id,
+        &format!("token of {:?}", token.owner),
+    );
     Ok(HttpResponse::Ok().json(token_json(&id, &token)))
 }
 
