@@ -401,3 +401,138 @@ async fn a_tenant_flooding_unfetchable_cids_does_not_starve_another() {
         "{queued}"
     );
 }
+
+/// A webhook notification of one object in bucket `docs` (content: an unfetchable CID).
+fn s3_notification(key: &str) -> serde_json::Value {
+    json!({"Records": [{
+        "eventName": "s3:ObjectCreated:Put",
+        "s3": {"bucket": {"name": "docs"},
+               "object": {"key": key, "sequencer": "0A",
+                          "userMetadata": {"x-amz-meta-cid": unfetchable_cid()}}}
+    }]})
+}
+
+async fn post_s3(client: &Client, body: serde_json::Value) -> (u16, serde_json::Value) {
+    client
+        .send(
+            client
+                .request(reqwest::Method::POST, "/admin/s3/events")
+                .json(&body),
+        )
+        .await
+}
+
+/// Keys of the objects pinhive maps in bucket `docs`.
+async fn s3_keys(admin: &Client) -> Vec<String> {
+    let (_, body) = admin.get("/admin/s3/objects?bucket=docs").await;
+    body["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["key"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The S3 owner's quotas on both S3 paths. Max pins: the webhook answers 403
+/// `PIN_QUOTA_EXCEEDED`, and a notification from the S3 topic is a dead letter naming the quota;
+/// neither maps the object. Max in flight: the webhook answers 429 `IN_FLIGHT_QUOTA_EXCEEDED`
+/// with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_owner_over_its_quota_is_refused_on_the_webhook_and_dead_lettered_from_the_topic() {
+    let tansu = Tansu::start().await.expect("tansu broker");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = create_token(&data, "ops", true).unwrap();
+    let log = format!("kafka://{}", tansu.bootstrap);
+    let node = no_node();
+    let pinhive = Pinhive::start(
+        &data,
+        &[
+            "--log",
+            &log,
+            "--partitions",
+            "4",
+            "--s3-topic",
+            "pinhive-s3",
+            "--ipfs-node",
+            &node,
+            "--quota-max-pins",
+            "1",
+        ],
+    )
+    .await
+    .unwrap();
+    let admin = Client::new(&pinhive.url, &admin);
+    let (status, body) = post_s3(&admin, s3_notification("first.pdf")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["applied"][0]["action"], "pinned", "{body}");
+    let (status, body) = post_s3(&admin, s3_notification("second.pdf")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(reason(&body), "PIN_QUOTA_EXCEEDED", "{body}");
+    assert!(
+        body["error"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("holds 1 pins"),
+        "{body}"
+    );
+
+    // The same over the S3 topic (an external producer, as an S3 gateway publishes).
+    let producer = external_producer(&tansu.bootstrap);
+    producer
+        .send(
+            FutureRecord::to("pinhive-s3")
+                .key("docs/third.pdf")
+                .payload(&s3_notification("third.pdf").to_string()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let letter =
+        eventually(
+            Duration::from_secs(30),
+            "a dead letter for the over-quota notification",
+            || async {
+                admin.dead_letter_reasons().await.into_iter().find(|r| {
+                    r.starts_with("s3 notification (pinhive-s3/") && r.contains("third.pdf")
+                })
+            },
+        )
+        .await;
+    assert!(letter.contains("quota exceeded"), "{letter}");
+    assert_eq!(
+        s3_keys(&admin).await,
+        ["first.pdf"],
+        "refused objects are not mapped"
+    );
+
+    // Max in flight (no node: the first pin stays queued, in flight).
+    let data = dir.path().join("in-flight");
+    let token = create_token(&data, "ops", true).unwrap();
+    let node = no_node();
+    let pinhive = Pinhive::start(&data, &["--ipfs-node", &node, "--quota-max-in-flight", "1"])
+        .await
+        .unwrap();
+    let admin = Client::new(&pinhive.url, &token);
+    let (status, body) = post_s3(&admin, s3_notification("first.pdf")).await;
+    assert_eq!(status, 200, "{body}");
+    let response = admin
+        .http
+        .post(format!("{}/admin/s3/events", pinhive.url))
+        .bearer_auth(&admin.token)
+        .json(&s3_notification("second.pdf"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["Retry-After"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(reason(&body), "IN_FLIGHT_QUOTA_EXCEEDED", "{body}");
+    assert_eq!(s3_keys(&admin).await, ["first.pdf"]);
+}
