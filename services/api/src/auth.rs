@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use pinhive_domain::tokens::{Scope, Scopes, TokenStatus};
@@ -128,6 +129,63 @@ fn bearer(request: &HttpRequest) -> Result<String, ApiError> {
     Ok(token.to_string())
 }
 
+/// Verified tokens by secret, each trusted for [`crate::TOKEN_CACHE_TTL`] (bounded LRU). A
+/// revocation through this instance evicts at once, and a row read before it is not cached
+/// after it: [`TokenCache::put`] takes the [`TokenCache::generation`] seen before the read.
+pub(crate) struct TokenCache {
+    entries: parking_lot::Mutex<lru::LruCache<String, (Caller, std::time::Instant)>>,
+    /// Evictions so far (moves under the entries' lock).
+    evictions: AtomicU64,
+}
+
+impl TokenCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        TokenCache {
+            entries: parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(capacity).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// The caller of `secret` if it was verified less than the TTL ago.
+    pub(crate) fn get(&self, secret: &str) -> Option<Caller> {
+        self.entries
+            .lock()
+            .get(secret)
+            .filter(|(_, seen)| seen.elapsed() < crate::TOKEN_CACHE_TTL)
+            .map(|(caller, _)| caller.clone())
+    }
+
+    /// Taken before a token row is read; passed to [`TokenCache::put`] after.
+    pub(crate) fn generation(&self) -> u64 {
+        self.evictions.load(Ordering::SeqCst)
+    }
+
+    /// Caches `caller` unless a token was evicted since `generation`: the row it came from may
+    /// predate that revocation, and caching it would serve a revoked token for up to the TTL.
+    pub(crate) fn put(&self, secret: String, caller: Caller, generation: u64) {
+        let mut entries = self.entries.lock();
+        if self.evictions.load(Ordering::SeqCst) == generation {
+            entries.put(secret, (caller, std::time::Instant::now()));
+        }
+    }
+
+    /// Forgets every cached secret of token `token_id`. Walks the bounded cache.
+    pub(crate) fn evict(&self, token_id: &str) {
+        let mut entries = self.entries.lock();
+        self.evictions.fetch_add(1, Ordering::SeqCst);
+        let secrets: Vec<String> = entries
+            .iter()
+            .filter(|(_, (caller, _))| caller.token_id == token_id)
+            .map(|(secret, _)| secret.clone())
+            .collect();
+        for secret in secrets {
+            entries.pop(&secret);
+        }
+    }
+}
+
 fn expired() -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, "access token expired")
 }
@@ -135,13 +193,7 @@ fn expired() -> ApiError {
 async fn authenticate(token: String, state: web::Data<AppState>) -> Result<Caller, ApiError> {
     let now = pinhive_events::now_ns();
     // Cached by the secret itself: a request with a cached token costs no hashing.
-    let cached = state
-        .tokens
-        .lock()
-        .get(&token)
-        .filter(|(_, seen)| seen.elapsed() < crate::TOKEN_CACHE_TTL)
-        .map(|(caller, _)| caller.clone());
-    if let Some(caller) = cached {
+    if let Some(caller) = state.tokens.get(&token) {
         if caller.expires_ns.is_some_and(|expires| now >= expires) {
             return Err(expired());
         }
@@ -150,6 +202,7 @@ async fn authenticate(token: String, state: web::Data<AppState>) -> Result<Calle
     let store = state.store.clone();
     let hash = pinhive_store::hash_secret(&token);
     let token_id = pinhive_store::token_id(&hash);
+    let generation = state.tokens.generation();
     let record = web::block(move || store.get_token(&hash))
         .await??
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown access token"))?;
@@ -170,10 +223,7 @@ async fn authenticate(token: String, state: web::Data<AppState>) -> Result<Calle
         scopes: record.scopes,
         expires_ns: record.expires_ns,
     };
-    state
-        .tokens
-        .lock()
-        .put(token, (caller.clone(), std::time::Instant::now()));
+    state.tokens.put(token, caller.clone(), generation);
     Ok(caller)
 }
 
@@ -257,3 +307,43 @@ scoped!(
     PinWriter,
     [Scope::PinsWrite, Scope::Admin]
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(token_id: &str) -> Caller {
+        Caller {
+            owner: "alice".into(),
+            token_id: token_id.into(),
+            token_name: "laptop".into(),
+            scopes: Scopes::default_tenant(),
+            expires_ns: None,
+        }
+    }
+
+    #[test]
+    fn a_revocation_evicts_at_once() {
+        let cache = TokenCache::new(8);
+        cache.put("s1".into(), caller("t1"), cache.generation());
+        cache.put("s2".into(), caller("t2"), cache.generation());
+        assert!(cache.get("s1").is_some());
+        cache.evict("t1");
+        assert!(cache.get("s1").is_none());
+        assert!(cache.get("s2").is_some(), "other tokens stay");
+    }
+
+    #[test]
+    fn a_row_read_before_a_revocation_is_not_cached_after_it() {
+        let cache = TokenCache::new(8);
+        // A lookup starts (generation taken), reads the row while it is still active; the
+        // token is revoked (evicted) before the lookup caches what it read.
+        let before = cache.generation();
+        cache.evict("t1");
+        cache.put("s1".into(), caller("t1"), before);
+        assert!(cache.get("s1").is_none(), "the revoked token was put back");
+        // A lookup that starts after the revocation caches as usual.
+        cache.put("s1".into(), caller("t1"), cache.generation());
+        assert!(cache.get("s1").is_some());
+    }
+}

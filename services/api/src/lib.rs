@@ -73,8 +73,8 @@ pub struct AppState {
     pub analytics: Option<Arc<pinhive_analytics::Analytics>>,
     clock: Mutex<i64>,
     /// Recently seen tokens, by secret (bounded, short-lived), so a request costs no store
-    /// read and no hashing for its token.
-    pub(crate) tokens: Mutex<lru::LruCache<String, (auth::Caller, std::time::Instant)>>,
+    /// read.
+    pub(crate) tokens: auth::TokenCache,
     /// Request rate limits per token.
     pub(crate) rate_limiter: ratelimit::TokenRateLimiter,
 }
@@ -115,9 +115,7 @@ impl AppState {
             config,
             analytics: None,
             clock: Mutex::new(0),
-            tokens: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(10_000).unwrap_or(std::num::NonZeroUsize::MIN),
-            )),
+            tokens: auth::TokenCache::new(10_000),
         }
     }
 
@@ -130,15 +128,7 @@ impl AppState {
     /// Forgets every cached secret of token `token_id` (this instance revoked it: refused
     /// here at once, elsewhere within [`TOKEN_CACHE_TTL`]). Walks the bounded cache.
     pub(crate) fn evict_token(&self, token_id: &str) {
-        let mut tokens = self.tokens.lock();
-        let secrets: Vec<String> = tokens
-            .iter()
-            .filter(|(_, (caller, _))| caller.token_id == token_id)
-            .map(|(secret, _)| secret.clone())
-            .collect();
-        for secret in secrets {
-            tokens.pop(&secret);
-        }
+        self.tokens.evict(token_id);
     }
 
     /// A creation timestamp (ns) strictly greater than every one this process handed out:
