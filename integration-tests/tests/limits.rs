@@ -145,6 +145,62 @@ async fn a_burst_over_the_rate_limit_gets_429_with_retry_after_and_recovers() {
     );
 }
 
+/// Someone trying secrets from one address: each unknown token is a store read, allowed at
+/// `--token-lookups-per-sec` (twice that at once); beyond it 429 with `Retry-After` before any
+/// read, while a token already verified (cached) goes on working from the same address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tokens_from_one_address_are_limited_before_the_store_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let alice = create_token(&data, "alice", false).unwrap();
+    let node = no_node();
+    let pinhive = Pinhive::start(
+        &data,
+        &["--ipfs-node", &node, "--token-lookups-per-sec", "5"],
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let list = |token: String| {
+        http.get(format!("{}/pins", pinhive.url))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(list(alice.clone()).await.unwrap().status(), 200);
+    let mut unknown = 0;
+    let refused = loop {
+        let response = list(format!("guess-{unknown}")).await.unwrap();
+        match response.status().as_u16() {
+            401 => unknown += 1,
+            429 => break response,
+            other => panic!("unexpected {other}"),
+        }
+        assert!(unknown < 100, "100 unknown tokens and none refused");
+    };
+    // The burst (10, Alice's first lookup one of them) passed, then lookups were refused.
+    assert!(
+        unknown >= 9,
+        "only {unknown} unknown tokens before the limit"
+    );
+    let retry_after: u64 = refused.headers()["Retry-After"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(reason(&body), "TOO_MANY_REQUESTS", "{body}");
+    // Alice's token was verified a moment ago: cached, it needs no lookup.
+    assert_eq!(list(alice.clone()).await.unwrap().status(), 200);
+    let limited = metric_sum(
+        &pinhive.url,
+        "pinhive_http_limited_total",
+        "limit=\"token_lookup\"",
+    )
+    .await;
+    assert!(limited >= 1.0, "{limited}");
+}
+
 async fn produce_pin(producer: &rdkafka::producer::FutureProducer, requestid: &str, owner: &str) {
     let cid = unfetchable_cid();
     let event = Event::PinRequested(PinRequested {

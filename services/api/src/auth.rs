@@ -190,7 +190,14 @@ fn expired() -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, "access token expired")
 }
 
-async fn authenticate(token: String, state: web::Data<AppState>) -> Result<Caller, ApiError> {
+/// The caller of bearer `token`: from the cache, or from a store read — which a client
+/// address (`peer`) may make at most at the token-lookup rate, so trying secrets costs the
+/// store a bounded rate per address, never one read per request.
+async fn authenticate(
+    token: String,
+    peer: Option<std::net::IpAddr>,
+    state: web::Data<AppState>,
+) -> Result<Caller, ApiError> {
     let now = pinhive_events::now_ns();
     // Cached by the secret itself: a request with a cached token costs no hashing.
     if let Some(caller) = state.tokens.get(&token) {
@@ -198,6 +205,19 @@ async fn authenticate(token: String, state: web::Data<AppState>) -> Result<Calle
             return Err(expired());
         }
         return Ok(caller);
+    }
+    if let Some(peer) = peer {
+        if let Err(wait) = state.token_lookup_limiter.check(&peer.to_string()) {
+            let secs = crate::ratelimit::retry_after_secs(wait);
+            return Err(ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "too many lookups of tokens not seen recently from this address; retry in \
+                     {secs} s"
+                ),
+            )
+            .retry_after(secs));
+        }
     }
     let store = state.store.clone();
     let hash = pinhive_store::hash_secret(&token);
@@ -234,10 +254,11 @@ impl FromRequest for Caller {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer(request);
         let state = request.app_data::<web::Data<AppState>>().cloned();
+        let peer = request.peer_addr().map(|addr| addr.ip());
         Box::pin(async move {
             let token = token?;
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let caller = authenticate(token, state.clone()).await?;
+            let caller = authenticate(token, peer, state.clone()).await?;
             // Only known tokens are limited (and tracked): unknown ones are 401 above. Keyed
             // by the token's stable public id, never the secret.
             if let Err(wait) = state.rate_limiter.check(&caller.token_id) {

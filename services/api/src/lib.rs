@@ -44,6 +44,8 @@ pub struct ApiConfig {
     pub s3_owner: String,
     /// Requests per second (and burst) each token may make; `None`: unlimited.
     pub rate_limit: Option<ratelimit::RateLimit>,
+    /// Lookups of tokens not cached (store reads) per client address.
+    pub token_lookup_limit: Option<ratelimit::RateLimit>,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +57,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024,
             s3_owner: "s3".into(),
             rate_limit: None,
+            token_lookup_limit: None,
         }
     }
 }
@@ -77,6 +80,7 @@ pub struct AppState {
     pub(crate) tokens: auth::TokenCache,
     /// Request rate limits per token.
     pub(crate) rate_limiter: ratelimit::TokenRateLimiter,
+    pub(crate) token_lookup_limiter: ratelimit::TokenRateLimiter,
 }
 
 /// How long a cached token stays trusted without a store read: the bound on how long a
@@ -107,6 +111,9 @@ impl AppState {
                 .with_quota(orchestrator.quota().clone()),
             ),
             rate_limiter: ratelimit::TokenRateLimiter::new(config.rate_limit),
+            token_lookup_limiter: ratelimit::TokenRateLimiter::token_lookups(
+                config.token_lookup_limit,
+            ),
             registry: orchestrator.registry().clone(),
             log,
             store,

@@ -20,11 +20,14 @@ use prometheus::IntCounterVec;
 /// How often keys whose bucket refilled are dropped.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-/// Requests refused by the rate limit (label `limit`: `rate`, room for other request limits).
+/// Requests refused by a rate limit (label `limit`: `rate` — a token over its request rate;
+/// `token_lookup` — a client address over its rate of lookups of tokens not cached, i.e.
+/// unknown tokens being tried).
 pub static LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     pinhive_telemetry::counter_vec(
         "pinhive_http_limited_total",
-        "Requests refused with 429 because their token was over its request rate limit",
+        "Requests refused with 429 by a rate limit: a token over its request rate (rate), a \
+         client address over its rate of token lookups (token_lookup)",
         &["limit"],
     )
 });
@@ -36,14 +39,27 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// A keyed GCRA limiter: per token (its id) for requests, per client address for lookups of
+/// tokens not cached (each a store read: what someone trying secrets costs).
 pub struct TokenRateLimiter {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     last_prune: Mutex<Instant>,
+    /// The `limit` label of [`LIMITED`] a refusal counts under.
+    label: &'static str,
 }
 
 impl TokenRateLimiter {
     /// `None` (or a zero rate): every request passes.
     pub fn new(limit: Option<RateLimit>) -> Self {
+        Self::labelled(limit, "rate")
+    }
+
+    /// Token lookups per client address ([`LIMITED`] label `token_lookup`).
+    pub fn token_lookups(limit: Option<RateLimit>) -> Self {
+        Self::labelled(limit, "token_lookup")
+    }
+
+    fn labelled(limit: Option<RateLimit>, label: &'static str) -> Self {
         let quota = limit.and_then(|limit| {
             let rate = NonZeroU32::new(limit.per_second)?;
             let burst = NonZeroU32::new(limit.burst).unwrap_or(rate);
@@ -52,6 +68,7 @@ impl TokenRateLimiter {
         TokenRateLimiter {
             limiter: quota.map(RateLimiter::keyed),
             last_prune: Mutex::new(Instant::now()),
+            label,
         }
     }
 
@@ -65,7 +82,7 @@ impl TokenRateLimiter {
         match limiter.check_key(&key.to_string()) {
             Ok(()) => Ok(()),
             Err(not_until) => {
-                LIMITED.with_label_values(&["rate"]).inc();
+                LIMITED.with_label_values(&[self.label]).inc();
                 Err(not_until.wait_time_from(limiter.clock().now()))
             }
         }

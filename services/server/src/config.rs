@@ -169,6 +169,11 @@ pub struct ServeArgs {
     /// Requests a token may make at once above its rate (the bucket size).
     #[arg(long, env = "PINHIVE_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u32>,
+    /// Store reads of tokens not cached (an unknown token each time, or a known one every
+    /// 500 ms) one client address may cause per second (0: unlimited); over it, 429 with
+    /// `Retry-After` before any read.
+    #[arg(long, env = "PINHIVE_TOKEN_LOOKUPS_PER_SEC")]
+    pub token_lookups_per_sec: Option<u32>,
     /// Most pins one owner may hold (0: unlimited); over it, `POST /pins` is 403
     /// `PIN_QUOTA_EXCEEDED` and a Kafka/S3 request a dead letter.
     #[arg(long, env = "PINHIVE_QUOTA_MAX_PINS")]
@@ -246,6 +251,7 @@ pub struct Config {
     pub analytics: pinhive_analytics::AnalyticsConfig,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    pub token_lookups_per_sec: u32,
     pub quota_max_pins: u64,
     pub quota_max_in_flight: u64,
 }
@@ -302,6 +308,7 @@ impl Default for Config {
             analytics: pinhive_analytics::AnalyticsConfig::default(),
             rate_limit_per_sec: 1000,
             rate_limit_burst: 2000,
+            token_lookups_per_sec: 100,
             quota_max_pins: 0,
             quota_max_in_flight: 0,
         }
@@ -377,6 +384,7 @@ impl Config {
         flag!(migrate);
         flag!(rate_limit_per_sec);
         flag!(rate_limit_burst);
+        flag!(token_lookups_per_sec);
         flag!(quota_max_pins);
         flag!(quota_max_in_flight);
         for (flag, field) in [
@@ -492,6 +500,14 @@ impl Config {
     }
 
     /// The request rate limit per token (`None`: unlimited).
+    /// Token lookups per client address: the rate, and twice it at once.
+    pub fn token_lookup_limit(&self) -> Option<pinhive_api::ratelimit::RateLimit> {
+        (self.token_lookups_per_sec > 0).then_some(pinhive_api::ratelimit::RateLimit {
+            per_second: self.token_lookups_per_sec,
+            burst: self.token_lookups_per_sec.saturating_mul(2),
+        })
+    }
+
     pub fn rate_limit(&self) -> Option<pinhive_api::ratelimit::RateLimit> {
         (self.rate_limit_per_sec > 0).then_some(pinhive_api::ratelimit::RateLimit {
             per_second: self.rate_limit_per_sec,

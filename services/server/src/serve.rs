@@ -461,6 +461,7 @@ pub async fn start(
             replicas_max: config.replicas_max,
             s3_owner: config.s3_owner.clone(),
             rate_limit: config.rate_limit(),
+            token_lookup_limit: config.token_lookup_limit(),
             ..ApiConfig::default()
         },
     );
