@@ -228,6 +228,10 @@ async fn apply_pending(
                 .await
                 .with_context(|| format!("migration {}: {statement}", migration.name))?;
         }
+        if migration.version == TOKEN_INDEX_VERSION {
+            let indexed = index_earlier_tokens(session, keyspace).await?;
+            tracing::info!(keyspace, indexed, "tokens of earlier releases indexed");
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
@@ -253,6 +257,86 @@ async fn apply_pending(
         done.push(migration.version);
     }
     Ok(done)
+}
+
+/// The migration that adds the token index (`0005_token_index`).
+const TOKEN_INDEX_VERSION: i32 = 5;
+
+/// Tokens per page of the backfill's read of `tokens`.
+const TOKEN_PAGE: i32 = 1000;
+
+/// Indexes every token an earlier release wrote (row version below 3: made before the index),
+/// so it is listed and revocable by id before it is next used. One paged read of `tokens` —
+/// a table of tokens, not pins — once, as part of applying migration 0005 (before it is
+/// recorded: a run that stops half way is completed by the next). Only the index entries are
+/// written, never the token row, as when such a row is read (`Store::get_token`). Returns how
+/// many tokens it indexed.
+async fn index_earlier_tokens(session: &Session, keyspace: &str) -> anyhow::Result<usize> {
+    use scylla::response::{PagingState, PagingStateResponse};
+    let mut scan = session
+        .prepare(format!("SELECT secret_hash, token FROM {keyspace}.tokens"))
+        .await
+        .context("preparing the token backfill read")?;
+    scan.set_page_size(TOKEN_PAGE);
+    let mut by_id = session
+        .prepare(format!(
+            "INSERT INTO {keyspace}.token_ids (token_id, secret_hash) VALUES (?, ?)"
+        ))
+        .await
+        .context("preparing the token id insert")?;
+    by_id.set_is_idempotent(true);
+    let mut by_owner = session
+        .prepare(format!(
+            "INSERT INTO {keyspace}.tokens_by_owner (owner, token_id, token) VALUES (?, ?, ?)"
+        ))
+        .await
+        .context("preparing the token owner insert")?;
+    by_owner.set_is_idempotent(true);
+    let mut indexed = 0;
+    let mut paging = PagingState::start();
+    loop {
+        let (result, next) = session
+            .execute_single_page(&scan, (), paging)
+            .await
+            .context("reading tokens for the backfill")?;
+        let rows = result
+            .into_rows_result()
+            .context("reading tokens for the backfill")?;
+        for row in rows
+            .rows::<(String, Vec<u8>)>()
+            .context("reading tokens for the backfill")?
+        {
+            let (hash, bytes) = row.context("reading tokens for the backfill")?;
+            if pinhive_store::row::version_of(&bytes) >= 3 {
+                continue; // written with its index entries
+            }
+            // A row that does not decode is left alone (a request with it fails as before).
+            let Ok(token) =
+                pinhive_store::row::decode::<pinhive_store::TokenRecord>("token", &bytes)
+            else {
+                tracing::warn!(keyspace, "a token row does not decode; not indexed");
+                continue;
+            };
+            let id = pinhive_store::token_id(&hash);
+            session
+                .execute_unpaged(&by_id, (&id, &hash))
+                .await
+                .context("indexing a token by id")?;
+            session
+                .execute_unpaged(
+                    &by_owner,
+                    (&token.owner, &id, pinhive_store::row::encode(&token)),
+                )
+                .await
+                .context("indexing a token by owner")?;
+            indexed += 1;
+        }
+        match next {
+            PagingStateResponse::HasMorePages { state } => paging = state,
+            PagingStateResponse::NoMorePages => break,
+        }
+    }
+    Ok(indexed)
 }
 
 /// Versions recorded in `schema_migrations`; none when the keyspace or table does not exist yet.

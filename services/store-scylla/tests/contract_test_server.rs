@@ -765,3 +765,112 @@ fn a_quarantine_put_is_two_bounded_reads_and_one_insert() {
         assert!(!text.contains("ALLOW FILTERING"), "{text}");
     }
 }
+
+/// A keyspace at migration 4 holding tokens an earlier release wrote (row version 2: owner,
+/// creation, admin bit; no index) — more than one CQL page of them. Applying migration 0005
+/// indexes every one: found by id and listed under its owner before it is ever used. A
+/// current token is left as it was.
+#[test]
+fn migration_0005_indexes_the_tokens_of_an_earlier_release() {
+    #[derive(serde::Serialize)]
+    struct TokenV2 {
+        owner: String,
+        created_ns: i64,
+        admin: bool,
+    }
+    let server = start_server();
+    let addr = server.server.addr().to_string();
+    let uri = common::migrated_keyspace(&addr);
+    let keyspace = pinhive_store_scylla::ScyllaUri::parse(&uri)
+        .unwrap()
+        .keyspace;
+    let store = ScyllaStore::open_with(&uri, ScyllaOptions::default()).unwrap();
+    let current = pinhive_store::hash_secret("ph_current");
+    let token = pinhive_store::TokenRecord {
+        owner: "carol".into(),
+        name: "laptop".into(),
+        created_ns: 1,
+        scopes: pinhive_domain::tokens::Scopes::default_tenant(),
+        expires_ns: None,
+        revoked_ns: None,
+    };
+    store.put_token(&current, &token).unwrap();
+    drop(store);
+    const EARLIER: usize = 1_200;
+    let hashes: Vec<String> = (0..EARLIER)
+        .map(|i| pinhive_store::hash_secret(&format!("ph_old_{i}")))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_node(&addr)
+            .build()
+            .await
+            .unwrap();
+        let insert = session
+            .prepare(format!(
+                "INSERT INTO {keyspace}.tokens (secret_hash, token) VALUES (?, ?)"
+            ))
+            .await
+            .unwrap();
+        for (i, hash) in hashes.iter().enumerate() {
+            let old = TokenV2 {
+                owner: format!("owner{}", i % 3),
+                created_ns: i as i64,
+                admin: i % 2 == 0,
+            };
+            let mut row = vec![0xFF, 2];
+            row.extend(bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap());
+            session
+                .execute_unpaged(&insert, (hash, row))
+                .await
+                .unwrap();
+        }
+        // Back to version 4: 0005 not recorded yet (its tables exist; its statements are
+        // idempotent).
+        session
+            .query_unpaged(
+                format!(
+                    "DELETE FROM {keyspace}.schema_migrations WHERE scope = 'pinhive' AND version = 5"
+                ),
+                (),
+            )
+            .await
+            .unwrap();
+    });
+    let store = ScyllaStore::open_with(&uri, ScyllaOptions::default()).unwrap();
+    assert!(
+        store.list_tokens("owner0", None, 10).unwrap().is_empty(),
+        "not indexed before the migration"
+    );
+    drop(store);
+    let applied =
+        pinhive_store_scylla::migrate(&uri, &pinhive_store_scylla::Replication::single()).unwrap();
+    assert_eq!(applied, [5]);
+    let store = ScyllaStore::open_with(&uri, ScyllaOptions::default()).unwrap();
+    for (i, hash) in hashes.iter().enumerate().step_by(97) {
+        let id = pinhive_store::token_id(hash);
+        let (found, token) = store.token_by_id(&id).unwrap().expect("found by id");
+        assert_eq!(&found, hash);
+        assert_eq!(token.owner, format!("owner{}", i % 3));
+    }
+    let mut listed = 0;
+    for owner in ["owner0", "owner1", "owner2"] {
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.list_tokens(owner, after.as_deref(), 500).unwrap();
+            listed += page.len();
+            match page.last() {
+                Some((id, _)) if page.len() == 500 => after = Some(id.clone()),
+                _ => break,
+            }
+        }
+    }
+    assert_eq!(listed, EARLIER);
+    let carol = store.list_tokens("carol", None, 10).unwrap();
+    assert_eq!(carol.len(), 1);
+    assert_eq!(carol[0].1, token);
+}
