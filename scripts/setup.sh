@@ -22,6 +22,13 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 echo "setup: $(prometheus --version 2>&1 | head -1)"
+# kubernetes-validate (PyPI): the deploy test validates infra/k8s/ against the Kubernetes JSON
+# schemas it ships (offline).
+if ! python3 -m kubernetes_validate --version >/dev/null 2>&1; then
+  echo "setup: installing kubernetes-validate (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+echo "setup: kubernetes-validate $(python3 -m kubernetes_validate --version 2>&1)"
 # tansu (Kafka-protocol broker) for the Kafka-mode tests; scripts/test.sh starts this in the
 # background itself, so only run it here when setup.sh is used on its own.
 if [ -z "${PINHIVE_SETUP_SKIP_TANSU:-}" ]; then

@@ -141,6 +141,7 @@ fn promtool(args: &[&str], dir: &Path) {
 fn prometheus_config_and_alert_rules_are_valid() {
     let dir = workspace_root().join("infra/prometheus");
     promtool(&["check", "config", "prometheus.yml"], &dir);
+    promtool(&["check", "config", "prometheus-cluster.yml"], &dir);
     promtool(&["check", "rules", "alerts.yml"], &dir);
     promtool(&["test", "rules", "alerts_test.yml"], &dir);
 }
