@@ -314,7 +314,10 @@ fn read_input(
 
 /// One line into `line` (newline included), at most [`MAX_LINE_BYTES`] of it kept. Returns the
 /// bytes consumed (0 at the end) and whether the line was kept whole.
-fn read_bounded_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<(u64, bool)> {
+pub(crate) fn read_bounded_line(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+) -> io::Result<(u64, bool)> {
     line.clear();
     let kept = reader
         .by_ref()
@@ -344,7 +347,7 @@ fn read_bounded_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Resul
     Ok((kept + skipped, false))
 }
 
-fn trim_newline(line: &[u8]) -> &[u8] {
+pub(crate) fn trim_newline(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }

@@ -50,7 +50,8 @@ enum Command {
         #[command(subcommand)]
         command: nodes::NodesCommand,
     },
-    /// Pins of a running service: recover failed pins (API).
+    /// Pins of a running service, through its API: import, export, ls, status, rm, recover,
+    /// expire.
     Pins {
         #[command(subcommand)]
         command: pins::PinsCommand,
@@ -78,7 +79,7 @@ fn main() -> std::process::ExitCode {
         Command::Topics { command } => topics::run(command),
         Command::Access { command } => return access::run(command),
         Command::Nodes { command } => nodes::run(command),
-        Command::Pins { command } => pins::run(command),
+        Command::Pins { command } => return pins::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,30 +1,42 @@
-//! `pinhive pins`: pins of a running service, through its API. `recover` retries the failed
+//! `pinhive pins`: pins of a running service, through its API (never the data dir; the URL and
+//! token come from flags, the environment or a profile: [`api`]). `import` pins a file of CIDs
+//! ([`import`]); `export`, `ls`, `status` and `rm` read and remove pins ([`listing`]);
+//! `recover` retries the failed
 //! replicas of one pin (`REQUESTID`) or of every failed pin of the token's owner
 //! (`--all-failed`) now, with their automatic retries started over
 //! (`POST /admin/pins/{requestid}/recover`); `expire` sets or clears a pin's expiry
 //! (`/admin/pins/{requestid}/expiry`).
 
-use std::time::Duration;
+mod api;
+mod import;
+mod input;
+mod journal;
+mod listing;
+
+use std::process::ExitCode;
 
 use anyhow::bail;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
-use crate::nodes::request;
-
-#[derive(Args, Debug)]
-pub struct Connection {
-    /// The pinhive service.
-    #[arg(long, env = "PINHIVE_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// The pins' owner's token, or an admin token.
-    #[arg(long, env = "PINHIVE_TOKEN", hide_env_values = true)]
-    token: String,
-}
+use api::{Api, Connection};
 
 #[derive(Subcommand, Debug)]
 pub enum PinsCommand {
+    /// Pin every line of a file (a CID per line, CSV or JSON lines; `-` for stdin) through
+    /// `POST /pins`. Resumable: a re-run skips what its journal lists. Exit 0: all imported;
+    /// 1: stopped (service, credentials, input); 2: bad arguments; 3: some lines failed.
+    Import(import::ImportArgs),
+    /// Every pin as JSON lines (`PinStatus`), newest first; resumable (`--before CURSOR`,
+    /// or `--output FILE` again).
+    Export(listing::ExportArgs),
+    /// List pins, newest first (tab-separated requestid, status, created, cid, name; or --json).
+    Ls(listing::LsArgs),
+    /// Show pins by request id (exit 3 if one is not found).
+    Status(listing::ByIdArgs),
+    /// Remove pins by request id (exit 3 if one is not found).
+    Rm(listing::ByIdArgs),
     /// Retry a failed pin now (its failed replicas start their automatic retries over).
     Recover {
         /// The pin to recover.
@@ -57,7 +69,26 @@ pub enum PinsCommand {
     },
 }
 
-pub fn run(command: PinsCommand) -> anyhow::Result<()> {
+pub fn run(command: PinsCommand) -> ExitCode {
+    let result = match command {
+        PinsCommand::Import(args) => return import::run(args),
+        PinsCommand::Export(args) => listing::export(args).map(|()| None),
+        PinsCommand::Ls(args) => listing::ls(args).map(|()| None),
+        PinsCommand::Status(args) => listing::by_id(args, false).map(Some),
+        PinsCommand::Rm(args) => listing::by_id(args, true).map(Some),
+        other => run_admin(other).map(|()| None),
+    };
+    match result {
+        Ok(Some(code)) => code,
+        Ok(None) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_admin(command: PinsCommand) -> anyhow::Result<()> {
     match command {
         PinsCommand::Recover {
             requestid,
@@ -65,19 +96,17 @@ pub fn run(command: PinsCommand) -> anyhow::Result<()> {
             page,
             connection,
         } => {
-            let client = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?;
+            let api = Api::connect(&connection)?;
             match (requestid, all_failed) {
                 (Some(requestid), false) => {
-                    let body = recover(&client, &connection, &requestid)?;
+                    let body = recover(&api, &requestid)?;
                     println!(
                         "pin {requestid}: recovery requested (was {})",
                         body["status"].as_str().unwrap_or("?")
                     );
                     Ok(())
                 }
-                (None, true) => recover_all_failed(&client, &connection, page),
+                (None, true) => recover_all_failed(&api, page),
                 _ => bail!("give a REQUESTID or --all-failed"),
             }
         }
@@ -87,9 +116,7 @@ pub fn run(command: PinsCommand) -> anyhow::Result<()> {
             clear,
             connection,
         } => {
-            let client = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?;
+            let api = Api::connect(&connection)?;
             let path = format!("/admin/pins/{}/expiry", path_segment(&requestid));
             let (method, body) = match (at, clear) {
                 (Some(at), false) => (
@@ -99,20 +126,18 @@ pub fn run(command: PinsCommand) -> anyhow::Result<()> {
                 (None, true) => (reqwest::Method::DELETE, None),
                 _ => bail!("give --at TIME or --clear"),
             };
-            let pin = request(
-                &client,
-                &connection.url,
-                &connection.token,
-                method,
-                &path,
-                body,
-            )?;
+            let (_, pin) = api.call(method, &path, body.as_ref())?;
             match pin["pin"]["meta"]["expires_at"].as_str() {
                 Some(at) => println!("pin {requestid}: expires at {at}"),
                 None => println!("pin {requestid}: no expiry"),
             }
             Ok(())
         }
+        PinsCommand::Import(_)
+        | PinsCommand::Export(_)
+        | PinsCommand::Ls(_)
+        | PinsCommand::Status(_)
+        | PinsCommand::Rm(_) => unreachable!("dispatched by run"),
     }
 }
 
@@ -121,30 +146,16 @@ fn path_segment(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).collect()
 }
 
-fn recover(
-    client: &reqwest::blocking::Client,
-    connection: &Connection,
-    requestid: &str,
-) -> anyhow::Result<Value> {
-    request(
-        client,
-        &connection.url,
-        &connection.token,
-        reqwest::Method::POST,
-        &format!("/admin/pins/{}/recover", path_segment(requestid)),
-        None,
-    )
+fn recover(api: &Api, requestid: &str) -> anyhow::Result<Value> {
+    let path = format!("/admin/pins/{}/recover", path_segment(requestid));
+    Ok(api.call(reqwest::Method::POST, &path, None)?.1)
 }
 
 /// Walks the failed pins newest first, one bounded page at a time (`before` = the `created`
 /// of the page's last pin: a recovered pin leaves the listing, and the walk never revisits
 /// a page), and recovers each. Pins that fail while the walk runs, newer than where it
 /// started, are left for the next run.
-fn recover_all_failed(
-    client: &reqwest::blocking::Client,
-    connection: &Connection,
-    page: u16,
-) -> anyhow::Result<()> {
+fn recover_all_failed(api: &Api, page: u16) -> anyhow::Result<()> {
     let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     progress.set_style(
         ProgressStyle::with_template("{spinner} recovering failed pins {pos}/{len} {msg}")
@@ -157,14 +168,7 @@ fn recover_all_failed(
         if let Some(before) = &before {
             path.push_str(&format!("&before={}", path_segment(before)));
         }
-        let listing = request(
-            client,
-            &connection.url,
-            &connection.token,
-            reqwest::Method::GET,
-            &path,
-            None,
-        )?;
+        let (_, listing) = api.call(reqwest::Method::GET, &path, None)?;
         let results = listing["results"].as_array().cloned().unwrap_or_default();
         if before.is_none() {
             progress.set_length(listing["count"].as_u64().unwrap_or(0));
@@ -177,7 +181,7 @@ fn recover_all_failed(
             let Some(requestid) = pin["requestid"].as_str() else {
                 continue;
             };
-            match recover(client, connection, requestid) {
+            match recover(api, requestid) {
                 Ok(_) => recovered += 1,
                 Err(error) => {
                     errors += 1;
