@@ -4,6 +4,7 @@
 mod access;
 mod nodes;
 mod pins;
+mod state;
 mod token;
 mod topics;
 
@@ -56,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         command: pins::PinsCommand,
     },
+    /// Offline backup and restore of an embedded deployment (store and logs).
+    State {
+        #[command(subcommand)]
+        command: state::StateCommand,
+    },
     /// Feed access (read) events to the replica optimizer.
     Access {
         #[command(subcommand)]
@@ -80,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Access { command } => return access::run(command),
         Command::Nodes { command } => nodes::run(command),
         Command::Pins { command } => return pins::run(command),
+        Command::State { command } => state::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,7 +7,11 @@
 //! and commit together and the shard replays. Tokens and nodes are fsynced. The block cache,
 //! memtables and journal are sized by [`StoreMemory`].
 
+mod backup;
+
 use std::path::Path;
+
+pub use backup::BackupSnapshot;
 
 use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
