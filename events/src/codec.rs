@@ -47,6 +47,10 @@ pub enum DecodeError {
     Json(String),
     #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
     UnsupportedVersion(u16),
+    /// Written by a later pinhive release: not an error of the record. A shard holds its
+    /// partition at such a record (never dead-letters it) until an upgraded instance runs it.
+    #[error("event schema version {0}, written by a later pinhive release (this build reads {SCHEMA_VERSION}): the partition waits for an upgraded instance")]
+    NewerSchema(u16),
     #[error("record key {record_key:?} does not match envelope key {envelope_key:?}")]
     KeyMismatch {
         record_key: String,
@@ -65,8 +69,42 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
     bincode::serde::encode_to_vec(envelope, config()).unwrap_or_default()
 }
 
-/// Decodes a record value of the given content type and checks version and key.
+/// The schema version a record value says it has, read without decoding the rest (a later
+/// release may have changed everything after it): bincode envelopes start with it, JSON ones
+/// name it. `None` when the value does not say.
+pub fn schema_version_of(content_type: u8, value: &[u8]) -> Option<u16> {
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        schema_version: u16,
+    }
+    match ContentType::from_byte(content_type)? {
+        ContentType::Bincode => bincode::serde::decode_from_slice::<u16, _>(value, config())
+            .ok()
+            .map(|(version, _)| version),
+        ContentType::Json => serde_json::from_slice::<VersionOnly>(value)
+            .ok()
+            .map(|v| v.schema_version),
+    }
+}
+
+/// The schema of a record a later pinhive release wrote (a bincode record of a version above
+/// [`SCHEMA_VERSION`]), if it is one; see [`decode`].
+pub fn later_schema(content_type: u8, value: &[u8]) -> Option<u16> {
+    if content_type != ContentType::Bincode as u8 {
+        return None;
+    }
+    schema_version_of(content_type, value).filter(|version| *version > SCHEMA_VERSION)
+}
+
+/// Decodes a record value of the given content type and checks version and key. A bincode
+/// record (pinhive's own, or a producer trusted like it) of a later schema is
+/// [`DecodeError::NewerSchema`], whatever follows its version: a later release wrote it. A JSON
+/// record of another version is an external producer's error ([`DecodeError::UnsupportedVersion`],
+/// a dead letter): an untrusted producer must not be able to hold a partition.
 pub fn decode(content_type: u8, record_key: &[u8], value: &[u8]) -> Result<Envelope, DecodeError> {
+    if let Some(version) = later_schema(content_type, value) {
+        return Err(DecodeError::NewerSchema(version));
+    }
     let envelope = match ContentType::from_byte(content_type) {
         Some(ContentType::Bincode) => {
             // The limit bounds what a length prefix may make bincode allocate before it reads
@@ -162,15 +200,40 @@ mod tests {
     #[test]
     fn wrong_version_and_key_are_rejected() {
         let mut e = sample();
-        e.schema_version = 99;
+        e.schema_version = 0;
         assert!(matches!(
             decode(1, e.key.as_bytes(), &encode(&e)),
-            Err(DecodeError::UnsupportedVersion(99))
+            Err(DecodeError::UnsupportedVersion(0))
         ));
         let e = sample();
         assert!(matches!(
             decode(1, b"other", &encode(&e)),
             Err(DecodeError::KeyMismatch { .. })
         ));
+    }
+
+    /// A later release's record is told apart from a bad one by its version alone, whatever
+    /// follows it (its layout after the version may have changed).
+    #[test]
+    fn a_later_schema_is_recognised_before_the_rest_is_decoded() {
+        let mut later = encode(&sample());
+        later[0] = 2; // the varint of schema_version 2
+        later.extend_from_slice(b"fields this build does not know");
+        assert_eq!(schema_version_of(1, &later), Some(2));
+        assert!(matches!(
+            decode(1, b"k", &later),
+            Err(DecodeError::NewerSchema(2))
+        ));
+        // An external producer's JSON of another version is its error, not a later release's.
+        let json = br#"{"schema_version": 7, "key": "k", "a_later_field": true}"#;
+        assert_eq!(schema_version_of(2, json), Some(7));
+        assert!(!matches!(
+            decode(2, b"k", json),
+            Err(DecodeError::NewerSchema(_))
+        ));
+        // The current version still decodes in full.
+        let e = sample();
+        assert_eq!(schema_version_of(1, &encode(&e)), Some(SCHEMA_VERSION));
+        assert!(decode(1, e.key.as_bytes(), &encode(&e)).is_ok());
     }
 }

@@ -80,9 +80,22 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     } else {
         None
     };
-    let ready = store_ok && log_ok && reachable > 0;
+    // Partitions waiting at what a later release wrote: this instance cannot apply them
+    // (rolling upgrade half done: upgrade it).
+    let held: Vec<_> = state
+        .orchestrator
+        .held_partitions()
+        .into_iter()
+        .map(|(partition, reason)| json!({"partition": partition, "reason": reason}))
+        .collect();
+    let ready = store_ok && log_ok && reachable > 0 && held.is_empty();
+    let held_hint = (!held.is_empty()).then_some(
+        "these partitions wait at records or rows a later pinhive release wrote: upgrade this \
+         instance (nothing was dead-lettered; docs/deploy.md, rolling upgrade)",
+    );
     let body = json!({
         "ready": ready,
+        "held": {"partitions": held, "hint": held_hint},
         "log": {
             "ok": log_ok,
             "partitions": partitions,

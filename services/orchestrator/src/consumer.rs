@@ -2,7 +2,7 @@
 //! and feeds its shard; one repair task per partition re-plans CIDs with outstanding work; one
 //! retention task releases log segments every consumer has passed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,9 @@ use crate::shard::{
     ApplyBatch, Claimed, ClearCache, GetSnapshot, PlannedAction, Replan, ShardActor, ShardParts,
     ShardSnapshot,
 };
+
+/// How often a held partition reads its batch again ([`Orchestrator::hold`]).
+const HOLD_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct OrchestratorConfig {
@@ -209,6 +212,8 @@ pub struct Orchestrator {
     timers: Arc<RetryTimers>,
     /// Per-owner quotas, shared by every entry path of this instance.
     quota: Arc<crate::quota::QuotaGate>,
+    /// Partitions waiting at a record or row a later release wrote, and why.
+    held: Mutex<BTreeMap<u32, String>>,
 }
 
 /// Batches of one partition whose actions may be carried out while the consumer goes on
@@ -288,6 +293,7 @@ impl Orchestrator {
                 .map(|_| Arc::new(Semaphore::new(EXECUTING_BATCHES)))
                 .collect(),
             repair_passes: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            held: Mutex::new(BTreeMap::new()),
             check_rate,
             anti_entropy_reports: Default::default(),
             timers,
@@ -658,10 +664,21 @@ impl Orchestrator {
                             drop(permit);
                         });
                     }
+                    match outcome.held {
+                        Some(reason) => {
+                            self.hold(partition, reason, &mut shutdown, &mut stop).await
+                        }
+                        None => self.release(partition),
+                    }
                 }
                 Ok(Err(error @ StoreError::Fenced { .. })) => {
                     self.give_up_fenced(partition, &stop, &error);
                     return;
+                }
+                Ok(Err(error @ StoreError::NewerRelease { .. })) => {
+                    // A stored row a later release wrote: that release applies this batch.
+                    self.hold(partition, error.to_string(), &mut shutdown, &mut stop)
+                        .await;
                 }
                 Ok(Err(error)) => {
                     // Transient (a corrupt row's CID was quarantined by the shard, and its
@@ -685,6 +702,52 @@ impl Orchestrator {
                 }
             }
         }
+        self.release(partition);
+    }
+
+    /// The partition waits at a record or row a later pinhive release wrote: nothing at or
+    /// after it is applied, dead-lettered or quarantined here. Said once per reason (warn), in
+    /// `pinhive_consumer_held` and on `/ready`; the batch is read again every [`HOLD_RETRY`]
+    /// until this instance stops or the partition moves to an upgraded one.
+    async fn hold(
+        &self,
+        partition: u32,
+        reason: String,
+        shutdown: &mut watch::Receiver<bool>,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let previous = self.held.lock().insert(partition, reason.clone());
+        if previous.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(partition, reason = %reason, "partition held: it waits for an upgraded pinhive instance (rolling upgrade, docs/deploy.md)");
+        }
+        METRICS
+            .held
+            .with_label_values(&[&partition.to_string()])
+            .set(1);
+        tokio::select! {
+            _ = tokio::time::sleep(HOLD_RETRY) => {}
+            _ = shutdown.changed() => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    fn release(&self, partition: u32) {
+        if self.held.lock().remove(&partition).is_some() {
+            METRICS
+                .held
+                .with_label_values(&[&partition.to_string()])
+                .set(0);
+            tracing::info!(partition, "partition no longer held");
+        }
+    }
+
+    /// Partitions of this instance waiting for an upgraded instance, and why.
+    pub fn held_partitions(&self) -> Vec<(u32, String)> {
+        self.held
+            .lock()
+            .iter()
+            .map(|(partition, reason)| (*partition, reason.clone()))
+            .collect()
     }
 
     /// Walks the partition's pending set and re-plans each CID, in passes of at most

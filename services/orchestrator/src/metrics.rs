@@ -23,6 +23,7 @@ pub struct ShardMetrics {
     pub store_errors: IntCounterVec,
     pub quarantined: IntCounterVec,
     pub batch_failures: IntGaugeVec,
+    pub held: IntGaugeVec,
     pub nodes: IntGaugeVec,
     pub node_transitions: IntCounterVec,
     pub rereplicated: IntCounterVec,
@@ -126,6 +127,12 @@ pub static METRICS: LazyLock<ShardMetrics> = LazyLock::new(|| {
     batch_failures: pinhive_telemetry::gauge_vec(
         "pinhive_consumer_batch_failures",
         "Times in a row the partition's current batch has failed (0: progressing)",
+        &["partition"],
+    ),
+    held: pinhive_telemetry::gauge_vec(
+        "pinhive_consumer_held",
+        "1 while the partition waits at a record or row a later pinhive release wrote (upgrade \
+         this instance); 0 otherwise",
         &["partition"],
     ),
     nodes: pinhive_telemetry::gauge_vec(

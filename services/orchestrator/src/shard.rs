@@ -63,6 +63,9 @@ pub struct BatchOutcome {
     pub dead_lettered: usize,
     /// Published by the consumer after the batch is persisted (Kafka: dead-letter topic).
     pub dead_letters: Vec<pinhive_log::DeadLetterRecord>,
+    /// The batch stopped at a record a later pinhive release wrote (`next_offset` is that
+    /// record's): the partition waits there for an upgraded instance.
+    pub held: Option<String>,
 }
 
 /// Sent by the repair loop: plan these CIDs again from their persisted state.
@@ -642,7 +645,30 @@ impl ShardActor {
         Ok(())
     }
 
-    fn apply_batch(&mut self, records: Vec<StoredRecord>) -> Result<BatchOutcome, StoreError> {
+    fn apply_batch(&mut self, mut records: Vec<StoredRecord>) -> Result<BatchOutcome, StoreError> {
+        // A record a later release wrote is applied by that release, never dead-lettered: the
+        // batch ends before it, and the partition waits there (rolling upgrades: docs/deploy.md).
+        let mut held = None;
+        let later = records.iter().enumerate().find_map(|(at, record)| {
+            let raw = record.record.as_ref().ok()?;
+            codec::later_schema(raw.content_type, &raw.value).map(|schema| (at, schema))
+        });
+        if let Some((at, schema)) = later {
+            let offset = records[at].offset;
+            held = Some(format!(
+                "offset {offset}: a record of event schema {schema} (this release reads {}), \
+                 written by a later pinhive release",
+                pinhive_events::SCHEMA_VERSION
+            ));
+            records.truncate(at);
+            if records.is_empty() {
+                return Ok(BatchOutcome {
+                    next_offset: offset,
+                    held,
+                    ..BatchOutcome::default()
+                });
+            }
+        }
         let Some(next_offset) = records.last().map(|r| r.next_offset) else {
             return Ok(BatchOutcome::default());
         };
@@ -872,6 +898,7 @@ impl ShardActor {
         self.snapshot.next_offset = next_offset;
         self.snapshot.events_applied += outcome.applied as u64;
         self.snapshot.batches += 1;
+        outcome.held = held;
         Ok(outcome)
     }
 

@@ -46,6 +46,11 @@ pub enum StoreError {
         key: String,
         reason: String,
     },
+    /// A row a later pinhive release wrote (a newer row version): not corrupt. A shard holds
+    /// its partition at a record that needs it (never quarantines) until an upgraded instance
+    /// runs the partition.
+    #[error("stored {what} has row version {version}, written by a later pinhive release (this release reads versions 0 to {ROW_VERSION}): the partition waits for an upgraded instance", ROW_VERSION = crate::row::ROW_VERSION)]
+    NewerRelease { what: &'static str, version: u8 },
     #[error("data directory {path} is in use by another pinhive process (stop it, or use the admin API)")]
     Locked { path: String },
     #[error("data directory {path} holds store layout {found}, written by an earlier pinhive release; this release writes layout 2 (docs/data-model.md) and cannot read it: serve it with the release that wrote it, or start from an empty data directory")]

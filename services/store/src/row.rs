@@ -45,12 +45,9 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     let (version, body) = match bytes {
         [VERSIONED, version @ 1..=ROW_VERSION, body @ ..] => (*version, body),
         [VERSIONED, version, ..] => {
-            return Err(StoreError::Corrupt {
+            return Err(StoreError::NewerRelease {
                 what,
-                reason: format!(
-                    "row version {version}, but this release reads versions 0 to {ROW_VERSION}: \
-                     it was written by a later pinhive release"
-                ),
+                version: *version,
             })
         }
         [VERSIONED] => {
@@ -266,13 +263,23 @@ pub(crate) mod tests {
 
     /// (b) of issue 12: a version this release does not know is `Corrupt`, and says why.
     #[test]
-    fn an_unknown_row_version_is_corrupt_with_its_version_named() {
+    fn a_later_row_version_is_a_later_release_not_corruption() {
         let mut bytes = encode(&pin());
         bytes[1] = 9;
         let error = decode::<PinRow>("pin", &bytes).unwrap_err();
         assert!(
-            matches!(&error, StoreError::Corrupt { what: "pin", reason } if reason.contains("row version 9")),
+            matches!(
+                &error,
+                StoreError::NewerRelease {
+                    what: "pin",
+                    version: 9
+                }
+            ),
             "{error}"
+        );
+        assert!(
+            !error.is_corrupt(),
+            "a later release's row is not quarantined"
         );
         assert!(
             error.to_string().contains("later pinhive release"),
