@@ -158,15 +158,16 @@ fn read_history(
     let mut entries = Vec::new();
     // A pin made before CID keys were canonical has its early events under the spelling it
     // was made with (that journal stays where it was; docs/api.md): one bounded read of it,
-    // shown first, on page one.
+    // shown first, on page one, and not counted against `limit` — the cursor pages the
+    // canonical journal only, so a legacy entry left off page one could never be reached.
     if let Some(legacy) = legacy {
         entries.extend(
             journal(legacy, None, HISTORY_CHUNK)?
                 .into_iter()
-                .filter(|entry| keep(entry))
-                .take(limit),
+                .filter(|entry| keep(entry)),
         );
     }
+    let limit = limit + entries.len();
     let mut cursor = after;
     for _ in 0..HISTORY_READS {
         if entries.len() >= limit {
@@ -510,6 +511,38 @@ mod tests {
         // A full page stops at its last entry: the next page starts right after it.
         let page = read_history(&*short, "c", None, None, 10, &all).unwrap();
         assert_eq!(page.next, Some(9));
+    }
+
+    /// A pin's events journaled under an earlier spelling of its CID all come on page one,
+    /// whatever the limit; the cursor then pages the canonical journal from its start.
+    #[test]
+    fn legacy_history_is_never_cut_off_by_a_small_limit() {
+        let read = |cid: &str, after: Option<u64>, limit: usize| {
+            let range = if cid == "old" { 0..5 } else { 100..130 };
+            let start = after.map_or(range.start, |a| a + 1).max(range.start);
+            Ok((start..range.end)
+                .take(limit)
+                .map(|offset| JournalEntry {
+                    cid: cid.to_string(),
+                    partition: 0,
+                    offset,
+                    event_id: offset.to_string(),
+                    timestamp_ns: 0,
+                    event: pinhive_events::Event::NodeRemoved {
+                        node: "n".into(),
+                        reason: String::new(),
+                    },
+                })
+                .collect())
+        };
+        let all = |_: &JournalEntry| true;
+        let page = read_history(&read, "c", Some("old"), None, 2, &all).unwrap();
+        let offsets: Vec<u64> = page.entries.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, [0, 1, 2, 3, 4, 100, 101]);
+        assert_eq!(page.next, Some(101));
+        let page = read_history(&read, "c", None, page.next, 2, &all).unwrap();
+        let offsets: Vec<u64> = page.entries.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, [102, 103]);
     }
 
     #[test]
