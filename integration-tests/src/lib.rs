@@ -728,6 +728,12 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.send(self.request(reqwest::Method::DELETE, path)).await
     }

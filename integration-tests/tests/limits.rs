@@ -35,6 +35,30 @@ fn reason(body: &serde_json::Value) -> &str {
     body["error"]["reason"].as_str().unwrap_or_default()
 }
 
+/// A 429: its `Retry-After` says at least 1 s; its `Failure` body.
+async fn refused(response: reqwest::Response) -> serde_json::Value {
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["Retry-After"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    response.json().await.unwrap()
+}
+
+/// `POST path` with `client`'s token: the response as it came (headers included).
+async fn post_raw(client: &Client, path: &str, body: &serde_json::Value) -> reqwest::Response {
+    client
+        .http
+        .post(format!("{}{path}", client.base))
+        .bearer_auth(&client.token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_over_the_rate_limit_gets_429_with_retry_after_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,7 +192,7 @@ async fn unknown_tokens_from_one_address_are_limited_before_the_store_is_read() 
     };
     assert_eq!(list(alice.clone()).await.unwrap().status(), 200);
     let mut unknown = 0;
-    let refused = loop {
+    let over = loop {
         let response = list(format!("guess-{unknown}")).await.unwrap();
         match response.status().as_u16() {
             401 => unknown += 1,
@@ -182,13 +206,7 @@ async fn unknown_tokens_from_one_address_are_limited_before_the_store_is_read() 
         unknown >= 9,
         "only {unknown} unknown tokens before the limit"
     );
-    let retry_after: u64 = refused.headers()["Retry-After"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(retry_after >= 1);
-    let body: serde_json::Value = refused.json().await.unwrap();
+    let body = refused(over).await;
     assert_eq!(reason(&body), "TOO_MANY_REQUESTS", "{body}");
     // Alice's token was verified a moment ago: cached, it needs no lookup.
     assert_eq!(list(alice.clone()).await.unwrap().status(), 200);
@@ -347,22 +365,7 @@ async fn quotas_refuse_over_limit_requests_on_http_and_on_kafka() {
     // Retry-After.
     let (status, body) = bob.pin(json!({"cid": unfetchable_cid()})).await;
     assert_eq!(status, 202, "{body}");
-    let response = bob
-        .http
-        .post(format!("{}/pins", pinhive.url))
-        .bearer_auth(&bob.token)
-        .json(&json!({"cid": unfetchable_cid()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 429);
-    let retry_after: u64 = response.headers()["Retry-After"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(retry_after >= 1);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let body = refused(post_raw(&bob, "/pins", &json!({"cid": unfetchable_cid()})).await).await;
     assert_eq!(reason(&body), "IN_FLIGHT_QUOTA_EXCEEDED", "{body}");
     assert!(
         body["error"]["details"]
@@ -468,16 +471,6 @@ fn s3_notification(key: &str) -> serde_json::Value {
     }]})
 }
 
-async fn post_s3(client: &Client, body: serde_json::Value) -> (u16, serde_json::Value) {
-    client
-        .send(
-            client
-                .request(reqwest::Method::POST, "/admin/s3/events")
-                .json(&body),
-        )
-        .await
-}
-
 /// Keys of the objects pinhive maps in bucket `docs`.
 async fn s3_keys(admin: &Client) -> Vec<String> {
     let (_, body) = admin.get("/admin/s3/objects?bucket=docs").await;
@@ -519,10 +512,14 @@ async fn the_s3_owner_over_its_quota_is_refused_on_the_webhook_and_dead_lettered
     .await
     .unwrap();
     let admin = Client::new(&pinhive.url, &admin);
-    let (status, body) = post_s3(&admin, s3_notification("first.pdf")).await;
+    let (status, body) = admin
+        .post("/admin/s3/events", &s3_notification("first.pdf"))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["applied"][0]["action"], "pinned", "{body}");
-    let (status, body) = post_s3(&admin, s3_notification("second.pdf")).await;
+    let (status, body) = admin
+        .post("/admin/s3/events", &s3_notification("second.pdf"))
+        .await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(reason(&body), "PIN_QUOTA_EXCEEDED", "{body}");
     assert!(
@@ -571,24 +568,12 @@ async fn the_s3_owner_over_its_quota_is_refused_on_the_webhook_and_dead_lettered
         .await
         .unwrap();
     let admin = Client::new(&pinhive.url, &token);
-    let (status, body) = post_s3(&admin, s3_notification("first.pdf")).await;
+    let (status, body) = admin
+        .post("/admin/s3/events", &s3_notification("first.pdf"))
+        .await;
     assert_eq!(status, 200, "{body}");
-    let response = admin
-        .http
-        .post(format!("{}/admin/s3/events", pinhive.url))
-        .bearer_auth(&admin.token)
-        .json(&s3_notification("second.pdf"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 429);
-    let retry_after: u64 = response.headers()["Retry-After"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(retry_after >= 1);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let body =
+        refused(post_raw(&admin, "/admin/s3/events", &s3_notification("second.pdf")).await).await;
     assert_eq!(reason(&body), "IN_FLIGHT_QUOTA_EXCEEDED", "{body}");
     assert_eq!(s3_keys(&admin).await, ["first.pdf"]);
 }

@@ -29,16 +29,7 @@ async fn webhook_notifications_become_pins() {
                "object": {"key": "reports/q1+2024.pdf", "sequencer": "0A",
                           "userMetadata": {"x-amz-meta-cid": CID}}}
     }]});
-    async fn post(client: &Client, body: serde_json::Value) -> (u16, serde_json::Value) {
-        client
-            .send(
-                client
-                    .request(reqwest::Method::POST, "/admin/s3/events")
-                    .json(&body),
-            )
-            .await
-    }
-    let (status, body) = post(&admin, event.clone()).await;
+    let (status, body) = admin.post("/admin/s3/events", &event).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["applied"][0]["action"], "pinned");
     let requestid = body["applied"][0]["requestid"]
@@ -46,7 +37,7 @@ async fn webhook_notifications_become_pins() {
         .unwrap()
         .to_string();
     // Re-delivery is recognised.
-    let (_, again) = post(&admin, event).await;
+    let (_, again) = admin.post("/admin/s3/events", &event).await;
     assert_eq!(again["applied"][0]["action"], "duplicate");
 
     // The mapping is written before the webhook answers; the pin is not: the ingester appends
@@ -66,19 +57,23 @@ async fn webhook_notifications_become_pins() {
     assert_eq!(pin["pin"]["name"], "reports/q1 2024.pdf");
     assert_eq!(pin["pin"]["meta"]["s3_bucket"], "docs");
 
-    let (status, body) = post(
-        &admin,
-        json!({"Records": [{"eventName": "s3:ObjectCreated:Put",
+    let (status, body) = admin
+        .post(
+            "/admin/s3/events",
+            &json!({"Records": [{"eventName": "s3:ObjectCreated:Put",
         "s3": {"bucket": {"name": "docs"}, "object": {"key": "x"}}}]}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(
         (status, body["error"]["reason"].as_str()),
         (400, Some("BAD_REQUEST")),
         "{body}"
     );
     assert_eq!(
-        post(&owner, json!({"Records": []})).await.0,
+        owner
+            .post("/admin/s3/events", &json!({"Records": []}))
+            .await
+            .0,
         403,
         "admin only"
     );

@@ -7,37 +7,18 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
 use pinhive_events::codec::ContentType;
-use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested};
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::{Log, Record};
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
-use pinhive_store::{
-    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, EmbeddedStore, JournalEntry, PinPage,
-    PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord,
-};
+use pinhive_store::{EmbeddedStore, Store, StoreError};
 
 mod support;
 
-use support::{cid, open_log, until, until_async};
+use support::{cid, on_store, open_log, request_as, until, until_async, FailingLoadStore};
 
 fn request(requestid: &str, i: usize) -> Record {
-    Record::from_envelope(&Envelope::new(
-        cid(i),
-        Event::PinRequested(PinRequested {
-            requestid: requestid.into(),
-            owner: "alice".into(),
-            cid: cid(i),
-            name: None,
-            origins: vec![],
-            meta: Default::default(),
-            created_ns: 1,
-            replicas_min: 1,
-            replicas_max: 1,
-            replaces: None,
-        }),
-    ))
+    request_as(requestid, i, 1)
 }
 
 /// A record a later release appended: its envelope starts with schema version 2, and what
@@ -56,43 +37,14 @@ fn later_record(i: usize) -> Record {
     }
 }
 
-/// A store whose row of one CID was written by a later release (until `upgraded`).
-struct LaterRowStore {
-    inner: Box<dyn Store>,
-    later: Mutex<Option<String>>,
-}
+/// A store whose row of one CID (while `failing` names it) a later release wrote.
+type LaterRowStore = FailingLoadStore;
 
-impl LaterRowStore {
-    fn on_call(&self, _method: &'static str) {}
-}
-
-impl Store for LaterRowStore {
-    fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError> {
-        if self.later.lock().as_deref() == Some(cid) {
-            return Err(StoreError::NewerRelease {
-                what: "cid state",
-                version: 4,
-            });
-        }
-        self.inner.load_cid(cid)
+fn later_row(_: &str) -> StoreError {
+    StoreError::NewerRelease {
+        what: "cid state",
+        version: 4,
     }
-    fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError> {
-        self.inner.write_shard_batch(batch)
-    }
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        self.inner.commit(commit)
-    }
-    delegate_store_reads!(except_load_cid);
-}
-
-async fn on_store<T: Send + 'static>(
-    store: &Arc<LaterRowStore>,
-    read: impl FnOnce(&LaterRowStore) -> T + Send + 'static,
-) -> T {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || read(&store))
-        .await
-        .expect("the store read runs")
 }
 
 fn start(log: &Arc<dyn Log>, store: &Arc<LaterRowStore>) -> Arc<Orchestrator> {
@@ -108,7 +60,8 @@ fn start(log: &Arc<dyn Log>, store: &Arc<LaterRowStore>) -> Arc<Orchestrator> {
 fn store_in(dir: &std::path::Path) -> Arc<LaterRowStore> {
     Arc::new(LaterRowStore {
         inner: Box::new(EmbeddedStore::open(&dir.join("store")).unwrap()),
-        later: Mutex::new(None),
+        failing: Mutex::new(None),
+        error: later_row,
     })
 }
 
@@ -169,7 +122,7 @@ async fn a_row_of_a_later_release_holds_the_partition_instead_of_quarantining() 
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), 1);
     let store = store_in(dir.path());
-    *store.later.lock() = Some(cid(2));
+    *store.failing.lock() = Some(cid(2));
     log.append(vec![request("r1", 1), request("r2", 2), request("r3", 3)])
         .await
         .unwrap();
@@ -195,7 +148,7 @@ async fn a_row_of_a_later_release_holds_the_partition_instead_of_quarantining() 
     assert!(letters.is_empty() && quarantined.is_empty());
     // The row becomes readable (what an upgraded instance sees): the batch applies whole and
     // the hold ends.
-    *store.later.lock() = None;
+    *store.failing.lock() = None;
     until_async("every pin applied", || {
         on_store(&store, |store| {
             ["r1", "r2", "r3"]

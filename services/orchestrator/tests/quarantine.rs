@@ -8,79 +8,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
-use pinhive_events::{Envelope, Event, NodeDescriptor, PinRequested};
 use pinhive_ipfs::NodeRegistry;
 use pinhive_log::{EmbeddedLog, EmbeddedLogConfig, Log, Record};
 use pinhive_orchestrator::{Orchestrator, OrchestratorConfig};
-use pinhive_store::{
-    AnalyticsCheckpoint, Commit, CommitState, DeadLetter, EmbeddedStore, JournalEntry, PinPage,
-    PinQuery, S3Object, ShardBatch, Store, StoreError, TokenRecord,
-};
+use pinhive_store::{EmbeddedStore, Store, StoreError};
 use pinhive_store_scylla::{migrate, Replication, ScyllaStore};
 
 mod support;
 
-use support::{cid, until_async};
+use support::{cid, on_store, request_as, until_async, FailingLoadStore};
 
 /// A store, but `load_cid` of one CID fails as a row that cannot be decoded.
-struct CorruptingStore {
-    inner: Box<dyn Store>,
-    corrupt: Mutex<Option<String>>,
-}
+type CorruptingStore = FailingLoadStore;
 
-impl CorruptingStore {
-    fn on_call(&self, _method: &'static str) {}
-}
-
-impl Store for CorruptingStore {
-    fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError> {
-        if self.corrupt.lock().as_deref() == Some(cid) {
-            return Err(StoreError::CorruptRow {
-                what: "cid state",
-                key: cid.to_string(),
-                reason: "row version 9, but this release reads versions 0 to 1".into(),
-            });
-        }
-        self.inner.load_cid(cid)
+fn corrupt(cid: &str) -> StoreError {
+    StoreError::CorruptRow {
+        what: "cid state",
+        key: cid.to_string(),
+        reason: "row version 9, but this release reads versions 0 to 1".into(),
     }
-    fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError> {
-        self.inner.write_shard_batch(batch)
-    }
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        self.inner.commit(commit)
-    }
-    delegate_store_reads!(except_load_cid);
 }
 
 fn request(requestid: &str, i: usize) -> Record {
-    Record::from_envelope(&Envelope::new(
-        cid(i),
-        Event::PinRequested(PinRequested {
-            requestid: requestid.into(),
-            owner: "alice".into(),
-            cid: cid(i),
-            name: None,
-            origins: vec![],
-            meta: Default::default(),
-            created_ns: 1,
-            replicas_min: 1,
-            replicas_max: 1,
-            replaces: None,
-        }),
-    ))
-}
-
-/// `read` on the store, on a blocking thread (as every caller of a `Store` runs it): a
-/// blocking call inside the actix runtime's own task could wait on a wake-up deferred to it.
-async fn on_store<T: Send + 'static>(
-    store: &Arc<CorruptingStore>,
-    read: impl FnOnce(&CorruptingStore) -> T + Send + 'static,
-) -> T {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || read(&store))
-        .await
-        .expect("the store read runs")
+    request_as(requestid, i, 1)
 }
 
 /// Waits until the partition's committed checkpoint is the end of the log.
@@ -157,7 +107,8 @@ async fn corrupt_row_scenario(dir: &std::path::Path, inner: Box<dyn Store>) {
     );
     let store = Arc::new(CorruptingStore {
         inner,
-        corrupt: Mutex::new(Some(cid(2))),
+        failing: Mutex::new(Some(cid(2))),
+        error: corrupt,
     });
     log.append(vec![request("r1", 1), request("r2", 2), request("r3", 3)])
         .await
@@ -196,7 +147,7 @@ async fn corrupt_row_scenario(dir: &std::path::Path, inner: Box<dyn Store>) {
 
     // Later records of the quarantined CID are dead-lettered too (even once the row would
     // read again: only an operator ends a quarantine); the others still apply.
-    *store.corrupt.lock() = None;
+    *store.failing.lock() = None;
     log.append(vec![request("r2b", 2), request("r4", 4)])
         .await
         .unwrap();

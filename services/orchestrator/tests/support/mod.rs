@@ -93,11 +93,16 @@ pub fn cid(i: usize) -> String {
 /// The request of pin `req-{i}` (owner alice) of [`cid`]`(i)` with min = max = `replicas`, as
 /// the API appends it.
 pub fn pin_request(i: usize, replicas: u8) -> pinhive_log::Record {
+    request_as(&format!("req-{i}"), i, replicas)
+}
+
+/// [`pin_request`] under request id `requestid`.
+pub fn request_as(requestid: &str, i: usize, replicas: u8) -> pinhive_log::Record {
     use pinhive_events::{Envelope, Event, PinRequested};
     pinhive_log::Record::from_envelope(&Envelope::new(
         cid(i),
         Event::PinRequested(PinRequested {
-            requestid: format!("req-{i}"),
+            requestid: requestid.into(),
             owner: "alice".into(),
             cid: cid(i),
             name: None,
@@ -109,6 +114,55 @@ pub fn pin_request(i: usize, replicas: u8) -> pinhive_log::Record {
             replaces: None,
         }),
     ))
+}
+
+/// A store whose `load_cid` of one CID (while `failing` names it) fails with `error(cid)`:
+/// a corrupt row, or a row a later release wrote.
+pub struct FailingLoadStore {
+    pub inner: Box<dyn pinhive_store::Store>,
+    pub failing: parking_lot::Mutex<Option<String>>,
+    pub error: fn(&str) -> pinhive_store::StoreError,
+}
+
+impl FailingLoadStore {
+    fn on_call(&self, _method: &'static str) {}
+}
+
+mod failing_load {
+    use pinhive_domain::{CidState, Cursor, PinRecord, PinRow, PinStatus};
+    use pinhive_events::NodeDescriptor;
+    use pinhive_store::{
+        AnalyticsCheckpoint, Commit, CommitState, DeadLetter, JournalEntry, PinPage, PinQuery,
+        S3Object, ShardBatch, Store, StoreError, TokenRecord,
+    };
+
+    impl Store for super::FailingLoadStore {
+        fn load_cid(&self, cid: &str) -> Result<Option<CidState>, StoreError> {
+            if self.failing.lock().as_deref() == Some(cid) {
+                return Err((self.error)(cid));
+            }
+            self.inner.load_cid(cid)
+        }
+        fn write_shard_batch(&self, batch: &ShardBatch) -> Result<(), StoreError> {
+            self.inner.write_shard_batch(batch)
+        }
+        fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+            self.inner.commit(commit)
+        }
+        crate::delegate_store_reads!(except_load_cid);
+    }
+}
+
+/// `read` on the store, on a blocking thread (as every caller of a `Store` runs it): a
+/// blocking call inside the actix runtime's own task could wait on a wake-up deferred to it.
+pub async fn on_store<S: Send + Sync + 'static, T: Send + 'static>(
+    store: &Arc<S>,
+    read: impl FnOnce(&S) -> T + Send + 'static,
+) -> T {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store))
+        .await
+        .expect("the store read runs")
 }
 
 /// Waits until `check` holds, polling it every 10 ms; fails the test after 30 s.
