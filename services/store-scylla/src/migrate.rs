@@ -278,20 +278,22 @@ async fn index_earlier_tokens(session: &Session, keyspace: &str) -> anyhow::Resu
         .await
         .context("preparing the token backfill read")?;
     scan.set_page_size(TOKEN_PAGE);
-    let mut by_id = session
-        .prepare(format!(
-            "INSERT INTO {keyspace}.token_ids (token_id, secret_hash) VALUES (?, ?)"
-        ))
-        .await
-        .context("preparing the token id insert")?;
-    by_id.set_is_idempotent(true);
-    let mut by_owner = session
-        .prepare(format!(
-            "INSERT INTO {keyspace}.tokens_by_owner (owner, token_id, token) VALUES (?, ?, ?)"
-        ))
-        .await
-        .context("preparing the token owner insert")?;
-    by_owner.set_is_idempotent(true);
+    let upsert = |cql: String| async move {
+        let mut statement = session
+            .prepare(cql.as_str())
+            .await
+            .with_context(|| format!("preparing {cql}"))?;
+        statement.set_is_idempotent(true);
+        anyhow::Ok(statement)
+    };
+    let by_id = upsert(format!(
+        "INSERT INTO {keyspace}.token_ids (token_id, secret_hash) VALUES (?, ?)"
+    ))
+    .await?;
+    let by_owner = upsert(format!(
+        "INSERT INTO {keyspace}.tokens_by_owner (owner, token_id, token) VALUES (?, ?, ?)"
+    ))
+    .await?;
     let mut indexed = 0;
     let mut paging = PagingState::start();
     loop {
