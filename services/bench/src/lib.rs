@@ -18,6 +18,9 @@
 //! * `anti-entropy`: one anti-entropy pass (`Orchestrator::reconcile`) over a node believed to
 //!   hold N pins with injected drift both ways: pass time, peak RSS, filter bytes, drift found,
 //!   beside the naive reconciliation (listing and index in hash sets) on the same store.
+//! * `load`: open-loop HTTP load at a target rate (`POST /pins`, `GET /pins`, mixed), each
+//!   beside the same run's `/health` at the same rate; latency percentiles from each request's
+//!   scheduled start (coordinated omission corrected), in an `hdrhistogram`.
 //!
 //! Invariant: a benchmark never changes what it measures; it drives the service through its
 //! public surfaces (HTTP, the log, the store before start) and the wiring in `pinhive-server`.
@@ -25,6 +28,7 @@
 pub mod analytics;
 pub mod anti_entropy;
 pub mod kafka;
+pub mod open_loop;
 pub mod pipeline;
 pub mod rereplication;
 pub mod scale;
@@ -62,6 +66,9 @@ pub enum BenchMode {
     /// One anti-entropy pass over a node believed to hold N pins, with drift both ways: time,
     /// peak RSS, filter bytes, drift found; beside the naive hash-set diff.
     AntiEntropy(anti_entropy::AntiEntropyArgs),
+    /// Open-loop HTTP load at a target rate (POST /pins, GET /pins, mixed) beside the same
+    /// run's /health: latency percentiles corrected for coordinated omission (hdrhistogram).
+    Load(open_loop::LoadArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -73,6 +80,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchMode::StoreSize(store_size)) => store_size::run(store_size),
         Some(BenchMode::Rereplication(rereplication)) => rereplication::run(rereplication),
         Some(BenchMode::AntiEntropy(anti_entropy)) => anti_entropy::run(anti_entropy),
+        Some(BenchMode::Load(load)) => open_loop::run(load),
     }
 }
 

@@ -12,7 +12,7 @@
 
 mod load;
 mod log_load;
-mod process;
+pub(crate) mod process;
 mod report;
 mod walk;
 mod workload;
@@ -444,7 +444,7 @@ async fn measure(args: &ScaleArgs, work: &Path) -> anyhow::Result<Report> {
 }
 
 /// An admin token owned by [`OWNER`], written into the store before the server first starts.
-fn create_token(data_dir: &Path) -> anyhow::Result<String> {
+pub(crate) fn create_token(data_dir: &Path) -> anyhow::Result<String> {
     let store = EmbeddedStore::open(&data_dir.join("store")).context("opening the store")?;
     let secret = crate::put_token(&store, OWNER, true)?;
     store.flush()?;
@@ -452,7 +452,7 @@ fn create_token(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Waits until the server answers `/ready` with every simulated node reachable.
-async fn wait_ready(
+pub(crate) async fn wait_ready(
     client: &reqwest::Client,
     server: &mut ServerProcess,
     nodes: usize,
