@@ -76,7 +76,18 @@ pub fn run(command: PinsCommand) -> ExitCode {
         PinsCommand::Ls(args) => listing::ls(args).map(|()| None),
         PinsCommand::Status(args) => listing::by_id(args, false).map(Some),
         PinsCommand::Rm(args) => listing::by_id(args, true).map(Some),
-        other => run_admin(other).map(|()| None),
+        PinsCommand::Recover {
+            requestid,
+            all_failed,
+            page,
+            connection,
+        } => run_recover(requestid, all_failed, page, &connection).map(|()| None),
+        PinsCommand::Expire {
+            requestid,
+            at,
+            clear,
+            connection,
+        } => run_expire(&requestid, at, clear, &connection).map(|()| None),
     };
     match result {
         Ok(Some(code)) => code,
@@ -88,57 +99,49 @@ pub fn run(command: PinsCommand) -> ExitCode {
     }
 }
 
-fn run_admin(command: PinsCommand) -> anyhow::Result<()> {
-    match command {
-        PinsCommand::Recover {
-            requestid,
-            all_failed,
-            page,
-            connection,
-        } => {
-            let api = Api::connect(&connection)?;
-            match (requestid, all_failed) {
-                (Some(requestid), false) => {
-                    let body = recover(&api, &requestid)?;
-                    println!(
-                        "pin {requestid}: recovery requested (was {})",
-                        body["status"].as_str().unwrap_or("?")
-                    );
-                    Ok(())
-                }
-                (None, true) => recover_all_failed(&api, page),
-                _ => bail!("give a REQUESTID or --all-failed"),
-            }
-        }
-        PinsCommand::Expire {
-            requestid,
-            at,
-            clear,
-            connection,
-        } => {
-            let api = Api::connect(&connection)?;
-            let path = format!("/admin/pins/{}/expiry", path_segment(&requestid));
-            let (method, body) = match (at, clear) {
-                (Some(at), false) => (
-                    reqwest::Method::PUT,
-                    Some(serde_json::json!({ "expires_at": at })),
-                ),
-                (None, true) => (reqwest::Method::DELETE, None),
-                _ => bail!("give --at TIME or --clear"),
-            };
-            let (_, pin) = api.call(method, &path, body.as_ref())?;
-            match pin["pin"]["meta"]["expires_at"].as_str() {
-                Some(at) => println!("pin {requestid}: expires at {at}"),
-                None => println!("pin {requestid}: no expiry"),
-            }
+fn run_recover(
+    requestid: Option<String>,
+    all_failed: bool,
+    page: u16,
+    connection: &Connection,
+) -> anyhow::Result<()> {
+    let api = Api::connect(connection)?;
+    match (requestid, all_failed) {
+        (Some(requestid), false) => {
+            let body = recover(&api, &requestid)?;
+            println!(
+                "pin {requestid}: recovery requested (was {})",
+                body["status"].as_str().unwrap_or("?")
+            );
             Ok(())
         }
-        PinsCommand::Import(_)
-        | PinsCommand::Export(_)
-        | PinsCommand::Ls(_)
-        | PinsCommand::Status(_)
-        | PinsCommand::Rm(_) => unreachable!("dispatched by run"),
+        (None, true) => recover_all_failed(&api, page),
+        _ => bail!("give a REQUESTID or --all-failed"),
     }
+}
+
+fn run_expire(
+    requestid: &str,
+    at: Option<String>,
+    clear: bool,
+    connection: &Connection,
+) -> anyhow::Result<()> {
+    let api = Api::connect(connection)?;
+    let path = format!("/admin/pins/{}/expiry", path_segment(requestid));
+    let (method, body) = match (at, clear) {
+        (Some(at), false) => (
+            reqwest::Method::PUT,
+            Some(serde_json::json!({ "expires_at": at })),
+        ),
+        (None, true) => (reqwest::Method::DELETE, None),
+        _ => bail!("give --at TIME or --clear"),
+    };
+    let (_, pin) = api.call(method, &path, body.as_ref())?;
+    match pin["pin"]["meta"]["expires_at"].as_str() {
+        Some(at) => println!("pin {requestid}: expires at {at}"),
+        None => println!("pin {requestid}: no expiry"),
+    }
+    Ok(())
 }
 
 /// `value` percent-encoded for a URL path segment.

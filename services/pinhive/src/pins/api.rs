@@ -106,13 +106,17 @@ pub enum ApiError {
     /// Still 429/503 or unreachable after every retry.
     #[error("gave up after {attempts} attempts: {last_error}")]
     GaveUp { attempts: u32, last_error: String },
+    /// A `POST` whose request may have reached the service (a timeout, a connection lost after
+    /// sending) is not sent again blindly: that could pin twice. The caller checks first.
+    #[error("no answer, the request may have been applied: {details}")]
+    Unknown { details: String },
 }
 
 impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Refused { status, .. } => Some(*status),
-            ApiError::GaveUp { .. } => None,
+            ApiError::GaveUp { .. } | ApiError::Unknown { .. } => None,
         }
     }
 
@@ -121,6 +125,7 @@ impl ApiError {
     pub fn is_fatal(&self) -> bool {
         match self {
             ApiError::GaveUp { .. } => true,
+            ApiError::Unknown { .. } => false,
             ApiError::Refused { status, .. } => matches!(status, 401 | 403 | 404 | 405 | 0),
         }
     }
@@ -174,7 +179,9 @@ impl Api {
     }
 
     /// Sends the request (again while the server asks for a retry, at most `retries` times)
-    /// and returns the status and JSON body (Null when there is none).
+    /// and returns the status and JSON body (Null when there is none). A 429 or 503 did
+    /// nothing and a connection that failed sent nothing, so those are retried for every
+    /// method; a `POST` that may have arrived without an answer is [`ApiError::Unknown`].
     pub fn call(
         &self,
         method: Method,
@@ -215,7 +222,16 @@ impl Api {
                     }
                     (format!("{status}: {}", details(status, &text)), retry_after)
                 }
-                Err(error) if error.is_connect() || error.is_timeout() || error.is_request() => {
+                // Never sent: safe to send again, whatever the method.
+                Err(error) if error.is_connect() => (error_chain(&error), Duration::ZERO),
+                Err(error)
+                    if method == Method::POST && (error.is_timeout() || error.is_request()) =>
+                {
+                    return Err(ApiError::Unknown {
+                        details: error_chain(&error),
+                    })
+                }
+                Err(error) if error.is_timeout() || error.is_request() => {
                     (error_chain(&error), Duration::ZERO)
                 }
                 Err(error) => {
@@ -305,6 +321,47 @@ mod tests {
             config,
             retries: 0,
         }
+    }
+
+    /// A server that reads each request and closes the connection without an answer.
+    fn hanging_up_server(connections: usize) -> String {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for _ in 0..connections {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer);
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_post_without_an_answer_is_not_sent_again_but_a_get_is() {
+        let mut connection = connection(None, "default");
+        connection.token = Some("t".into());
+        connection.retries = 1;
+        connection.url = Some(hanging_up_server(1));
+        let api = Api::connect(&connection).unwrap();
+        let error = api
+            .call(
+                Method::POST,
+                "/pins",
+                Some(&serde_json::json!({"cid": "x"})),
+            )
+            .unwrap_err();
+        assert!(matches!(error, ApiError::Unknown { .. }), "{error}");
+        connection.url = Some(hanging_up_server(2));
+        let api = Api::connect(&connection).unwrap();
+        let error = api.call(Method::GET, "/pins", None).unwrap_err();
+        assert!(
+            matches!(error, ApiError::GaveUp { attempts: 2, .. }),
+            "{error}"
+        );
     }
 
     #[test]

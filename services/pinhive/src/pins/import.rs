@@ -30,6 +30,8 @@ const EXIT_STOPPED: u8 = 1;
 const EXIT_BAD_ARGUMENTS: u8 = 2;
 /// The input was read to its end, but some lines failed (listed with their numbers).
 const EXIT_SOME_LINES_FAILED: u8 = 3;
+/// Sends of one line whose answers were lost before the import gives up.
+const UNKNOWN_OUTCOME_ATTEMPTS: u32 = 4;
 /// Failures kept for the summary; past this only counted.
 const MAX_LISTED_FAILURES: usize = 10_000;
 
@@ -71,7 +73,8 @@ struct Summary {
     imported: u64,
     /// Skipped: journaled as imported by an earlier run.
     already_imported: u64,
-    /// Uncertain lines of an earlier run that the service already held.
+    /// Lines the service already held: uncertain ones of an earlier run, or a POST of this
+    /// run whose answer was lost.
     found_on_service: u64,
     failed: u64,
     /// Requests sent again after 429/503 or a connection failure.
@@ -176,13 +179,32 @@ impl Shared<'_> {
                 Err(error) => return self.refused(job.line, error),
             }
         }
-        match self.api.call(Method::POST, "/pins", Some(&body(&job.pin))) {
-            Ok(_) => {
-                self.counters.imported.fetch_add(1, Ordering::Relaxed);
-                self.done(job.line);
+        let body = body(&job.pin);
+        // A POST without an answer may have pinned: look before sending it again (bounded).
+        for _ in 0..UNKNOWN_OUTCOME_ATTEMPTS {
+            match self.api.call(Method::POST, "/pins", Some(&body)) {
+                Ok(_) => {
+                    self.counters.imported.fetch_add(1, Ordering::Relaxed);
+                    return self.done(job.line);
+                }
+                Err(ApiError::Unknown { .. }) => match held(self.api, &job.pin) {
+                    Ok(true) => {
+                        self.counters.found.fetch_add(1, Ordering::Relaxed);
+                        return self.done(job.line);
+                    }
+                    Ok(false) => continue,
+                    Err(error) => return self.refused(job.line, error),
+                },
+                Err(error) => return self.refused(job.line, error),
             }
-            Err(error) => self.refused(job.line, error),
         }
+        self.refused(
+            job.line,
+            ApiError::GaveUp {
+                attempts: UNKNOWN_OUTCOME_ATTEMPTS,
+                last_error: "no answer to POST /pins (timeouts or lost connections)".into(),
+            },
+        );
     }
 
     fn refused(&self, line: u64, error: ApiError) {
