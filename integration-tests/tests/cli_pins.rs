@@ -1,4 +1,4 @@
-//! `pinhive pins import|export` against the real binary and a real service over HTTP: a large
+//! `pinhive pins import|export|ls|status|rm` against the real binary and a real service over HTTP: a large
 //! import with malformed lines, killed and restarted, lands every valid pin exactly once and
 //! reports each bad line by number; an export imported into a fresh deployment gives the same
 //! listing; 429s from the rate limit are waited out. No IPFS node is needed: the service
@@ -304,4 +304,91 @@ async fn export_then_import_into_a_fresh_deployment_gives_the_same_listing() {
     let listing_a = listing(&client_a).await;
     assert_eq!(listing_a.values().sum::<usize>(), PINS);
     assert_eq!(listing_a, listing(&client_b).await);
+}
+
+/// `pins ls|status|rm` for scripts: JSON lines, tab-separated rows, exit 3 for an unknown
+/// request id; the URL and token from a profile of the CLI config file.
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_status_and_rm_answer_scripts_with_json_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "scripts", false).unwrap();
+    let node = no_node();
+    let pinhive = Pinhive::start(&data, &["--ipfs-node", &node])
+        .await
+        .unwrap();
+    let client = Client::new(&pinhive.url, &token).without_reachable_node();
+    let mut requestids = Vec::new();
+    for i in 0..5 {
+        let (status, body) = client
+            .pin(serde_json::json!({"cid": cid_of(2_000_000 + i), "name": format!("n{i}")}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        requestids.push(body["requestid"].as_str().unwrap().to_string());
+    }
+
+    // The service from a profile only: no flags, no PINHIVE_URL / PINHIVE_TOKEN.
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("pinhive")).unwrap();
+    std::fs::write(
+        config.join("pinhive/cli.toml"),
+        format!("[ops]\nurl = \"{}\"\ntoken = \"{token}\"\n", pinhive.url),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(binary())
+            .args(args)
+            .args(["--profile", "ops"])
+            .env_remove("PINHIVE_URL")
+            .env_remove("PINHIVE_TOKEN")
+            .env("XDG_CONFIG_HOME", &config)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["pins", "ls", "--json", "--limit", "3"]);
+    assert!(output.status.success(), "{output:?}");
+    let listed: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let newest: Vec<&str> = listed
+        .iter()
+        .map(|p| p["requestid"].as_str().unwrap())
+        .collect();
+    assert_eq!(newest, [&requestids[4], &requestids[3], &requestids[2]]);
+    let output = run(&["pins", "ls", "--limit", "0", "--name", "n1"]);
+    let text = String::from_utf8(output.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert_eq!(
+        (rows[0][0], rows[0][1], rows[0][4]),
+        (requestids[1].as_str(), "queued", "n1")
+    );
+
+    let output = run(&["pins", "status", &requestids[0], "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let pin: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(pin["pin"]["name"], "n0");
+    let output = run(&["pins", "status", &requestids[0], "no-such-pin"]);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+
+    let output = run(&["pins", "rm", &requestids[0], "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let output = run(&["pins", "rm", &requestids[0]]);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let (status, _) = client.get(&format!("/pins/{}", requestids[0])).await;
+    assert_eq!(status, 404);
+
+    // A wrong token stops with exit 1 and says what to check.
+    let output = Command::new(binary())
+        .args(["pins", "ls", "--url", &pinhive.url, "--token", "wrong"])
+        .env("XDG_CONFIG_HOME", &config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("401"),
+        "{output:?}"
+    );
 }
