@@ -68,16 +68,37 @@ async fn a_backup_restored_into_a_new_data_dir_serves_the_same_pins() {
         backup.to_str().unwrap(),
         "--data-dir",
         data.to_str().unwrap(),
+        "--json",
     ]);
     assert!(output.status.success(), "{output:?}");
+    let exported: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let output = state(&[
         "import",
         backup.to_str().unwrap(),
         "--data-dir",
         restored.to_str().unwrap(),
+        "--json",
     ]);
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("verified"));
+    let imported: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(imported, exported);
+    let pins = exported["keyspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "pins")
+        .unwrap();
+    // 40 pins made, one deleted: at least one row each for the 39 left.
+    assert!(pins["entries"].as_u64().unwrap() >= 39, "{pins}");
+    assert!(
+        exported["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"].as_str().unwrap().starts_with("log/")),
+        "{exported}"
+    );
     // Not over an existing deployment.
     let output = state(&[
         "import",

@@ -40,6 +40,10 @@ pub enum StateCommand {
         file: PathBuf,
         #[command(flatten)]
         dir: DataDir,
+        /// Print the manifest (size and SHA-256 of every piece) as JSON on stdout (not with
+        /// `-`: stdout is the archive then).
+        #[arg(long)]
+        json: bool,
     },
     /// Restore a backup from FILE (`-`: stdin) into a new data dir (absent or empty),
     /// verified against the backup's manifest.
@@ -47,6 +51,9 @@ pub enum StateCommand {
         file: PathBuf,
         #[command(flatten)]
         dir: DataDir,
+        /// Print the verified manifest as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -72,7 +79,10 @@ struct Piece {
 
 pub fn run(command: StateCommand) -> anyhow::Result<()> {
     match command {
-        StateCommand::Export { file, dir } => {
+        StateCommand::Export { file, dir, json } => {
+            if json && file.as_os_str() == "-" {
+                bail!("--json prints on stdout, where `-` writes the archive: give a FILE");
+            }
             let manifest = if file.as_os_str() == "-" {
                 export(&dir.data_dir, io::stdout().lock())?
             } else {
@@ -83,9 +93,12 @@ pub fn run(command: StateCommand) -> anyhow::Result<()> {
                 manifest
             };
             eprintln!("{}", describe("exported", &manifest));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&manifest)?);
+            }
             Ok(())
         }
-        StateCommand::Import { file, dir } => {
+        StateCommand::Import { file, dir, json } => {
             let input: Box<dyn Read> = if file.as_os_str() == "-" {
                 Box::new(io::stdin().lock())
             } else {
@@ -93,6 +106,9 @@ pub fn run(command: StateCommand) -> anyhow::Result<()> {
             };
             let manifest = import_into_new(&dir.data_dir, BufReader::new(input))?;
             eprintln!("{}", describe("imported and verified", &manifest));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&manifest)?);
+            }
             Ok(())
         }
     }
