@@ -2,6 +2,7 @@
 //! `pinhive` binary on free loopback ports in private temp dirs, waits for readiness (never
 //! sleeps for it), and kills what it started when dropped.
 
+pub mod dashboard;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

@@ -83,7 +83,7 @@ impl Caller {
             .ok_or_else(|| ApiError::not_found(format!("no pin with requestid {requestid}")))
     }
 
-    fn require(self, any_of: &[Scope]) -> Result<Caller, ApiError> {
+    pub(crate) fn require(self, any_of: &[Scope]) -> Result<Caller, ApiError> {
         if any_of.iter().any(|scope| self.has(*scope)) {
             return Ok(self);
         }
@@ -102,7 +102,7 @@ impl Caller {
     }
 }
 
-fn bearer(request: &HttpRequest) -> Result<String, ApiError> {
+pub(crate) fn bearer(request: &HttpRequest) -> Result<String, ApiError> {
     let header = request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -247,6 +247,27 @@ async fn authenticate(
     Ok(caller)
 }
 
+/// The caller a token secret names (401 if unknown, revoked or expired; 429 over its rate
+/// limit): what every extractor and the dashboard's WebSocket handshake check.
+pub(crate) async fn caller_for(
+    token: String,
+    peer: Option<std::net::IpAddr>,
+    state: web::Data<AppState>,
+) -> Result<Caller, ApiError> {
+    let caller = authenticate(token, peer, state.clone()).await?;
+    // Only known tokens are limited (and tracked): unknown ones are 401 above. Keyed
+    // by the token's stable public id, never the secret.
+    if let Err(wait) = state.rate_limiter.check(&caller.token_id) {
+        let secs = crate::ratelimit::retry_after_secs(wait);
+        return Err(ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("this token is over its request rate limit; retry in {secs} s"),
+        )
+        .retry_after(secs));
+    }
+    Ok(caller)
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
@@ -258,18 +279,7 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let token = token?;
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let caller = authenticate(token, peer, state.clone()).await?;
-            // Only known tokens are limited (and tracked): unknown ones are 401 above. Keyed
-            // by the token's stable public id, never the secret.
-            if let Err(wait) = state.rate_limiter.check(&caller.token_id) {
-                let secs = crate::ratelimit::retry_after_secs(wait);
-                return Err(ApiError::new(
-                    ErrorCode::TooManyRequests,
-                    format!("this token is over its request rate limit; retry in {secs} s"),
-                )
-                .retry_after(secs));
-            }
-            Ok(caller)
+            caller_for(token, peer, state).await
         })
     }
 }

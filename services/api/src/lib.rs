@@ -9,6 +9,7 @@ pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod expiry;
 pub mod metrics;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub config: ApiConfig,
     /// The analytics actors (None: disabled).
     pub analytics: Option<Arc<pinhive_analytics::Analytics>>,
+    /// The operator console's hub (`/dashboard`, `/ws/dashboard`).
+    pub dashboard: Arc<dashboard::Dashboard>,
     clock: Mutex<i64>,
     /// Recently seen tokens, by secret (bounded, short-lived), so a request costs no store
     /// read.
@@ -121,6 +124,7 @@ impl AppState {
             nodes,
             config,
             analytics: None,
+            dashboard: Arc::new(dashboard::Dashboard::new(Default::default())),
             clock: Mutex::new(0),
             tokens: auth::TokenCache::new(10_000),
         }
@@ -129,6 +133,12 @@ impl AppState {
     /// Serves `POST /access` and the analytics views with `analytics`.
     pub fn with_analytics(mut self, analytics: Arc<pinhive_analytics::Analytics>) -> Self {
         self.analytics = Some(analytics);
+        self
+    }
+
+    /// The operator console with `config` (sessions, queue, timeouts).
+    pub fn with_dashboard(mut self, config: dashboard::DashboardConfig) -> Self {
+        self.dashboard = Arc::new(dashboard::Dashboard::new(config));
         self
     }
 
@@ -177,6 +187,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .configure(quarantine::routes)
             .configure(expiry::routes)
             .configure(recover::routes)
+            .configure(dashboard::routes)
             .default_service(web::to(routing::not_found));
     }
 }

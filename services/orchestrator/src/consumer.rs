@@ -214,6 +214,8 @@ pub struct Orchestrator {
     quota: Arc<crate::quota::QuotaGate>,
     /// Partitions waiting at a record or row a later release wrote, and why.
     held: Mutex<BTreeMap<u32, String>>,
+    /// Pin status changes as the shards commit them (the operator console's live feed).
+    feed: crate::feed::PinFeed,
 }
 
 /// Batches of one partition whose actions may be carried out while the consumer goes on
@@ -245,6 +247,7 @@ impl Orchestrator {
         let mut applied = Vec::with_capacity(partitions as usize);
         let cache = StateCache::new(config.cache_bytes);
         let timers = Arc::new(RetryTimers::new(partitions));
+        let feed = crate::feed::PinFeed::default();
         let quota = Arc::new(crate::quota::QuotaGate::new(
             config.quota,
             store.clone(),
@@ -268,6 +271,7 @@ impl Orchestrator {
                 retry: config.retry,
                 timers: timers.clone(),
                 quota: quota.clone(),
+                feed: feed.clone(),
             };
             shards.push(SyncArbiter::start(1, move || {
                 ShardActor::new(partition, parts.clone())
@@ -298,6 +302,7 @@ impl Orchestrator {
             anti_entropy_reports: Default::default(),
             timers,
             quota,
+            feed,
         });
         let mut tasks = Vec::new();
         match membership {
@@ -314,6 +319,11 @@ impl Orchestrator {
         tasks.push(actix::spawn(orchestrator.clone().anti_entropy()));
         *orchestrator.tasks.lock() = tasks;
         Ok(orchestrator)
+    }
+
+    /// The live feed of committed pin status changes ([`crate::feed`]).
+    pub fn feed(&self) -> &crate::feed::PinFeed {
+        &self.feed
     }
 
     pub fn registry(&self) -> &NodeRegistry {

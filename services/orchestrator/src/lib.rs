@@ -15,6 +15,7 @@ pub mod cache;
 pub mod consumer;
 pub mod control;
 pub mod expiry;
+pub mod feed;
 pub mod metrics;
 pub mod quota;
 pub mod rereplicate;

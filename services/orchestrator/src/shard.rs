@@ -176,6 +176,7 @@ pub struct ShardActor {
     /// Committed counter values of this partition.
     counters: LruCache<(String, PinStatus), i64>,
     quota: Arc<crate::quota::QuotaGate>,
+    feed: crate::feed::PinFeed,
     /// Whose share of the node slots a CID's pins use ([`ShardActor::slot_owner`]).
     slot_owners: LruCache<String, String>,
     /// The partition's commit row as last written (`None`: read it, and roll back an
@@ -212,6 +213,8 @@ pub struct ShardParts {
     pub timers: Arc<RetryTimers>,
     /// Per-owner quotas: checked here for external producers' pin requests.
     pub quota: Arc<crate::quota::QuotaGate>,
+    /// Committed pin status changes, for live watchers ([`crate::feed`]).
+    pub feed: crate::feed::PinFeed,
 }
 
 /// Counter rows a shard keeps in memory (per partition; owners × statuses touched).
@@ -259,6 +262,7 @@ impl ShardActor {
             retry: parts.retry,
             timers: parts.timers,
             quota: parts.quota,
+            feed: parts.feed,
             cache: parts.cache,
             counters: LruCache::new(NonZeroUsize::new(COUNTER_CACHE).unwrap_or(NonZeroUsize::MIN)),
             slot_owners: LruCache::new(
@@ -1214,6 +1218,16 @@ impl ShardActor {
         )?;
         drop(write_spans);
         self.commit = Some(committed);
+        if self.feed.watched() {
+            let changes = crate::feed::changes(
+                rows.pins.iter().map(|w| (w.old.as_ref(), w.new.as_ref())),
+                self.partition,
+                pinhive_events::now_ns(),
+            );
+            for change in changes {
+                self.feed.publish(change);
+            }
+        }
 
         // Only now, with the batch committed, update the caches and release the actions.
         self.set_wakes(wakes);

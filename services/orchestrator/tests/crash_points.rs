@@ -287,6 +287,7 @@ fn start_shard(store: Arc<FaultyStore>, log: &Arc<dyn Log>) -> Addr<ShardActor> 
         dial_private_origins: false,
         retry: pinhive_domain::RetryPolicy::default(),
         timers: std::sync::Arc::new(pinhive_orchestrator::retry::RetryTimers::new(1)),
+        feed: Default::default(),
         quota: std::sync::Arc::new(pinhive_orchestrator::quota::QuotaGate::new(
             Default::default(),
             store.clone(),

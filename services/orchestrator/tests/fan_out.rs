@@ -251,6 +251,7 @@ async fn fan_out(pins: usize) -> FanOut {
         dial_private_origins: false,
         retry: pinhive_domain::RetryPolicy::default(),
         timers: std::sync::Arc::new(pinhive_orchestrator::retry::RetryTimers::new(1)),
+        feed: Default::default(),
         quota: std::sync::Arc::new(pinhive_orchestrator::quota::QuotaGate::new(
             Default::default(),
             store.clone(),

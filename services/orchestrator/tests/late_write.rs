@@ -84,6 +84,7 @@ async fn start_shard(store: Arc<ScyllaStore>, epoch: u64, log: &Arc<dyn Log>) ->
         dial_private_origins: false,
         retry: pinhive_domain::RetryPolicy::default(),
         timers: std::sync::Arc::new(pinhive_orchestrator::retry::RetryTimers::new(1)),
+        feed: Default::default(),
         quota: std::sync::Arc::new(pinhive_orchestrator::quota::QuotaGate::new(
             Default::default(),
             store.clone(),

@@ -104,6 +104,19 @@ pub struct ServeArgs {
     /// Seconds between two health checks of a node.
     #[arg(long, env = "PINHIVE_HEALTH_INTERVAL_SECS")]
     pub health_interval_secs: Option<u64>,
+    /// Operator console: concurrent `/ws/dashboard` sessions (more are refused with 503).
+    #[arg(long, env = "PINHIVE_DASHBOARD_MAX_SESSIONS")]
+    pub dashboard_max_sessions: Option<usize>,
+    /// Operator console: messages a session may fall behind before it is disconnected.
+    #[arg(long, env = "PINHIVE_DASHBOARD_QUEUE")]
+    pub dashboard_queue: Option<usize>,
+    /// Operator console: seconds a session's socket may take to accept one message before
+    /// the session is disconnected as too slow.
+    #[arg(long, env = "PINHIVE_DASHBOARD_SEND_TIMEOUT_SECS")]
+    pub dashboard_send_timeout_secs: Option<u64>,
+    /// Operator console: seconds between two WebSocket pings of a session.
+    #[arg(long, env = "PINHIVE_DASHBOARD_PING_SECS")]
+    pub dashboard_ping_secs: Option<u64>,
     /// Replicas per second this instance may allocate to re-replicate a down node's CIDs or
     /// move a draining node's (0: no cap).
     #[arg(long, env = "PINHIVE_REREPLICATION_RATE")]
@@ -222,6 +235,10 @@ pub struct Config {
     pub expiry_interval_secs: u64,
     pub node_grace_secs: u64,
     pub health_interval_secs: u64,
+    pub dashboard_max_sessions: usize,
+    pub dashboard_queue: usize,
+    pub dashboard_send_timeout_secs: u64,
+    pub dashboard_ping_secs: u64,
     pub rereplication_rate: u32,
     pub rereplication_rate_per_node: u32,
     pub node_slots: usize,
@@ -285,6 +302,10 @@ impl Default for Config {
             expiry_interval_secs: 5,
             node_grace_secs: 60,
             health_interval_secs: 5,
+            dashboard_max_sessions: 16,
+            dashboard_queue: 256,
+            dashboard_send_timeout_secs: 10,
+            dashboard_ping_secs: 15,
             rereplication_rate: 100,
             rereplication_rate_per_node: 20,
             node_slots: 32,
@@ -316,6 +337,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The operator console's limits.
+    pub fn dashboard(&self) -> pinhive_api::dashboard::DashboardConfig {
+        pinhive_api::dashboard::DashboardConfig {
+            max_sessions: self.dashboard_max_sessions,
+            queue: self.dashboard_queue,
+            send_timeout: Duration::from_secs(self.dashboard_send_timeout_secs),
+            ping_interval: Duration::from_secs(self.dashboard_ping_secs),
+            instance: self.listen.to_string(),
+        }
+    }
+
     /// The embedded store's memory budget.
     pub fn store_memory(&self) -> pinhive_store::embedded::StoreMemory {
         pinhive_store::embedded::StoreMemory {
@@ -362,6 +394,10 @@ impl Config {
         flag!(expiry_interval_secs);
         flag!(node_grace_secs);
         flag!(health_interval_secs);
+        flag!(dashboard_max_sessions);
+        flag!(dashboard_queue);
+        flag!(dashboard_send_timeout_secs);
+        flag!(dashboard_ping_secs);
         flag!(rereplication_rate);
         flag!(rereplication_rate_per_node);
         flag!(node_slots);
@@ -444,6 +480,15 @@ impl Config {
         }
         if self.health_interval_secs == 0 {
             bail!("health_interval_secs must be at least 1");
+        }
+        if self.dashboard_queue == 0
+            || self.dashboard_send_timeout_secs == 0
+            || self.dashboard_ping_secs == 0
+        {
+            bail!(
+                "dashboard_queue, dashboard_send_timeout_secs and dashboard_ping_secs must be \
+                 at least 1 (dashboard_max_sessions = 0 turns the console's live feed off)"
+            );
         }
         if self.cache_bytes < 1 << 20 || self.store_cache_bytes < 1 << 20 {
             bail!("cache_bytes and store_cache_bytes must be at least 1 MiB (1048576)");

@@ -98,6 +98,8 @@ pub struct Service {
     pub analytics_group: Option<Arc<GroupMembership>>,
     /// Node membership and states (the control log).
     pub control: Arc<ControlPlane>,
+    /// The operator console's hub.
+    pub dashboard: Arc<pinhive_api::dashboard::Dashboard>,
 }
 
 pub fn driver_config(config: &Config) -> NodeDriverConfig {
@@ -468,7 +470,25 @@ pub async fn start(
     if let Some(analytics) = &analytics {
         state = state.with_analytics(analytics.clone());
     }
-    let state = actix_web::web::Data::new(state);
+    let state = actix_web::web::Data::new(state.with_dashboard(config.dashboard()));
+    actix::spawn(pinhive_api::dashboard::run_hub(state.clone()));
+    // Open consoles are closed at SIGTERM/SIGINT (the page reconnects to the next instance),
+    // so the server's graceful stop does not wait for them.
+    {
+        let dashboard = state.dashboard.clone();
+        actix::spawn(async move {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            dashboard.close_all();
+        });
+    }
     // S3 bucket notifications from Kafka (the webhook POST /admin/s3/events works in any mode).
     if let (Some(brokers), false) = (
         pinhive_log::kafka::parse_kafka_url(&config.log),
@@ -490,6 +510,7 @@ pub async fn start(
                 .consume_kafka(subscription, config.s3_topic.clone()),
         );
     }
+    let dashboard = state.dashboard.clone();
     let server = HttpServer::new(move || {
         App::new()
             // Inner: gives actix's own error responses a `Failure` body; metrics see the final
@@ -538,6 +559,7 @@ pub async fn start(
         analytics,
         analytics_group,
         control,
+        dashboard,
     })
 }
 
