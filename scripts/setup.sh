@@ -29,6 +29,14 @@ if ! python3 -m kubernetes_validate --version >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
 fi
 echo "setup: kubernetes-validate $(python3 -m kubernetes_validate --version 2>&1)"
+# Headless Chromium and chromedriver (Debian): the operator console's browser test drives the
+# page with them (integration-tests/tests/dashboard_browser.rs).
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium and chromium-driver (apt, about 1.5 min)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+echo "setup: $(chromium --version 2>/dev/null | head -1)"
 # tansu (Kafka-protocol broker) for the Kafka-mode tests; scripts/test.sh starts this in the
 # background itself, so only run it here when setup.sh is used on its own.
 if [ -z "${PINHIVE_SETUP_SKIP_TANSU:-}" ]; then

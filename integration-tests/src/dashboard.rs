@@ -174,7 +174,7 @@ impl Browser {
                     "unhandledPromptBehavior": "ignore",
                     "goog:chromeOptions": {"args": [
                         "--headless", "--no-sandbox", "--disable-gpu",
-                        "--disable-dev-shm-usage", "--window-size=1280,1000",
+                        "--disable-dev-shm-usage", "--window-size=1280,1600",
                         format!("--user-data-dir={profile}"),
                     ]},
                 }}}),

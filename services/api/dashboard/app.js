@@ -250,6 +250,14 @@ function chart(svgId, series) {
     line.setAttribute("points", points.join(" "));
     line.setAttribute("stroke", COLORS[i % COLORS.length]);
     svg.append(line);
+    // The latest point as a dot (a single sample draws no line).
+    if (points.length) {
+      const [x, y] = points[points.length - 1].split(",");
+      const dot = document.createElementNS(ns, "circle");
+      dot.setAttribute("cx", x); dot.setAttribute("cy", y); dot.setAttribute("r", 2.5);
+      dot.setAttribute("fill", COLORS[i % COLORS.length]);
+      svg.append(dot);
+    }
     const label = document.createElementNS(ns, "text");
     label.setAttribute("x", 40 + i * 90); label.setAttribute("y", 9);
     label.setAttribute("fill", COLORS[i % COLORS.length]);
