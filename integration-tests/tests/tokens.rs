@@ -570,7 +570,19 @@ async fn every_route_checks_scope_owner_expiry_and_revocation() {
     // An admin reading another owner's pin is audited.
     let ops = Client::new(&base, &secret("ops admin")).unchecked();
     assert_eq!(ops.get(&admin_pin(read_pin, "history")).await.0, 200);
-    // An admin's change of another owner's pin is audited once, after it succeeded.
+    // An admin's change of another owner's pin is audited once, after it succeeded: a
+    // refused one (an expiry in the past) leaves no line.
+    let (status, body) = send(
+        &base,
+        Some(&secret("ops admin")),
+        &call(
+            Method::PUT,
+            &admin_pin(read_pin, "expiry"),
+            Some(json!({"expires_at": "2000-01-01T00:00:00Z"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     let (status, body) = send(
         &base,
         Some(&secret("ops admin")),

@@ -157,6 +157,12 @@ impl TokenCache {
             .map(|(caller, _)| caller.clone())
     }
 
+    /// True when `secret` was verified before (fresh or not): its re-check is no stranger's
+    /// guess, and the per-address lookup limit does not apply to it.
+    pub(crate) fn knows(&self, secret: &str) -> bool {
+        self.entries.lock().contains(secret)
+    }
+
     /// Taken before a token row is read; passed to [`TokenCache::put`] after.
     pub(crate) fn generation(&self) -> u64 {
         self.evictions.load(Ordering::SeqCst)
@@ -190,9 +196,10 @@ fn expired() -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, "access token expired")
 }
 
-/// The caller of bearer `token`: from the cache, or from a store read — which a client
-/// address (`peer`) may make at most at the token-lookup rate, so trying secrets costs the
-/// store a bounded rate per address, never one read per request.
+/// The caller of bearer `token`: from the cache, or from a store read. A store read of a token
+/// this instance never verified (or evicted from its bounded cache) is limited per client
+/// address (`peer`), so trying secrets costs the store a bounded rate per address, never one
+/// read per request.
 async fn authenticate(
     token: String,
     peer: Option<std::net::IpAddr>,
@@ -206,7 +213,9 @@ async fn authenticate(
         }
         return Ok(caller);
     }
-    if let Some(peer) = peer {
+    // Only tokens never verified here (or long evicted) count against the address's lookups:
+    // a known token's re-read every TTL is not someone trying secrets.
+    if let Some(peer) = peer.filter(|_| !state.tokens.knows(&token)) {
         if let Err(wait) = state.token_lookup_limiter.check(&peer.to_string()) {
             let secs = crate::ratelimit::retry_after_secs(wait);
             return Err(ApiError::new(

@@ -11,7 +11,7 @@ use pinhive_domain::tokens::Scope;
 use crate::auth::{Caller, PinWriter};
 use crate::error::ApiError;
 use crate::owned::{owned_pin, Access};
-use crate::pins::{append_and_wait, render};
+use crate::pins::{append_audited_and_wait, render};
 use crate::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -62,7 +62,7 @@ async fn set_expiry(
             )))
         }
     };
-    change(&state, &caller, path.into_inner(), expiry).await
+    change(&state, caller, path.into_inner(), expiry).await
 }
 
 /// `DELETE`: clears the expiry (the pin stays).
@@ -71,12 +71,12 @@ async fn clear_expiry(
     PinWriter(caller): PinWriter,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    change(&state, &caller, path.into_inner(), None).await
+    change(&state, caller, path.into_inner(), None).await
 }
 
 async fn change(
-    state: &AppState,
-    caller: &Caller,
+    state: &web::Data<AppState>,
+    caller: Caller,
     requestid: String,
     expiry: Option<Expiry>,
 ) -> Result<HttpResponse, ApiError> {
@@ -84,18 +84,18 @@ async fn change(
         scope: Scope::PinsWrite,
         what: "expiry change",
     };
-    let owned = owned_pin(state, caller, &requestid, access).await?;
-    let pin = &owned.row.record;
+    let owned = owned_pin(state, &caller, &requestid, access).await?;
+    let pin = owned.row.record.clone();
     let decided = decide(Command::SetExpiry {
         requestid: pin.requestid.clone(),
         cid: Cid::parse(&pin.cid).map_err(ApiError::internal)?,
         expiry,
         now_ns: pinhive_events::now_ns(),
     })?;
-    append_and_wait(state, decided).await?;
-    owned.audit(caller);
+    let auditor = caller.clone();
+    append_audited_and_wait(state, decided, move || owned.audit(&auditor)).await?;
     // The pin as its shard applied the change (the same access: it cannot have changed owner).
-    let pin = owned_pin(state, caller, &requestid, access)
+    let pin = owned_pin(state, &caller, &requestid, access)
         .await?
         .row
         .record;

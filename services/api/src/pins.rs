@@ -91,6 +91,40 @@ pub(crate) async fn append_and_wait(
     decided: Vec<Decided>,
 ) -> Result<(), ApiError> {
     let traceparent = pinhive_telemetry::current_traceparent();
+    let positions = append_decided(state, decided, traceparent).await?;
+    wait_applied(state, positions).await;
+    Ok(())
+}
+
+/// [`append_and_wait`] for an audited change: `audit` writes its line as soon as the events
+/// are durable, in a task of its own — a client that goes away while the shard applies them
+/// (or before) cannot leave a durable change without its audit line.
+pub(crate) async fn append_audited_and_wait(
+    state: &web::Data<AppState>,
+    decided: Vec<Decided>,
+    audit: impl FnOnce() + 'static,
+) -> Result<(), ApiError> {
+    let traceparent = pinhive_telemetry::current_traceparent();
+    let task_state = state.clone();
+    let positions = actix_web::rt::spawn(
+        async move {
+            let positions = append_decided(&task_state, decided, traceparent).await?;
+            audit();
+            Ok::<_, ApiError>(positions)
+        }
+        .instrument(tracing::Span::current()),
+    )
+    .await
+    .map_err(ApiError::internal)??;
+    wait_applied(state, positions).await;
+    Ok(())
+}
+
+async fn append_decided(
+    state: &AppState,
+    decided: Vec<Decided>,
+    traceparent: Option<String>,
+) -> Result<Vec<Position>, ApiError> {
     let records: Vec<Record> = decided
         .into_iter()
         .map(|Decided { key, event }| {
@@ -100,7 +134,11 @@ pub(crate) async fn append_and_wait(
         })
         .collect();
     let append = tracing::info_span!("log.append", records = records.len());
-    let positions: Vec<Position> = state.log.append(records).instrument(append).await?;
+    Ok(state.log.append(records).instrument(append).await?)
+}
+
+/// Waits (bounded) until the shards applied what was appended at `positions`.
+async fn wait_applied(state: &AppState, positions: Vec<Position>) {
     let wait = tracing::info_span!("shard.wait_applied");
     for position in positions {
         // A partition another instance owns is applied there: waited for through a shared
@@ -121,7 +159,6 @@ pub(crate) async fn append_and_wait(
             );
         }
     }
-    Ok(())
 }
 
 fn replica_bounds(state: &AppState) -> Result<ReplicaBounds, ApiError> {
@@ -251,12 +288,10 @@ async fn delete_pin(
         owner: Owner::parse(&caller.owner)?,
         cid: Cid::parse(&pin.cid).map_err(ApiError::internal)?,
     })?;
-    append_and_wait(&state, decided).await?;
-    crate::audit::record(
-        crate::audit::Action::PinDelete,
-        &caller,
-        &requestid,
-        &pin.cid,
-    );
+    let cid = pin.cid.clone();
+    append_audited_and_wait(&state, decided, move || {
+        crate::audit::record(crate::audit::Action::PinDelete, &caller, &requestid, &cid)
+    })
+    .await?;
     Ok(HttpResponse::Accepted().finish())
 }

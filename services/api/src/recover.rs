@@ -44,10 +44,10 @@ async fn recover(
         },
     )
     .await?;
-    let pin = &owned.row.record;
+    let pin = owned.row.record.clone();
     // The shard keys the CID's events by its canonical form.
     let cid = canonical_cid(&pin.cid)?;
-    crate::pins::append_and_wait(
+    crate::pins::append_audited_and_wait(
         &state,
         vec![Decided {
             key: cid.clone(),
@@ -55,10 +55,10 @@ async fn recover(
                 requestid: requestid.clone(),
             },
         }],
+        move || owned.audit(&caller),
     )
     .await?;
     tracing::info!(requestid = %requestid, cid = %cid, status = pin.status.as_str(), "pin recovery requested");
-    owned.audit(&caller);
     Ok(HttpResponse::Accepted().json(json!({
         "requestid": requestid,
         "cid": pin.cid,

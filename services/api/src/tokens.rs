@@ -152,16 +152,23 @@ async fn create_token(
     let id = pinhive_store::token_id(&hash);
     let store = state.store.clone();
     let stored = record.clone();
-    web::block(move || store.put_token(&hash, &stored)).await??;
-    audit::record(
-        Action::TokenMint,
-        &caller,
-        &id,
-        &format!(
-            "owner {:?}, name {:?}, scopes {}",
-            record.owner, record.name, record.scopes
-        ),
-    );
+    let minted = id.clone();
+    // Audited on the blocking thread right after the write: a client that goes away meanwhile
+    // cannot leave a token without its line.
+    web::block(move || {
+        store.put_token(&hash, &stored)?;
+        audit::record(
+            Action::TokenMint,
+            &caller,
+            &minted,
+            &format!(
+                "owner {:?}, name {:?}, scopes {}",
+                stored.owner, stored.name, stored.scopes
+            ),
+        );
+        Ok::<_, pinhive_store::StoreError>(())
+    })
+    .await??;
     let mut body = token_json(&id, &record);
     body["token"] = Value::String(secret);
     Ok(HttpResponse::Created().json(body))
@@ -249,13 +256,18 @@ async fn revoke_token(
         token.revoked_ns = Some(pinhive_events::now_ns());
         let store = state.store.clone();
         let stored = token.clone();
-        web::block(move || store.put_token(&hash, &stored)).await??;
-        audit::record(
-            Action::TokenRevoke,
-            &caller,
-            &id,
-            &format!("owner {:?}, name {:?}", token.owner, token.name),
-        );
+        let revoked = id.clone();
+        web::block(move || {
+            store.put_token(&hash, &stored)?;
+            audit::record(
+                Action::TokenRevoke,
+                &caller,
+                &revoked,
+                &format!("owner {:?}, name {:?}", stored.owner, stored.name),
+            );
+            Ok::<_, pinhive_store::StoreError>(())
+        })
+        .await??;
     }
     state.evict_token(&id);
     Ok(HttpResponse::Ok().json(token_json(&id, &token)))

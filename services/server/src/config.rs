@@ -544,7 +544,6 @@ impl Config {
         }
     }
 
-    /// The request rate limit per token (`None`: unlimited).
     /// Token lookups per client address: the rate, and twice it at once.
     pub fn token_lookup_limit(&self) -> Option<pinhive_api::ratelimit::RateLimit> {
         (self.token_lookups_per_sec > 0).then_some(pinhive_api::ratelimit::RateLimit {
@@ -553,6 +552,7 @@ impl Config {
         })
     }
 
+    /// The request rate limit per token (`None`: unlimited).
     pub fn rate_limit(&self) -> Option<pinhive_api::ratelimit::RateLimit> {
         (self.rate_limit_per_sec > 0).then_some(pinhive_api::ratelimit::RateLimit {
             per_second: self.rate_limit_per_sec,
