@@ -683,6 +683,7 @@ impl Orchestrator {
                 }
                 Ok(Err(error @ StoreError::Fenced { .. })) => {
                     self.give_up_fenced(partition, &stop, &error);
+                    self.release(partition);
                     return;
                 }
                 Ok(Err(error @ StoreError::NewerRelease { .. })) => {

@@ -52,7 +52,7 @@ mod uri;
 pub use driver::ScyllaOptions;
 pub use expiry::{EXPIRY_BUCKET_NS, EXPIRY_READS_PER_CALL, EXPIRY_SLOTS};
 pub use migrate::{
-    migrate, migrate_with, render, split_statements, Migration, Replication, MIGRATIONS,
+    migrate, migrate_with, render, split_statements, Migration, Replication, Tablets, MIGRATIONS,
 };
 pub use node_index::NODE_CID_SLOTS;
 pub use scylla::statement::Consistency;

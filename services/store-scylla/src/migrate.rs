@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_token_index",
         text: include_str!("../../../schemas/cql/0005_token_index.cql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_token_backfill",
+        text: include_str!("../../../schemas/cql/0006_token_backfill.cql"),
+    },
 ];
 
 /// Keyspace replication.
@@ -180,15 +185,68 @@ fn push_statement(statements: &mut Vec<String>, text: &str) {
 }
 
 /// The statements of `migration` for `keyspace` and `replication`.
-pub fn render(migration: &Migration, keyspace: &str, replication: &Replication) -> Vec<String> {
+pub fn render(
+    migration: &Migration,
+    keyspace: &str,
+    replication: &Replication,
+    tablets: Tablets,
+) -> Vec<String> {
+    let options = match tablets {
+        Tablets::Unknown => "",
+        Tablets::DefaultOn => " AND tablets = {'enabled': false}",
+    };
     split_statements(migration.text)
         .into_iter()
         .map(|statement| {
             statement
                 .replace("{keyspace}", keyspace)
                 .replace("{replication}", &replication.to_cql())
+                .replace("{keyspace_options}", options)
         })
         .collect()
+}
+
+/// Whether the server makes tablet keyspaces by default. ScyllaDB does from 6.0 (and its
+/// 2024.2+ releases); tablet keyspaces do not support LWT, which pinhive's partition claims and
+/// fenced commits are, so pinhive's keyspace is created with tablets off there. Other servers
+/// (older ScyllaDB, Cassandra, the CQL test server) do not know the option: nothing is added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tablets {
+    Unknown,
+    DefaultOn,
+}
+
+impl Tablets {
+    /// From a ScyllaDB version string (`system.versions`): `6.2.1`, `2025.1.0`.
+    pub fn of_scylla_version(version: &str) -> Tablets {
+        let mut parts = version
+            .split(['.', '-', '~'])
+            .map(|p| p.parse::<u32>().ok());
+        let (major, minor) = (parts.next().flatten(), parts.next().flatten());
+        match (major, minor) {
+            (Some(major), _) if (6..2000).contains(&major) => Tablets::DefaultOn,
+            (Some(2024), Some(minor)) if minor >= 2 => Tablets::DefaultOn,
+            (Some(major), _) if major >= 2025 => Tablets::DefaultOn,
+            _ => Tablets::Unknown,
+        }
+    }
+
+    /// Asks the server (`system.versions` is ScyllaDB's own table; elsewhere the read fails
+    /// and the answer is [`Tablets::Unknown`]).
+    async fn of_server(session: &Session) -> Tablets {
+        let read = session
+            .query_unpaged(
+                "SELECT version FROM system.versions WHERE key = 'local'",
+                (),
+            )
+            .await;
+        let version = read
+            .ok()
+            .and_then(|result| result.into_rows_result().ok())
+            .and_then(|rows| rows.maybe_first_row::<(String,)>().ok().flatten())
+            .map(|(version,)| version);
+        version.map_or(Tablets::Unknown, |v| Tablets::of_scylla_version(&v))
+    }
 }
 
 /// Applies the migrations not yet recorded in `schema_migrations` of the URI's keyspace (creating
@@ -217,18 +275,19 @@ async fn apply_pending(
     replication: &Replication,
 ) -> anyhow::Result<Vec<i32>> {
     let applied = applied_versions(session, keyspace).await?;
+    let tablets = Tablets::of_server(session).await;
     let mut done = Vec::new();
     for migration in MIGRATIONS {
         if applied.contains(&migration.version) {
             continue;
         }
-        for statement in render(migration, keyspace, replication) {
+        for statement in render(migration, keyspace, replication, tablets) {
             session
                 .query_unpaged(statement.as_str(), ())
                 .await
                 .with_context(|| format!("migration {}: {statement}", migration.name))?;
         }
-        if migration.version == TOKEN_INDEX_VERSION {
+        if migration.version == TOKEN_BACKFILL_VERSION {
             let indexed = index_earlier_tokens(session, keyspace).await?;
             tracing::info!(keyspace, indexed, "tokens of earlier releases indexed");
         }
@@ -259,18 +318,20 @@ async fn apply_pending(
     Ok(done)
 }
 
-/// The migration that adds the token index (`0005_token_index`).
-const TOKEN_INDEX_VERSION: i32 = 5;
+/// The migration that indexes the tokens of earlier releases (`0006_token_backfill`; the
+/// index's tables are 0005's).
+const TOKEN_BACKFILL_VERSION: i32 = 6;
 
 /// Tokens per page of the backfill's read of `tokens`.
 const TOKEN_PAGE: i32 = 1000;
 
 /// Indexes every token an earlier release wrote (row version below 3: made before the index),
 /// so it is listed and revocable by id before it is next used. One paged read of `tokens` —
-/// a table of tokens, not pins — once, as part of applying migration 0005 (before it is
+/// a table of tokens, not pins — once, as part of applying migration 0006 (before it is
 /// recorded: a run that stops half way is completed by the next). Only the index entries are
-/// written, never the token row, as when such a row is read (`Store::get_token`). Returns how
-/// many tokens it indexed.
+/// written, never the token row, as when such a row is read (`Store::get_token`); the row is
+/// read again after its owner entry is written, and a revocation that came meanwhile (an
+/// instance of the earlier release) removes the entry again. Returns how many it indexed.
 async fn index_earlier_tokens(session: &Session, keyspace: &str) -> anyhow::Result<usize> {
     use scylla::response::{PagingState, PagingStateResponse};
     let mut scan = session
@@ -292,6 +353,14 @@ async fn index_earlier_tokens(session: &Session, keyspace: &str) -> anyhow::Resu
     .await?;
     let by_owner = upsert(format!(
         "INSERT INTO {keyspace}.tokens_by_owner (owner, token_id, token) VALUES (?, ?, ?)"
+    ))
+    .await?;
+    let unlist = upsert(format!(
+        "DELETE FROM {keyspace}.tokens_by_owner WHERE owner = ? AND token_id = ?"
+    ))
+    .await?;
+    let reread = upsert(format!(
+        "SELECT token FROM {keyspace}.tokens WHERE secret_hash = ?"
     ))
     .await?;
     let mut indexed = 0;
@@ -331,6 +400,22 @@ async fn index_earlier_tokens(session: &Session, keyspace: &str) -> anyhow::Resu
                 )
                 .await
                 .context("indexing a token by owner")?;
+            let now: Option<pinhive_store::TokenRecord> = session
+                .execute_unpaged(&reread, (&hash,))
+                .await
+                .context("reading a token again")?
+                .into_rows_result()
+                .context("reading a token again")?
+                .maybe_first_row::<(Vec<u8>,)>()
+                .context("reading a token again")?
+                .and_then(|(bytes,)| pinhive_store::row::decode("token", &bytes).ok());
+            if now.is_some_and(|token| token.revoked_ns.is_some()) {
+                session
+                    .execute_unpaged(&unlist, (&token.owner, &id))
+                    .await
+                    .context("unlisting a token revoked meanwhile")?;
+                continue;
+            }
             indexed += 1;
         }
         match next {
@@ -398,7 +483,12 @@ mod tests {
 
     #[test]
     fn the_initial_migration_renders_for_a_keyspace() {
-        let statements = render(&MIGRATIONS[0], "ph_test", &Replication::single());
+        let statements = render(
+            &MIGRATIONS[0],
+            "ph_test",
+            &Replication::single(),
+            Tablets::Unknown,
+        );
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS ph_test WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"), "{}", statements[0]);
         assert!(statements
             .iter()
@@ -427,6 +517,19 @@ mod tests {
             let create = format!("CREATE TABLE IF NOT EXISTS ph_test.{table} (");
             assert!(statements.iter().any(|s| s.starts_with(&create)), "{table}");
         }
+        // ScyllaDB 6+: the keyspace without tablets (LWT), and only the keyspace statement.
+        let on = render(
+            &MIGRATIONS[0],
+            "ph_test",
+            &Replication::single(),
+            Tablets::DefaultOn,
+        );
+        assert!(
+            on[0].ends_with("'replication_factor': 1} AND tablets = {'enabled': false}"),
+            "{}",
+            on[0]
+        );
+        assert_eq!(&on[1..], &statements[1..]);
         let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
         let mut sorted = versions.clone();
         sorted.sort();
@@ -435,8 +538,28 @@ mod tests {
     }
 
     #[test]
+    fn scylla_6_and_later_make_tablet_keyspaces_by_default() {
+        for (version, tablets) in [
+            ("5.4.9", Tablets::Unknown),
+            ("6.0.0", Tablets::DefaultOn),
+            ("6.2.1-0.20241106.a3a0ffbcd015", Tablets::DefaultOn),
+            ("2024.1.12", Tablets::Unknown),
+            ("2024.2.0", Tablets::DefaultOn),
+            ("2025.1.3", Tablets::DefaultOn),
+            ("garbage", Tablets::Unknown),
+        ] {
+            assert_eq!(Tablets::of_scylla_version(version), tablets, "{version}");
+        }
+    }
+
+    #[test]
     fn the_node_index_migration_creates_its_table_only() {
-        let statements = render(&MIGRATIONS[1], "ph_test", &Replication::single());
+        let statements = render(
+            &MIGRATIONS[1],
+            "ph_test",
+            &Replication::single(),
+            Tablets::Unknown,
+        );
         assert_eq!(statements.len(), 1, "{statements:?}");
         assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS ph_test.node_cids ("));
         assert!(
@@ -448,7 +571,12 @@ mod tests {
 
     #[test]
     fn the_expiry_index_migration_creates_its_table_only() {
-        let statements = render(&MIGRATIONS[2], "ph_test", &Replication::single());
+        let statements = render(
+            &MIGRATIONS[2],
+            "ph_test",
+            &Replication::single(),
+            Tablets::Unknown,
+        );
         assert_eq!(statements.len(), 1, "{statements:?}");
         assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS ph_test.expiry_index ("));
         assert!(
@@ -461,7 +589,12 @@ mod tests {
 
     #[test]
     fn the_quarantine_migration_creates_its_table_only() {
-        let statements = render(&MIGRATIONS[3], "ph_test", &Replication::single());
+        let statements = render(
+            &MIGRATIONS[3],
+            "ph_test",
+            &Replication::single(),
+            Tablets::Unknown,
+        );
         assert_eq!(statements.len(), 1, "{statements:?}");
         assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS ph_test.quarantine ("));
         assert!(

@@ -766,12 +766,12 @@ fn a_quarantine_put_is_two_bounded_reads_and_one_insert() {
     }
 }
 
-/// A keyspace at migration 4 holding tokens an earlier release wrote (row version 2: owner,
-/// creation, admin bit; no index) — more than one CQL page of them. Applying migration 0005
+/// A keyspace at migration 5 holding tokens an earlier release wrote (row version 2: owner,
+/// creation, admin bit; no index) — more than one CQL page of them. Applying migration 0006
 /// indexes every one: found by id and listed under its owner before it is ever used. A
 /// current token is left as it was.
 #[test]
-fn migration_0005_indexes_the_tokens_of_an_earlier_release() {
+fn migration_0006_indexes_the_tokens_of_an_earlier_release() {
     #[derive(serde::Serialize)]
     struct TokenV2 {
         owner: String,
@@ -829,12 +829,11 @@ fn migration_0005_indexes_the_tokens_of_an_earlier_release() {
                 .await
                 .unwrap();
         }
-        // Back to version 4: 0005 not recorded yet (its tables exist; its statements are
-        // idempotent).
+        // Back to version 5, as a keyspace the previous release migrated: 0006 not recorded.
         session
             .query_unpaged(
                 format!(
-                    "DELETE FROM {keyspace}.schema_migrations WHERE scope = 'pinhive' AND version = 5"
+                    "DELETE FROM {keyspace}.schema_migrations WHERE scope = 'pinhive' AND version = 6"
                 ),
                 (),
             )
@@ -849,7 +848,7 @@ fn migration_0005_indexes_the_tokens_of_an_earlier_release() {
     drop(store);
     let applied =
         pinhive_store_scylla::migrate(&uri, &pinhive_store_scylla::Replication::single()).unwrap();
-    assert_eq!(applied, [5]);
+    assert_eq!(applied, [6]);
     let store = ScyllaStore::open_with(&uri, ScyllaOptions::default()).unwrap();
     for (i, hash) in hashes.iter().enumerate().step_by(97) {
         let id = pinhive_store::token_id(hash);

@@ -41,9 +41,13 @@ impl Attempt {
         match bytes {
             [VERSIONED, LAYOUT, body @ ..] => decode_whole(body),
             [VERSIONED, 2, body @ ..] => decode_whole::<layout2::Attempt>(body).map(Attempt::from),
+            // Not corrupt: the partition waits for an instance of that release.
+            [VERSIONED, layout, ..] if *layout > LAYOUT => Err(StoreError::NewerRelease {
+                what: WHAT,
+                version: *layout,
+            }),
             [VERSIONED, layout, ..] => Err(corrupt(format!(
-                "layout {layout}, but this release reads layouts 1 to {LAYOUT}: it was written \
-                 by a later pinhive release; run that release (or later) on this partition"
+                "layout {layout}, but this release reads layouts 1 to {LAYOUT}"
             ))),
             _ => decode_whole::<layout1::Attempt>(bytes).map(Attempt::from),
         }
@@ -296,8 +300,13 @@ mod tests {
 
     #[test]
     fn an_unknown_layout_or_trailing_bytes_are_named() {
+        // A later layout is a later release's, not corruption: the partition waits for it.
         let error = Attempt::from_bytes(&[VERSIONED, 9, 0, 0]).unwrap_err();
-        assert!(error.to_string().contains("layout 9"), "{error}");
+        assert!(
+            matches!(error, StoreError::NewerRelease { version: 9, .. }),
+            "{error}"
+        );
+        assert!(!error.is_corrupt());
         let mut bytes = Attempt::default().to_bytes().unwrap();
         bytes.push(0);
         let error = Attempt::from_bytes(&bytes).unwrap_err();
