@@ -21,7 +21,8 @@ pub struct AnalyticsConfig {
     /// start (`--ipfs-node URL#REGION` and nodes added earlier through the admin API).
     pub regions: Vec<String>,
     pub epoch_secs: f64,
-    /// Least time between two checkpoints of a partition (a stop always checkpoints). A
+    /// Time between two checkpoints of a partition, rounded up to whole epochs (a stop always
+    /// checkpoints). A
     /// checkpoint encodes the whole tracker (megabytes), so it is not written every epoch when
     /// epochs are short; a crash re-reads the access records counted since the last one.
     pub checkpoint_secs: f64,
@@ -117,6 +118,16 @@ impl AnalyticsConfig {
         self.tracker(&self.regions).validate()
     }
 
+    /// Epochs between two checkpoints: `checkpoint_secs` in whole epochs, at least one.
+    pub fn epochs_per_checkpoint(&self) -> u64 {
+        let epochs = (self.checkpoint_secs / self.epoch_secs).ceil();
+        if epochs.is_finite() && epochs >= 1.0 {
+            epochs as u64
+        } else {
+            1
+        }
+    }
+
     pub fn tracker(&self, regions: &[String]) -> TrackerConfig {
         TrackerConfig {
             regions: regions.to_vec(),
@@ -144,5 +155,26 @@ impl AnalyticsConfig {
             max_changes_per_epoch: self.max_changes_per_epoch,
             extra_budget_bytes: self.extra_budget_bytes / u64::from(self.access_partitions.max(1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_come_every_whole_number_of_epochs() {
+        let every = |epoch_secs: f64, checkpoint_secs: f64| {
+            AnalyticsConfig {
+                epoch_secs,
+                checkpoint_secs,
+                ..AnalyticsConfig::default()
+            }
+            .epochs_per_checkpoint()
+        };
+        assert_eq!(every(60.0, 60.0), 1, "the defaults: every epoch");
+        assert_eq!(every(60.0, 90.0), 2, "rounded up");
+        assert_eq!(every(60.0, 30.0), 1, "at least one epoch");
+        assert_eq!(every(0.3, 60.0), 200);
     }
 }

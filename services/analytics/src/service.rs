@@ -182,7 +182,7 @@ impl Analytics {
                     tracker,
                     next_offset,
                     checkpointed_offset: next_offset,
-                    last_checkpoint: Instant::now(),
+                    epochs_since_checkpoint: 0,
                     pending_resets,
                     explanations: HashMap::new(),
                     last: PartitionSummary::default(),
@@ -427,10 +427,10 @@ pub struct PartitionActor {
     tracker: Tracker,
     /// Offset after the last record counted (what a checkpoint covers).
     next_offset: u64,
-    /// What the last checkpoint covers, and when it was written (access records before it
-    /// may be released).
+    /// What the last checkpoint covers (access records before it may be released), and the
+    /// epochs closed since it was written.
     checkpointed_offset: u64,
-    last_checkpoint: Instant,
+    epochs_since_checkpoint: u64,
     /// CIDs evicted from the tracker with a raised target, whose reset to `min` is not yet
     /// appended (bounded by the table size per epoch).
     pending_resets: Vec<String>,
@@ -626,8 +626,10 @@ impl PartitionActor {
             let evicted = actor.tracker.end_epoch();
             actor.pending_resets.extend(evicted);
             actor.record_outcome(&outcome, epoch);
-            if actor.last_checkpoint.elapsed().as_secs_f64() >= actor.shared.config.checkpoint_secs
-            {
+            // Counted in epochs, not measured: an append faster than the last one must not
+            // push a due checkpoint to the next epoch.
+            actor.epochs_since_checkpoint += 1;
+            if actor.epochs_since_checkpoint >= actor.shared.config.epochs_per_checkpoint() {
                 actor.checkpoint();
             }
             // Records the last checkpoint covers are no longer needed once they are old enough
@@ -716,7 +718,6 @@ impl PartitionActor {
     }
 
     fn checkpoint(&mut self) {
-        self.last_checkpoint = Instant::now();
         let state = PartitionState {
             version: PARTITION_STATE_VERSION,
             tracker: self.tracker.encode(),
@@ -732,10 +733,12 @@ impl PartitionActor {
             .store
             .put_analytics_checkpoint(self.partition, &checkpoint)
         {
+            // Tried again at the next epoch.
             tracing::error!(partition = self.partition, error = %error, "analytics checkpoint failed");
             return;
         }
         self.checkpointed_offset = checkpoint.next_offset;
+        self.epochs_since_checkpoint = 0;
     }
 }
 
