@@ -310,7 +310,8 @@ fn compose_and_k8s_set_only_environment_pinhive_reads() {
     let deployment = yaml(&infra().join("k8s/deployment.yaml"));
     for env in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_sequence()
-        .unwrap()
+        .into_iter()
+        .flatten()
     {
         named.push((
             "deployment".into(),
@@ -515,6 +516,24 @@ fn k8s_objects_reference_each_other() {
         .collect();
     for key in ["PINHIVE_TLS_CERT", "PINHIVE_TLS_KEY"] {
         assert!(setting(key).starts_with(mounts["tls"]), "{key}");
+    }
+    // A file a setting names must be there: not under a volume that may be absent
+    // (pinhive refuses to start when a configured file is missing).
+    let optional: Vec<&str> = pod["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|v| v["secret"]["optional"].as_bool() == Some(true))
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for (key, value) in config {
+        let value = value.as_str().unwrap_or_default();
+        for volume in &optional {
+            assert!(
+                !value.starts_with(mounts[volume]),
+                "{key:?} names a file in the optional volume {volume}"
+            );
+        }
     }
     assert_eq!(setting("PINHIVE_DATA_DIR"), mounts["data"]);
     // The rolling update never lowers capacity; the budget lets one pod go at a time.
