@@ -22,9 +22,17 @@ async fn handshake_refuses_missing_invalid_and_non_admin_tokens_and_caps_session
     let user = create_token(&data, "alice", false).unwrap();
     let admin = create_token(&data, "ops", true).unwrap();
     // No node is needed for the handshake rules (the default local one stays unreachable).
-    let pinhive = Pinhive::start(&data, &["--dashboard-max-sessions", "2"])
-        .await
-        .unwrap();
+    let pinhive = Pinhive::start(
+        &data,
+        &[
+            "--dashboard-max-sessions",
+            "2",
+            "--dashboard-ping-secs",
+            "1",
+        ],
+    )
+    .await
+    .unwrap();
 
     assert_eq!(
         connect(&pinhive.url, None).await.err(),
@@ -110,6 +118,60 @@ async fn handshake_refuses_missing_invalid_and_non_admin_tokens_and_caps_session
         m["type"] == "snapshot"
     })
     .await;
+
+    // The history ring buffer over HTTP: admin only.
+    let admin_client = Client::new(&pinhive.url, &admin);
+    let (status, history) = admin_client.get("/admin/dashboard/history").await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["sample_secs"], 10);
+    assert!(history["samples"].is_array());
+    let (status, _) = Client::new(&pinhive.url, &user)
+        .get("/admin/dashboard/history")
+        .await;
+    assert_eq!(status, 403);
+
+    // A session whose token is revoked is closed at its next ping (1008), and the token
+    // opens no new one.
+    drop(second);
+    drop(third);
+    let (status, minted) = admin_client
+        .send(
+            admin_client
+                .request(reqwest::Method::POST, "/admin/tokens")
+                .json(&json!({"owner": "ops", "name": "console", "scopes": ["admin"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let console_token = minted["token"].as_str().unwrap().to_string();
+    let mut console = eventually(STEP, "a free session slot", || async {
+        connect(&pinhive.url, Some(&console_token)).await.ok()
+    })
+    .await;
+    assert_eq!(
+        next_json(&mut console, STEP).await.unwrap()["type"],
+        "snapshot"
+    );
+    let (status, _) = admin_client
+        .delete(&format!("/admin/tokens/{}", minted["id"].as_str().unwrap()))
+        .await;
+    assert!(status == 200 || status == 204, "revoke: {status}");
+    let frame = loop {
+        use futures::StreamExt;
+        match tokio::time::timeout(STEP, console.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close code"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
+    assert!(frame.reason.contains("token"), "{frame:?}");
+    assert_eq!(
+        connect(&pinhive.url, Some(&console_token)).await.err(),
+        Some(401)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,14 +310,35 @@ async fn snapshot_then_pin_and_node_deltas_within_a_second_with_pings() {
     // A node going down: `node` deltas (degraded, then down after the grace period).
     ipfs.kill_hard();
     let killed = Instant::now();
-    let down = wait_for(
-        &mut socket,
-        Duration::from_secs(60),
-        "node ipfs-a down",
-        |m| m["type"] == "node" && m["node"]["state"] == "down",
-    )
-    .await;
+    // On the way, the warnings it causes come as `log` messages naming the node.
+    let (mut down, mut warning) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while down.is_none() || warning.is_none() {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("node ipfs-a down and a warning about it within 60 s");
+        let message = next_json(&mut socket, left).await.expect("socket open");
+        if message["type"] == "node" && message["node"]["state"] == "down" {
+            down = Some(message);
+        } else if message["type"] == "log" && message["node"] == "ipfs-a" {
+            warning = Some(message);
+        }
+    }
+    let (down, warning) = (down.unwrap(), warning.unwrap());
     assert_eq!(down["node"]["reachable"], false);
+    assert_eq!(warning["level"], "warn", "{warning}");
+    assert!(
+        warning["message"].as_str().unwrap().contains("ipfs node"),
+        "{warning}"
+    );
+    // The snapshot keeps the recent warnings too.
+    ask_snapshot(&mut socket).await;
+    let snapshot = wait_for(&mut socket, STEP, "a snapshot", |m| m["type"] == "snapshot").await;
+    assert!(snapshot["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|line| line["node"] == "ipfs-a" && line["level"] == "warn"));
     eprintln!(
         "node down seen {:?} after the daemon was killed",
         killed.elapsed()

@@ -142,6 +142,15 @@ async fn the_console_signs_in_shows_live_pins_and_nodes_and_drains_a_node() {
     )
     .await;
 
+    // Its warnings show in the log stream, filterable by node.
+    text_becomes(
+        &browser,
+        "#logs tr[data-node=\"ipfs-a\"] td.message",
+        "a warning about ipfs-a",
+        |t| t.contains("ipfs node"),
+    )
+    .await;
+
     // Drain node b from the page: a confirm dialog, then the node shows `draining`, and the
     // action is in the audit trail.
     browser

@@ -5,6 +5,8 @@
 const TOKEN_KEY = "pinhive.admin-token";
 const PROTOCOL = "pinhive.dashboard.v1";
 const MAX_PIN_ROWS = 200;
+const MAX_LOG_ROWS = 200;
+let suppressed = 0;
 
 const $ = (id) => document.getElementById(id);
 let socket = null;
@@ -119,6 +121,13 @@ function handle(message) {
       for (const pin of message.recent) renderPin(pin);
       history = message.history || [];
       renderCharts();
+      $("logs").tBodies[0].replaceChildren();
+      for (const line of message.logs || []) renderLog(line);
+      break;
+    case "log": renderLog(message); break;
+    case "log_suppressed":
+      suppressed += message.count;
+      $("log-suppressed").textContent = suppressed + " more not shown (over 20 per second)";
       break;
     case "stats": renderStats(message.stats); break;
     case "node": renderNode(message.node); renderCharts(); break;
@@ -224,6 +233,33 @@ function renderPin(pin) {
   body.prepend(row);
   row.hidden = !pinMatches(row);
   while (body.rows.length > MAX_PIN_ROWS) body.deleteRow(body.rows.length - 1);
+}
+
+function logMatches(row) {
+  const level = $("log-level").value;
+  const node = $("log-node").value.trim().toLowerCase();
+  return (!level || row.dataset.level === level) && (!node || (row.dataset.node || "").toLowerCase().includes(node));
+}
+
+function renderLog(line) {
+  const body = $("logs").tBodies[0];
+  const row = el("tr");
+  row.dataset.level = line.level;
+  row.dataset.node = line.node || "";
+  const details = Object.entries(line.fields || {})
+    .filter(([key]) => key !== "node")
+    .map(([key, value]) => key + "=" + value)
+    .join(" ");
+  row.append(
+    el("td", (line.time || "").replace("T", " ").replace(/\.\d+Z$/, "Z")),
+    el("td", line.level, "level level-" + line.level),
+    el("td", line.node || "", "mono node"),
+    el("td", line.message, "message"),
+    el("td", details, "mono"),
+  );
+  body.prepend(row);
+  row.hidden = !logMatches(row);
+  while (body.rows.length > MAX_LOG_ROWS) body.deleteRow(body.rows.length - 1);
 }
 
 // ---- charts (SVG polylines) ----
@@ -345,6 +381,11 @@ $("signout").addEventListener("click", signOut);
 $("history-form").addEventListener("submit", showHistory);
 $("add-node").addEventListener("submit", addNode);
 $("revoke-form").addEventListener("submit", revoke);
+const refilterLogs = () => {
+  for (const row of $("logs").tBodies[0].rows) row.hidden = !logMatches(row);
+};
+$("log-level").addEventListener("change", refilterLogs);
+$("log-node").addEventListener("input", refilterLogs);
 $("filter").addEventListener("input", () => {
   for (const row of $("pins").tBodies[0].rows) row.hidden = !pinMatches(row);
 });

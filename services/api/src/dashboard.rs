@@ -50,6 +50,8 @@ pub const HISTORY_SAMPLES: usize = 360;
 const RECENT_PINS: usize = 100;
 /// Partitions with the most lag a `stats` message names (the total covers all).
 const LAG_PARTITIONS: usize = 64;
+/// Warnings and errors forwarded per second at most (the rest are counted in `log_suppressed`).
+const LOG_RATE: u32 = 20;
 /// The largest message a client may send.
 const MAX_CLIENT_FRAME: usize = 4 * 1024;
 
@@ -162,6 +164,10 @@ impl Dashboard {
             "nodes": seen.nodes.values().collect::<Vec<_>>(),
             "history": seen.history,
             "recent": seen.recent,
+            "logs": pinhive_telemetry::recent::lines()
+                .iter()
+                .map(|line| log_message(line))
+                .collect::<Vec<_>>(),
             "limits": {
                 "sample_secs": SAMPLE_INTERVAL.as_secs(),
                 "history_samples": HISTORY_SAMPLES,
@@ -582,6 +588,18 @@ fn nodes(state: &AppState) -> BTreeMap<String, Value> {
         .collect()
 }
 
+fn log_message(line: &pinhive_telemetry::recent::LogLine) -> Value {
+    json!({
+        "type": "log",
+        "time": format_created(line.time_ns),
+        "level": line.level,
+        "target": line.target,
+        "message": line.message,
+        "node": line.fields.get("node"),
+        "fields": line.fields,
+    })
+}
+
 fn pin_message(change: &pinhive_orchestrator::feed::PinChange) -> Value {
     json!({
         "type": "pin",
@@ -618,8 +636,24 @@ pub async fn run_hub(state: web::Data<AppState>) {
     // The shard feed is listened to only while a session is open: shards build no change
     // for nobody.
     let mut feed: Option<PinFeedReceiver> = None;
+    let mut logs: Option<broadcast::Receiver<Arc<pinhive_telemetry::recent::LogLine>>> = None;
+    let (mut logs_sent, mut logs_suppressed) = (0u32, 0u64);
     loop {
         tokio::select! {
+            line = async {
+                match logs.as_mut() {
+                    Some(logs) => logs.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match line {
+                Ok(line) if logs_sent < LOG_RATE => {
+                    logs_sent += 1;
+                    dashboard.broadcast(&log_message(&line));
+                }
+                Ok(_) => logs_suppressed += 1,
+                Err(broadcast::error::RecvError::Lagged(missed)) => logs_suppressed += missed,
+                Err(broadcast::error::RecvError::Closed) => logs = None,
+            },
             change = async {
                 match feed.as_mut() {
                     Some(feed) => feed.recv().await,
@@ -663,6 +697,11 @@ pub async fn run_hub(state: web::Data<AppState>) {
                     }
                     _ => {}
                 }
+                match (watched, logs.is_some()) {
+                    (true, false) => logs = Some(pinhive_telemetry::recent::subscribe()),
+                    (false, true) => logs = None,
+                    _ => {}
+                }
                 let now = nodes(&state);
                 let mut changed = Vec::new();
                 let mut removed = Vec::new();
@@ -688,6 +727,10 @@ pub async fn run_hub(state: web::Data<AppState>) {
                 }
             },
             _ = stats_tick.tick() => {
+                if logs_suppressed > 0 {
+                    dashboard.broadcast(&json!({"type": "log_suppressed", "count": logs_suppressed}));
+                }
+                (logs_sent, logs_suppressed) = (0, 0);
                 let stats = stats(&state, &mut rates);
                 dashboard.seen.lock().stats = stats.clone();
                 dashboard.broadcast(&json!({"type": "stats", "stats": stats}));

@@ -7,6 +7,7 @@
 //! Each crate declares its metrics in one `metrics.rs`.
 
 pub mod propagation;
+pub mod recent;
 pub mod tracing_setup;
 
 pub use propagation::{

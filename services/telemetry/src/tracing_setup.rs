@@ -188,9 +188,14 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         }
         None => (None, None),
     };
+    // The operator console's recent warnings and errors (bounded; crate::recent).
+    let recent = crate::recent::RecentLayer
+        .with_filter(tracing_subscriber::filter::LevelFilter::WARN)
+        .boxed();
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(otel)
+        .with(recent)
         .try_init();
     Ok(TelemetryGuard { provider })
 }
