@@ -153,6 +153,29 @@ async fn reads_from_a_region_raise_replicas_there_and_silence_lowers_them_to_min
         .get(&format!("/admin/pins/{requestid}/analytics"))
         .await;
     assert_eq!(status, 200);
+    // The cluster view (what the operator console's analytics section shows): demand by
+    // region names the reading region, and the CID is the partition's most-read one.
+    let (_, summary) = admin.get("/admin/analytics").await;
+    let partition = summary["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["top_cids"][0]["cid"] == cid.as_str())
+        .unwrap_or_else(|| panic!("{cid} not the top CID of a partition: {summary}"));
+    assert!(
+        partition["top_cids"][0]["bytes_per_sec"].as_f64() > Some(0.0),
+        "{partition}"
+    );
+    let region_demand = |name: &str| {
+        partition["demand_by_region"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r[0] == name)
+            .and_then(|r| r[1].as_f64())
+    };
+    assert!(region_demand(other) > Some(0.0), "{partition}");
+    assert_eq!(region_demand("other"), Some(0.0), "{partition}");
 
     // Silence: after the cool-down the target is back at min and one daemon lets go.
     eventually(CONVERGE, "back to one replica", || async {

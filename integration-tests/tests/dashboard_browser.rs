@@ -82,6 +82,17 @@ async fn the_console_signs_in_shows_live_pins_and_nodes_and_drains_a_node() {
         .unwrap();
     assert_eq!(stored.as_str(), Some(admin.as_str()));
 
+    // The analytics section, read from GET /admin/analytics with the session's token: this
+    // instance's access partitions and the regions of its nodes.
+    text_becomes(&browser, "#analytics-note", "the analytics section", |t| {
+        t.contains("access partition(s) on this instance")
+    })
+    .await;
+    text_becomes(&browser, "#analytics-regions", "demand by region", |t| {
+        t.contains("eu") && t.contains("us")
+    })
+    .await;
+
     // Both nodes, up.
     for id in ["ipfs-a", "ipfs-b"] {
         text_becomes(

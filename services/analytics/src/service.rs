@@ -81,7 +81,14 @@ pub struct PartitionSummary {
     /// Candidates by replica target ("1".."9", "10+").
     pub targets: Vec<(String, u64)>,
     pub next_offset: u64,
+    /// The last epoch's demand by region (bytes/s; "other": regions without nodes) and its
+    /// [`TOP_CIDS`] most-read CIDs with their targets.
+    pub demand_by_region: Vec<(String, f64)>,
+    pub top_cids: Vec<pinhive_domain::analytics::TopCid>,
 }
+
+/// Most-read CIDs a partition's summary names.
+pub const TOP_CIDS: usize = 10;
 
 struct Shared {
     access_log: Arc<dyn Log>,
@@ -564,6 +571,12 @@ impl PartitionActor {
         let epoch = self.tracker.epoch();
         let candidates = self.candidates();
         let outcome = optimize(&candidates, &self.shared.params, epoch);
+        let overview = pinhive_domain::analytics::demand_overview(
+            &candidates,
+            &outcome.decisions,
+            &self.shared.regions,
+            TOP_CIDS,
+        );
         let resets = self.pending_resets.clone();
         let mut envelopes: Vec<Envelope> = resets
             .iter()
@@ -625,7 +638,7 @@ impl PartitionActor {
             // the checkpoint until then).
             let evicted = actor.tracker.end_epoch();
             actor.pending_resets.extend(evicted);
-            actor.record_outcome(&outcome, epoch);
+            actor.record_outcome(&outcome, epoch, overview);
             // Counted in epochs, not measured: an append faster than the last one must not
             // push a due checkpoint to the next epoch.
             actor.epochs_since_checkpoint += 1;
@@ -656,7 +669,12 @@ impl PartitionActor {
         }));
     }
 
-    fn record_outcome(&mut self, outcome: &pinhive_domain::analytics::EpochOutcome, epoch: u64) {
+    fn record_outcome(
+        &mut self,
+        outcome: &pinhive_domain::analytics::EpochOutcome,
+        epoch: u64,
+        overview: pinhive_domain::analytics::DemandOverview,
+    ) {
         let label = self.label();
         self.explanations = outcome
             .decisions
@@ -714,6 +732,8 @@ impl PartitionActor {
                 .filter_map(|r| targets.get(r).map(|n| (r.to_string(), *n)))
                 .collect(),
             next_offset: self.next_offset,
+            demand_by_region: overview.by_region,
+            top_cids: overview.top,
         };
     }
 

@@ -69,6 +69,7 @@ async function signIn(event) {
 
 function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
+  if (analyticsTimer) clearTimeout(analyticsTimer);
   if (reconnectTimer) clearTimeout(reconnectTimer);
   if (socket) { socket.onclose = null; socket.close(); socket = null; }
   $("console").hidden = true;
@@ -82,6 +83,51 @@ function start() {
   $("console").hidden = false;
   $("signout").hidden = false;
   connect();
+  refreshAnalytics();
+}
+
+// ---- analytics (GET /admin/analytics: this instance's access partitions, every 10 s) ----
+
+let analyticsTimer = null;
+
+function rows(tableId, entries) {
+  const body = $(tableId).querySelector("tbody");
+  body.replaceChildren(...entries.map((cells) => {
+    const tr = el("tr");
+    cells.forEach((cell) => tr.appendChild(el("td", String(cell))));
+    return tr;
+  }));
+}
+
+async function refreshAnalytics() {
+  if (analyticsTimer) clearTimeout(analyticsTimer);
+  if (!token()) return;
+  analyticsTimer = setTimeout(refreshAnalytics, 10000);
+  const result = await api("GET", "/admin/analytics");
+  if (result.status !== 200) {
+    $("analytics-note").textContent = result.status === 503 ? "Analytics is off on this instance." : "Analytics: " + failure(result);
+    return;
+  }
+  const summary = result.body;
+  const partitions = summary.partitions || [];
+  $("analytics-note").textContent = partitions.length + " access partition(s) on this instance";
+  $("analytics-budget").textContent = bytes(summary.budget_used_bytes) + " / " + bytes(summary.budget_bytes);
+  const levels = partitions.map((p) => p.water_level_views_per_day).filter((v) => v !== null && v !== undefined);
+  $("analytics-water").textContent = levels.length ? Math.max(...levels).toFixed(1) : "–";
+  $("analytics-tracked").textContent = partitions.reduce((n, p) => n + p.tracked_cids, 0);
+  // Every region the optimizer knows, read or not (before the first epoch ends, none is).
+  const regions = new Map((summary.regions || []).map((region) => [region, 0]));
+  const targets = new Map();
+  let top = [];
+  for (const p of partitions) {
+    for (const [region, rate] of p.demand_by_region || []) regions.set(region, (regions.get(region) || 0) + rate);
+    for (const [target, count] of p.targets || []) targets.set(target, (targets.get(target) || 0) + count);
+    top = top.concat(p.top_cids || []);
+  }
+  rows("analytics-regions", [...regions].map(([region, rate]) => [region, bytes(rate) + "/s"]));
+  rows("analytics-targets", [...targets].map(([target, count]) => [target + " replica(s)", count]));
+  top.sort((a, b) => b.bytes_per_sec - a.bytes_per_sec);
+  rows("analytics-top", top.slice(0, 10).map((t) => [t.cid, bytes(t.bytes_per_sec) + "/s", t.target]));
 }
 
 // ---- the socket ----

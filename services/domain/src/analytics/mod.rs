@@ -144,3 +144,61 @@ pub struct EpochOutcome {
     /// Changes deferred to a later epoch by `max_changes_per_epoch`.
     pub deferred_changes: u64,
 }
+
+/// One of the CIDs with the most demand in an epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopCid {
+    pub cid: String,
+    /// Total decayed demand, all regions, bytes per second.
+    pub bytes_per_sec: f64,
+    /// The epoch's replica target.
+    pub target: u8,
+}
+
+/// What an operator sees of an epoch's demand: bytes per second read from each region
+/// (`regions` order, then `"other"` for regions without nodes), and the `top` candidates by
+/// total demand, highest first (ties by CID).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DemandOverview {
+    pub by_region: Vec<(String, f64)>,
+    pub top: Vec<TopCid>,
+}
+
+/// The [`DemandOverview`] of `candidates` and their `decisions` (same order, as
+/// [`optimize`] returns them). O(candidates · regions + candidates · log candidates).
+pub fn demand_overview(
+    candidates: &[Candidate],
+    decisions: &[Decision],
+    regions: &[String],
+    top: usize,
+) -> DemandOverview {
+    let mut by_region = vec![0.0; regions.len()];
+    let mut other = 0.0;
+    let mut totals: Vec<(f64, &str, u8)> = Vec::with_capacity(candidates.len());
+    for (candidate, decision) in candidates.iter().zip(decisions) {
+        for (sum, demand) in by_region.iter_mut().zip(&candidate.demand) {
+            *sum += demand;
+        }
+        other += candidate.other_demand;
+        let total = candidate.demand.iter().sum::<f64>() + candidate.other_demand;
+        totals.push((total, &candidate.cid, decision.target));
+    }
+    totals.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    DemandOverview {
+        by_region: regions
+            .iter()
+            .cloned()
+            .zip(by_region)
+            .chain(std::iter::once(("other".to_string(), other)))
+            .collect(),
+        top: totals
+            .into_iter()
+            .take(top)
+            .map(|(bytes_per_sec, cid, target)| TopCid {
+                cid: cid.to_string(),
+                bytes_per_sec,
+                target,
+            })
+            .collect(),
+    }
+}

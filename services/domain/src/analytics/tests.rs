@@ -642,3 +642,40 @@ fn geo_waits_for_sustained_demand() {
     };
     assert_eq!(optimize(&[lasting], &params(), 1).decisions[0].target, 3);
 }
+
+/// The operator's overview: demand summed per region (then "other"), the top CIDs by total
+/// demand with their targets, highest first, ties by CID.
+#[test]
+fn the_demand_overview_sums_regions_and_ranks_the_top_cids() {
+    let params = params();
+    let candidates = vec![
+        candidate("a", MB, [86_400.0, 0.0, 0.0]),
+        candidate("b", MB, [0.0, 2.0 * 86_400.0, 0.0]),
+        loaded("c", 3.0 * MB as f64),
+        candidate("d", MB, [86_400.0, 0.0, 0.0]),
+    ];
+    let outcome = optimize(&candidates, &params, 1);
+    let overview = super::demand_overview(&candidates, &outcome.decisions, &params.regions, 3);
+    let region = |name: &str| {
+        overview
+            .by_region
+            .iter()
+            .find(|(r, _)| r == name)
+            .map(|(_, v)| *v)
+            .unwrap()
+    };
+    assert!((region("us") - 2.0 * MB as f64).abs() < 1.0, "{overview:?}");
+    assert!((region("eu") - 2.0 * MB as f64).abs() < 1.0, "{overview:?}");
+    assert_eq!(region("ap"), 0.0);
+    assert!((region("other") - 3.0 * MB as f64).abs() < 1.0);
+    let top: Vec<&str> = overview.top.iter().map(|t| t.cid.as_str()).collect();
+    assert_eq!(top, ["c", "b", "a"], "highest first, a before d on a tie");
+    for entry in &overview.top {
+        let decision = outcome
+            .decisions
+            .iter()
+            .find(|d| d.cid == entry.cid)
+            .unwrap();
+        assert_eq!(entry.target, decision.target);
+    }
+}
