@@ -197,7 +197,14 @@ fn import(args: ImportArgs) -> ExitCode {
         Ok(sender) => sender,
         Err(error) => return bad_arguments(&format!("{error:#}")),
     };
-    let progress = progress_bar(length, args.quiet);
+    let progress = progress_bar(
+        length,
+        args.quiet,
+        (
+            "{bar:30} {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
+            "{spinner} {binary_bytes} {msg}",
+        ),
+    );
     let mut summary = Summary::default();
     let (batches, received) = mpsc::sync_channel::<Batch>(args.concurrency);
     let received = Mutex::new(received);
@@ -352,15 +359,20 @@ pub(crate) fn trim_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn progress_bar(length: Option<u64>, quiet: bool) -> ProgressBar {
+/// A progress bar on stderr (hidden when `quiet`, and by indicatif itself when stderr is not
+/// a terminal): `templates.0` when the total is known, `templates.1` otherwise.
+pub(crate) fn progress_bar(
+    length: Option<u64>,
+    quiet: bool,
+    templates: (&str, &str),
+) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
-    // Hidden by indicatif itself when stderr is not a terminal.
     let bar = ProgressBar::with_draw_target(length, ProgressDrawTarget::stderr());
     let template = match length {
-        Some(_) => "{bar:30} {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
-        None => "{spinner} {binary_bytes} {msg}",
+        Some(_) => templates.0,
+        None => templates.1,
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);

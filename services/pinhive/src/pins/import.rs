@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use pinhive_domain::command::RawPin;
 use reqwest::Method;
 use serde::Serialize;
@@ -260,23 +260,6 @@ fn fingerprint(path: &PathBuf) -> io::Result<(String, u64)> {
     Ok((format!("{:x}", hasher.finalize()), lines))
 }
 
-fn progress_bar(total: Option<u64>, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    // Hidden by indicatif itself when stderr is not a terminal.
-    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
-    let template = match total {
-        Some(_) => "{bar:30} {pos}/{len} lines {per_sec} ETA {eta} {msg}",
-        None => "{spinner} {pos} lines {per_sec} {msg}",
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
 fn bad_arguments(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(EXIT_BAD_ARGUMENTS)
@@ -346,7 +329,14 @@ pub fn run(args: ImportArgs) -> ExitCode {
             }
         }
     };
-    let progress = progress_bar(total, args.quiet || args.json);
+    let progress = crate::access::progress_bar(
+        total,
+        args.quiet || args.json,
+        (
+            "{bar:30} {pos}/{len} lines {per_sec} ETA {eta} {msg}",
+            "{spinner} {pos} lines {per_sec} {msg}",
+        ),
+    );
     let shared = Shared {
         api: &api,
         journal: journal.as_ref(),
