@@ -317,9 +317,14 @@ async fn ws_dashboard(
     };
     let (response, session, stream) = actix_ws::handle_with_protocols(&request, body, &[PROTOCOL])
         .map_err(|e| ApiError::bad_request(format!("not a WebSocket handshake: {e}")))?;
-    if !dashboard.feed_subscribed.swap(true, Ordering::SeqCst) {
-        *dashboard.feed_slot.lock() = Some(state.orchestrator.feed().subscribe());
-        dashboard.wake.notify_one();
+    // Under the slot's lock, which the hub also holds while it decides to unsubscribe: a
+    // session counted after the hub saw none finds the flag cleared and subscribes again.
+    {
+        let mut parked = dashboard.feed_slot.lock();
+        if !dashboard.feed_subscribed.swap(true, Ordering::SeqCst) {
+            *parked = Some(state.orchestrator.feed().subscribe());
+            dashboard.wake.notify_one();
+        }
     }
     tracing::info!(token_id = %caller.token_id, owner = %caller.owner, "dashboard session opened");
     let stream = stream.max_frame_size(MAX_CLIENT_FRAME);
@@ -682,21 +687,28 @@ pub async fn run_hub(state: web::Data<AppState>) {
                 }
             },
             _ = node_poll.tick() => {
-                let watched = dashboard.sessions.load(Ordering::SeqCst) > 0;
-                if let Some(subscribed) = dashboard.feed_slot.lock().take() {
-                    feed = Some(subscribed);
-                }
-                match (watched, feed.is_some()) {
-                    (true, false) => {
-                        dashboard.feed_subscribed.store(true, Ordering::SeqCst);
-                        feed = Some(state.orchestrator.feed().subscribe());
+                // The session count, the parked subscription and the flag are read and
+                // changed under one lock (see the handshake): no session can open between the
+                // count and the unsubscribe unseen.
+                let watched = {
+                    let mut parked = dashboard.feed_slot.lock();
+                    let watched = dashboard.sessions.load(Ordering::SeqCst) > 0;
+                    if let Some(subscribed) = parked.take() {
+                        feed = Some(subscribed);
                     }
-                    (false, true) => {
-                        feed = None;
-                        dashboard.feed_subscribed.store(false, Ordering::SeqCst);
+                    match (watched, feed.is_some()) {
+                        (true, false) => {
+                            dashboard.feed_subscribed.store(true, Ordering::SeqCst);
+                            feed = Some(state.orchestrator.feed().subscribe());
+                        }
+                        (false, true) => {
+                            feed = None;
+                            dashboard.feed_subscribed.store(false, Ordering::SeqCst);
+                        }
+                        _ => {}
                     }
-                    _ => {}
-                }
+                    watched
+                };
                 match (watched, logs.is_some()) {
                     (true, false) => logs = Some(pinhive_telemetry::recent::subscribe()),
                     (false, true) => logs = None,
