@@ -380,7 +380,11 @@ fn export(data_dir: &Path, out: impl Write) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
-/// Restores into `data_dir`, which must be absent or empty; removes what it wrote on failure.
+/// Restores into `data_dir`, which must be absent or empty. The archive is restored into a
+/// sibling directory of its own (`<data_dir>.importing-<pid>`), verified, and only then renamed
+/// onto `data_dir`: a killed import never leaves a half-restored data dir behind, and a failed
+/// one removes only its own directory — never files a service started on `data_dir` meanwhile
+/// wrote (the rename then fails: `data_dir` is no longer empty).
 fn import_into_new(data_dir: &Path, input: impl Read) -> anyhow::Result<Manifest> {
     if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
         bail!(
@@ -388,21 +392,38 @@ fn import_into_new(data_dir: &Path, input: impl Read) -> anyhow::Result<Manifest
             data_dir.display()
         );
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let result = import(data_dir, input);
-    if result.is_err() {
-        // Only what this import created: the directory was empty or absent.
-        if let Ok(entries) = std::fs::read_dir(data_dir) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let _ = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-            }
+    let mut staging = data_dir.as_os_str().to_owned();
+    staging.push(format!(".importing-{}", std::process::id()));
+    let staging = PathBuf::from(staging);
+    if staging.exists() {
+        bail!(
+            "{} exists (an import that was killed?): remove it first",
+            staging.display()
+        );
+    }
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let result = import(&staging, input).and_then(|manifest| {
+        if data_dir.exists() {
+            // Empty (checked above) unless a service started on it meanwhile: then this
+            // fails and nothing of that service's is touched.
+            std::fs::remove_dir(data_dir).with_context(|| {
+                format!(
+                    "{} is no longer empty: nothing restored",
+                    data_dir.display()
+                )
+            })?;
         }
+        std::fs::rename(&staging, data_dir)
+            .with_context(|| format!("moving {} to {}", staging.display(), data_dir.display()))?;
+        if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .with_context(|| format!("syncing {}", parent.display()))?;
+        }
+        Ok(manifest)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
     }
     result
 }
@@ -593,7 +614,13 @@ mod tests {
         let other = dir.path().join("other");
         let error = import_into_new(&other, damaged.as_slice()).unwrap_err();
         assert!(error.to_string().contains("damaged"), "{error}");
-        assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("other"))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
         // Cut short: no manifest.
         let error = import_into_new(&other, &backup[..backup.len() / 2]).unwrap_err();
         assert!(

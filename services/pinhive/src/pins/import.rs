@@ -187,14 +187,20 @@ impl Shared<'_> {
                     self.counters.imported.fetch_add(1, Ordering::Relaxed);
                     return self.done(job.line);
                 }
-                Err(ApiError::Unknown { .. }) => match held(self.api, &job.pin) {
-                    Ok(true) => {
-                        self.counters.found.fetch_add(1, Ordering::Relaxed);
-                        return self.done(job.line);
+                Err(ApiError::Unknown { .. }) => {
+                    // A request still in flight, or appended but not yet applied (the service
+                    // answers after at most its 2 s apply wait), is not listed yet: give it
+                    // that long before looking.
+                    std::thread::sleep(UNKNOWN_OUTCOME_SETTLE);
+                    match held(self.api, &job.pin) {
+                        Ok(true) => {
+                            self.counters.found.fetch_add(1, Ordering::Relaxed);
+                            return self.done(job.line);
+                        }
+                        Ok(false) => continue,
+                        Err(error) => return self.refused(job.line, error),
                     }
-                    Ok(false) => continue,
-                    Err(error) => return self.refused(job.line, error),
-                },
+                }
                 Err(error) => return self.refused(job.line, error),
             }
         }
@@ -259,6 +265,9 @@ fn fingerprint(path: &PathBuf) -> io::Result<(String, u64)> {
     }
     Ok((format!("{:x}", hasher.finalize()), lines))
 }
+
+/// How long an unanswered POST is given to be applied before the import looks for its pin.
+const UNKNOWN_OUTCOME_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn bad_arguments(message: &str) -> ExitCode {
     eprintln!("error: {message}");
