@@ -7,7 +7,7 @@
 //! (`POST /admin/pins/{requestid}/recover`); `expire` sets or clears a pin's expiry
 //! (`/admin/pins/{requestid}/expiry`).
 
-mod api;
+pub(crate) mod api;
 mod import;
 mod input;
 mod journal;

@@ -6,6 +6,7 @@
 //! reads may then count twice. Demand is an estimate, decayed over time; a double count after
 //! a timeout is noise in it, a lost batch would be a hole.
 
+use crate::pins::api::error_chain;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
@@ -238,18 +239,6 @@ fn classify(response: Response, sent: usize) -> Outcome {
         status: status.as_u16(),
         details: format!("{}{hint}", details(&text)),
     }
-}
-
-/// reqwest's message and its causes ("error sending request: … Connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `error.details` of the API's error body, else the start of the body.

@@ -269,7 +269,7 @@ pub fn encode(value: &str) -> String {
 }
 
 /// reqwest's message and its causes ("error sending request: … Connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
