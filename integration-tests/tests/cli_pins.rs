@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pinhive_integration_tests::{binary, create_token, free_port, Client, Pinhive};
+use pinhive_integration_tests::{binary, create_token, eventually, free_port, Client, Pinhive};
 use serde_json::Value;
 
 /// Lines of the large import: 100,000, what the issue asks for (`PINHIVE_IMPORT_TEST_LINES`
@@ -129,23 +129,26 @@ async fn a_killed_import_of_many_cids_finishes_on_rerun_with_each_valid_pin_once
 
     // First run: killed once the service holds a quarter of the pins (progress seen, no
     // fixed sleep), with requests in flight.
-    let mut first = cli(&pinhive, &token, &["pins", "import", input_arg, "--json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if count(&client).await >= (valid.len() / 4) as u64 {
-            break;
-        }
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "the import ended before it was killed"
-        );
-        assert!(Instant::now() < deadline, "no progress within 300 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let first = std::cell::RefCell::new(
+        cli(&pinhive, &token, &["pins", "import", input_arg, "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually(
+        Duration::from_secs(300),
+        "a quarter of the pins imported",
+        || async {
+            assert!(
+                first.borrow_mut().try_wait().unwrap().is_none(),
+                "the import ended before it was killed"
+            );
+            (count(&client).await >= (valid.len() / 4) as u64).then_some(())
+        },
+    )
+    .await;
+    let mut first = first.into_inner();
     first.kill().unwrap();
     first.wait().unwrap();
     let after_kill = count(&client).await;
