@@ -129,6 +129,17 @@ pub(crate) fn bearer(request: &HttpRequest) -> Result<String, ApiError> {
     Ok(token.to_string())
 }
 
+/// What [`TokenCache::lookup`] found.
+pub(crate) enum Cached {
+    /// Verified less than the TTL ago.
+    Fresh(Caller),
+    /// Verified before, due to be read again: its re-check is no stranger's guess, so the
+    /// per-address lookup limit does not apply to it.
+    Stale,
+    /// Never verified here, or evicted from the bounded cache.
+    Unknown,
+}
+
 /// Verified tokens by secret, each trusted for [`crate::TOKEN_CACHE_TTL`] (bounded LRU). A
 /// revocation through this instance evicts at once, and a row read before it is not cached
 /// after it: [`TokenCache::put`] takes the [`TokenCache::generation`] seen before the read.
@@ -148,19 +159,15 @@ impl TokenCache {
         }
     }
 
-    /// The caller of `secret` if it was verified less than the TTL ago.
-    pub(crate) fn get(&self, secret: &str) -> Option<Caller> {
-        self.entries
-            .lock()
-            .get(secret)
-            .filter(|(_, seen)| seen.elapsed() < crate::TOKEN_CACHE_TTL)
-            .map(|(caller, _)| caller.clone())
-    }
-
-    /// True when `secret` was verified before (fresh or not): its re-check is no stranger's
-    /// guess, and the per-address lookup limit does not apply to it.
-    pub(crate) fn knows(&self, secret: &str) -> bool {
-        self.entries.lock().contains(secret)
+    /// What the cache holds of `secret`, in one lookup.
+    pub(crate) fn lookup(&self, secret: &str) -> Cached {
+        match self.entries.lock().get(secret) {
+            Some((caller, seen)) if seen.elapsed() < crate::TOKEN_CACHE_TTL => {
+                Cached::Fresh(caller.clone())
+            }
+            Some(_) => Cached::Stale,
+            None => Cached::Unknown,
+        }
     }
 
     /// Taken before a token row is read; passed to [`TokenCache::put`] after.
@@ -207,7 +214,8 @@ async fn authenticate(
 ) -> Result<Caller, ApiError> {
     let now = pinhive_events::now_ns();
     // Cached by the secret itself: a request with a cached token costs no hashing.
-    if let Some(caller) = state.tokens.get(&token) {
+    let cached = state.tokens.lookup(&token);
+    if let Cached::Fresh(caller) = cached {
         if caller.expires_ns.is_some_and(|expires| now >= expires) {
             return Err(expired());
         }
@@ -215,7 +223,7 @@ async fn authenticate(
     }
     // Only tokens never verified here (or long evicted) count against the address's lookups:
     // a known token's re-read every TTL is not someone trying secrets.
-    if let Some(peer) = peer.filter(|_| !state.tokens.knows(&token)) {
+    if let Some(peer) = peer.filter(|_| matches!(cached, Cached::Unknown)) {
         if let Err(wait) = state.token_lookup_limiter.check(&peer.to_string()) {
             let secs = crate::ratelimit::retry_after_secs(wait);
             return Err(ApiError::new(
@@ -352,6 +360,10 @@ scoped!(
 mod tests {
     use super::*;
 
+    fn fresh(cache: &TokenCache, secret: &str) -> bool {
+        matches!(cache.lookup(secret), Cached::Fresh(_))
+    }
+
     fn caller(token_id: &str) -> Caller {
         Caller {
             owner: "alice".into(),
@@ -367,10 +379,10 @@ mod tests {
         let cache = TokenCache::new(8);
         cache.put("s1".into(), caller("t1"), cache.generation());
         cache.put("s2".into(), caller("t2"), cache.generation());
-        assert!(cache.get("s1").is_some());
+        assert!(fresh(&cache, "s1"));
         cache.evict("t1");
-        assert!(cache.get("s1").is_none());
-        assert!(cache.get("s2").is_some(), "other tokens stay");
+        assert!(!fresh(&cache, "s1"));
+        assert!(fresh(&cache, "s2"), "other tokens stay");
     }
 
     #[test]
@@ -381,9 +393,9 @@ mod tests {
         let before = cache.generation();
         cache.evict("t1");
         cache.put("s1".into(), caller("t1"), before);
-        assert!(cache.get("s1").is_none(), "the revoked token was put back");
+        assert!(!fresh(&cache, "s1"), "the revoked token was put back");
         // A lookup that starts after the revocation caches as usual.
         cache.put("s1".into(), caller("t1"), cache.generation());
-        assert!(cache.get("s1").is_some());
+        assert!(fresh(&cache, "s1"));
     }
 }
