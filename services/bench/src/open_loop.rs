@@ -208,6 +208,11 @@ async fn open_loop(
     for i in 0..total {
         let scheduled = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(scheduled).await;
+        // Finished requests are reaped as the run goes, so the set holds only those in flight
+        // (or waiting for a connection), not every request of the run.
+        while let Some(joined) = tasks.try_join_next() {
+            joined.context("a request task panicked")?;
+        }
         let kind = match workload {
             Workload::Mixed if i % 10 == 0 => Workload::Post,
             Workload::Mixed => Workload::List,

@@ -440,7 +440,66 @@ async fn measure(args: &ScaleArgs, work: &Path) -> anyhow::Result<Report> {
          after loading ({data_bytes} bytes)",
         data_dir.display()
     ));
+    footprint(&mut report, &data_dir, pins).await?;
     Ok(report)
+}
+
+/// Where the data dir's bytes are, with the server stopped: the log (its records are kept for
+/// `log_retention_secs`, so in production they follow the pin *rate*), and each store table as
+/// loaded (memtables flushed) and after a major compaction (what the rows themselves occupy).
+async fn footprint(report: &mut Report, data_dir: &Path, pins: usize) -> anyhow::Result<()> {
+    let per_pin = |bytes: u64| bytes as f64 / pins as f64;
+    report.row(
+        "log_bytes_per_pin",
+        "log bytes per pin (event records; kept for log_retention_secs)",
+        per_pin(process::dir_bytes(&data_dir.join("log"))?),
+        "B",
+    );
+    let store_dir = data_dir.join("store");
+    let (loaded, compacted, took) = tokio::task::spawn_blocking(move || {
+        let store = EmbeddedStore::open(&store_dir).context("opening the store")?;
+        store.flush_tables()?;
+        let loaded = store.footprint()?;
+        let started = Instant::now();
+        store.compact_all()?;
+        let took = started.elapsed();
+        anyhow::Ok((loaded, store.footprint()?, took))
+    })
+    .await??;
+    let total = |tables: &[pinhive_store::embedded::TableFootprint]| {
+        tables.iter().map(|table| table.disk_bytes).sum::<u64>()
+    };
+    report.row(
+        "store_bytes_per_pin",
+        "store tables bytes per pin, as loaded (memtables flushed)",
+        per_pin(total(&loaded)),
+        "B",
+    );
+    report.row(
+        "store_compacted_bytes_per_pin",
+        "store tables bytes per pin after a major compaction",
+        per_pin(total(&compacted)),
+        "B",
+    );
+    report.row(
+        "store_compaction_secs",
+        "major compaction of every table (offline)",
+        took.as_secs_f64(),
+        "s",
+    );
+    for table in compacted.iter().filter(|table| table.disk_bytes > 0) {
+        report.row(
+            format!("table_{}_bytes_per_pin", table.name),
+            format!(
+                "  table {} after compaction (≈{:.2} entries per pin)",
+                table.name,
+                table.approximate_entries as f64 / pins as f64
+            ),
+            per_pin(table.disk_bytes),
+            "B",
+        );
+    }
+    Ok(())
 }
 
 /// An admin token owned by [`OWNER`], written into the store before the server first starts.

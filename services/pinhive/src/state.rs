@@ -86,10 +86,21 @@ pub fn run(command: StateCommand) -> anyhow::Result<()> {
             let manifest = if file.as_os_str() == "-" {
                 export(&dir.data_dir, io::stdout().lock())?
             } else {
-                let out =
-                    File::create(&file).with_context(|| format!("creating {}", file.display()))?;
-                let manifest = export(&dir.data_dir, BufWriter::new(&out))?;
-                out.sync_all()?;
+                // Written beside FILE and renamed onto it once complete: a failed export
+                // leaves no partial archive (the temporary file goes when dropped), and an
+                // earlier backup at FILE stays until the new one is whole.
+                let parent = match file.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent,
+                    _ => Path::new("."),
+                };
+                let out = tempfile::Builder::new()
+                    .prefix(".pinhive-export-")
+                    .tempfile_in(parent)
+                    .with_context(|| format!("creating a file in {}", parent.display()))?;
+                let manifest = export(&dir.data_dir, BufWriter::new(out.as_file()))?;
+                out.as_file().sync_all()?;
+                out.persist(&file)
+                    .with_context(|| format!("writing {}", file.display()))?;
                 manifest
             };
             eprintln!("{}", describe("exported", &manifest));

@@ -8,10 +8,13 @@
 //! memtables and journal are sized by [`StoreMemory`].
 
 mod backup;
+mod footprint;
+mod watchdog;
 
 use std::path::Path;
 
 pub use backup::BackupSnapshot;
+pub use footprint::TableFootprint;
 
 use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -29,6 +32,8 @@ use crate::{
 };
 
 pub struct EmbeddedStore {
+    /// First, so it stops (and drops its table handles) before the database closes.
+    watchdog: Option<watchdog::Watchdog>,
     db: Database,
     cids: Keyspace,
     pins: Keyspace,
@@ -207,7 +212,8 @@ impl EmbeddedStore {
                 checkpoints.insert(LAYOUT_KEY, LAYOUT).map_err(backend)?;
             }
         }
-        Ok(EmbeddedStore {
+        let mut store = EmbeddedStore {
+            watchdog: None,
             cids: open("cids")?,
             pins: open("pins")?,
             cid_pins: open("cid_pins")?,
@@ -230,7 +236,22 @@ impl EmbeddedStore {
             fence: std::sync::Mutex::new(()),
             tokens_lock: std::sync::Mutex::new(()),
             db,
-        })
+        };
+        let tables = store
+            .keyspace_names()
+            .into_iter()
+            .map(|name| Ok((name.clone(), store.existing_keyspace(&name)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        store.watchdog = Some(
+            watchdog::Watchdog::start(
+                store.db.clone(),
+                tables,
+                memtable,
+                memory.journal_bytes.max(64 << 20),
+            )
+            .map_err(backend)?,
+        );
+        Ok(store)
     }
 
     fn keyspaces(&self) -> [&Keyspace; 18] {

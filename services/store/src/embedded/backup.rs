@@ -91,15 +91,7 @@ impl EmbeddedStore {
 impl BackupSnapshot<'_> {
     /// Every keyspace of the store, by name (sorted).
     pub fn keyspaces(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .store
-            .db
-            .list_keyspace_names()
-            .iter()
-            .map(|name| name.to_string())
-            .collect();
-        names.sort();
-        names
+        self.store.keyspace_names()
     }
 
     /// The entries of keyspace `name` in key order, as of the snapshot.
@@ -107,14 +99,7 @@ impl BackupSnapshot<'_> {
         &self,
         name: &str,
     ) -> Result<impl Iterator<Item = BackupEntry> + '_, StoreError> {
-        if !self.store.db.keyspace_exists(name) {
-            return Err(StoreError::Backend(format!("no keyspace {name}")));
-        }
-        let keyspace = self
-            .store
-            .db
-            .keyspace(name, KeyspaceCreateOptions::default)
-            .map_err(backend)?;
+        let keyspace = self.store.existing_keyspace(name)?;
         Ok(self.snapshot.iter(&keyspace).map(|guard| {
             let (key, value) = guard.into_inner().map_err(backend)?;
             Ok((key.to_vec(), value.to_vec()))
