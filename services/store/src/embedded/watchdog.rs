@@ -1,20 +1,22 @@
 //! A guard under fjall's own memtable rotation, and the store's memory and journal gauges.
 //!
-//! fjall 3.1.13 rotates a table's memtable (and, with it, lets the journal be rotated and
-//! trimmed) only through a message to its worker pool, sent with `try_send` on a bounded queue
-//! of 1,000 and dropped when the queue is full. Under a sustained write load (found by the
-//! 8M-pin `pinhive bench scale` run, docs/capacity.md) the queue filled with compaction
-//! messages — with two or more workers, worker 0 puts every compaction message back — so every
-//! rotation request was lost: memtables grew without bound (24 GB of RSS) and so did the one
-//! journal file (14 GB), which a restart would replay whole. fjall's write stall never engaged,
-//! since it counts sealed memtables and none were sealed.
+//! fjall rotates a table's memtable (and, with it, lets the journal be rotated and trimmed)
+//! only through messages to its worker pool. Released fjall 3.1.13 sent them with `try_send` on
+//! a bounded queue of 1,000 and dropped them when it was full, and its workers could deadlock
+//! on that queue (third_party/fjall/PINHIVE-PATCH.md); the 8M-pin `pinhive bench scale` run
+//! (docs/capacity.md, 3.3) grew memtables to 24 GB of RSS and one journal file to 14 GB. The
+//! patched fjall pinhive builds with has an unbounded queue, so requests are no longer lost; but
+//! a request can still wait behind compactions while writers fill the memtable, and nothing in
+//! fjall bounds that.
 //!
-//! The watchdog looks at every table's active memtable a few times a second and rotates one
-//! that has grown past twice its size limit itself (fjall would have asked at once its size
-//! passed the limit, so twice the limit means the request was lost). The rotation hands the
-//! memtable to fjall's flush queue; a full queue makes that call wait, which is the
-//! backpressure fjall lacked, and four sealed memtables waiting halt writers in fjall as
-//! designed. Memory per table is then bounded by about 2 × limit active + 4 × that sealed.
+//! The watchdog looks at every table's active memtable ten times a second and rotates one that
+//! has grown past twice its size limit itself (fjall asks as soon as the size passes the limit,
+//! so twice the limit means the request is stuck or lost). Once rotated, fjall's write stall
+//! (four sealed memtables waiting) halts writers as designed, so memory per table is bounded by
+//! about 2 × limit active + 4 × that sealed. While the journal is past twice its limit it also
+//! rotates every table whose memtable has not changed for a second: the journal can only be
+//! trimmed up to the oldest entry still in a memtable, so a rarely written table would
+//! otherwise keep every journal file written since its last flush.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -48,7 +50,7 @@ fn gauges() -> &'static Gauges {
         rotations: pinhive_telemetry::counter_vec(
             "pinhive_store_forced_rotations_total",
             "Embedded store: memtables rotated by the watchdog because the engine's own \
-             rotation request was lost",
+             rotation request was stuck or lost",
             &["table"],
         ),
     })
@@ -177,7 +179,7 @@ pub(super) fn rotate_oversized(tables: &[(String, Keyspace)], memtable_limit: u6
                         table = %name,
                         memtable_bytes = size,
                         "store table's memtable was past twice its limit without being rotated: \
-                         rotated it (the engine's rotation request was lost; at most one such \
+                         rotated it (the engine's rotation request is stuck or lost; at most one such \
                          line a minute, every time in pinhive_store_forced_rotations_total)"
                     );
                 }
