@@ -254,29 +254,6 @@ impl EmbeddedStore {
         Ok(store)
     }
 
-    fn keyspaces(&self) -> [&Keyspace; 18] {
-        [
-            &self.cids,
-            &self.pins,
-            &self.cid_pins,
-            &self.listing,
-            &self.commits,
-            &self.journal,
-            &self.journal_by_time,
-            &self.pending,
-            &self.node_cids,
-            &self.expiry,
-            &self.checkpoints,
-            &self.tokens,
-            &self.token_index,
-            &self.nodes,
-            &self.dead_letters,
-            &self.s3_objects,
-            &self.s3_by_cid,
-            &self.analytics,
-        ]
-    }
-
     /// Adds a shard batch's rows to a write batch.
     fn stage_rows(&self, write: &mut fjall::OwnedWriteBatch, batch: &ShardBatch) {
         for pin in &batch.pins {
@@ -1230,9 +1207,7 @@ impl Store for EmbeddedStore {
     fn flush(&self) -> Result<(), StoreError> {
         // Memtables go to disk too (not only the journal): a restart then has no journal to
         // replay, which would cost time and memory (every entry back in a memtable).
-        for keyspace in self.keyspaces() {
-            keyspace.rotate_memtable_and_wait().map_err(backend)?;
-        }
+        self.flush_tables()?;
         self.db.persist(PersistMode::SyncAll).map_err(backend)
     }
 }

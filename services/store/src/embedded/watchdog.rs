@@ -200,6 +200,15 @@ mod tests {
     use super::*;
     use fjall::KeyspaceCreateOptions;
 
+    /// Waits (30 s at most) until `keyspace` has a table on disk: its memtable was flushed.
+    fn wait_until_on_disk(keyspace: &Keyspace, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while keyspace.disk_space() == 0 {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     #[test]
     fn a_memtable_past_twice_its_limit_is_rotated_and_flushed_and_a_small_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -224,14 +233,7 @@ mod tests {
         assert_eq!(rotate_oversized(&tables, 1 << 20), vec!["big".to_string()]);
         assert!(big.tree.active_memtable().size() < 1 << 20);
         // Flushed by fjall's workers: on disk, readable.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while big.disk_space() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the rotated memtable was never flushed"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_on_disk(&big, "the rotated memtable was never flushed");
         assert_eq!(big.get(7u32.to_be_bytes()).unwrap().unwrap().len(), 1000);
         assert_eq!(small.disk_space(), 0);
         // Nothing left past the limit: nothing to do.
@@ -330,14 +332,7 @@ mod tests {
                 .insert(i.to_be_bytes(), vec![i as u8; 1000])
                 .unwrap();
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while keyspace.disk_space() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never rotated and flushed"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_on_disk(&keyspace, "never rotated and flushed");
         assert!(keyspace.tree.active_memtable().size() <= 2 << 20);
         drop(watchdog);
         drop(keyspace);
